@@ -6,5 +6,6 @@
 //! - [`tenancy`]: tenants, clusters, and how their names map onto the pool.
 
 pub mod policy;
+pub mod pool_admin;
 pub mod tenancy;
 pub mod token;
