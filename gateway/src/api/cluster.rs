@@ -1,0 +1,186 @@
+//! Metadata and DescribeCluster: the gateway's nodes are the cluster's brokers.
+//!
+//! The pool's brokers, node ids, addresses and cluster id never reach a tenant: brokers are
+//! replaced by the gateway nodes, every partition is led by a gateway node (replicas and ISR
+//! are that node), the cluster id is the tenant cluster's id, and topics outside the tenant's
+//! namespace (or that the principal may not describe) are not listed at all.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest,
+    MetadataResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{forward, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED, UNKNOWN_TOPIC_ID};
+use crate::authz::Action;
+use crate::upstream::UpstreamError;
+
+pub async fn metadata(
+    ctx: &Ctx,
+    version: i16,
+    mut req: MetadataRequest,
+) -> Result<Reply, UpstreamError> {
+    // v0 spells "all topics" as an empty list; later versions as null.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let mut refused: Vec<MetadataResponseTopic> = Vec::new();
+    if all {
+        req.topics = None;
+        // Creating topics as a side effect of listing them all is never what a tenant means.
+        req.allow_auto_topic_creation = false;
+    } else {
+        let mut wanted = Vec::new();
+        let mut may_create = true;
+        for mut t in req.topics.take().unwrap_or_default() {
+            // By id: resolve to our name first, so authorization and mapping are uniform.
+            let name = match &t.name {
+                Some(n) => n.clone(),
+                None => {
+                    match ctx.gw.router().topic_name(t.topic_id).await? {
+                        Some(physical) => match ctx.back(&physical) {
+                            Some(n) => TopicName(n),
+                            None => {
+                                refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
+                                continue;
+                            }
+                        },
+                        None => {
+                            refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let physical = match ctx.topic_out(&name) {
+                Ok(p) => p,
+                Err(_) => {
+                    refused.push(error_topic(Some(name), t.topic_id, INVALID_TOPIC));
+                    continue;
+                }
+            };
+            if !ctx.session.may_topic(Action::DescribeTopic, &name.0) {
+                refused.push(error_topic(Some(name), t.topic_id, TOPIC_DENIED));
+                continue;
+            }
+            may_create &= ctx.session.may_topic(Action::CreateTopic, &name.0);
+            t.name = Some(physical);
+            // Ask by name only; older pools may not look up ids.
+            t.topic_id = uuid::Uuid::nil();
+            wanted.push(t);
+        }
+        req.allow_auto_topic_creation &= may_create;
+        if wanted.is_empty() {
+            let resp = presented(ctx, version, MetadataResponse::default(), refused);
+            return Ok(Reply::Now(ResponseKind::Metadata(resp)));
+        }
+        req.topics = Some(wanted);
+    }
+    // Per-topic authorized operations are computed by the pool for its own principal; they
+    // would be meaningless, so they are not asked for.
+    req.include_cluster_authorized_operations = false;
+    req.include_topic_authorized_operations = false;
+
+    let broker = ctx.gw.router().any()?;
+    let answer = forward::<_, MetadataResponse>(&broker, ApiKey::Metadata, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let resp = answer.await?;
+        ctx.gw.router().learn_topic_ids(
+            resp.topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| (t.topic_id, n.0.as_str()))),
+        );
+        Ok(ResponseKind::Metadata(presented(&ctx, version, resp, refused)))
+    }))
+}
+
+fn error_topic(name: Option<TopicName>, id: uuid::Uuid, code: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name)
+        .with_topic_id(id)
+        .with_error_code(code)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+/// Rewrites a pool answer into what the tenant sees.
+fn presented(
+    ctx: &Ctx,
+    version: i16,
+    mut resp: MetadataResponse,
+    refused: Vec<MetadataResponseTopic>,
+) -> MetadataResponse {
+    resp.brokers = ctx
+        .gw
+        .config()
+        .nodes
+        .iter()
+        .map(|n| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(n.id))
+                .with_host(StrBytes::from_string(n.host.clone()))
+                .with_port(n.port)
+        })
+        .collect();
+    resp.cluster_id = Some(StrBytes::from_string(
+        ctx.session.cluster.id.as_hyphenated().to_string(),
+    ));
+    resp.controller_id = BrokerId(ctx.gw.first_node().id);
+    resp.cluster_authorized_operations = i32::MIN;
+    resp.topics.retain_mut(|t| {
+        let Some(name) = t.name.as_mut() else {
+            return false;
+        };
+        if !ctx.topic_back(name) || !ctx.session.may_topic(Action::DescribeTopic, &name.0) {
+            return false;
+        }
+        t.is_internal = false;
+        t.topic_authorized_operations = i32::MIN;
+        let logical = name.0.to_string();
+        for p in &mut t.partitions {
+            let leader = BrokerId(ctx.gw.node_for(&logical, p.partition_index).id);
+            p.leader_id = leader;
+            p.replica_nodes = vec![leader];
+            p.isr_nodes = vec![leader];
+            p.offline_replicas = Vec::new();
+        }
+        true
+    });
+    resp.topics.extend(refused);
+    let _ = version;
+    resp
+}
+
+pub fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) -> Reply {
+    let _ = version;
+    let mut resp = DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(StrBytes::from_string(
+            ctx.session.cluster.id.as_hyphenated().to_string(),
+        ))
+        .with_controller_id(BrokerId(ctx.gw.first_node().id))
+        .with_cluster_authorized_operations(i32::MIN);
+    if !ctx.session.may_cluster(Action::DescribeCluster) {
+        resp.error_code = super::CLUSTER_DENIED;
+        resp.error_message = Some(StrBytes::from_static_str(
+            "the policy does not allow kafka-cluster:DescribeCluster",
+        ));
+        return Reply::Now(ResponseKind::DescribeCluster(resp));
+    }
+    resp.brokers = ctx
+        .gw
+        .config()
+        .nodes
+        .iter()
+        .map(|n| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(n.id))
+                .with_host(StrBytes::from_string(n.host.clone()))
+                .with_port(n.port)
+        })
+        .collect();
+    Reply::Now(ResponseKind::DescribeCluster(resp))
+}

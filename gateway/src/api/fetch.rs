@@ -1,0 +1,198 @@
+//! Fetch, ListOffsets and OffsetForLeaderEpoch: reading partitions.
+//!
+//! Fetch sessions (KIP-227) are declined: every fetch goes to the pool as a full fetch
+//! (session id 0, final epoch) and the client is told no session was made, which every client
+//! handles (brokers decline sessions whenever their cache is full). A session on the pool would
+//! be tied to one broker and to the exact set of partitions the tenant may read; full fetches
+//! are routed and authorized afresh every time.
+
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind, TopicName,
+};
+
+use super::{forward, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
+use crate::authz::Action;
+use crate::upstream::UpstreamError;
+
+/// A consumer's replica id in requests that also serve followers.
+const CONSUMER: i32 = -1;
+
+/// Checks `action` on a topic and maps its name: `Err(code)` when it must be refused.
+fn admit(ctx: &Ctx, action: Action, name: &mut TopicName) -> Result<(), i16> {
+    if !ctx.session.may_topic(action, &name.0) {
+        return Err(TOPIC_DENIED);
+    }
+    *name = ctx.topic_out(name).map_err(|_| INVALID_TOPIC)?;
+    Ok(())
+}
+
+pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Reply, UpstreamError> {
+    req.replica_id = BrokerId(CONSUMER);
+    req.replica_state = Default::default();
+    req.cluster_id = None;
+    req.session_id = 0;
+    req.session_epoch = -1;
+    req.forgotten_topics_data.clear();
+
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let logical = t.topic.clone();
+        match admit(ctx, Action::ReadData, &mut t.topic) {
+            Ok(()) => true,
+            Err(code) => {
+                refused.push(
+                    FetchableTopicResponse::default()
+                        .with_topic(logical)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    PartitionData::default()
+                                        .with_partition_index(p.partition)
+                                        .with_error_code(code)
+                                        .with_high_watermark(-1)
+                                        .with_last_stable_offset(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            }
+        }
+    });
+    if req.topics.is_empty() {
+        let resp = FetchResponse::default().with_responses(refused);
+        return Ok(Reply::Now(ResponseKind::Fetch(resp)));
+    }
+    let broker = ctx.gw.router().for_topic(&req.topics[0].topic.0)?;
+    let answer = forward::<_, FetchResponse>(&broker, ApiKey::Fetch, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = answer.await?;
+        resp.session_id = 0;
+        resp.node_endpoints.clear();
+        resp.responses.retain_mut(|t| ctx.topic_back(&mut t.topic));
+        for t in &mut resp.responses {
+            for p in &mut t.partitions {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1);
+                p.preferred_read_replica = BrokerId(-1);
+            }
+        }
+        resp.responses.extend(refused);
+        Ok(ResponseKind::Fetch(resp))
+    }))
+}
+
+pub async fn list_offsets(
+    ctx: &Ctx,
+    version: i16,
+    mut req: ListOffsetsRequest,
+) -> Result<Reply, UpstreamError> {
+    req.replica_id = BrokerId(CONSUMER);
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let logical = t.name.clone();
+        match admit(ctx, Action::DescribeTopic, &mut t.name) {
+            Ok(()) => true,
+            Err(code) => {
+                refused.push(
+                    ListOffsetsTopicResponse::default()
+                        .with_name(logical)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                        .with_timestamp(-1)
+                                        .with_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            }
+        }
+    });
+    if req.topics.is_empty() {
+        let resp = ListOffsetsResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::ListOffsets(resp)));
+    }
+    let broker = ctx.gw.router().for_topic(&req.topics[0].name.0)?;
+    let answer =
+        forward::<_, ListOffsetsResponse>(&broker, ApiKey::ListOffsets, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = answer.await?;
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::ListOffsets(resp))
+    }))
+}
+
+pub async fn offset_for_leader_epoch(
+    ctx: &Ctx,
+    version: i16,
+    mut req: OffsetForLeaderEpochRequest,
+) -> Result<Reply, UpstreamError> {
+    req.replica_id = BrokerId(CONSUMER);
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let logical = t.topic.clone();
+        match admit(ctx, Action::DescribeTopic, &mut t.topic) {
+            Ok(()) => true,
+            Err(code) => {
+                refused.push(
+                    OffsetForLeaderTopicResult::default()
+                        .with_topic(logical)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    EpochEndOffset::default()
+                                        .with_partition(p.partition)
+                                        .with_error_code(code)
+                                        .with_leader_epoch(-1)
+                                        .with_end_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            }
+        }
+    });
+    if req.topics.is_empty() {
+        let resp = OffsetForLeaderEpochResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::OffsetForLeaderEpoch(resp)));
+    }
+    let broker = ctx.gw.router().for_topic(&req.topics[0].topic.0)?;
+    let answer = forward::<_, OffsetForLeaderEpochResponse>(
+        &broker,
+        ApiKey::OffsetForLeaderEpoch,
+        version,
+        &req,
+    )
+    .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = answer.await?;
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.topic));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::OffsetForLeaderEpoch(resp))
+    }))
+}

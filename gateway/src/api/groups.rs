@@ -1,0 +1,659 @@
+//! FindCoordinator and the consumer group APIs, offsets included.
+//!
+//! Group ids are mapped like topic names. Requests about one group go to the pool's coordinator
+//! for the mapped id; a NOT_COORDINATOR answer drops the cached coordinator, and the client's
+//! own retry (it re-runs FindCoordinator) finds the new one. The member metadata and
+//! assignments inside JoinGroup and SyncGroup are opaque to brokers and carry the tenant's own
+//! topic names, so they pass untouched.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::{
+    forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, INVALID_TOPIC,
+    NOT_COORDINATOR, TOPIC_DENIED, TXN_DENIED,
+};
+use crate::authz::Action;
+use crate::router::{GROUP, TRANSACTION};
+use crate::upstream::UpstreamError;
+
+/// Sends a single-group request to its coordinator. `refuse` builds the answer for an error
+/// code found before the pool answers, and `code` reads the answer's error code.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn to_coordinator<Req, Resp>(
+    ctx: &Ctx,
+    key_type: i8,
+    api: ApiKey,
+    version: i16,
+    physical_key: &str,
+    req: &Req,
+    refuse: fn(i16) -> Resp,
+    code: fn(&Resp) -> i16,
+    wrap: fn(Resp) -> ResponseKind,
+) -> Result<Reply, UpstreamError>
+where
+    Req: Encodable,
+    Resp: Decodable + Send + 'static,
+{
+    let answer = ctx.gw.router().coordinator(key_type, physical_key).await?;
+    let Some(broker) = answer.broker else {
+        return Ok(Reply::Now(wrap(refuse(answer.error_code))));
+    };
+    let pending = forward::<_, Resp>(&broker, api, version, req).await?;
+    let ctx = ctx.clone();
+    let key = physical_key.to_owned();
+    Ok(Reply::later(async move {
+        let resp = pending.await?;
+        if code(&resp) == NOT_COORDINATOR {
+            ctx.gw.router().coordinator_moved(key_type, &key);
+        }
+        Ok(wrap(resp))
+    }))
+}
+
+/// Authorizes `action` on a group and maps it: `Err(code)` when refused.
+fn admit_group(ctx: &Ctx, action: Action, id: &GroupId) -> Result<GroupId, i16> {
+    if !ctx.session.may_group(action, &id.0) {
+        return Err(GROUP_DENIED);
+    }
+    ctx.group_out(id).map_err(|_| INVALID_GROUP)
+}
+
+fn admit_topic(ctx: &Ctx, action: Action, name: &TopicName) -> Result<TopicName, i16> {
+    if !ctx.session.may_topic(action, &name.0) {
+        return Err(TOPIC_DENIED);
+    }
+    ctx.topic_out(name).map_err(|_| INVALID_TOPIC)
+}
+
+pub async fn find_coordinator(
+    ctx: &Ctx,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> Result<Reply, UpstreamError> {
+    let keys: Vec<StrBytes> = if version >= 4 {
+        req.coordinator_keys
+    } else {
+        vec![req.key]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        let (action, code) = match req.key_type {
+            GROUP => (Action::DescribeGroup, GROUP_DENIED),
+            TRANSACTION => (Action::DescribeTransactionalId, TXN_DENIED),
+            _ => {
+                coordinators.push(Coordinator::default().with_key(key).with_error_code(INVALID_REQUEST));
+                continue;
+            }
+        };
+        let allowed = if req.key_type == GROUP {
+            ctx.session.may_group(action, &key)
+        } else {
+            ctx.session.may_transactional_id(action, &key)
+        };
+        let mapped = ctx.session.namespace.id(&key);
+        let entry = match (allowed, mapped) {
+            (false, _) => Coordinator::default().with_error_code(code),
+            (true, Err(_)) => Coordinator::default().with_error_code(if req.key_type == GROUP {
+                INVALID_GROUP
+            } else {
+                INVALID_REQUEST
+            }),
+            (true, Ok(physical)) => {
+                let answer = ctx.gw.router().coordinator(req.key_type, &physical).await?;
+                if answer.broker.is_some() {
+                    let node = ctx.gw.node_for(&key, -1);
+                    Coordinator::default()
+                        .with_node_id(BrokerId(node.id))
+                        .with_host(StrBytes::from_string(node.host.clone()))
+                        .with_port(node.port)
+                } else {
+                    Coordinator::default()
+                        .with_error_code(answer.error_code)
+                        .with_error_message(answer.error_message)
+                }
+            }
+        };
+        coordinators.push(entry.with_key(key));
+    }
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= 4 {
+        resp.coordinators = coordinators;
+    } else if let Some(c) = coordinators.pop() {
+        resp.error_code = c.error_code;
+        resp.error_message = c.error_message;
+        resp.node_id = if c.error_code == 0 { c.node_id } else { BrokerId(-1) };
+        resp.host = c.host;
+        resp.port = if c.error_code == 0 { c.port } else { -1 };
+    }
+    Ok(Reply::Now(ResponseKind::FindCoordinator(resp)))
+}
+
+/// One handler per single-group API: authorize AlterGroup, map the id, go to the coordinator.
+macro_rules! single_group_api {
+    ($fn_name:ident, $req:ty, $resp:ty, $api:ident) => {
+        pub async fn $fn_name(
+            ctx: &Ctx,
+            version: i16,
+            mut req: $req,
+        ) -> Result<Reply, UpstreamError> {
+            let refuse = |code| <$resp>::default().with_error_code(code);
+            req.group_id = match admit_group(ctx, Action::AlterGroup, &req.group_id) {
+                Ok(g) => g,
+                Err(code) => return Ok(Reply::Now(ResponseKind::$api(refuse(code)))),
+            };
+            let key = req.group_id.0.to_string();
+            to_coordinator(
+                ctx,
+                GROUP,
+                ApiKey::$api,
+                version,
+                &key,
+                &req,
+                refuse,
+                |r: &$resp| r.error_code,
+                ResponseKind::$api,
+            )
+            .await
+        }
+    };
+}
+
+single_group_api!(join_group, JoinGroupRequest, JoinGroupResponse, JoinGroup);
+single_group_api!(sync_group, SyncGroupRequest, SyncGroupResponse, SyncGroup);
+single_group_api!(heartbeat, HeartbeatRequest, HeartbeatResponse, Heartbeat);
+single_group_api!(leave_group, LeaveGroupRequest, LeaveGroupResponse, LeaveGroup);
+
+pub async fn offset_commit(
+    ctx: &Ctx,
+    version: i16,
+    mut req: OffsetCommitRequest,
+) -> Result<Reply, UpstreamError> {
+    let group_code = match admit_group(ctx, Action::AlterGroup, &req.group_id) {
+        Ok(g) => {
+            req.group_id = g;
+            None
+        }
+        Err(code) => Some(code),
+    };
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let code = group_code.or_else(|| match admit_topic(ctx, Action::ReadData, &t.name) {
+            Ok(p) => {
+                t.name = p;
+                None
+            }
+            Err(code) => Some(code),
+        });
+        if let Some(code) = code {
+            refused.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        code.is_none()
+    });
+    if req.topics.is_empty() {
+        let resp = OffsetCommitResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::OffsetCommit(resp)));
+    }
+    let key = req.group_id.0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        let code = answer.error_code;
+        let resp = OffsetCommitResponse::default().with_topics(
+            req.topics
+                .iter()
+                .map(|t| {
+                    let mut name = t.name.clone();
+                    ctx.topic_back(&mut name);
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .chain(refused)
+                .collect(),
+        );
+        return Ok(Reply::Now(ResponseKind::OffsetCommit(resp)));
+    };
+    let pending =
+        forward::<_, OffsetCommitResponse>(&broker, ApiKey::OffsetCommit, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        let moved = resp
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.error_code == NOT_COORDINATOR);
+        if moved {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::OffsetCommit(resp))
+    }))
+}
+
+pub async fn offset_fetch(
+    ctx: &Ctx,
+    version: i16,
+    mut req: OffsetFetchRequest,
+) -> Result<Reply, UpstreamError> {
+    if version >= 8 {
+        return offset_fetch_batched(ctx, version, req).await;
+    }
+    let refuse = |code| OffsetFetchResponse::default().with_error_code(code);
+    req.group_id = match admit_group(ctx, Action::DescribeGroup, &req.group_id) {
+        Ok(g) => g,
+        Err(code) => return Ok(Reply::Now(ResponseKind::OffsetFetch(refuse(code)))),
+    };
+    let mut refused = Vec::new();
+    if let Some(topics) = req.topics.as_mut() {
+        topics.retain_mut(|t| match admit_topic(ctx, Action::DescribeTopic, &t.name) {
+            Ok(p) => {
+                t.name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|&i| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(i)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            }
+        });
+        if topics.is_empty() {
+            let resp = OffsetFetchResponse::default().with_topics(refused);
+            return Ok(Reply::Now(ResponseKind::OffsetFetch(resp)));
+        }
+    }
+    let key = req.group_id.0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        return Ok(Reply::Now(ResponseKind::OffsetFetch(refuse(answer.error_code))));
+    };
+    let pending =
+        forward::<_, OffsetFetchResponse>(&broker, ApiKey::OffsetFetch, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        if resp.error_code == NOT_COORDINATOR {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.topics.retain_mut(|t| {
+            ctx.topic_back(&mut t.name) && ctx.session.may_topic(Action::DescribeTopic, &t.name.0)
+        });
+        resp.topics.extend(refused);
+        Ok(ResponseKind::OffsetFetch(resp))
+    }))
+}
+
+/// OffsetFetch v8+: several groups in one request. All of them are sent to the coordinator of
+/// the first; on a pool where groups have different coordinators the others answer
+/// NOT_COORDINATOR and the client retries them (splitting per coordinator is issue 4's).
+async fn offset_fetch_batched(
+    ctx: &Ctx,
+    version: i16,
+    mut req: OffsetFetchRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused: Vec<OffsetFetchResponseGroup> = Vec::new();
+    req.groups.retain_mut(|g| {
+        let logical = g.group_id.clone();
+        match admit_group(ctx, Action::DescribeGroup, &g.group_id) {
+            Ok(p) => g.group_id = p,
+            Err(code) => {
+                refused.push(
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(logical)
+                        .with_error_code(code),
+                );
+                return false;
+            }
+        }
+        let mut denied_topics = Vec::new();
+        if let Some(topics) = g.topics.as_mut() {
+            topics.retain_mut(|t| match admit_topic(ctx, Action::DescribeTopic, &t.name) {
+                Ok(p) => {
+                    t.name = p;
+                    true
+                }
+                Err(code) => {
+                    denied_topics.push(
+                        OffsetFetchResponseTopics::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|&i| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(i)
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            ),
+                    );
+                    false
+                }
+            });
+        }
+        if !denied_topics.is_empty() {
+            refused.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(logical)
+                    .with_topics(denied_topics),
+            );
+        }
+        true
+    });
+    if req.groups.is_empty() {
+        let resp = OffsetFetchResponse::default().with_groups(refused);
+        return Ok(Reply::Now(ResponseKind::OffsetFetch(resp)));
+    }
+    let key = req.groups[0].group_id.0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        let code = answer.error_code;
+        let mut groups: Vec<_> = req
+            .groups
+            .iter()
+            .map(|g| {
+                let mut id = g.group_id.clone();
+                ctx.group_back(&mut id);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(code)
+            })
+            .collect();
+        groups.extend(refused);
+        let resp = OffsetFetchResponse::default().with_groups(groups);
+        return Ok(Reply::Now(ResponseKind::OffsetFetch(resp)));
+    };
+    let pending =
+        forward::<_, OffsetFetchResponse>(&broker, ApiKey::OffsetFetch, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        if resp.groups.iter().any(|g| g.error_code == NOT_COORDINATOR) {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.groups.retain_mut(|g| ctx.group_back(&mut g.group_id));
+        for g in &mut resp.groups {
+            g.topics.retain_mut(|t| {
+                ctx.topic_back(&mut t.name)
+                    && ctx.session.may_topic(Action::DescribeTopic, &t.name.0)
+            });
+        }
+        // A group with both allowed and denied topics answers in two entries; merge them.
+        for r in refused {
+            match resp.groups.iter_mut().find(|g| g.group_id == r.group_id) {
+                Some(g) => g.topics.extend(r.topics),
+                None => resp.groups.push(r),
+            }
+        }
+        Ok(ResponseKind::OffsetFetch(resp))
+    }))
+}
+
+pub async fn describe_groups(
+    ctx: &Ctx,
+    version: i16,
+    mut req: DescribeGroupsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.groups.retain_mut(|g| match admit_group(ctx, Action::DescribeGroup, g) {
+        Ok(p) => {
+            *g = p;
+            true
+        }
+        Err(code) => {
+            refused.push(
+                DescribedGroup::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(code)
+                    .with_authorized_operations(i32::MIN),
+            );
+            false
+        }
+    });
+    if req.groups.is_empty() {
+        let resp = DescribeGroupsResponse::default().with_groups(refused);
+        return Ok(Reply::Now(ResponseKind::DescribeGroups(resp)));
+    }
+    req.include_authorized_operations = false;
+    let key = req.groups[0].0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        let code = answer.error_code;
+        let mut groups: Vec<_> = req
+            .groups
+            .iter()
+            .map(|g| {
+                let mut id = g.clone();
+                ctx.group_back(&mut id);
+                DescribedGroup::default().with_group_id(id).with_error_code(code)
+            })
+            .collect();
+        groups.extend(refused);
+        return Ok(Reply::Now(ResponseKind::DescribeGroups(
+            DescribeGroupsResponse::default().with_groups(groups),
+        )));
+    };
+    let pending =
+        forward::<_, DescribeGroupsResponse>(&broker, ApiKey::DescribeGroups, version, &req)
+            .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        if resp.groups.iter().any(|g| g.error_code == NOT_COORDINATOR) {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.groups.retain_mut(|g| ctx.group_back(&mut g.group_id));
+        for g in &mut resp.groups {
+            g.authorized_operations = i32::MIN;
+            for m in &mut g.members {
+                // The host a member connected from, as the pool saw it, is the gateway's.
+                m.client_host = StrBytes::from_static_str("");
+            }
+        }
+        resp.groups.extend(refused);
+        Ok(ResponseKind::DescribeGroups(resp))
+    }))
+}
+
+/// Every broker coordinates some groups, so the listing asks all of them.
+pub async fn list_groups(
+    ctx: &Ctx,
+    version: i16,
+    req: ListGroupsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut pending = Vec::new();
+    for broker in ctx.gw.router().pool().brokers() {
+        pending.push(
+            forward::<_, ListGroupsResponse>(&broker, ApiKey::ListGroups, version, &req).await?,
+        );
+    }
+    if pending.is_empty() {
+        return Err(UpstreamError::NoBrokers);
+    }
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut merged = ListGroupsResponse::default();
+        for p in pending {
+            let resp = p.await?;
+            if resp.error_code != 0 {
+                merged.error_code = resp.error_code;
+            }
+            merged.throttle_time_ms = merged.throttle_time_ms.max(resp.throttle_time_ms);
+            merged.groups.extend(resp.groups.into_iter().filter_map(|mut g| {
+                (ctx.group_back(&mut g.group_id)
+                    && ctx.session.may_group(Action::DescribeGroup, &g.group_id.0))
+                .then_some(g)
+            }));
+        }
+        merged.groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+        merged.groups.dedup_by(|a, b| a.group_id == b.group_id);
+        Ok(ResponseKind::ListGroups(merged))
+    }))
+}
+
+pub async fn delete_groups(
+    ctx: &Ctx,
+    version: i16,
+    mut req: DeleteGroupsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.groups_names.retain_mut(|g| match admit_group(ctx, Action::DeleteGroup, g) {
+        Ok(p) => {
+            *g = p;
+            true
+        }
+        Err(code) => {
+            refused.push(
+                DeletableGroupResult::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(code),
+            );
+            false
+        }
+    });
+    if req.groups_names.is_empty() {
+        let resp = DeleteGroupsResponse::default().with_results(refused);
+        return Ok(Reply::Now(ResponseKind::DeleteGroups(resp)));
+    }
+    let key = req.groups_names[0].0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        let code = answer.error_code;
+        let mut results: Vec<_> = req
+            .groups_names
+            .iter()
+            .map(|g| {
+                let mut id = g.clone();
+                ctx.group_back(&mut id);
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(code)
+            })
+            .collect();
+        results.extend(refused);
+        return Ok(Reply::Now(ResponseKind::DeleteGroups(
+            DeleteGroupsResponse::default().with_results(results),
+        )));
+    };
+    let pending =
+        forward::<_, DeleteGroupsResponse>(&broker, ApiKey::DeleteGroups, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        if resp.results.iter().any(|g| g.error_code == NOT_COORDINATOR) {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.results.retain_mut(|g| ctx.group_back(&mut g.group_id));
+        resp.results.extend(refused);
+        Ok(ResponseKind::DeleteGroups(resp))
+    }))
+}
+
+pub async fn offset_delete(
+    ctx: &Ctx,
+    version: i16,
+    mut req: OffsetDeleteRequest,
+) -> Result<Reply, UpstreamError> {
+    let refuse = |code| OffsetDeleteResponse::default().with_error_code(code);
+    req.group_id = match admit_group(ctx, Action::DeleteGroup, &req.group_id) {
+        Ok(g) => g,
+        Err(code) => return Ok(Reply::Now(ResponseKind::OffsetDelete(refuse(code)))),
+    };
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| match admit_topic(ctx, Action::ReadData, &t.name) {
+        Ok(p) => {
+            t.name = p;
+            true
+        }
+        Err(code) => {
+            refused.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    ),
+            );
+            false
+        }
+    });
+    if req.topics.is_empty() {
+        let resp = OffsetDeleteResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::OffsetDelete(resp)));
+    }
+    let key = req.group_id.0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        return Ok(Reply::Now(ResponseKind::OffsetDelete(refuse(answer.error_code))));
+    };
+    let pending =
+        forward::<_, OffsetDeleteResponse>(&broker, ApiKey::OffsetDelete, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        if resp.error_code == NOT_COORDINATOR {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::OffsetDelete(resp))
+    }))
+}

@@ -1,0 +1,191 @@
+//! The Kafka APIs tenants may use, one module per family:
+//!
+//! - [`versions`]: ApiVersions, and the table of everything the gateway advertises.
+//! - [`cluster`]: Metadata and DescribeCluster, where the gateway presents itself as the
+//!   cluster's brokers.
+//! - [`produce`]: Produce, with per-cluster message size limits.
+//! - [`fetch`]: Fetch, ListOffsets, OffsetForLeaderEpoch.
+//! - [`groups`]: FindCoordinator and the consumer group APIs, including offsets.
+//! - [`topics`]: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions and topic configs.
+//! - [`txn`]: InitProducerId and the transaction APIs.
+//!
+//! Each handler authorizes every resource in the request, maps the tenant's names to the
+//! pool's, dispatches to the pool broker the router picks, and returns a [`Reply`] whose
+//! future maps the pool's answer back. Handlers never touch the client's socket, so they can be
+//! tested on values alone. Dispatch happens before a handler returns, so requests from one
+//! client reach the pool in the order the client sent them.
+
+pub mod cluster;
+pub mod fetch;
+pub mod groups;
+pub mod produce;
+pub mod topics;
+pub mod txn;
+pub mod versions;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{
+    ApiKey, GroupId, RequestKind, ResponseKind, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+
+use crate::authz::Session;
+use crate::pool_admin::BoxFuture;
+use crate::state::Gateway;
+use crate::tenancy::NameError;
+use crate::upstream::{Broker, UpstreamError};
+
+/// A handler's answer.
+pub enum Reply {
+    /// Known without asking the pool (refusals, local APIs).
+    Now(ResponseKind),
+    /// Dispatched to the pool; resolves to the rewritten answer.
+    Later(BoxFuture<'static, Result<ResponseKind, UpstreamError>>),
+    /// The client expects no response (produce with acks=0).
+    Nothing,
+}
+
+impl Reply {
+    pub fn later<F>(f: F) -> Self
+    where
+        F: Future<Output = Result<ResponseKind, UpstreamError>> + Send + 'static,
+    {
+        Reply::Later(Box::pin(f))
+    }
+}
+
+/// What a handler knows about the request's connection.
+#[derive(Clone)]
+pub struct Ctx {
+    pub gw: Gateway,
+    pub session: Arc<Session>,
+}
+
+pub const NONE: i16 = 0;
+pub const TOPIC_DENIED: i16 = ResponseError::TopicAuthorizationFailed.code();
+pub const GROUP_DENIED: i16 = ResponseError::GroupAuthorizationFailed.code();
+pub const CLUSTER_DENIED: i16 = ResponseError::ClusterAuthorizationFailed.code();
+pub const TXN_DENIED: i16 = ResponseError::TransactionalIdAuthorizationFailed.code();
+pub const INVALID_TOPIC: i16 = ResponseError::InvalidTopicException.code();
+pub const INVALID_GROUP: i16 = ResponseError::InvalidGroupId.code();
+pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
+pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+
+impl Ctx {
+    pub fn topic_out(&self, name: &TopicName) -> Result<TopicName, NameError> {
+        self.session
+            .namespace
+            .topic(name.0.as_str())
+            .map(|p| TopicName(StrBytes::from_string(p)))
+    }
+
+    pub fn group_out(&self, id: &GroupId) -> Result<GroupId, NameError> {
+        self.session
+            .namespace
+            .id(id.0.as_str())
+            .map(|p| GroupId(StrBytes::from_string(p)))
+    }
+
+    pub fn txn_out(&self, id: &TransactionalId) -> Result<TransactionalId, NameError> {
+        self.session
+            .namespace
+            .id(id.0.as_str())
+            .map(|p| TransactionalId(StrBytes::from_string(p)))
+    }
+
+    /// The tenant's name for a pool name, if it is this cluster's.
+    pub fn back(&self, physical: &str) -> Option<StrBytes> {
+        self.session
+            .namespace
+            .strip(physical)
+            .map(|s| StrBytes::from_string(s.to_owned()))
+    }
+
+    /// Renames a pool topic name in place; false when it is not this cluster's, in which case
+    /// the caller drops the entry.
+    pub fn topic_back(&self, name: &mut TopicName) -> bool {
+        match self.back(name.0.as_str()) {
+            Some(n) => {
+                name.0 = n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn group_back(&self, id: &mut GroupId) -> bool {
+        match self.back(id.0.as_str()) {
+            Some(n) => {
+                id.0 = n;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Sends `req` to `broker` now, and returns the future of its decoded answer.
+pub async fn forward<Req, Resp>(
+    broker: &Broker,
+    api: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Result<impl Future<Output = Result<Resp, UpstreamError>> + Send + 'static, UpstreamError>
+where
+    Req: Encodable,
+    Resp: Decodable + Send + 'static,
+{
+    let pending = broker
+        .dispatch(api, version, req, true)
+        .await?
+        .expect("a reply was asked for");
+    Ok(pending.decode::<Resp>(version))
+}
+
+/// Runs the handler for one decoded request.
+pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Result<Reply, UpstreamError> {
+    match req {
+        RequestKind::Metadata(r) => cluster::metadata(ctx, version, r).await,
+        RequestKind::DescribeCluster(r) => Ok(cluster::describe_cluster(ctx, version, r)),
+        RequestKind::Produce(r) => produce::produce(ctx, version, r).await,
+        RequestKind::Fetch(r) => fetch::fetch(ctx, version, r).await,
+        RequestKind::ListOffsets(r) => fetch::list_offsets(ctx, version, r).await,
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            fetch::offset_for_leader_epoch(ctx, version, r).await
+        }
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(ctx, version, r).await,
+        RequestKind::JoinGroup(r) => groups::join_group(ctx, version, r).await,
+        RequestKind::SyncGroup(r) => groups::sync_group(ctx, version, r).await,
+        RequestKind::Heartbeat(r) => groups::heartbeat(ctx, version, r).await,
+        RequestKind::LeaveGroup(r) => groups::leave_group(ctx, version, r).await,
+        RequestKind::OffsetCommit(r) => groups::offset_commit(ctx, version, r).await,
+        RequestKind::OffsetFetch(r) => groups::offset_fetch(ctx, version, r).await,
+        RequestKind::DescribeGroups(r) => groups::describe_groups(ctx, version, r).await,
+        RequestKind::ListGroups(r) => groups::list_groups(ctx, version, r).await,
+        RequestKind::DeleteGroups(r) => groups::delete_groups(ctx, version, r).await,
+        RequestKind::OffsetDelete(r) => groups::offset_delete(ctx, version, r).await,
+        RequestKind::CreateTopics(r) => topics::create_topics(ctx, version, r).await,
+        RequestKind::DeleteTopics(r) => topics::delete_topics(ctx, version, r).await,
+        RequestKind::DeleteRecords(r) => topics::delete_records(ctx, version, r).await,
+        RequestKind::CreatePartitions(r) => topics::create_partitions(ctx, version, r).await,
+        RequestKind::DescribeConfigs(r) => topics::describe_configs(ctx, version, r).await,
+        RequestKind::IncrementalAlterConfigs(r) => {
+            topics::incremental_alter_configs(ctx, version, r).await
+        }
+        RequestKind::InitProducerId(r) => txn::init_producer_id(ctx, version, r).await,
+        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(ctx, version, r).await,
+        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(ctx, version, r).await,
+        RequestKind::EndTxn(r) => txn::end_txn(ctx, version, r).await,
+        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(ctx, version, r).await,
+        // The connection only decodes what `versions::HANDLED` lists, and answers the local
+        // APIs (ApiVersions, SASL) itself; anything reaching here is a bug, refused safely.
+        other => Err(UpstreamError::Encode(format!(
+            "no handler for {:?}",
+            std::mem::discriminant(&other)
+        ))),
+    }
+}

@@ -1,0 +1,378 @@
+//! Topic administration: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions, and topic
+//! configs (DescribeConfigs, IncrementalAlterConfigs).
+//!
+//! Only TOPIC config resources are a tenant's: broker configs describe the pool, so BROKER and
+//! BROKER_LOGGER resources are refused with CLUSTER_AUTHORIZATION_FAILED. Manual replica
+//! assignments name pool brokers and are refused too; the pool places partitions.
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{
+    forward, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
+    UNKNOWN_TOPIC_ID,
+};
+use crate::authz::Action;
+use crate::upstream::UpstreamError;
+
+/// Config resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
+const TOPIC_RESOURCE: i8 = 2;
+
+fn admit(ctx: &Ctx, action: Action, name: &TopicName) -> Result<TopicName, i16> {
+    if !ctx.session.may_topic(action, &name.0) {
+        return Err(TOPIC_DENIED);
+    }
+    ctx.topic_out(name).map_err(|_| INVALID_TOPIC)
+}
+
+fn message(code: i16) -> Option<StrBytes> {
+    let text = match code {
+        TOPIC_DENIED => "the policy does not allow this action on the topic",
+        INVALID_TOPIC => "invalid topic name: use ASCII letters, digits, '.', '_' and '-', at most 213 characters",
+        CLUSTER_DENIED => "broker resources are not available to tenants",
+        INVALID_REQUEST => "manual replica assignment is not available; the pool places partitions",
+        _ => return None,
+    };
+    Some(StrBytes::from_static_str(text))
+}
+
+pub async fn create_topics(
+    ctx: &Ctx,
+    version: i16,
+    mut req: CreateTopicsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let verdict = if !t.assignments.is_empty() {
+            Err(INVALID_REQUEST)
+        } else {
+            admit(ctx, Action::CreateTopic, &t.name)
+        };
+        match verdict {
+            Ok(p) => {
+                t.name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(code)
+                        .with_error_message(message(code))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1),
+                );
+                false
+            }
+        }
+    });
+    if req.topics.is_empty() {
+        let resp = CreateTopicsResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::CreateTopics(resp)));
+    }
+    let broker = ctx.gw.router().any()?;
+    let pending =
+        forward::<_, CreateTopicsResponse>(&broker, ApiKey::CreateTopics, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        ctx.gw
+            .router()
+            .learn_topic_ids(resp.topics.iter().map(|t| (t.topic_id, t.name.0.as_str())));
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::CreateTopics(resp))
+    }))
+}
+
+pub async fn delete_topics(
+    ctx: &Ctx,
+    version: i16,
+    mut req: DeleteTopicsRequest,
+) -> Result<Reply, UpstreamError> {
+    // v6 names topics by name or id; older versions by name only. Normalize to names.
+    let mut wanted: Vec<(TopicName, uuid::Uuid)> = Vec::new();
+    let mut refused = Vec::new();
+    let entries: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
+        req.topics.drain(..).map(|t| (t.name, t.topic_id)).collect()
+    } else {
+        req.topic_names
+            .drain(..)
+            .map(|n| (Some(n), uuid::Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in entries {
+        let name = match name {
+            Some(n) => n,
+            None => match ctx.gw.router().topic_name(id).await?.and_then(|p| ctx.back(&p)) {
+                Some(n) => TopicName(n),
+                None => {
+                    refused.push(
+                        DeletableTopicResult::default()
+                            .with_topic_id(id)
+                            .with_error_code(UNKNOWN_TOPIC_ID),
+                    );
+                    continue;
+                }
+            },
+        };
+        match admit(ctx, Action::DeleteTopic, &name) {
+            Ok(p) => wanted.push((p, id)),
+            Err(code) => refused.push(
+                DeletableTopicResult::default()
+                    .with_name(Some(name))
+                    .with_topic_id(id)
+                    .with_error_code(code)
+                    .with_error_message(message(code)),
+            ),
+        }
+    }
+    if wanted.is_empty() {
+        let resp = DeleteTopicsResponse::default().with_responses(refused);
+        return Ok(Reply::Now(ResponseKind::DeleteTopics(resp)));
+    }
+    if version >= 6 {
+        req.topics = wanted
+            .iter()
+            .map(|(n, _)| {
+                delete_topics_request::DeleteTopicState::default().with_name(Some(n.clone()))
+            })
+            .collect();
+    } else {
+        req.topic_names = wanted.iter().map(|(n, _)| n.clone()).collect();
+    }
+    let broker = ctx.gw.router().any()?;
+    let pending =
+        forward::<_, DeleteTopicsResponse>(&broker, ApiKey::DeleteTopics, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        for r in &resp.responses {
+            if r.error_code == 0 {
+                ctx.gw.router().forget_topic_id(&r.topic_id);
+            }
+        }
+        resp.responses.retain_mut(|r| match r.name.as_mut() {
+            Some(n) => ctx.topic_back(n),
+            None => false,
+        });
+        resp.responses.extend(refused);
+        Ok(ResponseKind::DeleteTopics(resp))
+    }))
+}
+
+pub async fn delete_records(
+    ctx: &Ctx,
+    version: i16,
+    mut req: DeleteRecordsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.topics
+        .retain_mut(|t| match admit(ctx, Action::DeleteTopic, &t.name) {
+            Ok(p) => {
+                t.name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            }
+        });
+    if req.topics.is_empty() {
+        let resp = DeleteRecordsResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::DeleteRecords(resp)));
+    }
+    let broker = ctx.gw.router().for_topic(&req.topics[0].name.0)?;
+    let pending =
+        forward::<_, DeleteRecordsResponse>(&broker, ApiKey::DeleteRecords, version, &req).await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::DeleteRecords(resp))
+    }))
+}
+
+pub async fn create_partitions(
+    ctx: &Ctx,
+    version: i16,
+    mut req: CreatePartitionsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let verdict = if t.assignments.is_some() {
+            Err(INVALID_REQUEST)
+        } else {
+            admit(ctx, Action::AlterTopic, &t.name)
+        };
+        match verdict {
+            Ok(p) => {
+                t.name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(code)
+                        .with_error_message(message(code)),
+                );
+                false
+            }
+        }
+    });
+    if req.topics.is_empty() {
+        let resp = CreatePartitionsResponse::default().with_results(refused);
+        return Ok(Reply::Now(ResponseKind::CreatePartitions(resp)));
+    }
+    let broker = ctx.gw.router().any()?;
+    let pending =
+        forward::<_, CreatePartitionsResponse>(&broker, ApiKey::CreatePartitions, version, &req)
+            .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        resp.results.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.results.extend(refused);
+        Ok(ResponseKind::CreatePartitions(resp))
+    }))
+}
+
+/// Authorizes a config resource and maps its name: `Err(code)` when refused.
+fn admit_config(ctx: &Ctx, action: Action, resource_type: i8, name: &StrBytes) -> Result<StrBytes, i16> {
+    if resource_type != TOPIC_RESOURCE {
+        return Err(CLUSTER_DENIED);
+    }
+    admit(ctx, action, &TopicName(name.clone())).map(|t| t.0)
+}
+
+pub async fn describe_configs(
+    ctx: &Ctx,
+    version: i16,
+    mut req: DescribeConfigsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.resources.retain_mut(|r| {
+        match admit_config(
+            ctx,
+            Action::DescribeTopicDynamicConfiguration,
+            r.resource_type,
+            &r.resource_name,
+        ) {
+            Ok(p) => {
+                r.resource_name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    DescribeConfigsResult::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(code)
+                        .with_error_message(message(code)),
+                );
+                false
+            }
+        }
+    });
+    if req.resources.is_empty() {
+        let resp = DescribeConfigsResponse::default().with_results(refused);
+        return Ok(Reply::Now(ResponseKind::DescribeConfigs(resp)));
+    }
+    let broker = ctx.gw.router().any()?;
+    let pending =
+        forward::<_, DescribeConfigsResponse>(&broker, ApiKey::DescribeConfigs, version, &req)
+            .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        resp.results.retain_mut(|r| match ctx.back(&r.resource_name) {
+            Some(n) => {
+                r.resource_name = n;
+                true
+            }
+            None => false,
+        });
+        resp.results.extend(refused);
+        Ok(ResponseKind::DescribeConfigs(resp))
+    }))
+}
+
+pub async fn incremental_alter_configs(
+    ctx: &Ctx,
+    version: i16,
+    mut req: IncrementalAlterConfigsRequest,
+) -> Result<Reply, UpstreamError> {
+    let mut refused = Vec::new();
+    req.resources.retain_mut(|r| {
+        match admit_config(
+            ctx,
+            Action::AlterTopicDynamicConfiguration,
+            r.resource_type,
+            &r.resource_name,
+        ) {
+            Ok(p) => {
+                r.resource_name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(code)
+                        .with_error_message(message(code)),
+                );
+                false
+            }
+        }
+    });
+    if req.resources.is_empty() {
+        let resp = IncrementalAlterConfigsResponse::default().with_responses(refused);
+        return Ok(Reply::Now(ResponseKind::IncrementalAlterConfigs(resp)));
+    }
+    let broker = ctx.gw.router().any()?;
+    let pending = forward::<_, IncrementalAlterConfigsResponse>(
+        &broker,
+        ApiKey::IncrementalAlterConfigs,
+        version,
+        &req,
+    )
+    .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        resp.responses.retain_mut(|r| match ctx.back(&r.resource_name) {
+            Some(n) => {
+                r.resource_name = n;
+                true
+            }
+            None => false,
+        });
+        resp.responses.extend(refused);
+        Ok(ResponseKind::IncrementalAlterConfigs(resp))
+    }))
+}

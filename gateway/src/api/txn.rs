@@ -1,0 +1,322 @@
+//! InitProducerId and the transaction APIs. Transactional ids are mapped like group ids, and
+//! requests about a transaction go to the pool's coordinator for the mapped id.
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::*;
+
+use super::groups::to_coordinator;
+use super::{
+    forward, Ctx, Reply, CLUSTER_DENIED, GROUP_DENIED, INVALID_GROUP, INVALID_TOPIC,
+    NOT_COORDINATOR, TOPIC_DENIED, TXN_DENIED,
+};
+use crate::authz::Action;
+use crate::router::{GROUP, TRANSACTION};
+use crate::upstream::UpstreamError;
+
+fn admit_txn(ctx: &Ctx, id: &TransactionalId) -> Result<TransactionalId, i16> {
+    if !ctx.session.may_transactional_id(Action::AlterTransactionalId, &id.0) {
+        return Err(TXN_DENIED);
+    }
+    ctx.txn_out(id).map_err(|_| TXN_DENIED)
+}
+
+fn admit_group(ctx: &Ctx, id: &GroupId) -> Result<GroupId, i16> {
+    if !ctx.session.may_group(Action::AlterGroup, &id.0) {
+        return Err(GROUP_DENIED);
+    }
+    ctx.group_out(id).map_err(|_| INVALID_GROUP)
+}
+
+fn admit_topic(ctx: &Ctx, action: Action, name: &TopicName) -> Result<TopicName, i16> {
+    if !ctx.session.may_topic(action, &name.0) {
+        return Err(TOPIC_DENIED);
+    }
+    ctx.topic_out(name).map_err(|_| INVALID_TOPIC)
+}
+
+pub async fn init_producer_id(
+    ctx: &Ctx,
+    version: i16,
+    mut req: InitProducerIdRequest,
+) -> Result<Reply, UpstreamError> {
+    let refuse = |code| {
+        InitProducerIdResponse::default()
+            .with_error_code(code)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1)
+    };
+    let Some(id) = req.transactional_id.take() else {
+        if !ctx.session.may_cluster(Action::WriteDataIdempotently) {
+            return Ok(Reply::Now(ResponseKind::InitProducerId(refuse(CLUSTER_DENIED))));
+        }
+        let broker = ctx.gw.router().any()?;
+        let pending =
+            forward::<_, InitProducerIdResponse>(&broker, ApiKey::InitProducerId, version, &req)
+                .await?;
+        return Ok(Reply::later(async move {
+            Ok(ResponseKind::InitProducerId(pending.await?))
+        }));
+    };
+    let physical = match admit_txn(ctx, &id) {
+        Ok(p) => p,
+        Err(code) => return Ok(Reply::Now(ResponseKind::InitProducerId(refuse(code)))),
+    };
+    let key = physical.0.to_string();
+    req.transactional_id = Some(physical);
+    to_coordinator(
+        ctx,
+        TRANSACTION,
+        ApiKey::InitProducerId,
+        version,
+        &key,
+        &req,
+        refuse,
+        |r: &InitProducerIdResponse| r.error_code,
+        ResponseKind::InitProducerId,
+    )
+    .await
+}
+
+pub async fn add_partitions_to_txn(
+    ctx: &Ctx,
+    version: i16,
+    mut req: AddPartitionsToTxnRequest,
+) -> Result<Reply, UpstreamError> {
+    let refuse_topic = |t: &AddPartitionsToTxnTopic, code: i16| {
+        AddPartitionsToTxnTopicResult::default()
+            .with_name(t.name.clone())
+            .with_results_by_partition(
+                t.partitions
+                    .iter()
+                    .map(|&p| {
+                        AddPartitionsToTxnPartitionResult::default()
+                            .with_partition_index(p)
+                            .with_partition_error_code(code)
+                    })
+                    .collect(),
+            )
+    };
+    match admit_txn(ctx, &req.v3_and_below_transactional_id) {
+        Ok(p) => req.v3_and_below_transactional_id = p,
+        Err(code) => {
+            let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+                req.v3_and_below_topics
+                    .iter()
+                    .map(|t| refuse_topic(t, code))
+                    .collect(),
+            );
+            return Ok(Reply::Now(ResponseKind::AddPartitionsToTxn(resp)));
+        }
+    }
+    // Kafka fails the whole request when any partition is refused: the others are answered
+    // OPERATION_NOT_ATTEMPTED.
+    let mut verdicts = Vec::new();
+    for t in &mut req.v3_and_below_topics {
+        verdicts.push(admit_topic(ctx, Action::WriteData, &t.name));
+    }
+    if verdicts.iter().any(Result::is_err) {
+        let not_attempted = kafka_protocol::ResponseError::OperationNotAttempted.code();
+        let results = req
+            .v3_and_below_topics
+            .iter()
+            .zip(&verdicts)
+            .map(|(t, v)| refuse_topic(t, v.as_ref().err().copied().unwrap_or(not_attempted)))
+            .collect();
+        let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+        return Ok(Reply::Now(ResponseKind::AddPartitionsToTxn(resp)));
+    }
+    for (t, v) in req.v3_and_below_topics.iter_mut().zip(verdicts) {
+        t.name = v.expect("checked above");
+    }
+    let key = req.v3_and_below_transactional_id.0.to_string();
+    let answer = ctx.gw.router().coordinator(TRANSACTION, &key).await?;
+    let Some(broker) = answer.broker else {
+        let code = answer.error_code;
+        let results = req
+            .v3_and_below_topics
+            .iter()
+            .map(|t| {
+                let mut r = refuse_topic(t, code);
+                ctx.topic_back(&mut r.name);
+                r
+            })
+            .collect();
+        let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+        return Ok(Reply::Now(ResponseKind::AddPartitionsToTxn(resp)));
+    };
+    let pending =
+        forward::<_, AddPartitionsToTxnResponse>(&broker, ApiKey::AddPartitionsToTxn, version, &req)
+            .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        let moved = resp
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| &t.results_by_partition)
+            .any(|p| p.partition_error_code == NOT_COORDINATOR);
+        if moved {
+            ctx.gw.router().coordinator_moved(TRANSACTION, &key);
+        }
+        resp.results_by_topic_v3_and_below
+            .retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.results_by_transaction.clear();
+        Ok(ResponseKind::AddPartitionsToTxn(resp))
+    }))
+}
+
+pub async fn add_offsets_to_txn(
+    ctx: &Ctx,
+    version: i16,
+    mut req: AddOffsetsToTxnRequest,
+) -> Result<Reply, UpstreamError> {
+    let refuse = |code| AddOffsetsToTxnResponse::default().with_error_code(code);
+    let verdict = admit_txn(ctx, &req.transactional_id)
+        .and_then(|t| admit_group(ctx, &req.group_id).map(|g| (t, g)));
+    match verdict {
+        Ok((t, g)) => {
+            req.transactional_id = t;
+            req.group_id = g;
+        }
+        Err(code) => return Ok(Reply::Now(ResponseKind::AddOffsetsToTxn(refuse(code)))),
+    }
+    let key = req.transactional_id.0.to_string();
+    to_coordinator(
+        ctx,
+        TRANSACTION,
+        ApiKey::AddOffsetsToTxn,
+        version,
+        &key,
+        &req,
+        refuse,
+        |r: &AddOffsetsToTxnResponse| r.error_code,
+        ResponseKind::AddOffsetsToTxn,
+    )
+    .await
+}
+
+pub async fn end_txn(
+    ctx: &Ctx,
+    version: i16,
+    mut req: EndTxnRequest,
+) -> Result<Reply, UpstreamError> {
+    let refuse = |code| EndTxnResponse::default().with_error_code(code);
+    match admit_txn(ctx, &req.transactional_id) {
+        Ok(t) => req.transactional_id = t,
+        Err(code) => return Ok(Reply::Now(ResponseKind::EndTxn(refuse(code)))),
+    }
+    let key = req.transactional_id.0.to_string();
+    to_coordinator(
+        ctx,
+        TRANSACTION,
+        ApiKey::EndTxn,
+        version,
+        &key,
+        &req,
+        refuse,
+        |r: &EndTxnResponse| r.error_code,
+        ResponseKind::EndTxn,
+    )
+    .await
+}
+
+pub async fn txn_offset_commit(
+    ctx: &Ctx,
+    version: i16,
+    mut req: TxnOffsetCommitRequest,
+) -> Result<Reply, UpstreamError> {
+    let whole = admit_txn(ctx, &req.transactional_id)
+        .and_then(|t| admit_group(ctx, &req.group_id).map(|g| (t, g)));
+    let whole_code = match whole {
+        Ok((t, g)) => {
+            req.transactional_id = t;
+            req.group_id = g;
+            None
+        }
+        Err(code) => Some(code),
+    };
+    let mut refused = Vec::new();
+    req.topics.retain_mut(|t| {
+        let code = whole_code.or_else(|| match admit_topic(ctx, Action::ReadData, &t.name) {
+            Ok(p) => {
+                t.name = p;
+                None
+            }
+            Err(code) => Some(code),
+        });
+        if let Some(code) = code {
+            refused.push(
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        code.is_none()
+    });
+    if req.topics.is_empty() {
+        let resp = TxnOffsetCommitResponse::default().with_topics(refused);
+        return Ok(Reply::Now(ResponseKind::TxnOffsetCommit(resp)));
+    }
+    // TxnOffsetCommit goes to the group's coordinator, not the transaction's.
+    let key = req.group_id.0.to_string();
+    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
+    let Some(broker) = answer.broker else {
+        let code = answer.error_code;
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                let mut name = t.name.clone();
+                ctx.topic_back(&mut name);
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .chain(refused)
+            .collect();
+        let resp = TxnOffsetCommitResponse::default().with_topics(topics);
+        return Ok(Reply::Now(ResponseKind::TxnOffsetCommit(resp)));
+    };
+    let pending =
+        forward::<_, TxnOffsetCommitResponse>(&broker, ApiKey::TxnOffsetCommit, version, &req)
+            .await?;
+    let ctx = ctx.clone();
+    Ok(Reply::later(async move {
+        let mut resp = pending.await?;
+        let moved = resp
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.error_code == NOT_COORDINATOR);
+        if moved {
+            ctx.gw.router().coordinator_moved(GROUP, &key);
+        }
+        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.topics.extend(refused);
+        Ok(ResponseKind::TxnOffsetCommit(resp))
+    }))
+}

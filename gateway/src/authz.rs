@@ -1,0 +1,134 @@
+//! Who a connection is, and what it may do.
+//!
+//! A [`Session`] is made when a client authenticates: the token's claims, its cluster, and the
+//! namespace that cluster's names live in on the pool. Every request is checked against the
+//! token's policy with the action Amazon MSK requires for that Kafka API (derived, as MSK's
+//! are, from the Kafka ACL each API needs):
+//!
+//! | action (`kafka-cluster:`…)          | Kafka APIs                                                                 | resource        |
+//! |--------------------------------------|----------------------------------------------------------------------------|-----------------|
+//! | Connect                              | every connection, at SaslAuthenticate                                      | cluster         |
+//! | DescribeCluster                      | DescribeCluster                                                            | cluster         |
+//! | AlterCluster                         | (CreateAcls, DeleteAcls, reassignments: never reachable by tenants)       | cluster         |
+//! | DescribeClusterDynamicConfiguration  | DescribeConfigs on BROKER resources (refused: the pool's brokers are not the tenant's) | cluster |
+//! | AlterClusterDynamicConfiguration     | AlterConfigs / IncrementalAlterConfigs on BROKER resources (refused)      | cluster         |
+//! | WriteDataIdempotently                | InitProducerId without a transactional id; idempotent Produce             | cluster         |
+//! | CreateTopic                          | CreateTopics; Metadata with auto-creation                                 | topic           |
+//! | DescribeTopic                        | Metadata, ListOffsets, OffsetFetch (topics), OffsetForLeaderEpoch         | topic           |
+//! | AlterTopic                           | CreatePartitions                                                          | topic           |
+//! | DeleteTopic                          | DeleteTopics, DeleteRecords                                               | topic           |
+//! | DescribeTopicDynamicConfiguration    | DescribeConfigs on TOPIC resources                                        | topic           |
+//! | AlterTopicDynamicConfiguration       | AlterConfigs / IncrementalAlterConfigs on TOPIC resources                 | topic           |
+//! | ReadData                             | Fetch, OffsetCommit (topics), TxnOffsetCommit (topics), OffsetDelete (topics) | topic       |
+//! | WriteData                            | Produce, AddPartitionsToTxn                                               | topic           |
+//! | DescribeGroup                        | FindCoordinator (group), OffsetFetch (group), DescribeGroups, ListGroups  | group           |
+//! | AlterGroup                           | JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit (group), AddOffsetsToTxn, TxnOffsetCommit (group) | group |
+//! | DeleteGroup                          | DeleteGroups, OffsetDelete (group)                                        | group           |
+//! | DescribeTransactionalId              | FindCoordinator (transaction)                                             | transactional-id |
+//! | AlterTransactionalId                 | InitProducerId with an id, transactional Produce, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit | transactional-id |
+//!
+//! ListGroups answers with the groups the principal may describe, and listing all topics answers
+//! with the topics it may describe: what a principal may not see does not appear, rather than
+//! failing the whole listing, which is how Kafka's own authorizer behaves.
+
+use std::sync::Arc;
+
+use crate::policy::Policy;
+use crate::tenancy::{Cluster, Namespace};
+use crate::token::Claims;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Connect,
+    DescribeCluster,
+    WriteDataIdempotently,
+    CreateTopic,
+    DescribeTopic,
+    AlterTopic,
+    DeleteTopic,
+    DescribeTopicDynamicConfiguration,
+    AlterTopicDynamicConfiguration,
+    ReadData,
+    WriteData,
+    DescribeGroup,
+    AlterGroup,
+    DeleteGroup,
+    DescribeTransactionalId,
+    AlterTransactionalId,
+}
+
+impl Action {
+    pub fn iam_name(self) -> &'static str {
+        match self {
+            Action::Connect => "kafka-cluster:Connect",
+            Action::DescribeCluster => "kafka-cluster:DescribeCluster",
+            Action::WriteDataIdempotently => "kafka-cluster:WriteDataIdempotently",
+            Action::CreateTopic => "kafka-cluster:CreateTopic",
+            Action::DescribeTopic => "kafka-cluster:DescribeTopic",
+            Action::AlterTopic => "kafka-cluster:AlterTopic",
+            Action::DeleteTopic => "kafka-cluster:DeleteTopic",
+            Action::DescribeTopicDynamicConfiguration => {
+                "kafka-cluster:DescribeTopicDynamicConfiguration"
+            }
+            Action::AlterTopicDynamicConfiguration => {
+                "kafka-cluster:AlterTopicDynamicConfiguration"
+            }
+            Action::ReadData => "kafka-cluster:ReadData",
+            Action::WriteData => "kafka-cluster:WriteData",
+            Action::DescribeGroup => "kafka-cluster:DescribeGroup",
+            Action::AlterGroup => "kafka-cluster:AlterGroup",
+            Action::DeleteGroup => "kafka-cluster:DeleteGroup",
+            Action::DescribeTransactionalId => "kafka-cluster:DescribeTransactionalId",
+            Action::AlterTransactionalId => "kafka-cluster:AlterTransactionalId",
+        }
+    }
+}
+
+/// An authenticated connection's identity.
+#[derive(Debug)]
+pub struct Session {
+    pub principal: String,
+    pub cluster: Arc<Cluster>,
+    pub namespace: Namespace,
+    pub policy: Policy,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+    region: Arc<str>,
+}
+
+impl Session {
+    pub fn new(claims: Claims, cluster: Arc<Cluster>, region: Arc<str>) -> Self {
+        Session {
+            principal: claims.sub,
+            namespace: cluster.namespace(),
+            cluster,
+            policy: claims.policy,
+            expires_at_ms: claims.exp.saturating_mul(1000),
+            region,
+        }
+    }
+
+    pub fn may_cluster(&self, action: Action) -> bool {
+        self.policy
+            .allows(action.iam_name(), &self.cluster.arn(&self.region))
+    }
+
+    pub fn may_topic(&self, action: Action, topic: &str) -> bool {
+        self.may(action, "topic", topic)
+    }
+
+    pub fn may_group(&self, action: Action, group: &str) -> bool {
+        self.may(action, "group", group)
+    }
+
+    pub fn may_transactional_id(&self, action: Action, id: &str) -> bool {
+        self.may(action, "transactional-id", id)
+    }
+
+    fn may(&self, action: Action, kind: &str, name: &str) -> bool {
+        self.policy.allows(
+            action.iam_name(),
+            &self.cluster.resource_arn(&self.region, kind, name),
+        )
+    }
+}

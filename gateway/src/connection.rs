@@ -1,0 +1,403 @@
+//! One client connection, from its first byte to its close.
+//!
+//! The reader half reads whole frames, decodes and authorizes each request and dispatches it
+//! to the pool in arrival order; the writer half writes the answers in that same order (Kafka
+//! requires it), so a client may pipeline as many requests as `max_in_flight` allows while the
+//! pool works on them.
+//!
+//! Until SASL authentication succeeds only ApiVersions, SaslHandshake and SaslAuthenticate are
+//! accepted, and frames are limited to `max_sasl_frame_bytes`. After it, a request is served
+//! only while the token's session lasts and its cluster exists; after that the connection is
+//! closed (KIP-368), unless the client re-authenticated in time. Anything the gateway does not
+//! handle is refused and the connection closed: a client that sends what it was not offered is
+//! either broken or probing.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+
+use crate::api::{self, versions, Ctx, Reply};
+use crate::authz::Session;
+use crate::frame::{decode_request_header, read_frame, RawHeader};
+use crate::sasl::{self, Mechanism};
+use crate::state::Gateway;
+
+/// Why a connection ended, for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseReason {
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("{0}")]
+    Frame(#[from] crate::frame::FrameError),
+    #[error("refused {api} v{version}: {why}")]
+    Refused { api: i16, version: i16, why: String },
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    #[error("session expired")]
+    SessionExpired,
+    #[error("cluster was deleted")]
+    ClusterGone,
+    #[error("pool error: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("gateway is shutting down")]
+    Shutdown,
+}
+
+/// An answer waiting its turn to be written.
+enum Outgoing {
+    Ready(Bytes),
+    Pending {
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        reply: crate::pool_admin::BoxFuture<'static, Result<ResponseKind, crate::upstream::UpstreamError>>,
+    },
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Encodes a whole response frame.
+fn encode(api: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Bytes> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version)?;
+    body.encode(&mut buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Serves one client connection until it closes, fails, or `shutdown` fires.
+pub async fn serve<S>(
+    gw: Gateway,
+    stream: S,
+    peer: String,
+    mut shutdown: tokio::sync::broadcast::Receiver<()>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Outgoing>(gw.config().max_in_flight.max(1));
+    let mut writer_task = tokio::spawn(write_loop(writer, rx));
+    let mut conn = Connection {
+        gw,
+        session: None,
+        mechanism: None,
+        tx,
+    };
+    // The writer ending first (the pool failed an answer, or the client stopped reading) ends
+    // the connection too: a client waiting on an answer that will never come is better told
+    // by a close, which every client treats as retriable.
+    let (reason, written) = tokio::select! {
+        r = conn.read_loop(&mut reader) => (r, None),
+        w = &mut writer_task => (CloseReason::Shutdown, Some(w)),
+        _ = shutdown.recv() => (CloseReason::Shutdown, None),
+    };
+    drop(conn);
+    // Let answers already dispatched reach the client before closing.
+    let written = match written {
+        Some(w) => w,
+        None => writer_task.await,
+    };
+    match (&reason, written) {
+        (_, Ok(Err(e))) => tracing::info!(%peer, reason = %e, "connection closed"),
+        (CloseReason::ClientClosed, _) => tracing::debug!(%peer, "connection closed"),
+        _ => tracing::info!(%peer, %reason, "connection closed"),
+    }
+}
+
+async fn write_loop<W: AsyncWrite>(
+    writer: tokio::io::WriteHalf<W>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) -> Result<(), CloseReason> {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            let frame = match out {
+                Outgoing::Ready(frame) => frame,
+                Outgoing::Pending {
+                    api,
+                    version,
+                    correlation_id,
+                    reply,
+                } => {
+                    // Flush what is written before waiting on the pool.
+                    writer.flush().await.map_err(CloseReason::Write)?;
+                    let body = reply.await?;
+                    encode(api, version, correlation_id, &body).map_err(|e| {
+                        CloseReason::Upstream(crate::upstream::UpstreamError::Encode(e.to_string()))
+                    })?
+                }
+            };
+            writer.write_all(&frame).await.map_err(CloseReason::Write)?;
+            next = rx.try_recv().ok();
+        }
+        writer.flush().await.map_err(CloseReason::Write)?;
+    }
+    writer.shutdown().await.map_err(CloseReason::Write)
+}
+
+struct Connection {
+    gw: Gateway,
+    session: Option<Arc<Session>>,
+    /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
+    mechanism: Option<Mechanism>,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+impl Connection {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> CloseReason {
+        loop {
+            let limit = if self.session.is_some() {
+                self.gw.config().max_frame_bytes
+            } else {
+                self.gw.config().max_sasl_frame_bytes
+            };
+            let frame = match read_frame(reader, limit).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return CloseReason::ClientClosed,
+                Err(e) => return e.into(),
+            };
+            if let Err(reason) = self.on_frame(frame).await {
+                return reason;
+            }
+        }
+    }
+
+    async fn send(&self, out: Outgoing) -> Result<(), CloseReason> {
+        self.tx.send(out).await.map_err(|_| {
+            CloseReason::Write(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "writer ended",
+            ))
+        })
+    }
+
+    async fn send_now(
+        &self,
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: ResponseKind,
+    ) -> Result<(), CloseReason> {
+        let frame = encode(api, version, correlation_id, &body).map_err(|e| {
+            CloseReason::Upstream(crate::upstream::UpstreamError::Encode(e.to_string()))
+        })?;
+        self.send(Outgoing::Ready(frame)).await
+    }
+
+    /// Tells a client that sent something unsupported so, in the shape every header version
+    /// shares (correlation id, then an error code), and closes.
+    async fn refuse(&self, raw: RawHeader, why: impl Into<String>) -> CloseReason {
+        let mut buf = BytesMut::with_capacity(10);
+        buf.put_i32(6);
+        buf.put_i32(raw.correlation_id);
+        buf.put_i16(ResponseError::UnsupportedVersion.code());
+        let _ = self.send(Outgoing::Ready(buf.freeze())).await;
+        CloseReason::Refused {
+            api: raw.api_key,
+            version: raw.api_version,
+            why: why.into(),
+        }
+    }
+
+    async fn on_frame(&mut self, mut frame: Bytes) -> Result<(), CloseReason> {
+        let raw = match RawHeader::peek(&frame) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(CloseReason::Refused {
+                    api: -1,
+                    version: -1,
+                    why: e.to_string(),
+                })
+            }
+        };
+        let Ok(api) = ApiKey::try_from(raw.api_key) else {
+            return Err(self.refuse(raw, "unknown API key").await);
+        };
+        let version = raw.api_version;
+        // ApiVersions of a version we do not know is answered, not refused (KIP-511): the
+        // client learns what we support and retries.
+        if api == ApiKey::ApiVersions {
+            let (_, header) =
+                decode_request_header(&mut frame).map_err(|e| CloseReason::Refused {
+                    api: raw.api_key,
+                    version,
+                    why: e.to_string(),
+                })?;
+            let answer_version = if (0..=4).contains(&version) { version } else { 0 };
+            let req = if answer_version == version {
+                ApiVersionsRequest::decode(&mut frame, version).unwrap_or_default()
+            } else {
+                ApiVersionsRequest::default()
+            };
+            let resp = versions::api_versions(self.gw.router().pool(), &req, version);
+            return self
+                .send_now(
+                    api,
+                    answer_version,
+                    header.correlation_id,
+                    ResponseKind::ApiVersions(resp),
+                )
+                .await;
+        }
+        if !versions::is_supported(self.gw.router().pool(), api, version) {
+            return Err(self.refuse(raw, "API or version not offered").await);
+        }
+        let (_, header) = decode_request_header(&mut frame).map_err(|e| CloseReason::Refused {
+            api: raw.api_key,
+            version,
+            why: e.to_string(),
+        })?;
+        let request = RequestKind::decode(api, &mut frame, version).map_err(|e| {
+            CloseReason::Refused {
+                api: raw.api_key,
+                version,
+                why: format!("malformed request: {e}"),
+            }
+        })?;
+        let correlation_id = header.correlation_id;
+        match request {
+            RequestKind::SaslHandshake(req) => self.handshake(version, correlation_id, req).await,
+            RequestKind::SaslAuthenticate(req) => {
+                self.authenticate(version, correlation_id, req).await
+            }
+            request => {
+                let Some(session) = self.session.clone() else {
+                    return Err(CloseReason::Refused {
+                        api: raw.api_key,
+                        version,
+                        why: "request before SASL authentication".into(),
+                    });
+                };
+                if now_ms() >= session.expires_at_ms {
+                    return Err(CloseReason::SessionExpired);
+                }
+                if self.gw.registry().get(&session.cluster.id).is_none() {
+                    return Err(CloseReason::ClusterGone);
+                }
+                let ctx = Ctx {
+                    gw: self.gw.clone(),
+                    session,
+                };
+                match api::handle(&ctx, version, request).await? {
+                    Reply::Now(body) => self.send_now(api, version, correlation_id, body).await,
+                    Reply::Later(reply) => {
+                        self.send(Outgoing::Pending {
+                            api,
+                            version,
+                            correlation_id,
+                            reply,
+                        })
+                        .await
+                    }
+                    Reply::Nothing => Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn handshake(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+        req: SaslHandshakeRequest,
+    ) -> Result<(), CloseReason> {
+        let mechanisms = sasl::MECHANISMS
+            .iter()
+            .map(|m| StrBytes::from_static_str(m))
+            .collect();
+        let mut resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+        match Mechanism::parse(req.mechanism.as_str()) {
+            Some(m) => self.mechanism = Some(m),
+            None => resp.error_code = ResponseError::UnsupportedSaslMechanism.code(),
+        }
+        self.send_now(
+            ApiKey::SaslHandshake,
+            version,
+            correlation_id,
+            ResponseKind::SaslHandshake(resp),
+        )
+        .await
+    }
+
+    async fn authenticate(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+        req: SaslAuthenticateRequest,
+    ) -> Result<(), CloseReason> {
+        let Some(mechanism) = self.mechanism.take() else {
+            let resp = SaslAuthenticateResponse::default()
+                .with_error_code(ResponseError::IllegalSaslState.code())
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "SaslAuthenticate must follow a successful SaslHandshake",
+                )));
+            self.send_now(
+                ApiKey::SaslAuthenticate,
+                version,
+                correlation_id,
+                ResponseKind::SaslAuthenticate(resp),
+            )
+            .await?;
+            return Err(CloseReason::AuthFailed("authenticate without handshake".into()));
+        };
+        match sasl::authenticate(
+            &self.gw,
+            mechanism,
+            &req.auth_bytes,
+            self.session.as_deref(),
+        ) {
+            Ok(session) => {
+                let lifetime = (session.expires_at_ms - now_ms()).max(0);
+                let resp = SaslAuthenticateResponse::default().with_session_lifetime_ms(lifetime);
+                tracing::debug!(
+                    principal = %session.principal,
+                    cluster = %session.cluster.id,
+                    "authenticated"
+                );
+                self.session = Some(Arc::new(session));
+                self.send_now(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    correlation_id,
+                    ResponseKind::SaslAuthenticate(resp),
+                )
+                .await
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let resp = SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from_string(message.clone())));
+                self.send_now(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    correlation_id,
+                    ResponseKind::SaslAuthenticate(resp),
+                )
+                .await?;
+                Err(CloseReason::AuthFailed(message))
+            }
+        }
+    }
+}
