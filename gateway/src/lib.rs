@@ -10,7 +10,9 @@
 //! - [`state`] is the handle every connection shares.
 //!
 //! Around it: [`pool_admin`], what the admin API asks of the pool.
+//! [`admin`] is the admin HTTP API, with its store of tenants and clusters.
 
+pub mod admin;
 pub mod api;
 pub mod authz;
 pub mod connection;

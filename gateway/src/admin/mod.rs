@@ -1,0 +1,339 @@
+//! The admin API: HTTP/1 and JSON, for operators and provisioning scripts.
+//!
+//! Every `/v1` request must carry `Authorization: Bearer <admin token>`; errors are
+//! `{"error": {"code": "...", "message": "..."}}`; times are RFC 3339 in UTC.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | `GET` | `/healthz` | 200 `{"status": "ok"}`, no token needed |
+//! | `POST` | `/v1/tenants` | 201 tenant; 409 if the id is taken |
+//! | `GET` | `/v1/tenants` | 200 `{"tenants": [...]}` |
+//! | `GET` | `/v1/tenants/{id}` | 200 tenant |
+//! | `POST` | `/v1/clusters` | 201 cluster; 404 unknown tenant; 409 name taken in the tenant |
+//! | `GET` | `/v1/clusters[?tenant=]` | 200 `{"clusters": [...]}` |
+//! | `GET` | `/v1/clusters/{id}` | 200 cluster |
+//! | `PATCH` | `/v1/clusters/{id}` | 200 cluster, with the new `max_message_bytes` |
+//! | `DELETE` | `/v1/clusters/{id}` | 204; 502 `pool_unavailable` if the pool kept its topics |
+//! | `POST` | `/v1/tokens` | 201 `{"token", "expires_at"}` |
+//!
+//! Anything else is a 404 (unknown path) or 405 (known path, other method). Bodies are limited
+//! to 1 MiB (413) and must be JSON without unknown fields (400).
+//!
+//! The store is the source of truth; the [`Registry`] the data path reads is updated only after
+//! the store committed, under one lock, so the two never disagree about which clusters exist.
+
+mod clusters;
+mod http;
+pub mod store;
+mod tenants;
+mod tokens;
+
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::pool_admin::PoolAdmin;
+use crate::tenancy::Registry;
+use crate::token::Tokens;
+
+use self::http::{authorized, json_response, ApiError, ApiResult, Body};
+pub use self::store::{ClusterRecord, Store, StoreError};
+
+/// More concurrent admin connections than any operator needs; the bound keeps a misbehaving
+/// script from exhausting the gateway's file descriptors, which the Kafka listener shares.
+const MAX_CONNECTIONS: usize = 256;
+
+/// A client that opens a connection and sends nothing is dropped after this long.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accept errors other than a peer giving up are resource exhaustion (file descriptors,
+/// memory); we back off and retry, and give up after this many in a row (about half a minute).
+const MAX_ACCEPT_FAILURES: u32 = 40;
+
+/// What the admin API needs to know about its deployment.
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// The bearer token every `/v1` request must present.
+    pub admin_token: String,
+    /// The region named in cluster ARNs.
+    pub region: String,
+    /// The gateway's Kafka bootstrap address, shown to users in cluster JSON.
+    pub bootstrap: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("admin_token", &"<redacted>")
+            .field("region", &self.region)
+            .field("bootstrap", &self.bootstrap)
+            .finish()
+    }
+}
+
+/// The admin API's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AdminConfig,
+    store: Store,
+    registry: Registry,
+    tokens: Arc<Tokens>,
+    pool: Arc<dyn PoolAdmin>,
+    /// Held from a store write until the registry reflects it, so that two concurrent changes
+    /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
+    writes: Mutex<()>,
+}
+
+impl Inner {
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded value is `()`: a panic elsewhere leaves nothing inconsistent behind it.
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Admin {
+    /// Builds the admin API over an open store. The caller fills `registry` from the store
+    /// first (with [`Store::load_clusters`]), before the Kafka listener starts, and should
+    /// call [`Admin::retry_pending_cleanups`] once the pool is reachable.
+    ///
+    /// An empty `admin_token` locks every `/v1` endpoint rather than opening them.
+    pub fn new(
+        config: AdminConfig,
+        store: Store,
+        registry: Registry,
+        tokens: Arc<Tokens>,
+        pool: Arc<dyn PoolAdmin>,
+    ) -> Admin {
+        if config.admin_token.is_empty() {
+            tracing::warn!("the admin token is empty; every /v1 request will be refused");
+        }
+        Admin {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                registry,
+                tokens,
+                pool,
+                writes: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Retries the pool cleanup of clusters whose DELETE could not remove their topics (for
+    /// instance because the gateway stopped in between). Returns how many are still pending.
+    pub async fn retry_pending_cleanups(&self) -> Result<usize, StoreError> {
+        // A read transaction, no fsync, once at startup: cheap enough to run inline.
+        let pending = self.inner.store.cluster_records()?;
+        let mut failed = 0;
+        for record in pending.iter().filter(|r| r.owes_cleanup()) {
+            if clusters::clean_up(self, &record.cluster).await.is_err() {
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Runs blocking store work off the async worker threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let admin = self.clone();
+        tokio::task::spawn_blocking(move || work(&admin.inner))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    async fn handle(self, request: Request<Incoming>) -> Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = self
+            .route(request)
+            .await
+            .unwrap_or_else(ApiError::into_response);
+        tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> ApiResult {
+        let path = request.uri().path().to_owned();
+        if path == "/healthz" {
+            return match *request.method() {
+                Method::GET => Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok"}),
+                )),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            return Err(ApiError::not_found(format!("no such endpoint: {path}")));
+        };
+        // Before routing, so that callers without the token cannot map the API's surface.
+        if !authorized(&request, &self.inner.config.admin_token) {
+            return Err(ApiError::unauthorized());
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let method = request.method().clone();
+        match segments.as_slice() {
+            ["tenants"] => match method {
+                Method::GET => tenants::list(self).await,
+                Method::POST => tenants::create(self, request).await,
+                _ => Err(ApiError::method_not_allowed("GET, POST")),
+            },
+            ["tenants", id] => match method {
+                Method::GET => tenants::get(self, id).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["clusters"] => match method {
+                Method::GET => clusters::list(self, request.uri().query()).await,
+                Method::POST => clusters::create(self, request).await,
+                _ => Err(ApiError::method_not_allowed("GET, POST")),
+            },
+            ["clusters", id] => match method {
+                Method::GET => clusters::get(self, id).await,
+                Method::PATCH => clusters::patch(self, id, request).await,
+                Method::DELETE => clusters::delete(self, id).await,
+                _ => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
+            },
+            ["tokens"] => match method {
+                Method::POST => tokens::issue(self, request).await,
+                _ => Err(ApiError::method_not_allowed("POST")),
+            },
+            _ => Err(ApiError::not_found(format!("no such endpoint: {path}"))),
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes, then stops accepting, lets
+/// every request already received finish, and returns once all connections are closed.
+///
+/// Returns an error only when accepting keeps failing for about half a minute (the process is
+/// out of file descriptors or memory); failures of single connections are logged and survived.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Admin,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let mut failures = 0u32;
+    let mut result = Ok(());
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = accept(&listener, &slots) => accepted,
+        };
+        // Reap finished connections so the set does not grow with every one ever served.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, slot)) => {
+                failures = 0;
+                connections.spawn(serve_connection(
+                    stream,
+                    admin.clone(),
+                    stopped.clone(),
+                    slot,
+                ));
+            }
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!(error = %e, "admin API: a connection failed before it was accepted");
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_ACCEPT_FAILURES {
+                    tracing::error!(error = %e, "admin API: accept keeps failing; stopping");
+                    result = Err(e);
+                    break;
+                }
+                let pause = Duration::from_millis(50 << failures.min(4));
+                tracing::warn!(error = %e, ?pause, "admin API: accept failed; backing off");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+    // Closing the socket now makes new clients fail fast instead of queueing in the backlog.
+    drop(listener);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    result
+}
+
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> std::io::Result<(TcpStream, OwnedSemaphorePermit)> {
+    // Waiting for a slot before accepting leaves excess clients in the kernel's backlog
+    // rather than holding sockets we will not serve.
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("connection semaphore closed"))?;
+    let (stream, _) = listener.accept().await?;
+    Ok((stream, slot))
+}
+
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    admin: Admin,
+    mut stopped: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = service_fn(move |request| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "admin API connection ended with an error");
+            }
+        }
+        // The guard `wait_for` returns must not live across the await below (it is not Send);
+        // an error means the sender is gone, which only happens once `serve` returns: stop too.
+        () = async { drop(stopped.wait_for(|stop| *stop).await) } => {
+            // Finishes the request in flight, if any, then closes; idle connections close now.
+            connection.as_mut().graceful_shutdown();
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "admin API connection ended with an error");
+            }
+        }
+    }
+}
