@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs what Tollgate's run and test commands need, and only what is missing:
+#   apt     redis-server and kcat from Debian
+#   tansu   the broker the dev stack runs (cargo install, ~15 minutes on 2 cores)
+#   python  the end-to-end suite's Python packages (tests/requirements.txt)
+# Usage: scripts/install-deps.sh [apt] [tansu] [python]   (no argument: all of them)
+# Idempotent: a second run installs nothing and takes about a second.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION=0.6.0
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+log() { echo "install-deps: $*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_apt() {
+    local missing=()
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "apt: redis-server and kcat present"
+        return
+    fi
+    log "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+tansu_version_ok() {
+    command -v tansu >/dev/null 2>&1 || return 1
+    # `tansu --version` prints e.g. "tansu 0.6.0".
+    tansu --version 2>/dev/null | grep -qw "$TANSU_VERSION"
+}
+
+install_tansu() {
+    if tansu_version_ok; then
+        log "tansu $TANSU_VERSION present at $(command -v tansu)"
+        return
+    fi
+    log "tansu: installing $TANSU_VERSION with cargo (about 15 minutes on 2 cores)"
+    # --locked: without it the crate does not compile. dynostore: without it the memory engine
+    # refuses to start. libsql: the SQLite engine the dev stack's shared pool uses.
+    cargo install tansu --version "$TANSU_VERSION" --locked --features "dynostore libsql postgres"
+    tansu_version_ok || { log "tansu $TANSU_VERSION still not on PATH after install"; exit 1; }
+}
+
+install_python() {
+    local python=${PYTHON:-python3}
+    local missing=()
+    local module spec
+    # module to import, and the requirement line that provides it
+    while read -r module spec; do
+        if ! "$python" -c "import $module" >/dev/null 2>&1; then
+            missing+=("$(grep -i "^$spec==" tests/requirements.txt)")
+        fi
+    done <<'LIST'
+confluent_kafka confluent-kafka
+kafka kafka-python
+aiokafka aiokafka
+pytest pytest
+pytest_timeout pytest-timeout
+LIST
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "python: packages present"
+        return
+    fi
+    log "python: installing ${missing[*]}"
+    "$python" -m pip install --disable-pip-version-check --root-user-action=ignore -q "${missing[@]}"
+}
+
+what=("$@")
+[ ${#what[@]} -eq 0 ] && what=(apt tansu python)
+for w in "${what[@]}"; do
+    case "$w" in
+        apt) install_apt ;;
+        tansu) install_tansu ;;
+        python) install_python ;;
+        *) log "unknown component '$w' (expected apt, tansu or python)"; exit 2 ;;
+    esac
+done
