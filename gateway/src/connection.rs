@@ -61,7 +61,10 @@ enum Outgoing {
         api: ApiKey,
         version: i16,
         correlation_id: i32,
-        reply: crate::pool_admin::BoxFuture<'static, Result<ResponseKind, crate::upstream::UpstreamError>>,
+        reply: crate::pool_admin::BoxFuture<
+            'static,
+            Result<ResponseKind, crate::upstream::UpstreamError>,
+        >,
     },
 }
 
@@ -73,7 +76,12 @@ fn now_ms() -> i64 {
 }
 
 /// Encodes a whole response frame.
-fn encode(api: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Bytes> {
+fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> anyhow::Result<Bytes> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
     let mut buf = BytesMut::with_capacity(256);
@@ -244,7 +252,11 @@ impl Connection {
                     version,
                     why: e.to_string(),
                 })?;
-            let answer_version = if (0..=4).contains(&version) { version } else { 0 };
+            let answer_version = if (0..=4).contains(&version) {
+                version
+            } else {
+                0
+            };
             let req = if answer_version == version {
                 ApiVersionsRequest::decode(&mut frame, version).unwrap_or_default()
             } else {
@@ -268,13 +280,12 @@ impl Connection {
             version,
             why: e.to_string(),
         })?;
-        let request = RequestKind::decode(api, &mut frame, version).map_err(|e| {
-            CloseReason::Refused {
+        let request =
+            RequestKind::decode(api, &mut frame, version).map_err(|e| CloseReason::Refused {
                 api: raw.api_key,
                 version,
                 why: format!("malformed request: {e}"),
-            }
-        })?;
+            })?;
         let correlation_id = header.correlation_id;
         match request {
             RequestKind::SaslHandshake(req) => self.handshake(version, correlation_id, req).await,
@@ -300,7 +311,7 @@ impl Connection {
                     session,
                 };
                 match api::handle(&ctx, version, request).await? {
-                    Reply::Now(body) => self.send_now(api, version, correlation_id, body).await,
+                    Reply::Now(body) => self.send_now(api, version, correlation_id, *body).await,
                     Reply::Later(reply) => {
                         self.send(Outgoing::Pending {
                             api,
@@ -359,7 +370,9 @@ impl Connection {
                 ResponseKind::SaslAuthenticate(resp),
             )
             .await?;
-            return Err(CloseReason::AuthFailed("authenticate without handshake".into()));
+            return Err(CloseReason::AuthFailed(
+                "authenticate without handshake".into(),
+            ));
         };
         match sasl::authenticate(
             &self.gw,

@@ -48,7 +48,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> std::io::Result<()> {
     writer.write_all(frame).await
 }
 
@@ -175,7 +178,7 @@ mod tests {
         let req = MetadataRequest::default();
         let mut frame = encode_request(ApiKey::Metadata, 12, "tollgate", &req).unwrap();
         set_correlation_id(&mut frame, 4242);
-        let mut body = Bytes::from(frame.split_off(4).freeze());
+        let mut body = frame.split_off(4).freeze();
         let (api, header) = decode_request_header(&mut body).unwrap();
         assert_eq!(api, ApiKey::Metadata);
         assert_eq!(header.correlation_id, 4242);
@@ -186,7 +189,10 @@ mod tests {
 
     #[test]
     fn headers_of_garbage_are_errors() {
-        assert!(matches!(RawHeader::peek(&[0, 1]), Err(HeaderError::Short(2))));
+        assert!(matches!(
+            RawHeader::peek(&[0, 1]),
+            Err(HeaderError::Short(2))
+        ));
         let mut unknown = Bytes::from_static(&[0x27, 0x0f, 0, 0, 0, 0, 0, 1]);
         assert!(matches!(
             decode_request_header(&mut unknown),

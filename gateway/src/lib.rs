@@ -9,18 +9,20 @@
 //!   connection per pool broker.
 //! - [`state`] is the handle every connection shares.
 //!
-//! Around it: [`pool_admin`], what the admin API asks of the pool.
-//! [`admin`] is the admin HTTP API, with its store of tenants and clusters.
+//! Around it: [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
+//! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
 
 pub mod admin;
 pub mod api;
 pub mod authz;
 pub mod connection;
+pub mod devpool;
 pub mod frame;
 pub mod listener;
 pub mod policy;
 pub mod pool_admin;
 pub mod router;
+pub mod run;
 pub mod sasl;
 pub mod state;
 pub mod tenancy;

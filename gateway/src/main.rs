@@ -1,1 +1,122 @@
-fn main() {}
+//! `tollgate`: the command line. See `tollgate --help` and the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tollgate_gateway::run::{self, Common};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Serverless Kafka on your own broker pool"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local all-in-one stack: a tansu pool in the data dir, the gateway, the admin API.
+    Dev(DevArgs),
+    /// The gateway against an existing Kafka pool.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Address of the Kafka listener tenants' clients connect to.
+    #[arg(long, env = "TOLLGATE_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    kafka_listen: SocketAddr,
+    /// host:port clients are told to connect to (Metadata, FindCoordinator); defaults to the
+    /// Kafka listen address.
+    #[arg(long, env = "TOLLGATE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Address of the admin HTTP API.
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
+    admin_listen: SocketAddr,
+    /// Where the admin store, secrets and (for `dev`) the pool's storage live.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./.tollgate")]
+    data_dir: PathBuf,
+    /// Bearer token for the admin API; generated and kept in the data dir when not given.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Region named in ARNs.
+    #[arg(long, env = "TOLLGATE_REGION", default_value = "local")]
+    region: String,
+    /// Issuer of the tokens this gateway signs and accepts.
+    #[arg(long, env = "TOLLGATE_ISSUER", default_value = "tollgate")]
+    issuer: String,
+    /// Largest request an authenticated client may send, in bytes.
+    #[arg(long, env = "TOLLGATE_MAX_FRAME_BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Most client connections served at once.
+    #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The tansu binary.
+    #[arg(long, env = "TOLLGATE_TANSU", default_value = "tansu")]
+    tansu: String,
+    /// Initial number of pool brokers.
+    #[arg(long, env = "TOLLGATE_BROKERS", default_value_t = 1)]
+    brokers: usize,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The pool's bootstrap brokers, host:port[,host:port...].
+    #[arg(
+        long,
+        env = "TOLLGATE_POOL_BOOTSTRAP",
+        value_delimiter = ',',
+        required = true
+    )]
+    pool_bootstrap: Vec<String>,
+}
+
+impl From<CommonArgs> for Common {
+    fn from(a: CommonArgs) -> Self {
+        Common {
+            kafka_listen: a.kafka_listen,
+            advertise: a.advertise,
+            admin_listen: a.admin_listen,
+            data_dir: a.data_dir,
+            admin_token: a.admin_token,
+            region: a.region,
+            issuer: a.issuer,
+            max_frame_bytes: a.max_frame_bytes,
+            max_connections: a.max_connections,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(a) => run::dev(a.common.into(), a.tansu, a.brokers).await,
+        Command::Serve(a) => run::serve(a.common.into(), a.pool_bootstrap).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

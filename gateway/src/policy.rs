@@ -129,7 +129,11 @@ impl Policy {
     pub fn allows(&self, action: &str, resource: &str) -> bool {
         let mut allowed = false;
         for st in self.statements.as_slice() {
-            let applies = st.actions.as_slice().iter().any(|a| action_matches(a, action))
+            let applies = st
+                .actions
+                .as_slice()
+                .iter()
+                .any(|a| action_matches(a, action))
                 && st
                     .resources
                     .as_slice()
@@ -195,7 +199,10 @@ mod tests {
         assert!(!wildcard_match(b"a*c", b"acb"));
         assert!(wildcard_match(b"a?c", b"abc"));
         assert!(!wildcard_match(b"a?c", b"ac"));
-        assert!(wildcard_match(b"*topic/orders/*/*", b"arn:x:topic/orders/u/t"));
+        assert!(wildcard_match(
+            b"*topic/orders/*/*",
+            b"arn:x:topic/orders/u/t"
+        ));
         assert!(!wildcard_match(b"topic/orders/*", b"topic/orderz/u"));
         assert!(wildcard_match(b"**a**", b"xxaxx"));
         assert!(!wildcard_match(b"", b"a"));
@@ -261,9 +268,11 @@ mod tests {
         let with_condition = r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*",
             "Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}]}"#;
         assert!(serde_json::from_str::<Policy>(with_condition).is_err());
-        let not_action = r#"{"Statement":[{"Effect":"Allow","NotAction":"kafka-cluster:*","Resource":"*"}]}"#;
+        let not_action =
+            r#"{"Statement":[{"Effect":"Allow","NotAction":"kafka-cluster:*","Resource":"*"}]}"#;
         assert!(serde_json::from_str::<Policy>(not_action).is_err());
-        let bad_effect = r#"{"Statement":[{"Effect":"Maybe","Action":"kafka-cluster:*","Resource":"*"}]}"#;
+        let bad_effect =
+            r#"{"Statement":[{"Effect":"Maybe","Action":"kafka-cluster:*","Resource":"*"}]}"#;
         assert!(serde_json::from_str::<Policy>(bad_effect).is_err());
     }
 
@@ -277,9 +286,10 @@ mod tests {
             typo.validate(),
             Err(PolicyError::UnknownAction { .. })
         ));
-        let empty: Policy =
-            serde_json::from_str(r#"{"Statement":[{"Effect":"Allow","Action":[],"Resource":"*"}]}"#)
-                .unwrap();
+        let empty: Policy = serde_json::from_str(
+            r#"{"Statement":[{"Effect":"Allow","Action":[],"Resource":"*"}]}"#,
+        )
+        .unwrap();
         assert_eq!(empty.validate(), Err(PolicyError::EmptyList(0)));
         let none: Policy = serde_json::from_str(r#"{"Statement":[]}"#).unwrap();
         assert_eq!(none.validate(), Err(PolicyError::Empty));

@@ -85,12 +85,7 @@ impl Router {
         key: &str,
     ) -> Result<CoordinatorAnswer, UpstreamError> {
         let cache_key = (key_type, key.to_owned());
-        if let Some(b) = self
-            .coordinators
-            .lock()
-            .expect("poisoned")
-            .get(&cache_key)
-        {
+        if let Some(b) = self.coordinators.lock().expect("poisoned").get(&cache_key) {
             return Ok(CoordinatorAnswer {
                 error_code: 0,
                 error_message: None,
@@ -98,7 +93,7 @@ impl Router {
             });
         }
         let asked = self.pick(key.as_bytes())?;
-        let (min, max) = self
+        let (_, max) = self
             .pool
             .versions(ApiKey::FindCoordinator)
             .ok_or_else(|| UpstreamError::Encode("pool does not support FindCoordinator".into()))?;
@@ -109,15 +104,17 @@ impl Router {
                 .with_key_type(key_type)
                 .with_coordinator_keys(vec![key_str]);
             let resp: FindCoordinatorResponse = asked.call(version, &req).await?;
-            let c = resp.coordinators.into_iter().next().ok_or_else(|| {
-                UpstreamError::Decode {
+            let c = resp
+                .coordinators
+                .into_iter()
+                .next()
+                .ok_or_else(|| UpstreamError::Decode {
                     addr: asked.addr().to_owned(),
                     reason: "FindCoordinator answered no coordinator".into(),
-                }
-            })?;
+                })?;
             (c.error_code, c.error_message, c.host, c.port)
         } else {
-            let version = max.max(min).min(3).max(1);
+            let version = max;
             let req = FindCoordinatorRequest::default()
                 .with_key_type(key_type)
                 .with_key(key_str);

@@ -57,11 +57,15 @@ pub fn oauthbearer_token(msg: &[u8]) -> Result<&str, AuthError> {
     }
     for kv in parts {
         if let Some(value) = kv.strip_prefix("auth=") {
-            let (scheme, token) = value
-                .split_once(' ')
-                .ok_or(AuthError::Malformed(M, "auth value is not 'Bearer <token>'"))?;
+            let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed(
+                M,
+                "auth value is not 'Bearer <token>'",
+            ))?;
             if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-                return Err(AuthError::Malformed(M, "auth value is not 'Bearer <token>'"));
+                return Err(AuthError::Malformed(
+                    M,
+                    "auth value is not 'Bearer <token>'",
+                ));
             }
             return Ok(token.trim());
         }
@@ -77,7 +81,10 @@ pub fn plain_token(msg: &[u8]) -> Result<&str, AuthError> {
     let (Some(_authzid), Some(_user), Some(password), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(AuthError::Malformed(M, "expected authzid NUL user NUL password"));
+        return Err(AuthError::Malformed(
+            M,
+            "expected authzid NUL user NUL password",
+        ));
     };
     if password.is_empty() {
         return Err(AuthError::Malformed(M, "empty password"));

@@ -46,7 +46,10 @@ struct Inner {
 
 impl Gateway {
     pub fn new(config: GatewayConfig, pool: Pool, registry: Registry, tokens: Arc<Tokens>) -> Self {
-        assert!(!config.nodes.is_empty(), "a gateway needs at least one node");
+        assert!(
+            !config.nodes.is_empty(),
+            "a gateway needs at least one node"
+        );
         Gateway {
             inner: Arc::new(Inner {
                 config,

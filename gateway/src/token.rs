@@ -210,9 +210,15 @@ mod tests {
         let (foreign, _) = other_issuer
             .issue("acme", Uuid::new_v4(), "svc", policy(), now(), 60)
             .unwrap();
-        assert!(matches!(t.verify(&foreign), Err(TokenError::WrongIssuer(_))));
+        assert!(matches!(
+            t.verify(&foreign),
+            Err(TokenError::WrongIssuer(_))
+        ));
 
-        assert!(matches!(t.verify("not.a.jwt"), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            t.verify("not.a.jwt"),
+            Err(TokenError::Malformed(_))
+        ));
         assert!(matches!(t.verify(""), Err(TokenError::Malformed(_))));
     }
 

@@ -131,6 +131,7 @@ async fn write_loop(
         while let Some(mut out) = next.take() {
             let id = next_id.fetch_add(1, Ordering::Relaxed) & i32::MAX;
             set_correlation_id(&mut out.frame, id);
+            tracing::trace!(broker = %addr, api = ?out.api, version = out.version, id, "to pool");
             if let Some(reply) = out.reply {
                 let mut w = waiters.lock().expect("poisoned");
                 if let Some(reason) = w.dead.clone() {
@@ -177,6 +178,7 @@ async fn read_loop(
             break "response shorter than a header".to_string();
         }
         let id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        tracing::trace!(broker = %addr, id, len = frame.len(), "from pool");
         let Some(w) = waiters.lock().expect("poisoned").map.remove(&id) else {
             break format!("response to unknown correlation id {id}");
         };
@@ -193,10 +195,34 @@ async fn read_loop(
     waiters.lock().expect("poisoned").fail(&addr, reason);
 }
 
+/// Which of a broker's connections a request travels on.
+///
+/// A Kafka broker handles one connection's requests strictly one after another, so a
+/// long-polling Fetch would hold up every produce queued behind it on the same connection.
+/// Produce, Fetch and everything else (metadata, groups, admin) therefore get a connection
+/// each. It also bounds the damage when a broker drops a connection over one bad request
+/// (tansu 0.6 does, on DescribeGroups against its SQLite engine): the data lanes carry on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Produce = 0,
+    Fetch = 1,
+    Control = 2,
+}
+
+impl Lane {
+    pub fn of(api: ApiKey) -> Lane {
+        match api {
+            ApiKey::Produce => Lane::Produce,
+            ApiKey::Fetch => Lane::Fetch,
+            _ => Lane::Control,
+        }
+    }
+}
+
 /// One pool broker, identified by its address (tansu brokers all share one node id).
 pub struct Broker {
     addr: String,
-    conn: tokio::sync::Mutex<Option<Connection>>,
+    lanes: [tokio::sync::Mutex<Option<Connection>>; 3],
     timeouts: Timeouts,
 }
 
@@ -242,7 +268,13 @@ impl PendingReply {
         let mut body = self.body().await?;
         R::decode(&mut body, version).map_err(|e| UpstreamError::Decode {
             addr,
-            reason: e.to_string(),
+            reason: format!(
+                "{} v{version}: {e}",
+                std::any::type_name::<R>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or_default()
+            ),
         })
     }
 }
@@ -251,7 +283,7 @@ impl Broker {
     pub fn new(addr: impl Into<String>, timeouts: Timeouts) -> Self {
         Broker {
             addr: addr.into(),
-            conn: tokio::sync::Mutex::new(None),
+            lanes: Default::default(),
             timeouts,
         }
     }
@@ -260,8 +292,8 @@ impl Broker {
         &self.addr
     }
 
-    async fn connection(&self) -> Result<Connection, UpstreamError> {
-        let mut slot = self.conn.lock().await;
+    async fn connection(&self, lane: Lane) -> Result<Connection, UpstreamError> {
+        let mut slot = self.lanes[lane as usize].lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -282,7 +314,7 @@ impl Broker {
     ) -> Result<Option<PendingReply>, UpstreamError> {
         let frame = encode_request(api, version, "tollgate", body)
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
-        let conn = self.connection().await?;
+        let conn = self.connection(Lane::of(api)).await?;
         let (reply, rx) = if expects_reply {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -309,7 +341,11 @@ impl Broker {
     }
 
     /// Sends a request and waits for its decoded response.
-    pub async fn call<R: Request>(&self, version: i16, req: &R) -> Result<R::Response, UpstreamError> {
+    pub async fn call<R: Request>(
+        &self,
+        version: i16,
+        req: &R,
+    ) -> Result<R::Response, UpstreamError> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| UpstreamError::Encode("api key".into()))?;
         let pending = self
             .dispatch(api, version, req, true)

@@ -39,21 +39,19 @@ pub async fn metadata(
             // By id: resolve to our name first, so authorization and mapping are uniform.
             let name = match &t.name {
                 Some(n) => n.clone(),
-                None => {
-                    match ctx.gw.router().topic_name(t.topic_id).await? {
-                        Some(physical) => match ctx.back(&physical) {
-                            Some(n) => TopicName(n),
-                            None => {
-                                refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
-                                continue;
-                            }
-                        },
+                None => match ctx.gw.router().topic_name(t.topic_id).await? {
+                    Some(physical) => match ctx.back(&physical) {
+                        Some(n) => TopicName(n),
                         None => {
                             refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
                             continue;
                         }
+                    },
+                    None => {
+                        refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
+                        continue;
                     }
-                }
+                },
             };
             let physical = match ctx.topic_out(&name) {
                 Ok(p) => p,
@@ -75,7 +73,7 @@ pub async fn metadata(
         req.allow_auto_topic_creation &= may_create;
         if wanted.is_empty() {
             let resp = presented(ctx, version, MetadataResponse::default(), refused);
-            return Ok(Reply::Now(ResponseKind::Metadata(resp)));
+            return Ok(Reply::now(ResponseKind::Metadata(resp)));
         }
         req.topics = Some(wanted);
     }
@@ -94,7 +92,9 @@ pub async fn metadata(
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| (t.topic_id, n.0.as_str()))),
         );
-        Ok(ResponseKind::Metadata(presented(&ctx, version, resp, refused)))
+        Ok(ResponseKind::Metadata(presented(
+            &ctx, version, resp, refused,
+        )))
     }))
 }
 
@@ -130,6 +130,7 @@ fn presented(
     ));
     resp.controller_id = BrokerId(ctx.gw.first_node().id);
     resp.cluster_authorized_operations = i32::MIN;
+    resp.unknown_tagged_fields.clear();
     resp.topics.retain_mut(|t| {
         let Some(name) = t.name.as_mut() else {
             return false;
@@ -139,6 +140,7 @@ fn presented(
         }
         t.is_internal = false;
         t.topic_authorized_operations = i32::MIN;
+        t.unknown_tagged_fields.clear();
         let logical = name.0.to_string();
         for p in &mut t.partitions {
             let leader = BrokerId(ctx.gw.node_for(&logical, p.partition_index).id);
@@ -146,6 +148,7 @@ fn presented(
             p.replica_nodes = vec![leader];
             p.isr_nodes = vec![leader];
             p.offline_replicas = Vec::new();
+            p.unknown_tagged_fields.clear();
         }
         true
     });
@@ -168,7 +171,7 @@ pub fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) ->
         resp.error_message = Some(StrBytes::from_static_str(
             "the policy does not allow kafka-cluster:DescribeCluster",
         ));
-        return Reply::Now(ResponseKind::DescribeCluster(resp));
+        return Reply::now(ResponseKind::DescribeCluster(resp));
     }
     resp.brokers = ctx
         .gw
@@ -182,5 +185,5 @@ pub fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) ->
                 .with_port(n.port)
         })
         .collect();
-    Reply::Now(ResponseKind::DescribeCluster(resp))
+    Reply::now(ResponseKind::DescribeCluster(resp))
 }

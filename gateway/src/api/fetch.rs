@@ -73,7 +73,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     });
     if req.topics.is_empty() {
         let resp = FetchResponse::default().with_responses(refused);
-        return Ok(Reply::Now(ResponseKind::Fetch(resp)));
+        return Ok(Reply::now(ResponseKind::Fetch(resp)));
     }
     let broker = ctx.gw.router().for_topic(&req.topics[0].topic.0)?;
     let answer = forward::<_, FetchResponse>(&broker, ApiKey::Fetch, version, &req).await?;
@@ -82,9 +82,14 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         let mut resp = answer.await?;
         resp.session_id = 0;
         resp.node_endpoints.clear();
+        // Tags we do not know may carry pool addresses (tansu sends node endpoints in tags
+        // older versions do not define): what we do not understand does not reach tenants.
+        resp.unknown_tagged_fields.clear();
         resp.responses.retain_mut(|t| ctx.topic_back(&mut t.topic));
         for t in &mut resp.responses {
+            t.unknown_tagged_fields.clear();
             for p in &mut t.partitions {
+                p.unknown_tagged_fields.clear();
                 p.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(-1))
                     .with_leader_epoch(-1);
@@ -130,7 +135,7 @@ pub async fn list_offsets(
     });
     if req.topics.is_empty() {
         let resp = ListOffsetsResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::ListOffsets(resp)));
+        return Ok(Reply::now(ResponseKind::ListOffsets(resp)));
     }
     let broker = ctx.gw.router().for_topic(&req.topics[0].name.0)?;
     let answer =
@@ -178,7 +183,7 @@ pub async fn offset_for_leader_epoch(
     });
     if req.topics.is_empty() {
         let resp = OffsetForLeaderEpochResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::OffsetForLeaderEpoch(resp)));
+        return Ok(Reply::now(ResponseKind::OffsetForLeaderEpoch(resp)));
     }
     let broker = ctx.gw.router().for_topic(&req.topics[0].topic.0)?;
     let answer = forward::<_, OffsetForLeaderEpochResponse>(

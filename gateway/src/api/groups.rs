@@ -50,7 +50,7 @@ where
 {
     let answer = ctx.gw.router().coordinator(key_type, physical_key).await?;
     let Some(broker) = answer.broker else {
-        return Ok(Reply::Now(wrap(refuse(answer.error_code))));
+        return Ok(Reply::now(wrap(refuse(answer.error_code))));
     };
     let pending = forward::<_, Resp>(&broker, api, version, req).await?;
     let ctx = ctx.clone();
@@ -95,7 +95,11 @@ pub async fn find_coordinator(
             GROUP => (Action::DescribeGroup, GROUP_DENIED),
             TRANSACTION => (Action::DescribeTransactionalId, TXN_DENIED),
             _ => {
-                coordinators.push(Coordinator::default().with_key(key).with_error_code(INVALID_REQUEST));
+                coordinators.push(
+                    Coordinator::default()
+                        .with_key(key)
+                        .with_error_code(INVALID_REQUEST),
+                );
                 continue;
             }
         };
@@ -135,11 +139,15 @@ pub async fn find_coordinator(
     } else if let Some(c) = coordinators.pop() {
         resp.error_code = c.error_code;
         resp.error_message = c.error_message;
-        resp.node_id = if c.error_code == 0 { c.node_id } else { BrokerId(-1) };
+        resp.node_id = if c.error_code == 0 {
+            c.node_id
+        } else {
+            BrokerId(-1)
+        };
         resp.host = c.host;
         resp.port = if c.error_code == 0 { c.port } else { -1 };
     }
-    Ok(Reply::Now(ResponseKind::FindCoordinator(resp)))
+    Ok(Reply::now(ResponseKind::FindCoordinator(resp)))
 }
 
 /// One handler per single-group API: authorize AlterGroup, map the id, go to the coordinator.
@@ -153,7 +161,7 @@ macro_rules! single_group_api {
             let refuse = |code| <$resp>::default().with_error_code(code);
             req.group_id = match admit_group(ctx, Action::AlterGroup, &req.group_id) {
                 Ok(g) => g,
-                Err(code) => return Ok(Reply::Now(ResponseKind::$api(refuse(code)))),
+                Err(code) => return Ok(Reply::now(ResponseKind::$api(refuse(code)))),
             };
             let key = req.group_id.0.to_string();
             to_coordinator(
@@ -175,7 +183,12 @@ macro_rules! single_group_api {
 single_group_api!(join_group, JoinGroupRequest, JoinGroupResponse, JoinGroup);
 single_group_api!(sync_group, SyncGroupRequest, SyncGroupResponse, SyncGroup);
 single_group_api!(heartbeat, HeartbeatRequest, HeartbeatResponse, Heartbeat);
-single_group_api!(leave_group, LeaveGroupRequest, LeaveGroupResponse, LeaveGroup);
+single_group_api!(
+    leave_group,
+    LeaveGroupRequest,
+    LeaveGroupResponse,
+    LeaveGroup
+);
 
 pub async fn offset_commit(
     ctx: &Ctx,
@@ -218,7 +231,7 @@ pub async fn offset_commit(
     });
     if req.topics.is_empty() {
         let resp = OffsetCommitResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::OffsetCommit(resp)));
+        return Ok(Reply::now(ResponseKind::OffsetCommit(resp)));
     }
     let key = req.group_id.0.to_string();
     let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
@@ -246,7 +259,7 @@ pub async fn offset_commit(
                 .chain(refused)
                 .collect(),
         );
-        return Ok(Reply::Now(ResponseKind::OffsetCommit(resp)));
+        return Ok(Reply::now(ResponseKind::OffsetCommit(resp)));
     };
     let pending =
         forward::<_, OffsetCommitResponse>(&broker, ApiKey::OffsetCommit, version, &req).await?;
@@ -278,7 +291,7 @@ pub async fn offset_fetch(
     let refuse = |code| OffsetFetchResponse::default().with_error_code(code);
     req.group_id = match admit_group(ctx, Action::DescribeGroup, &req.group_id) {
         Ok(g) => g,
-        Err(code) => return Ok(Reply::Now(ResponseKind::OffsetFetch(refuse(code)))),
+        Err(code) => return Ok(Reply::now(ResponseKind::OffsetFetch(refuse(code)))),
     };
     let mut refused = Vec::new();
     if let Some(topics) = req.topics.as_mut() {
@@ -309,13 +322,15 @@ pub async fn offset_fetch(
         });
         if topics.is_empty() {
             let resp = OffsetFetchResponse::default().with_topics(refused);
-            return Ok(Reply::Now(ResponseKind::OffsetFetch(resp)));
+            return Ok(Reply::now(ResponseKind::OffsetFetch(resp)));
         }
     }
     let key = req.group_id.0.to_string();
     let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
     let Some(broker) = answer.broker else {
-        return Ok(Reply::Now(ResponseKind::OffsetFetch(refuse(answer.error_code))));
+        return Ok(Reply::now(ResponseKind::OffsetFetch(refuse(
+            answer.error_code,
+        ))));
     };
     let pending =
         forward::<_, OffsetFetchResponse>(&broker, ApiKey::OffsetFetch, version, &req).await?;
@@ -394,7 +409,7 @@ async fn offset_fetch_batched(
     });
     if req.groups.is_empty() {
         let resp = OffsetFetchResponse::default().with_groups(refused);
-        return Ok(Reply::Now(ResponseKind::OffsetFetch(resp)));
+        return Ok(Reply::now(ResponseKind::OffsetFetch(resp)));
     }
     let key = req.groups[0].group_id.0.to_string();
     let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
@@ -413,7 +428,7 @@ async fn offset_fetch_batched(
             .collect();
         groups.extend(refused);
         let resp = OffsetFetchResponse::default().with_groups(groups);
-        return Ok(Reply::Now(ResponseKind::OffsetFetch(resp)));
+        return Ok(Reply::now(ResponseKind::OffsetFetch(resp)));
     };
     let pending =
         forward::<_, OffsetFetchResponse>(&broker, ApiKey::OffsetFetch, version, &req).await?;
@@ -447,24 +462,25 @@ pub async fn describe_groups(
     mut req: DescribeGroupsRequest,
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
-    req.groups.retain_mut(|g| match admit_group(ctx, Action::DescribeGroup, g) {
-        Ok(p) => {
-            *g = p;
-            true
-        }
-        Err(code) => {
-            refused.push(
-                DescribedGroup::default()
-                    .with_group_id(g.clone())
-                    .with_error_code(code)
-                    .with_authorized_operations(i32::MIN),
-            );
-            false
-        }
-    });
+    req.groups
+        .retain_mut(|g| match admit_group(ctx, Action::DescribeGroup, g) {
+            Ok(p) => {
+                *g = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(code)
+                        .with_authorized_operations(i32::MIN),
+                );
+                false
+            }
+        });
     if req.groups.is_empty() {
         let resp = DescribeGroupsResponse::default().with_groups(refused);
-        return Ok(Reply::Now(ResponseKind::DescribeGroups(resp)));
+        return Ok(Reply::now(ResponseKind::DescribeGroups(resp)));
     }
     req.include_authorized_operations = false;
     let key = req.groups[0].0.to_string();
@@ -477,11 +493,13 @@ pub async fn describe_groups(
             .map(|g| {
                 let mut id = g.clone();
                 ctx.group_back(&mut id);
-                DescribedGroup::default().with_group_id(id).with_error_code(code)
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(code)
             })
             .collect();
         groups.extend(refused);
-        return Ok(Reply::Now(ResponseKind::DescribeGroups(
+        return Ok(Reply::now(ResponseKind::DescribeGroups(
             DescribeGroupsResponse::default().with_groups(groups),
         )));
     };
@@ -531,13 +549,17 @@ pub async fn list_groups(
                 merged.error_code = resp.error_code;
             }
             merged.throttle_time_ms = merged.throttle_time_ms.max(resp.throttle_time_ms);
-            merged.groups.extend(resp.groups.into_iter().filter_map(|mut g| {
-                (ctx.group_back(&mut g.group_id)
-                    && ctx.session.may_group(Action::DescribeGroup, &g.group_id.0))
-                .then_some(g)
-            }));
+            merged
+                .groups
+                .extend(resp.groups.into_iter().filter_map(|mut g| {
+                    (ctx.group_back(&mut g.group_id)
+                        && ctx.session.may_group(Action::DescribeGroup, &g.group_id.0))
+                    .then_some(g)
+                }));
         }
-        merged.groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+        merged
+            .groups
+            .sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
         merged.groups.dedup_by(|a, b| a.group_id == b.group_id);
         Ok(ResponseKind::ListGroups(merged))
     }))
@@ -549,23 +571,24 @@ pub async fn delete_groups(
     mut req: DeleteGroupsRequest,
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
-    req.groups_names.retain_mut(|g| match admit_group(ctx, Action::DeleteGroup, g) {
-        Ok(p) => {
-            *g = p;
-            true
-        }
-        Err(code) => {
-            refused.push(
-                DeletableGroupResult::default()
-                    .with_group_id(g.clone())
-                    .with_error_code(code),
-            );
-            false
-        }
-    });
+    req.groups_names
+        .retain_mut(|g| match admit_group(ctx, Action::DeleteGroup, g) {
+            Ok(p) => {
+                *g = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(code),
+                );
+                false
+            }
+        });
     if req.groups_names.is_empty() {
         let resp = DeleteGroupsResponse::default().with_results(refused);
-        return Ok(Reply::Now(ResponseKind::DeleteGroups(resp)));
+        return Ok(Reply::now(ResponseKind::DeleteGroups(resp)));
     }
     let key = req.groups_names[0].0.to_string();
     let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
@@ -583,7 +606,7 @@ pub async fn delete_groups(
             })
             .collect();
         results.extend(refused);
-        return Ok(Reply::Now(ResponseKind::DeleteGroups(
+        return Ok(Reply::now(ResponseKind::DeleteGroups(
             DeleteGroupsResponse::default().with_results(results),
         )));
     };
@@ -609,40 +632,43 @@ pub async fn offset_delete(
     let refuse = |code| OffsetDeleteResponse::default().with_error_code(code);
     req.group_id = match admit_group(ctx, Action::DeleteGroup, &req.group_id) {
         Ok(g) => g,
-        Err(code) => return Ok(Reply::Now(ResponseKind::OffsetDelete(refuse(code)))),
+        Err(code) => return Ok(Reply::now(ResponseKind::OffsetDelete(refuse(code)))),
     };
     let mut refused = Vec::new();
-    req.topics.retain_mut(|t| match admit_topic(ctx, Action::ReadData, &t.name) {
-        Ok(p) => {
-            t.name = p;
-            true
-        }
-        Err(code) => {
-            refused.push(
-                OffsetDeleteResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                OffsetDeleteResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(code)
-                            })
-                            .collect(),
-                    ),
-            );
-            false
-        }
-    });
+    req.topics
+        .retain_mut(|t| match admit_topic(ctx, Action::ReadData, &t.name) {
+            Ok(p) => {
+                t.name = p;
+                true
+            }
+            Err(code) => {
+                refused.push(
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            }
+        });
     if req.topics.is_empty() {
         let resp = OffsetDeleteResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::OffsetDelete(resp)));
+        return Ok(Reply::now(ResponseKind::OffsetDelete(resp)));
     }
     let key = req.group_id.0.to_string();
     let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
     let Some(broker) = answer.broker else {
-        return Ok(Reply::Now(ResponseKind::OffsetDelete(refuse(answer.error_code))));
+        return Ok(Reply::now(ResponseKind::OffsetDelete(refuse(
+            answer.error_code,
+        ))));
     };
     let pending =
         forward::<_, OffsetDeleteResponse>(&broker, ApiKey::OffsetDelete, version, &req).await?;

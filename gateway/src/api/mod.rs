@@ -40,8 +40,9 @@ use crate::upstream::{Broker, UpstreamError};
 
 /// A handler's answer.
 pub enum Reply {
-    /// Known without asking the pool (refusals, local APIs).
-    Now(ResponseKind),
+    /// Known without asking the pool (refusals, local APIs). Boxed: this is the rare path,
+    /// and it keeps every `Reply` small.
+    Now(Box<ResponseKind>),
     /// Dispatched to the pool; resolves to the rewritten answer.
     Later(BoxFuture<'static, Result<ResponseKind, UpstreamError>>),
     /// The client expects no response (produce with acks=0).
@@ -49,6 +50,10 @@ pub enum Reply {
 }
 
 impl Reply {
+    pub fn now(body: ResponseKind) -> Self {
+        Reply::Now(Box::new(body))
+    }
+
     pub fn later<F>(f: F) -> Self
     where
         F: Future<Output = Result<ResponseKind, UpstreamError>> + Send + 'static,

@@ -85,7 +85,11 @@ pub async fn produce(
         None => 0,
     };
     let txn_code = match &req.transactional_id {
-        Some(id) if !ctx.session.may_transactional_id(Action::AlterTransactionalId, &id.0) => {
+        Some(id)
+            if !ctx
+                .session
+                .may_transactional_id(Action::AlterTransactionalId, &id.0) =>
+        {
             Some(TXN_DENIED)
         }
         Some(id) => match ctx.txn_out(id) {
@@ -170,12 +174,14 @@ pub async fn produce(
             return Ok(Reply::Nothing);
         }
         let resp = ProduceResponse::default().with_responses(refused);
-        return Ok(Reply::Now(ResponseKind::Produce(resp)));
+        return Ok(Reply::now(ResponseKind::Produce(resp)));
     }
     let broker = ctx.gw.router().for_topic(&accepted[0].name.0)?;
     req.topic_data = accepted;
     if acks == 0 {
-        broker.dispatch(ApiKey::Produce, version, &req, false).await?;
+        broker
+            .dispatch(ApiKey::Produce, version, &req, false)
+            .await?;
         return Ok(Reply::Nothing);
     }
     let answer = forward::<_, ProduceResponse>(&broker, ApiKey::Produce, version, &req).await?;
@@ -183,8 +189,12 @@ pub async fn produce(
     Ok(Reply::later(async move {
         let mut resp = answer.await?;
         resp.responses.retain_mut(|t| ctx.topic_back(&mut t.name));
+        // See fetch: unknown tags may name pool nodes.
+        resp.unknown_tagged_fields.clear();
         for t in &mut resp.responses {
+            t.unknown_tagged_fields.clear();
             for p in &mut t.partition_responses {
+                p.unknown_tagged_fields.clear();
                 // KIP-951 leader hints name pool nodes; the leader a client knows is a gateway
                 // node already.
                 p.current_leader = LeaderIdAndEpoch::default()

@@ -76,7 +76,7 @@ pub async fn create_topics(
     });
     if req.topics.is_empty() {
         let resp = CreateTopicsResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::CreateTopics(resp)));
+        return Ok(Reply::now(ResponseKind::CreateTopics(resp)));
     }
     let broker = ctx.gw.router().any()?;
     let pending =
@@ -112,7 +112,13 @@ pub async fn delete_topics(
     for (name, id) in entries {
         let name = match name {
             Some(n) => n,
-            None => match ctx.gw.router().topic_name(id).await?.and_then(|p| ctx.back(&p)) {
+            None => match ctx
+                .gw
+                .router()
+                .topic_name(id)
+                .await?
+                .and_then(|p| ctx.back(&p))
+            {
                 Some(n) => TopicName(n),
                 None => {
                     refused.push(
@@ -137,7 +143,7 @@ pub async fn delete_topics(
     }
     if wanted.is_empty() {
         let resp = DeleteTopicsResponse::default().with_responses(refused);
-        return Ok(Reply::Now(ResponseKind::DeleteTopics(resp)));
+        return Ok(Reply::now(ResponseKind::DeleteTopics(resp)));
     }
     if version >= 6 {
         req.topics = wanted
@@ -202,7 +208,7 @@ pub async fn delete_records(
         });
     if req.topics.is_empty() {
         let resp = DeleteRecordsResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::DeleteRecords(resp)));
+        return Ok(Reply::now(ResponseKind::DeleteRecords(resp)));
     }
     let broker = ctx.gw.router().for_topic(&req.topics[0].name.0)?;
     let pending =
@@ -246,7 +252,7 @@ pub async fn create_partitions(
     });
     if req.topics.is_empty() {
         let resp = CreatePartitionsResponse::default().with_results(refused);
-        return Ok(Reply::Now(ResponseKind::CreatePartitions(resp)));
+        return Ok(Reply::now(ResponseKind::CreatePartitions(resp)));
     }
     let broker = ctx.gw.router().any()?;
     let pending =
@@ -262,7 +268,12 @@ pub async fn create_partitions(
 }
 
 /// Authorizes a config resource and maps its name: `Err(code)` when refused.
-fn admit_config(ctx: &Ctx, action: Action, resource_type: i8, name: &StrBytes) -> Result<StrBytes, i16> {
+fn admit_config(
+    ctx: &Ctx,
+    action: Action,
+    resource_type: i8,
+    name: &StrBytes,
+) -> Result<StrBytes, i16> {
     if resource_type != TOPIC_RESOURCE {
         return Err(CLUSTER_DENIED);
     }
@@ -300,7 +311,7 @@ pub async fn describe_configs(
     });
     if req.resources.is_empty() {
         let resp = DescribeConfigsResponse::default().with_results(refused);
-        return Ok(Reply::Now(ResponseKind::DescribeConfigs(resp)));
+        return Ok(Reply::now(ResponseKind::DescribeConfigs(resp)));
     }
     let broker = ctx.gw.router().any()?;
     let pending =
@@ -309,13 +320,14 @@ pub async fn describe_configs(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
-        resp.results.retain_mut(|r| match ctx.back(&r.resource_name) {
-            Some(n) => {
-                r.resource_name = n;
-                true
-            }
-            None => false,
-        });
+        resp.results
+            .retain_mut(|r| match ctx.back(&r.resource_name) {
+                Some(n) => {
+                    r.resource_name = n;
+                    true
+                }
+                None => false,
+            });
         resp.results.extend(refused);
         Ok(ResponseKind::DescribeConfigs(resp))
     }))
@@ -352,7 +364,7 @@ pub async fn incremental_alter_configs(
     });
     if req.resources.is_empty() {
         let resp = IncrementalAlterConfigsResponse::default().with_responses(refused);
-        return Ok(Reply::Now(ResponseKind::IncrementalAlterConfigs(resp)));
+        return Ok(Reply::now(ResponseKind::IncrementalAlterConfigs(resp)));
     }
     let broker = ctx.gw.router().any()?;
     let pending = forward::<_, IncrementalAlterConfigsResponse>(
@@ -365,13 +377,14 @@ pub async fn incremental_alter_configs(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
-        resp.responses.retain_mut(|r| match ctx.back(&r.resource_name) {
-            Some(n) => {
-                r.resource_name = n;
-                true
-            }
-            None => false,
-        });
+        resp.responses
+            .retain_mut(|r| match ctx.back(&r.resource_name) {
+                Some(n) => {
+                    r.resource_name = n;
+                    true
+                }
+                None => false,
+            });
         resp.responses.extend(refused);
         Ok(ResponseKind::IncrementalAlterConfigs(resp))
     }))

@@ -1,13 +1,13 @@
 //! InitProducerId and the transaction APIs. Transactional ids are mapped like group ids, and
 //! requests about a transaction go to the pool's coordinator for the mapped id.
 
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::*;
 
 use super::groups::to_coordinator;
@@ -20,7 +20,10 @@ use crate::router::{GROUP, TRANSACTION};
 use crate::upstream::UpstreamError;
 
 fn admit_txn(ctx: &Ctx, id: &TransactionalId) -> Result<TransactionalId, i16> {
-    if !ctx.session.may_transactional_id(Action::AlterTransactionalId, &id.0) {
+    if !ctx
+        .session
+        .may_transactional_id(Action::AlterTransactionalId, &id.0)
+    {
         return Err(TXN_DENIED);
     }
     ctx.txn_out(id).map_err(|_| TXN_DENIED)
@@ -53,7 +56,9 @@ pub async fn init_producer_id(
     };
     let Some(id) = req.transactional_id.take() else {
         if !ctx.session.may_cluster(Action::WriteDataIdempotently) {
-            return Ok(Reply::Now(ResponseKind::InitProducerId(refuse(CLUSTER_DENIED))));
+            return Ok(Reply::now(ResponseKind::InitProducerId(refuse(
+                CLUSTER_DENIED,
+            ))));
         }
         let broker = ctx.gw.router().any()?;
         let pending =
@@ -65,7 +70,7 @@ pub async fn init_producer_id(
     };
     let physical = match admit_txn(ctx, &id) {
         Ok(p) => p,
-        Err(code) => return Ok(Reply::Now(ResponseKind::InitProducerId(refuse(code)))),
+        Err(code) => return Ok(Reply::now(ResponseKind::InitProducerId(refuse(code)))),
     };
     let key = physical.0.to_string();
     req.transactional_id = Some(physical);
@@ -111,7 +116,7 @@ pub async fn add_partitions_to_txn(
                     .map(|t| refuse_topic(t, code))
                     .collect(),
             );
-            return Ok(Reply::Now(ResponseKind::AddPartitionsToTxn(resp)));
+            return Ok(Reply::now(ResponseKind::AddPartitionsToTxn(resp)));
         }
     }
     // Kafka fails the whole request when any partition is refused: the others are answered
@@ -128,8 +133,9 @@ pub async fn add_partitions_to_txn(
             .zip(&verdicts)
             .map(|(t, v)| refuse_topic(t, v.as_ref().err().copied().unwrap_or(not_attempted)))
             .collect();
-        let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
-        return Ok(Reply::Now(ResponseKind::AddPartitionsToTxn(resp)));
+        let resp =
+            AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+        return Ok(Reply::now(ResponseKind::AddPartitionsToTxn(resp)));
     }
     for (t, v) in req.v3_and_below_topics.iter_mut().zip(verdicts) {
         t.name = v.expect("checked above");
@@ -147,12 +153,17 @@ pub async fn add_partitions_to_txn(
                 r
             })
             .collect();
-        let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
-        return Ok(Reply::Now(ResponseKind::AddPartitionsToTxn(resp)));
+        let resp =
+            AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+        return Ok(Reply::now(ResponseKind::AddPartitionsToTxn(resp)));
     };
-    let pending =
-        forward::<_, AddPartitionsToTxnResponse>(&broker, ApiKey::AddPartitionsToTxn, version, &req)
-            .await?;
+    let pending = forward::<_, AddPartitionsToTxnResponse>(
+        &broker,
+        ApiKey::AddPartitionsToTxn,
+        version,
+        &req,
+    )
+    .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
@@ -184,7 +195,7 @@ pub async fn add_offsets_to_txn(
             req.transactional_id = t;
             req.group_id = g;
         }
-        Err(code) => return Ok(Reply::Now(ResponseKind::AddOffsetsToTxn(refuse(code)))),
+        Err(code) => return Ok(Reply::now(ResponseKind::AddOffsetsToTxn(refuse(code)))),
     }
     let key = req.transactional_id.0.to_string();
     to_coordinator(
@@ -209,7 +220,7 @@ pub async fn end_txn(
     let refuse = |code| EndTxnResponse::default().with_error_code(code);
     match admit_txn(ctx, &req.transactional_id) {
         Ok(t) => req.transactional_id = t,
-        Err(code) => return Ok(Reply::Now(ResponseKind::EndTxn(refuse(code)))),
+        Err(code) => return Ok(Reply::now(ResponseKind::EndTxn(refuse(code)))),
     }
     let key = req.transactional_id.0.to_string();
     to_coordinator(
@@ -270,7 +281,7 @@ pub async fn txn_offset_commit(
     });
     if req.topics.is_empty() {
         let resp = TxnOffsetCommitResponse::default().with_topics(refused);
-        return Ok(Reply::Now(ResponseKind::TxnOffsetCommit(resp)));
+        return Ok(Reply::now(ResponseKind::TxnOffsetCommit(resp)));
     }
     // TxnOffsetCommit goes to the group's coordinator, not the transaction's.
     let key = req.group_id.0.to_string();
@@ -299,7 +310,7 @@ pub async fn txn_offset_commit(
             .chain(refused)
             .collect();
         let resp = TxnOffsetCommitResponse::default().with_topics(topics);
-        return Ok(Reply::Now(ResponseKind::TxnOffsetCommit(resp)));
+        return Ok(Reply::now(ResponseKind::TxnOffsetCommit(resp)));
     };
     let pending =
         forward::<_, TxnOffsetCommitResponse>(&broker, ApiKey::TxnOffsetCommit, version, &req)

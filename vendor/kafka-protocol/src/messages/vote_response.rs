@@ -679,7 +679,10 @@ impl Decodable for VoteResponse {
                         node_endpoints =
                             types::CompactArray(types::Struct { version }).decode(buf)?;
                     } else {
-                        bail!("Tag {} is not valid for version {}", tag, version);
+                        // Tollgate patch: a tag not defined at this version is kept as an unknown
+                            // tagged field, as Kafka's own generated code does, not an error.
+                            let unknown_value = buf.try_get_bytes(size as usize)?;
+                            unknown_tagged_fields.insert(tag as i32, unknown_value);
                     }
                 }
                 _ => {

@@ -1,0 +1,218 @@
+//! Assembling a running gateway: `tollgate dev` (with its own tansu pool) and `tollgate serve`
+//! (against an existing pool). Both share [`start`], which wires the admin store, the
+//! registry, the token keys, the Kafka listener and the admin API, and tears them down in
+//! order on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Admin, AdminConfig, Store};
+use crate::devpool::DevPool;
+use crate::listener::Listener;
+use crate::pool_admin::RouterPoolAdmin;
+use crate::state::{Gateway, GatewayConfig, Node};
+use crate::tenancy::Registry;
+use crate::token::Tokens;
+use crate::upstream::{Pool, Timeouts};
+
+/// Settings both commands share.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub kafka_listen: SocketAddr,
+    /// `host:port` clients are told to connect to; the listen address when not set.
+    pub advertise: Option<String>,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub region: String,
+    pub issuer: String,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads a secret kept in the data dir, or makes and keeps a new one (mode 0600).
+fn secret_file(path: &Path) -> anyhow::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim().to_owned();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let secret = hex(&rand::random::<[u8; 32]>());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok(secret)
+}
+
+fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("{addr:?} has no valid port"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), i32::from(port)))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs `tollgate dev`: a tansu pool of `brokers` in the data dir, then the gateway on it.
+pub async fn dev(common: Common, tansu: String, brokers: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&common.data_dir)
+        .with_context(|| format!("creating {}", common.data_dir.display()))?;
+    let pool = Pool::new(Timeouts::default());
+    let devpool = DevPool::start(&tansu, &common.data_dir, brokers, &pool).await?;
+    tracing::info!(brokers = ?devpool.addrs, "local pool is up");
+    let result = start(common, pool).await;
+    devpool.shutdown().await;
+    result
+}
+
+/// Runs `tollgate serve`: the gateway on a pool someone else runs.
+pub async fn serve(common: Common, bootstrap: Vec<String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&common.data_dir)
+        .with_context(|| format!("creating {}", common.data_dir.display()))?;
+    let pool = Pool::new(Timeouts::default());
+    let mut reached = 0;
+    for addr in &bootstrap {
+        match pool.add_broker(addr).await {
+            Ok(()) => reached += 1,
+            Err(e) => {
+                tracing::warn!(broker = %addr, error = %e, "pool bootstrap broker unreachable")
+            }
+        }
+    }
+    anyhow::ensure!(
+        reached > 0,
+        "no pool bootstrap broker answered: {bootstrap:?}"
+    );
+    start(common, pool).await
+}
+
+async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
+    let admin_token = match common.admin_token.clone() {
+        Some(t) if !t.is_empty() => t,
+        _ => secret_file(&common.data_dir.join("admin-token"))?,
+    };
+    let signing_key = secret_file(&common.data_dir.join("token-signing.key"))?;
+    let tokens = Arc::new(Tokens::hs256(common.issuer.clone(), signing_key.as_bytes()));
+
+    let store = Store::open(&common.data_dir).context("opening the admin store")?;
+    let registry = Registry::default();
+    let clusters = store
+        .load_clusters(&registry)
+        .context("loading clusters from the admin store")?;
+
+    let kafka = TcpListener::bind(common.kafka_listen)
+        .await
+        .with_context(|| format!("binding the Kafka listener on {}", common.kafka_listen))?;
+    let admin_listener = TcpListener::bind(common.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", common.admin_listen))?;
+    let kafka_addr = kafka.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let advertised = common
+        .advertise
+        .clone()
+        .unwrap_or_else(|| kafka_addr.to_string());
+    let (host, port) = split_host_port(&advertised)?;
+
+    let gateway = Gateway::new(
+        GatewayConfig {
+            nodes: vec![Node { id: 1, host, port }],
+            region: common.region.clone().into(),
+            max_frame_bytes: common.max_frame_bytes,
+            max_sasl_frame_bytes: 512 * 1024,
+            max_in_flight: 64,
+        },
+        pool,
+        registry.clone(),
+        tokens.clone(),
+    );
+    let admin = Admin::new(
+        AdminConfig {
+            admin_token: admin_token.clone(),
+            region: common.region.clone(),
+            bootstrap: advertised.clone(),
+        },
+        store,
+        registry,
+        tokens,
+        Arc::new(RouterPoolAdmin {
+            gateway: gateway.clone(),
+        }),
+    );
+    match admin.retry_pending_cleanups().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            clusters = n,
+            "deleted clusters still have topics on the pool"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not check for pending cleanups"),
+    }
+
+    println!("Tollgate is running.");
+    println!("  Kafka bootstrap: {advertised}");
+    println!("  Admin API:       http://{admin_addr}");
+    println!("  Admin token:     {admin_token}");
+    println!("  Data dir:        {}", common.data_dir.display());
+    println!("  Clusters loaded: {clusters}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let kafka_task = tokio::spawn(
+        Listener {
+            listener: kafka,
+            gateway,
+            max_connections: common.max_connections,
+        }
+        .run(stopped(stop_rx.clone())),
+    );
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin, stopped(stop_rx)));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = kafka_task.await;
+    match admin_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "admin API task failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(())
+}
