@@ -301,3 +301,95 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 
 def unique(prefix: str, n: int = 10) -> str:
     return f"{prefix}{uuid.uuid4().hex[:n]}"
+
+
+# --------------------------------------------------------------------------------------------
+# confluent-kafka shorthands for the isolation and robustness tests
+
+
+def create_topic(conn: Conn, topic: str, partitions: int = 1, timeout: float = 60) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(conn.confluent())
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+                        operation_timeout=30, request_timeout=timeout)[topic].result(timeout=timeout)
+
+    def ready():
+        t = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+        return t is not None and t.error is None and len(t.partitions) == partitions
+
+    wait_until(ready, timeout, f"topic {topic} in metadata")
+
+
+def produce(conn: Conn, topic: str, records: dict[str, str], timeout: float = 60, **extra: Any) -> list:
+    """Produces `records` (key -> value); returns [(error or None, key)] for every delivery."""
+    from confluent_kafka import Producer
+
+    reports: list = []
+    producer = Producer(conn.confluent(**{"enable.idempotence": False, "linger.ms": 5,
+                                          "message.timeout.ms": int(timeout * 1000), **extra}))
+    for key, value in records.items():
+        producer.produce(topic, key=key, value=value,
+                         on_delivery=lambda err, msg: reports.append((err, msg.key().decode())))
+        producer.poll(0)
+    left = producer.flush(timeout + 10)
+    assert left == 0, f"{left} records neither delivered nor failed within {timeout}s"
+    return reports
+
+
+def consume(conn: Conn, topic: str, group: str, expect: int, timeout: float = 90,
+            settle_polls: int = 3) -> list[tuple[str, str]]:
+    """Consumes `topic` in `group` from the earliest offset until `expect` records arrived (or
+    `timeout`), then polls `settle_polls` more seconds for strays, commits and closes."""
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer(conn.confluent(**{"group.id": group, "auto.offset.reset": "earliest",
+                                          "enable.auto.commit": False}))
+    got: list[tuple[str, str]] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        polls_after = 0
+        while time.monotonic() < deadline and polls_after < settle_polls:
+            msg = consumer.poll(1.0)
+            if len(got) >= expect:
+                polls_after += 1
+            if msg is None:
+                continue
+            if msg.error():
+                assert msg.error().code() == KafkaError._PARTITION_EOF, f"consume error: {msg.error()}"
+                continue
+            assert msg.topic() == topic
+            got.append((msg.key().decode(), msg.value().decode()))
+        if got:
+            consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return got
+
+
+def auth_errors(errors: list) -> list:
+    from confluent_kafka import KafkaError
+
+    return [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+
+
+def assert_cannot_connect(conn: Conn, mechanism: str = "OAUTHBEARER", timeout: float = 30) -> None:
+    """A client with this token gets no metadata and sees a SASL authentication failure."""
+    from confluent_kafka import Consumer, KafkaException
+
+    conn.errors.clear()
+    consumer = Consumer(conn.confluent(mechanism, **{"group.id": "e2e-denied"}))
+    try:
+        try:
+            md = consumer.list_topics(timeout=10)
+        except KafkaException:
+            md = None
+        assert md is None, f"a client with a bad token got metadata: topics {list(md.topics)}"
+        deadline = time.monotonic() + timeout
+        while not auth_errors(conn.errors) and time.monotonic() < deadline:
+            consumer.poll(0.5)
+        assert auth_errors(conn.errors), \
+            f"expected a SASL authentication failure (_AUTHENTICATION), client saw: {conn.errors}"
+    finally:
+        consumer.close()
