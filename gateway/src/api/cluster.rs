@@ -37,9 +37,10 @@ pub async fn metadata(
         let mut may_create = true;
         for mut t in req.topics.take().unwrap_or_default() {
             // By id: resolve to our name first, so authorization and mapping are uniform.
+            // By id, the name is null or (as some encoders write it) empty.
             let name = match &t.name {
-                Some(n) => n.clone(),
-                None => match ctx.gw.router().topic_name(t.topic_id).await? {
+                Some(n) if !n.0.is_empty() || t.topic_id.is_nil() => n.clone(),
+                _ => match ctx.gw.router().topic_name(t.topic_id).await? {
                     Some(physical) => match ctx.back(&physical) {
                         Some(n) => TopicName(n),
                         None => {

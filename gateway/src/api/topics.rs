@@ -102,7 +102,14 @@ pub async fn delete_topics(
     let mut wanted: Vec<(TopicName, uuid::Uuid)> = Vec::new();
     let mut refused = Vec::new();
     let entries: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
-        req.topics.drain(..).map(|t| (t.name, t.topic_id)).collect()
+        // By id, the name is null or (as some encoders write it) empty.
+        req.topics
+            .drain(..)
+            .map(|t| {
+                let by_id = !t.topic_id.is_nil() && t.name.as_ref().is_none_or(|n| n.0.is_empty());
+                (if by_id { None } else { t.name }, t.topic_id)
+            })
+            .collect()
     } else {
         req.topic_names
             .drain(..)

@@ -1,0 +1,494 @@
+//! The gateway over raw Kafka protocol, in front of a real tansu broker (memory engine).
+//!
+//! These tests speak the wire protocol by hand, as mini-redis's `tests/server.rs` does, so they
+//! can send what no well-behaved client would: oversized and truncated frames, unknown API
+//! keys, lying array lengths, garbage SASL, other tenants' names. The end-to-end suite in
+//! `tests/e2e/` covers the same ground with real clients.
+//!
+//! tansu comes from `TOLLGATE_TANSU` or `tansu` on PATH (`scripts/install-deps.sh` installs
+//! it); without it these tests fail, by design: the pool is never mocked.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate_gateway::frame::{encode_request, set_correlation_id};
+use tollgate_gateway::listener::Listener;
+use tollgate_gateway::policy::Policy;
+use tollgate_gateway::state::{Gateway, GatewayConfig, Node};
+use tollgate_gateway::tenancy::{Cluster, Registry};
+use tollgate_gateway::token::Tokens;
+use tollgate_gateway::upstream::{Pool, Timeouts};
+use uuid::Uuid;
+
+const TOPIC_DENIED: i16 = 29;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const SASL_FAILED: i16 = 58;
+const UNSUPPORTED_VERSION: i16 = 35;
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn allow_all() -> Policy {
+    serde_json::from_str(
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#,
+    )
+    .unwrap()
+}
+
+fn read_only() -> Policy {
+    serde_json::from_str(
+        r#"{"Statement":[{"Effect":"Allow","Action":["kafka-cluster:Connect","kafka-cluster:Describe*","kafka-cluster:ReadData","kafka-cluster:*Group"],"Resource":"*"}]}"#,
+    )
+    .unwrap()
+}
+
+/// A tansu broker and a gateway in front of it, with two tenants' clusters.
+struct Stack {
+    addr: String,
+    tokens: Arc<Tokens>,
+    registry: Registry,
+    a: Cluster,
+    b: Cluster,
+    _tansu: tokio::process::Child,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let tansu = std::env::var("TOLLGATE_TANSU").unwrap_or_else(|_| "tansu".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = tokio::process::Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run tansu ({tansu}): {e}; run scripts/install-deps.sh")
+            });
+        let pool = Pool::new(Timeouts::default());
+        let pool_addr = format!("127.0.0.1:{port}");
+        let mut ready = false;
+        for _ in 0..100 {
+            if pool.add_broker(&pool_addr).await.is_ok() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "tansu did not come up on {pool_addr}");
+
+        let registry = Registry::default();
+        let cluster = |tenant: &str| Cluster {
+            id: Uuid::new_v4(),
+            tenant: tenant.into(),
+            name: "orders".into(),
+            max_message_bytes: 4096,
+            created_at: now(),
+        };
+        let (a, b) = (cluster("acme"), cluster("globex"));
+        registry.upsert(a.clone());
+        registry.upsert(b.clone());
+        let tokens = Arc::new(Tokens::hs256(
+            "tollgate",
+            b"test key, 32 bytes long.........",
+        ));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway = Gateway::new(
+            GatewayConfig {
+                nodes: vec![Node {
+                    id: 1,
+                    host: "127.0.0.1".into(),
+                    port: i32::from(addr.port()),
+                }],
+                region: "local".into(),
+                max_frame_bytes: 1024 * 1024,
+                max_sasl_frame_bytes: 64 * 1024,
+                max_in_flight: 16,
+            },
+            pool,
+            registry.clone(),
+            tokens.clone(),
+        );
+        tokio::spawn(
+            Listener {
+                listener,
+                gateway,
+                max_connections: 64,
+            }
+            .run(std::future::pending()),
+        );
+        Stack {
+            addr: addr.to_string(),
+            tokens,
+            registry,
+            a,
+            b,
+            _tansu: child,
+        }
+    }
+
+    fn token(&self, cluster: &Cluster, policy: Policy, ttl: i64) -> String {
+        self.tokens
+            .issue(&cluster.tenant, cluster.id, "svc", policy, now(), ttl)
+            .unwrap()
+            .0
+    }
+
+    async fn client(&self) -> Client {
+        Client {
+            stream: TcpStream::connect(&self.addr).await.unwrap(),
+            next_id: 1,
+        }
+    }
+
+    async fn authed(&self, cluster: &Cluster, policy: Policy) -> Client {
+        let mut c = self.client().await;
+        let code = c.authenticate(&self.token(cluster, policy, 600)).await;
+        assert_eq!(code, 0, "authentication failed");
+        c
+    }
+}
+
+/// A hand-rolled Kafka client: one request at a time.
+struct Client {
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Client {
+    async fn send_raw(&mut self, frame: &[u8]) {
+        self.stream.write_all(frame).await.unwrap();
+    }
+
+    /// Reads one response frame; `None` when the gateway closed the connection.
+    async fn read_frame(&mut self) -> Option<Bytes> {
+        let read = async {
+            let len = self.stream.read_i32().await.ok()?;
+            let mut buf = vec![0u8; len as usize];
+            self.stream.read_exact(&mut buf).await.ok()?;
+            Some(Bytes::from(buf))
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the gateway neither answered nor closed")
+    }
+
+    async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Option<Resp> {
+        let mut frame = encode_request(api, version, "test", req).unwrap();
+        let id = self.next_id;
+        self.next_id += 1;
+        set_correlation_id(&mut frame, id);
+        self.send_raw(&frame).await;
+        let mut body = self.read_frame().await?;
+        let header =
+            ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, id, "correlation id");
+        Some(Resp::decode(&mut body, version).unwrap())
+    }
+
+    async fn authenticate(&mut self, token: &str) -> i16 {
+        let hs: SaslHandshakeResponse = self
+            .call(
+                ApiKey::SaslHandshake,
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("OAUTHBEARER")),
+            )
+            .await
+            .expect("handshake answered");
+        assert_eq!(hs.error_code, 0);
+        let msg = format!("n,,\x01auth=Bearer {token}\x01\x01");
+        let resp: Option<SaslAuthenticateResponse> = self
+            .call(
+                ApiKey::SaslAuthenticate,
+                2,
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(msg)),
+            )
+            .await;
+        resp.expect("authenticate answered").error_code
+    }
+
+    async fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    async fn metadata(&mut self, topics: Option<Vec<&str>>) -> MetadataResponse {
+        let req = MetadataRequest::default().with_topics(topics.map(|t| {
+            t.into_iter()
+                .map(|n| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(n.into()))))
+                })
+                .collect()
+        }));
+        self.call(ApiKey::Metadata, 12, &req)
+            .await
+            .expect("metadata answered")
+    }
+
+    async fn create_topic(&mut self, name: &str) -> i16 {
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.into())))
+                .with_num_partitions(1)
+                .with_replication_factor(1)])
+            .with_timeout_ms(10_000);
+        let resp: CreateTopicsResponse = self
+            .call(ApiKey::CreateTopics, 5, &req)
+            .await
+            .expect("create answered");
+        resp.topics[0].error_code
+    }
+
+    async fn produce(&mut self, topic: &str, value_len: usize) -> i16 {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: now() * 1000,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; value_len])),
+            headers: Default::default(),
+        };
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch.freeze()))])]);
+        let resp: ProduceResponse = self
+            .call(ApiKey::Produce, 9, &req)
+            .await
+            .expect("produce answered");
+        resp.responses[0].partition_responses[0].error_code
+    }
+}
+
+fn topic_names(m: &MetadataResponse) -> Vec<String> {
+    m.topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+        .collect()
+}
+
+/// Checks the gateway still serves a well-behaved client.
+async fn still_serving(stack: &Stack) {
+    let mut c = stack.authed(&stack.a, allow_all()).await;
+    let m = c.metadata(None).await;
+    assert_eq!(m.error_code, 0);
+}
+
+#[tokio::test]
+async fn malformed_frames_are_refused_and_others_keep_being_served() {
+    let stack = Stack::start().await;
+
+    // A length prefix far over the limit: closed before any body is read.
+    let mut c = stack.client().await;
+    c.send_raw(&[0x7f, 0xff, 0xff, 0xff]).await;
+    assert!(c.is_closed().await, "oversized frame");
+    still_serving(&stack).await;
+
+    // A frame cut short, then the client goes away mid-frame.
+    let mut c = stack.client().await;
+    c.send_raw(&[0, 0, 0, 100, 0, 18, 0, 3]).await;
+    drop(c);
+    still_serving(&stack).await;
+
+    // An unknown API key: UNSUPPORTED_VERSION, then close.
+    let mut c = stack.client().await;
+    c.send_raw(&[0, 0, 0, 10, 0x27, 0x0f, 0, 0, 0, 0, 0, 7, 0xff, 0xff])
+        .await;
+    let mut answer = c.read_frame().await.expect("an error answer");
+    assert_eq!(answer.get_i32(), 7);
+    assert_eq!(answer.get_i16(), UNSUPPORTED_VERSION);
+    assert!(c.is_closed().await, "unknown API key");
+
+    // Anything but SASL before authentication.
+    let mut c = stack.client().await;
+    let resp: Option<MetadataResponse> = c
+        .call(ApiKey::Metadata, 12, &MetadataRequest::default())
+        .await;
+    assert!(resp.is_none(), "metadata before authentication must close");
+
+    // Garbage in SaslAuthenticate: a clear error, then close.
+    let mut c = stack.client().await;
+    let code = c.authenticate("not-a-jwt").await;
+    assert_eq!(code, SASL_FAILED);
+    assert!(c.is_closed().await);
+
+    // An authenticated request whose array claims 2^31-1 elements in a few bytes. Before the
+    // patch in vendor/kafka-protocol this aborted the whole process.
+    let mut c = stack.authed(&stack.a, allow_all()).await;
+    let mut frame =
+        encode_request(ApiKey::Metadata, 4, "test", &MetadataRequest::default()).unwrap();
+    frame.truncate(frame.len() - 5); // drop topics (null: -1) and the auto-create flag
+    frame.put_i32(i32::MAX);
+    frame.put_u8(0);
+    let len = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    c.send_raw(&frame).await;
+    assert!(c.is_closed().await, "lying array length");
+    still_serving(&stack).await;
+}
+
+#[tokio::test]
+async fn tokens_must_be_valid_current_and_for_a_live_cluster() {
+    let stack = Stack::start().await;
+    let expired = stack.token(&stack.a, allow_all(), -10);
+    assert_eq!(
+        stack.client().await.authenticate(&expired).await,
+        SASL_FAILED
+    );
+
+    let forger = Tokens::hs256("tollgate", b"some other key, also 32 bytes...");
+    let (forged, _) = forger
+        .issue("acme", stack.a.id, "svc", allow_all(), now(), 600)
+        .unwrap();
+    assert_eq!(
+        stack.client().await.authenticate(&forged).await,
+        SASL_FAILED
+    );
+
+    // A token naming a cluster of another tenant is refused too.
+    let (wrong_tenant, _) = stack
+        .tokens
+        .issue("acme", stack.b.id, "svc", allow_all(), now(), 600)
+        .unwrap();
+    assert_eq!(
+        stack.client().await.authenticate(&wrong_tenant).await,
+        SASL_FAILED
+    );
+
+    // Deleting the cluster ends its connections at their next request.
+    let mut c = stack.authed(&stack.b, allow_all()).await;
+    stack.registry.remove(&stack.b.id);
+    let resp: Option<MetadataResponse> = c
+        .call(ApiKey::Metadata, 12, &MetadataRequest::default())
+        .await;
+    assert!(resp.is_none(), "a deleted cluster's connection must close");
+    let token = stack.token(&stack.b, allow_all(), 600);
+    assert_eq!(stack.client().await.authenticate(&token).await, SASL_FAILED);
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_topics_by_their_own_names() {
+    let stack = Stack::start().await;
+    let mut a = stack.authed(&stack.a, allow_all()).await;
+    let mut b = stack.authed(&stack.b, allow_all()).await;
+    assert_eq!(a.create_topic("orders").await, 0);
+    assert_eq!(b.create_topic("orders").await, 0);
+    assert_eq!(a.create_topic("a-only").await, 0);
+
+    let seen_a = a.metadata(None).await;
+    let mut names = topic_names(&seen_a);
+    names.sort();
+    assert_eq!(names, ["a-only", "orders"]);
+    assert_eq!(
+        seen_a.cluster_id.as_deref(),
+        Some(stack.a.id.as_hyphenated().to_string().as_str())
+    );
+    assert_eq!(seen_a.brokers.len(), 1);
+    assert_eq!(seen_a.brokers[0].node_id.0, 1);
+    assert!(seen_a
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .all(|p| p.leader_id.0 == 1 && p.replica_nodes.iter().all(|r| r.0 == 1)));
+
+    let seen_b = b.metadata(None).await;
+    assert_eq!(topic_names(&seen_b), ["orders"]);
+    // B asking for A's physical name gets B's own (nonexistent) topic of that name.
+    let physical = format!("{}orders", stack.a.namespace().prefix());
+    let probe = b.metadata(Some(vec![&physical])).await;
+    assert_eq!(probe.topics.len(), 1);
+    assert_ne!(probe.topics[0].error_code, 0, "{probe:?}");
+    assert!(probe.topics[0].partitions.is_empty());
+    // B asking by A's topic id learns nothing either.
+    let a_orders = seen_a
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "orders"))
+        .unwrap();
+    let by_id = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_topic_id(a_orders.topic_id)
+    ]));
+    let answer: MetadataResponse = b.call(ApiKey::Metadata, 12, &by_id).await.unwrap();
+    assert_eq!(answer.topics.len(), 1);
+    assert_eq!(answer.topics[0].error_code, UNKNOWN_TOPIC_ID);
+    assert!(answer.topics[0].name.is_none());
+}
+
+#[tokio::test]
+async fn produce_is_authorized_and_size_limited() {
+    let stack = Stack::start().await;
+    let mut a = stack.authed(&stack.a, allow_all()).await;
+    assert_eq!(a.create_topic("events").await, 0);
+    assert_eq!(a.produce("events", 100).await, 0);
+    // The cluster allows 4096-byte batches.
+    assert_eq!(a.produce("events", 8000).await, MESSAGE_TOO_LARGE);
+
+    let mut reader = stack.authed(&stack.a, read_only()).await;
+    assert_eq!(reader.produce("events", 100).await, TOPIC_DENIED);
+    // Denied, but the connection goes on serving what is allowed.
+    assert_eq!(
+        reader.metadata(Some(vec!["events"])).await.topics[0].error_code,
+        0
+    );
+}
