@@ -492,3 +492,43 @@ async fn produce_is_authorized_and_size_limited() {
         0
     );
 }
+
+fn fetch_by_id(id: Uuid) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+#[tokio::test]
+async fn fetch_by_topic_id_reads_own_topics_and_nothing_else() {
+    let stack = Stack::start().await;
+    let mut a = stack.authed(&stack.a, allow_all()).await;
+    let mut b = stack.authed(&stack.b, allow_all()).await;
+    assert_eq!(a.create_topic("ledger").await, 0);
+    assert_eq!(a.produce("ledger", 50).await, 0);
+    let meta = a.metadata(Some(vec!["ledger"])).await;
+    let id = meta.topics[0].topic_id;
+    assert!(!id.is_nil());
+
+    let own: FetchResponse = a.call(ApiKey::Fetch, 13, &fetch_by_id(id)).await.unwrap();
+    assert_eq!(own.responses.len(), 1);
+    assert_eq!(own.responses[0].topic_id, id);
+    let part = &own.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert!(part.records.as_ref().is_some_and(|r| !r.is_empty()));
+
+    let foreign: FetchResponse = b.call(ApiKey::Fetch, 13, &fetch_by_id(id)).await.unwrap();
+    assert_eq!(foreign.responses.len(), 1);
+    let part = &foreign.responses[0].partitions[0];
+    assert_eq!(part.error_code, UNKNOWN_TOPIC_ID);
+    assert!(part.records.as_ref().is_none_or(|r| r.is_empty()));
+}

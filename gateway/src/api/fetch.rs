@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind, TopicName,
 };
 
-use super::{forward, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
+use super::{forward, topic_of_id, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
 
@@ -44,15 +44,40 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     req.session_epoch = -1;
     req.forgotten_topics_data.clear();
 
+    // From v13 topics are named by id only: resolve each to the tenant's name first, so
+    // authorization and refusals work on names as in older versions.
+    let by_id = version >= 13;
+    let mut id_codes = Vec::with_capacity(req.topics.len());
+    if by_id {
+        for t in &mut req.topics {
+            match topic_of_id(ctx, t.topic_id).await? {
+                Ok(name) => {
+                    t.topic = name;
+                    id_codes.push(None);
+                }
+                Err(code) => id_codes.push(Some(code)),
+            }
+        }
+    }
+    let mut id_codes = id_codes.into_iter();
+    let mut forwarded_ids = Vec::new();
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
         let logical = t.topic.clone();
-        match admit(ctx, Action::ReadData, &mut t.topic) {
-            Ok(()) => true,
+        let verdict = match id_codes.next().flatten() {
+            Some(code) => Err(code),
+            None => admit(ctx, Action::ReadData, &mut t.topic),
+        };
+        match verdict {
+            Ok(()) => {
+                forwarded_ids.push(t.topic_id);
+                true
+            }
             Err(code) => {
                 refused.push(
                     FetchableTopicResponse::default()
                         .with_topic(logical)
+                        .with_topic_id(t.topic_id)
                         .with_partitions(
                             t.partitions
                                 .iter()
@@ -85,7 +110,13 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         // Tags we do not know may carry pool addresses (tansu sends node endpoints in tags
         // older versions do not define): what we do not understand does not reach tenants.
         resp.unknown_tagged_fields.clear();
-        resp.responses.retain_mut(|t| ctx.topic_back(&mut t.topic));
+        resp.responses.retain_mut(|t| {
+            if by_id {
+                forwarded_ids.contains(&t.topic_id)
+            } else {
+                ctx.topic_back(&mut t.topic)
+            }
+        });
         for t in &mut resp.responses {
             t.unknown_tagged_fields.clear();
             for p in &mut t.partitions {

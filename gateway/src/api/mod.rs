@@ -133,6 +133,19 @@ impl Ctx {
     }
 }
 
+/// The tenant's name for a topic that a request names by id (Produce v13, Fetch v13+), or
+/// UNKNOWN_TOPIC_ID when the id is unknown or another cluster's: both look the same.
+pub async fn topic_of_id(
+    ctx: &Ctx,
+    id: uuid::Uuid,
+) -> Result<Result<TopicName, i16>, UpstreamError> {
+    let physical = ctx.gw.router().topic_name(id).await?;
+    Ok(physical
+        .and_then(|p| ctx.back(&p))
+        .map(TopicName)
+        .ok_or(UNKNOWN_TOPIC_ID))
+}
+
 /// Sends `req` to `broker` now, and returns the future of its decoded answer.
 pub async fn forward<Req, Resp>(
     broker: &Broker,

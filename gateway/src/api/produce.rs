@@ -11,7 +11,9 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use super::{forward, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
+use super::{
+    forward, topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED,
+};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
 
@@ -104,11 +106,24 @@ pub async fn produce(
     let transactional = req.transactional_id.is_some();
     let may_idempotent = ctx.session.may_cluster(Action::WriteDataIdempotently);
 
+    // v13 names topics by id only; see fetch.
+    let by_id = version >= 13;
     let mut refused: Vec<TopicProduceResponse> = Vec::new();
     let mut accepted = Vec::with_capacity(req.topic_data.len());
     for mut topic in std::mem::take(&mut req.topic_data) {
+        let id_code = if by_id {
+            match topic_of_id(ctx, topic.topic_id).await? {
+                Ok(name) => {
+                    topic.name = name;
+                    None
+                }
+                Err(code) => Some(code),
+            }
+        } else {
+            None
+        };
         let logical = topic.name.clone();
-        let topic_code = if let Some(code) = txn_code {
+        let topic_code = if let Some(code) = txn_code.or(id_code) {
             Some(code)
         } else if !ctx.session.may_topic(Action::WriteData, &logical.0) {
             Some(TOPIC_DENIED)
@@ -148,6 +163,7 @@ pub async fn produce(
             refused.push(
                 TopicProduceResponse::default()
                     .with_name(logical)
+                    .with_topic_id(topic.topic_id)
                     .with_partition_responses(
                         refused_partitions
                             .into_iter()
@@ -177,6 +193,7 @@ pub async fn produce(
         return Ok(Reply::now(ResponseKind::Produce(resp)));
     }
     let broker = ctx.gw.router().for_topic(&accepted[0].name.0)?;
+    let forwarded_ids: Vec<_> = accepted.iter().map(|t| t.topic_id).collect();
     req.topic_data = accepted;
     if acks == 0 {
         broker
@@ -188,7 +205,13 @@ pub async fn produce(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = answer.await?;
-        resp.responses.retain_mut(|t| ctx.topic_back(&mut t.name));
+        resp.responses.retain_mut(|t| {
+            if by_id {
+                forwarded_ids.contains(&t.topic_id)
+            } else {
+                ctx.topic_back(&mut t.name)
+            }
+        });
         // See fetch: unknown tags may name pool nodes.
         resp.unknown_tagged_fields.clear();
         for t in &mut resp.responses {

@@ -27,9 +27,8 @@ pub const HANDLED: &[(ApiKey, i16, i16, Served)] = &[
     (ApiKey::SaslAuthenticate, 0, 2, Served::Locally),
     (ApiKey::DescribeCluster, 0, 1, Served::Locally),
     (ApiKey::Metadata, 0, 12, Served::Pool),
-    // Produce v13 and Fetch v13+ name topics by id only; not handled yet.
-    (ApiKey::Produce, 3, 12, Served::Pool),
-    (ApiKey::Fetch, 4, 12, Served::Pool),
+    (ApiKey::Produce, 3, 13, Served::Pool),
+    (ApiKey::Fetch, 4, 18, Served::Pool),
     (ApiKey::ListOffsets, 1, 10, Served::Pool),
     (ApiKey::OffsetForLeaderEpoch, 2, 4, Served::Pool),
     (ApiKey::FindCoordinator, 0, 6, Served::Pool),
