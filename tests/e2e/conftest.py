@@ -125,13 +125,17 @@ class Stack:
 
     def logs(self, max_lines: int = 200) -> str:
         parts = [f"command: {' '.join(self.argv)}", f"exit code: {self.proc.poll()}"]
-        for name, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
+        # The pool brokers' own logs, wherever under the data dir the gateway keeps them.
+        pool_logs = sorted(self.data_dir.rglob("*.log")) if self.data_dir.exists() else []
+        named = [("tollgate stdout", self.stdout_path), ("tollgate stderr", self.stderr_path)]
+        named += [(f"pool {p.relative_to(self.data_dir)}", p) for p in pool_logs]
+        for name, path in named:
             try:
                 lines = path.read_text(errors="replace").splitlines()
             except OSError as e:
                 lines = [f"<unreadable: {e}>"]
             cut = f" (last {max_lines} of {len(lines)} lines)" if len(lines) > max_lines else ""
-            parts.append(f"----- tollgate {name}{cut} -----")
+            parts.append(f"----- {name}{cut} -----")
             parts.extend(lines[-max_lines:])
         return "\n".join(parts)
 

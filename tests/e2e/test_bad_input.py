@@ -279,7 +279,9 @@ def test_request_before_authentication_closes(stack, still_healthy):
 def test_sasl_authenticate_with_garbage_fails(stack, still_healthy):
     for mechanism, garbage in (("OAUTHBEARER", b"\x00\xff not a gs2 header \x01\x01"),
                                ("OAUTHBEARER", b"n,,\x01auth=Bearer not.a.jwt\x01\x01"),
+                               ("OAUTHBEARER", b""),
                                ("PLAIN", b"no nul separators at all"),
+                               ("PLAIN", b"\x00user\x00"),
                                ("PLAIN", b"\x00user\x00" + b"x" * 5000)):
         with connect(stack) as s:
             s.sendall(frame(header_v1(API_SASL_HANDSHAKE, 1, 1) + kstring(mechanism)))
