@@ -2,9 +2,19 @@
 //!
 //! - [`HourlyUsage`]: one cluster's usage in one clock hour (UTC), the unit everything else
 //!   (the usage API, billing) is built from.
+//! - [`counters`]: the data path's lock-free byte counters, per cluster and principal.
+//! - [`accrual`]: cluster-, partition- and storage-seconds, integrated over time.
+//! - [`flusher`]: moves counts and accruals into a store every interval, exactly once.
+//! - [`store`]: the [`store::UsageStore`] contract; [`embedded`] is the default store.
 //!
 //! Every quantity is an integer in its base unit: bytes, seconds, byte-seconds. A GB is 2^30
 //! bytes; conversions to billable units happen only when pricing, in `billing`.
+
+pub mod accrual;
+pub mod counters;
+pub mod embedded;
+pub mod flusher;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
