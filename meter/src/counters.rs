@@ -46,10 +46,12 @@ pub struct Delta {
     pub bytes_out: u64,
 }
 
+type CounterMap = HashMap<(Uuid, Arc<str>), Arc<Counters>>;
+
 /// Every live counter, by (cluster, principal). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct CounterSet {
-    inner: Arc<Mutex<HashMap<(Uuid, Arc<str>), Arc<Counters>>>>,
+    inner: Arc<Mutex<CounterMap>>,
 }
 
 impl CounterSet {

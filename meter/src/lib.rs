@@ -5,7 +5,8 @@
 //! - [`counters`]: the data path's lock-free byte counters, per cluster and principal.
 //! - [`accrual`]: cluster-, partition- and storage-seconds, integrated over time.
 //! - [`flusher`]: moves counts and accruals into a store every interval, exactly once.
-//! - [`store`]: the [`store::UsageStore`] contract; [`embedded`] is the default store.
+//! - [`store`]: the [`store::UsageStore`] contract; [`embedded`] is the default store,
+//!   [`redis_store`] the one several gateways share.
 //!
 //! Every quantity is an integer in its base unit: bytes, seconds, byte-seconds. A GB is 2^30
 //! bytes; conversions to billable units happen only when pricing, in `billing`.
@@ -14,6 +15,7 @@ pub mod accrual;
 pub mod counters;
 pub mod embedded;
 pub mod flusher;
+pub mod redis_store;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,271 @@
+//! The shared usage store for several gateway instances: Redis.
+//!
+//! A flush is applied by one Lua script, which Redis runs atomically: the (instance, seq)
+//! check, every counter increment, every conditional clock move. A flush retried after a
+//! timeout is therefore applied once, and instances' counts add up.
+//!
+//! Keys (cluster ids hyphenated, hours as Unix seconds):
+//! - `tg:u:<cluster>:<hour>`: hash of the hour's counters (`cs`, `ps`, `bi`, `bo`, `ss`);
+//! - `tg:p:<cluster>:<hour>`: hash of `<principal>\0in` / `<principal>\0out` byte counts;
+//! - `tg:uh:<cluster>`: sorted set of the hours that have usage, for range reads;
+//! - `tg:clock:<cluster>`: the accrual clock; `tg:seq:<instance>`: the highest seq applied.
+//!
+//! Counts cross into Lua as strings: Lua numbers are doubles, and storage byte-seconds pass
+//! 2^53 long before they pass Redis's 64-bit integers. Keys of one flush span clusters, so the
+//! store needs a single Redis (or a primary with replicas), not Redis Cluster.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::store::{Applied, BoxFuture, Flush, PrincipalUsage, StoreError, UsageStore};
+use crate::HourlyUsage;
+
+const APPLY: &str = r#"
+local f = cjson.decode(ARGV[1])
+local seq_key = 'tg:seq:' .. f.instance
+local last = redis.call('GET', seq_key)
+if last and tonumber(f.seq) <= tonumber(last) then
+  return cjson.encode({fresh = false, stale = {}})
+end
+redis.call('SET', seq_key, f.seq)
+local function add(r)
+  local k = 'tg:u:' .. r.c .. ':' .. r.h
+  redis.call('HINCRBY', k, 'cs', r.cs)
+  redis.call('HINCRBY', k, 'ps', r.ps)
+  redis.call('HINCRBY', k, 'bi', r.bi)
+  redis.call('HINCRBY', k, 'bo', r.bo)
+  redis.call('HINCRBY', k, 'ss', r.ss)
+  redis.call('ZADD', 'tg:uh:' .. r.c, r.h, r.h)
+end
+for _, r in ipairs(f.bytes) do add(r) end
+local stale = {}
+for _, a in ipairs(f.accruals) do
+  local clock_key = 'tg:clock:' .. a.c
+  local clock = redis.call('GET', clock_key)
+  if clock and clock ~= a.from then
+    table.insert(stale, a.c)
+  else
+    for _, r in ipairs(a.rows) do add(r) end
+    redis.call('SET', clock_key, a.to)
+  end
+end
+for _, p in ipairs(f.principals) do
+  local k = 'tg:p:' .. p.c .. ':' .. p.h
+  redis.call('HINCRBY', k, p.p .. '\0in', p.bi)
+  redis.call('HINCRBY', k, p.p .. '\0out', p.bo)
+  redis.call('ZADD', 'tg:uh:' .. p.c, p.h, p.h)
+end
+return cjson.encode({fresh = true, stale = stale})
+"#;
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn row_json(r: &HourlyUsage) -> serde_json::Value {
+    json!({
+        "c": r.cluster.as_hyphenated().to_string(),
+        "h": r.hour.to_string(),
+        "cs": r.cluster_seconds.to_string(),
+        "ps": r.partition_seconds.to_string(),
+        "bi": r.bytes_in.to_string(),
+        "bo": r.bytes_out.to_string(),
+        "ss": r.storage_byte_seconds.to_string(),
+    })
+}
+
+fn flush_json(f: &Flush) -> String {
+    json!({
+        "instance": f.instance,
+        "seq": f.seq.to_string(),
+        "bytes": f.bytes.iter().map(row_json).collect::<Vec<_>>(),
+        "accruals": f.accruals.iter().map(|a| json!({
+            "c": a.cluster.as_hyphenated().to_string(),
+            "from": a.from.to_string(),
+            "to": a.to.to_string(),
+            "rows": a.rows.iter().map(row_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "principals": f.principals.iter().map(|p| json!({
+            "c": p.cluster.as_hyphenated().to_string(),
+            "h": p.hour.to_string(),
+            "p": p.principal,
+            "bi": p.bytes_in.to_string(),
+            "bo": p.bytes_out.to_string(),
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// Usage in Redis. Cheap to clone; reconnects by itself.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: std::sync::Arc<Script>,
+}
+
+impl RedisStore {
+    /// Connects lazily: the gateway starts, serves and counts while Redis is down, and flushes
+    /// the backlog once it is reachable.
+    pub fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(RedisStore {
+            conn,
+            script: std::sync::Arc::new(Script::new(APPLY)),
+        })
+    }
+
+    async fn hours(&self, cluster: Uuid, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("tg:uh:{}", cluster.as_hyphenated());
+        // `to` is exclusive.
+        conn.zrangebyscore(key, from, format!("({to}"))
+            .await
+            .map_err(unavailable)
+    }
+}
+
+impl UsageStore for RedisStore {
+    fn apply<'a>(&'a self, flush: &'a Flush) -> BoxFuture<'a, Result<Applied, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let answer: String = self
+                .script
+                .arg(flush_json(flush))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let v: serde_json::Value =
+                serde_json::from_str(&answer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let stale = v["stale"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Applied {
+                fresh: v["fresh"].as_bool().unwrap_or(false),
+                stale_accruals: stale,
+            })
+        })
+    }
+
+    fn clocks<'a>(
+        &'a self,
+        clusters: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>> {
+        Box::pin(async move {
+            if clusters.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut conn = self.conn.clone();
+            let keys: Vec<String> = clusters
+                .iter()
+                .map(|c| format!("tg:clock:{}", c.as_hyphenated()))
+                .collect();
+            let values: Vec<Option<i64>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(values)
+        })
+    }
+
+    fn hourly(
+        &self,
+        cluster: Uuid,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'_, Result<Vec<HourlyUsage>, StoreError>> {
+        Box::pin(async move {
+            let hours = self.hours(cluster, from, to).await?;
+            if hours.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = redis::pipe();
+            for h in &hours {
+                pipe.cmd("HMGET")
+                    .arg(format!("tg:u:{}:{h}", cluster.as_hyphenated()))
+                    .arg(&["cs", "ps", "bi", "bo", "ss"]);
+            }
+            let mut conn = self.conn.clone();
+            let values: Vec<[Option<u64>; 5]> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            Ok(hours
+                .into_iter()
+                .zip(values)
+                .map(|(hour, v)| HourlyUsage {
+                    cluster,
+                    hour,
+                    cluster_seconds: v[0].unwrap_or(0),
+                    partition_seconds: v[1].unwrap_or(0),
+                    bytes_in: v[2].unwrap_or(0),
+                    bytes_out: v[3].unwrap_or(0),
+                    storage_byte_seconds: v[4].unwrap_or(0),
+                })
+                .filter(|r| !r.is_zero())
+                .collect())
+        })
+    }
+
+    fn principals(
+        &self,
+        cluster: Uuid,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'_, Result<Vec<PrincipalUsage>, StoreError>> {
+        Box::pin(async move {
+            let hours = self.hours(cluster, from, to).await?;
+            if hours.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = redis::pipe();
+            for h in &hours {
+                pipe.hgetall(format!("tg:p:{}:{h}", cluster.as_hyphenated()));
+            }
+            let mut conn = self.conn.clone();
+            let maps: Vec<std::collections::HashMap<String, u64>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            let mut out = Vec::new();
+            for (hour, map) in hours.into_iter().zip(maps) {
+                let mut by_principal: std::collections::BTreeMap<String, (u64, u64)> =
+                    Default::default();
+                for (field, n) in map {
+                    let Some((principal, dir)) = field.rsplit_once('\0') else {
+                        continue;
+                    };
+                    let e = by_principal.entry(principal.to_owned()).or_default();
+                    match dir {
+                        "in" => e.0 += n,
+                        "out" => e.1 += n,
+                        _ => {}
+                    }
+                }
+                out.extend(
+                    by_principal
+                        .into_iter()
+                        .map(|(principal, (bytes_in, bytes_out))| PrincipalUsage {
+                            cluster,
+                            principal,
+                            hour,
+                            bytes_in,
+                            bytes_out,
+                        }),
+                );
+            }
+            Ok(out)
+        })
+    }
+}
