@@ -37,7 +37,7 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step unit-tests cargo test --workspace
 if step release-build cargo build --release -p tollgate-gateway; then
     export TOLLGATE_BIN="$PWD/target/release/tollgate"
-    step e2e python3 -m pytest tests/e2e -v -ra "$@"
+    step e2e python3 -m pytest tests/e2e -v -ra --durations=15 "$@"
 else
     echo "==> e2e: skipped, the release build failed"
     failed+=("e2e (not run)")
