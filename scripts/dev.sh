@@ -10,4 +10,4 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 scripts/install-deps.sh tansu
 cargo build --release -p tollgate-gateway
-exec target/release/tollgate dev "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/tollgate" dev "$@"

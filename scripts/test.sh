@@ -36,7 +36,7 @@ step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step unit-tests cargo test --workspace
 if step release-build cargo build --release -p tollgate-gateway; then
-    export TOLLGATE_BIN="$PWD/target/release/tollgate"
+    export TOLLGATE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate"
     step e2e python3 -m pytest tests/e2e -v -ra --durations=15 "$@"
 else
     echo "==> e2e: skipped, the release build failed"
