@@ -33,6 +33,8 @@
 
 use std::sync::Arc;
 
+use tollgate_meter::counters::Counters;
+
 use crate::policy::Policy;
 use crate::tenancy::{Cluster, Namespace};
 use crate::token::Claims;
@@ -93,17 +95,25 @@ pub struct Session {
     pub policy: Policy,
     /// Milliseconds since the Unix epoch.
     pub expires_at_ms: i64,
+    /// Where this connection's bytes are counted.
+    pub counters: Arc<Counters>,
     region: Arc<str>,
 }
 
 impl Session {
-    pub fn new(claims: Claims, cluster: Arc<Cluster>, region: Arc<str>) -> Self {
+    pub fn new(
+        claims: Claims,
+        cluster: Arc<Cluster>,
+        region: Arc<str>,
+        counters: Arc<Counters>,
+    ) -> Self {
         Session {
             principal: claims.sub,
             namespace: cluster.namespace(),
             cluster,
             policy: claims.policy,
             expires_at_ms: claims.exp.saturating_mul(1000),
+            counters,
             region,
         }
     }

@@ -4,10 +4,11 @@
 //! The data path, from socket to pool:
 //! - [`listener`] accepts connections; [`connection`] reads frames ([`frame`]), authenticates
 //!   with [`sasl`] and [`token`], and runs each request through [`api`], whose handlers
-//!   authorize with [`authz`] (the [`policy`] of the token) and map names with [`tenancy`].
+//!   authorize with [`authz`] (the [`policy`] of the token) and map names with [`tenancy`];
+//!   [`records`] reads record batch headers for limits and metering.
 //! - [`router`] picks the pool broker for each request; [`upstream`] keeps one multiplexed
 //!   connection per pool broker.
-//! - [`state`] is the handle every connection shares.
+//! - [`state`] is the handle every connection shares; [`metering`] feeds the `meter` crate.
 //!
 //! Around it: [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
 //! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
@@ -19,8 +20,10 @@ pub mod connection;
 pub mod devpool;
 pub mod frame;
 pub mod listener;
+pub mod metering;
 pub mod policy;
 pub mod pool_admin;
+pub mod records;
 pub mod router;
 pub mod run;
 pub mod sasl;

@@ -55,6 +55,13 @@ struct CommonArgs {
     /// Most client connections served at once.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Redis for usage shared by several gateways (redis://host:port/); without it usage is
+    /// kept in the data dir.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// How often counted usage is flushed to its store, in milliseconds.
+    #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    flush_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -95,6 +102,8 @@ impl From<CommonArgs> for Common {
             issuer: a.issuer,
             max_frame_bytes: a.max_frame_bytes,
             max_connections: a.max_connections,
+            redis_url: a.redis_url,
+            flush_interval: std::time::Duration::from_millis(a.flush_interval_ms.max(10)),
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::admin::{self, Admin, AdminConfig, Store};
 use crate::devpool::DevPool;
 use crate::listener::Listener;
+use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
 use crate::pool_admin::RouterPoolAdmin;
 use crate::state::{Gateway, GatewayConfig, Node};
 use crate::tenancy::Registry;
@@ -32,6 +33,10 @@ pub struct Common {
     pub issuer: String,
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    /// Usage goes to Redis when set (several gateways), else to `usage.redb` in the data dir.
+    pub redis_url: Option<String>,
+    /// How often counted usage is flushed to the store.
+    pub flush_interval: std::time::Duration,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -130,6 +135,20 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let tokens = Arc::new(Tokens::hs256(common.issuer.clone(), signing_key.as_bytes()));
 
     let store = Store::open(&common.data_dir).context("opening the admin store")?;
+    let usage: Arc<dyn tollgate_meter::store::UsageStore> = match &common.redis_url {
+        Some(url) => Arc::new(
+            tollgate_meter::redis_store::RedisStore::connect(
+                url,
+                std::time::Duration::from_secs(2),
+            )
+            .context("configuring the Redis usage store")?,
+        ),
+        None => Arc::new(
+            tollgate_meter::embedded::EmbeddedStore::open(&common.data_dir)
+                .context("opening the usage store")?,
+        ),
+    };
+    let metering = Arc::new(Metering::new(usage.clone(), DEFAULT_RETENTION_SECONDS));
     let registry = Registry::default();
     let clusters = store
         .load_clusters(&registry)
@@ -160,7 +179,17 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         pool,
         registry.clone(),
         tokens.clone(),
+        metering.clone(),
     );
+    let flusher = tollgate_meter::flusher::Flusher::new(
+        uuid::Uuid::new_v4().to_string(),
+        metering.counter_set().clone(),
+        usage.clone(),
+    );
+    let source = Arc::new(Source {
+        store: store.clone(),
+        metering: metering.clone(),
+    });
     let admin = Admin::new(
         AdminConfig {
             admin_token: admin_token.clone(),
@@ -173,7 +202,8 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         Arc::new(RouterPoolAdmin {
             gateway: gateway.clone(),
         }),
-    );
+    )
+    .with_usage(usage.clone());
     match admin.retry_pending_cleanups().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -196,6 +226,19 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let refresh_task = tokio::spawn(
+        metering
+            .clone()
+            .run_refresh(gateway.clone(), stopped(stop_rx.clone())),
+    );
+    // The flusher stops after the listeners, so the last requests' bytes are in its last flush.
+    let (flusher_stop, flusher_rx) = tokio::sync::watch::channel(false);
+    let flusher_task = tokio::spawn(flusher.run(
+        source,
+        common.flush_interval,
+        std::time::Duration::from_secs(10),
+        stopped(flusher_rx),
+    ));
     let kafka_task = tokio::spawn(
         Listener {
             listener: kafka,
@@ -209,10 +252,13 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = kafka_task.await;
+    let _ = refresh_task.await;
     match admin_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
         Err(e) => tracing::warn!(error = %e, "admin API task failed"),
         Ok(Ok(())) => {}
     }
+    let _ = flusher_stop.send(true);
+    let _ = flusher_task.await;
     Ok(())
 }

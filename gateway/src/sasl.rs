@@ -118,7 +118,8 @@ pub fn authenticate(
             return Err(AuthError::ReauthMismatch);
         }
     }
-    let session = Session::new(claims, cluster, Arc::clone(&gw.config().region));
+    let counters = gw.metering().counters(cluster.id, &claims.sub);
+    let session = Session::new(claims, cluster, Arc::clone(&gw.config().region), counters);
     if !session.may_cluster(Action::Connect) {
         return Err(AuthError::ConnectDenied);
     }

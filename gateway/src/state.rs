@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::metering::Metering;
 use crate::router::Router;
 use crate::tenancy::Registry;
 use crate::token::Tokens;
@@ -42,10 +43,17 @@ struct Inner {
     router: Router,
     registry: Registry,
     tokens: Arc<Tokens>,
+    metering: Arc<Metering>,
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig, pool: Pool, registry: Registry, tokens: Arc<Tokens>) -> Self {
+    pub fn new(
+        config: GatewayConfig,
+        pool: Pool,
+        registry: Registry,
+        tokens: Arc<Tokens>,
+        metering: Arc<Metering>,
+    ) -> Self {
         assert!(
             !config.nodes.is_empty(),
             "a gateway needs at least one node"
@@ -56,8 +64,13 @@ impl Gateway {
                 router: Router::new(pool),
                 registry,
                 tokens,
+                metering,
             }),
         }
+    }
+
+    pub fn metering(&self) -> &Arc<Metering> {
+        &self.inner.metering
     }
 
     pub fn config(&self) -> &GatewayConfig {

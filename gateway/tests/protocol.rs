@@ -24,11 +24,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_gateway::frame::{encode_request, set_correlation_id};
 use tollgate_gateway::listener::Listener;
+use tollgate_gateway::metering::Metering;
 use tollgate_gateway::policy::Policy;
 use tollgate_gateway::state::{Gateway, GatewayConfig, Node};
 use tollgate_gateway::tenancy::{Cluster, Registry};
 use tollgate_gateway::token::Tokens;
 use tollgate_gateway::upstream::{Pool, Timeouts};
+use tollgate_meter::embedded::EmbeddedStore;
+use tollgate_meter::store::UsageStore;
 use uuid::Uuid;
 
 const TOPIC_DENIED: i16 = 29;
@@ -65,6 +68,8 @@ struct Stack {
     registry: Registry,
     a: Cluster,
     b: Cluster,
+    metering: Arc<Metering>,
+    usage: Arc<EmbeddedStore>,
     _tansu: tokio::process::Child,
 }
 
@@ -120,6 +125,10 @@ impl Stack {
             "tollgate",
             b"test key, 32 bytes long.........",
         ));
+        let usage_dir = std::env::temp_dir().join(format!("tollgate-usage-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&usage_dir).unwrap();
+        let usage = Arc::new(EmbeddedStore::open(&usage_dir).unwrap());
+        let metering = Arc::new(Metering::new(usage.clone(), 3600));
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -138,6 +147,7 @@ impl Stack {
             pool,
             registry.clone(),
             tokens.clone(),
+            metering.clone(),
         );
         tokio::spawn(
             Listener {
@@ -153,6 +163,8 @@ impl Stack {
             registry,
             a,
             b,
+            metering,
+            usage,
             _tansu: child,
         }
     }
@@ -279,7 +291,12 @@ impl Client {
         resp.topics[0].error_code
     }
 
+    /// Produces one batch of one record; returns the error code and the batch's wire size.
     async fn produce(&mut self, topic: &str, value_len: usize) -> i16 {
+        self.produce_sized(topic, value_len).await.0
+    }
+
+    async fn produce_sized(&mut self, topic: &str, value_len: usize) -> (i16, u64) {
         let record = Record {
             transactional: false,
             control: false,
@@ -305,6 +322,7 @@ impl Client {
             },
         )
         .unwrap();
+        let size = batch.len() as u64;
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(10_000)
@@ -317,7 +335,7 @@ impl Client {
             .call(ApiKey::Produce, 9, &req)
             .await
             .expect("produce answered");
-        resp.responses[0].partition_responses[0].error_code
+        (resp.responses[0].partition_responses[0].error_code, size)
     }
 }
 
@@ -531,4 +549,87 @@ async fn fetch_by_topic_id_reads_own_topics_and_nothing_else() {
     let part = &foreign.responses[0].partitions[0];
     assert_eq!(part.error_code, UNKNOWN_TOPIC_ID);
     assert!(part.records.as_ref().is_none_or(|r| r.is_empty()));
+}
+
+fn fetch_by_name(topic: &str, offset: i64) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+/// Flushes the gateway's counters into the usage store, as the flusher task does every second.
+async fn flush(stack: &Stack) {
+    use tollgate_meter::flusher::{ClusterSource, ClusterState, Flusher};
+    struct NoClusters;
+    impl ClusterSource for NoClusters {
+        fn clusters(&self) -> tollgate_meter::store::BoxFuture<'_, Vec<ClusterState>> {
+            Box::pin(async { Vec::new() })
+        }
+    }
+    let mut f = Flusher::new(
+        Uuid::new_v4().to_string(),
+        stack.metering.counter_set().clone(),
+        stack.usage.clone(),
+    );
+    f.tick(&NoClusters, now()).await.unwrap();
+}
+
+#[tokio::test]
+async fn bytes_in_and_out_are_exactly_the_batches_on_the_wire() {
+    let stack = Stack::start().await;
+    let mut a = stack.authed(&stack.a, allow_all()).await;
+    assert_eq!(a.create_topic("metered").await, 0);
+    let mut expected_in = 0;
+    for len in [10, 100, 1000, 3000] {
+        let (code, size) = a.produce_sized("metered", len).await;
+        assert_eq!(code, 0);
+        expected_in += size;
+    }
+    // Refused batches are not metered: too large, or not allowed.
+    assert_eq!(a.produce("metered", 8000).await, MESSAGE_TOO_LARGE);
+    let mut reader = stack.authed(&stack.a, read_only()).await;
+    assert_eq!(reader.produce("metered", 10).await, TOPIC_DENIED);
+
+    // Read everything back; the fetch returns the same batches.
+    let resp: FetchResponse = reader
+        .call(ApiKey::Fetch, 12, &fetch_by_name("metered", 0))
+        .await
+        .unwrap();
+    let delivered = resp.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .map_or(0, |r| r.len() as u64);
+    assert_eq!(
+        delivered, expected_in,
+        "the pool returns the batches as produced"
+    );
+
+    flush(&stack).await;
+    let rows = stack.usage.hourly(stack.a.id, 0, i64::MAX).await.unwrap();
+    let bytes_in: u64 = rows.iter().map(|r| r.bytes_in).sum();
+    let bytes_out: u64 = rows.iter().map(|r| r.bytes_out).sum();
+    assert_eq!(bytes_in, expected_in);
+    assert_eq!(bytes_out, delivered);
+    // Per principal: both tokens are principal "svc"; B's cluster used nothing.
+    let p = stack
+        .usage
+        .principals(stack.a.id, 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(p.iter().map(|p| p.bytes_in).sum::<u64>(), expected_in);
+    assert!(stack
+        .usage
+        .hourly(stack.b.id, 0, i64::MAX)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -15,6 +15,8 @@
 //! | `PATCH` | `/v1/clusters/{id}` | 200 cluster, with the new `max_message_bytes` |
 //! | `DELETE` | `/v1/clusters/{id}` | 204; 502 `pool_unavailable` if the pool kept its topics |
 //! | `POST` | `/v1/tokens` | 201 `{"token", "expires_at"}` |
+//! | `GET` | `/v1/usage?cluster=&from=&to=` | 200 `{"cluster", "hours": [...], "storage_estimated"}` |
+//! | `GET` | `/v1/usage/principals?cluster=&from=&to=` | 200 `{"cluster", "principals": [...]}` |
 //!
 //! Anything else is a 404 (unknown path) or 405 (known path, other method). Bodies are limited
 //! to 1 MiB (413) and must be JSON without unknown fields (400).
@@ -27,6 +29,7 @@ mod http;
 pub mod store;
 mod tenants;
 mod tokens;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -96,6 +99,8 @@ struct Inner {
     registry: Registry,
     tokens: Arc<Tokens>,
     pool: Arc<dyn PoolAdmin>,
+    /// Where metered usage is read from; set once at startup.
+    usage: std::sync::OnceLock<Arc<dyn tollgate_meter::store::UsageStore>>,
     /// Held from a store write until the registry reflects it, so that two concurrent changes
     /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
     writes: Mutex<()>,
@@ -131,9 +136,16 @@ impl Admin {
                 registry,
                 tokens,
                 pool,
+                usage: std::sync::OnceLock::new(),
                 writes: Mutex::new(()),
             }),
         }
+    }
+
+    /// Attaches the usage store the usage endpoints read.
+    pub fn with_usage(self, usage: Arc<dyn tollgate_meter::store::UsageStore>) -> Admin {
+        let _ = self.inner.usage.set(usage);
+        self
     }
 
     /// Retries the pool cleanup of clusters whose DELETE could not remove their topics (for
@@ -216,6 +228,14 @@ impl Admin {
             ["tokens"] => match method {
                 Method::POST => tokens::issue(self, request).await,
                 _ => Err(ApiError::method_not_allowed("POST")),
+            },
+            ["usage"] => match method {
+                Method::GET => usage::hourly(self, request.uri().query()).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["usage", "principals"] => match method {
+                Method::GET => usage::principals(self, request.uri().query()).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
             },
             _ => Err(ApiError::not_found(format!("no such endpoint: {path}"))),
         }

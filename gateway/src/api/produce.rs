@@ -1,79 +1,23 @@
 //! Produce: authorization per topic, the cluster's message size limit, and names.
 //!
-//! Record batches are never decoded: their headers are read in place (length, magic, producer
-//! id) to enforce `max_message_bytes` and to tell idempotent writes apart, and the bytes are
-//! forwarded as they came.
+//! Record batches are never decoded: their headers are read in place (see [`crate::records`])
+//! to enforce `max_message_bytes`, to tell idempotent writes apart and to meter bytes in, and
+//! the bytes are forwarded as they came.
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
+
+use crate::records::{summarize, CorruptBatches};
 
 use super::{
     forward, topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED,
 };
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
-
-/// Offsets in a v2 record batch header (KIP-98).
-const BATCH_LENGTH_AT: usize = 8;
-const MAGIC_AT: usize = 16;
-const PRODUCER_ID_AT: usize = 43;
-const BATCH_HEADER_LEN: usize = 61;
-
-/// What the gateway needs to know of a partition's records, read from batch headers alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchSummary {
-    pub batches: usize,
-    /// Total bytes of all batches, as on the wire.
-    pub bytes: usize,
-    pub largest: usize,
-    /// Any batch carries a producer id (idempotent or transactional).
-    pub has_producer_id: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("record batches are malformed")]
-pub struct CorruptBatches;
-
-/// Walks the batch headers of a produce partition's records.
-pub fn summarize(records: &[u8]) -> Result<BatchSummary, CorruptBatches> {
-    let mut s = BatchSummary {
-        batches: 0,
-        bytes: 0,
-        largest: 0,
-        has_producer_id: false,
-    };
-    let mut rest = records;
-    while !rest.is_empty() {
-        if rest.len() < BATCH_HEADER_LEN || rest[MAGIC_AT] != 2 {
-            return Err(CorruptBatches);
-        }
-        let len = i32::from_be_bytes(
-            rest[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        let total = usize::try_from(len)
-            .ok()
-            .and_then(|l| l.checked_add(12))
-            .filter(|&t| t >= BATCH_HEADER_LEN && t <= rest.len())
-            .ok_or(CorruptBatches)?;
-        let producer_id = i64::from_be_bytes(
-            rest[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]
-                .try_into()
-                .expect("8 bytes"),
-        );
-        s.batches += 1;
-        s.bytes += total;
-        s.largest = s.largest.max(total);
-        s.has_producer_id |= producer_id >= 0;
-        rest = &rest[total..];
-    }
-    Ok(s)
-}
 
 pub async fn produce(
     ctx: &Ctx,
@@ -194,17 +138,47 @@ pub async fn produce(
     }
     let broker = ctx.gw.router().for_topic(&accepted[0].name.0)?;
     let forwarded_ids: Vec<_> = accepted.iter().map(|t| t.topic_id).collect();
+    // Batch bytes per forwarded partition, metered once the pool says it took them.
+    let sizes: Vec<(uuid::Uuid, TopicName, i32, u64)> = accepted
+        .iter()
+        .flat_map(|t| {
+            t.partition_data.iter().map(|p| {
+                let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
+                (t.topic_id, t.name.clone(), p.index, bytes)
+            })
+        })
+        .collect();
     req.topic_data = accepted;
     if acks == 0 {
         broker
             .dispatch(ApiKey::Produce, version, &req, false)
             .await?;
+        // Nothing will say whether the pool took them; with acks=0 the client does not ask
+        // either, and what was forwarded is metered.
+        ctx.session.counters.add_in(sizes.iter().map(|s| s.3).sum());
         return Ok(Reply::Nothing);
     }
     let answer = forward::<_, ProduceResponse>(&broker, ApiKey::Produce, version, &req).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = answer.await?;
+        let mut accepted_bytes = 0;
+        for t in &resp.responses {
+            for p in t.partition_responses.iter().filter(|p| p.error_code == 0) {
+                accepted_bytes += sizes
+                    .iter()
+                    .find(|(id, name, index, _)| {
+                        *index == p.index
+                            && if by_id {
+                                *id == t.topic_id
+                            } else {
+                                *name == t.name
+                            }
+                    })
+                    .map_or(0, |s| s.3);
+            }
+        }
+        ctx.session.counters.add_in(accepted_bytes);
         resp.responses.retain_mut(|t| {
             if by_id {
                 forwarded_ids.contains(&t.topic_id)
@@ -229,45 +203,4 @@ pub async fn produce(
         resp.responses.extend(refused);
         Ok(ResponseKind::Produce(resp))
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn batch(total_len: usize, producer_id: i64) -> Vec<u8> {
-        let mut b = vec![0u8; total_len];
-        b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
-            .copy_from_slice(&((total_len - 12) as i32).to_be_bytes());
-        b[MAGIC_AT] = 2;
-        b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
-        b
-    }
-
-    #[test]
-    fn walks_batches_without_decoding_records() {
-        let mut records = batch(100, -1);
-        records.extend(batch(300, 7));
-        let s = summarize(&records).unwrap();
-        assert_eq!(s.batches, 2);
-        assert_eq!(s.bytes, 400);
-        assert_eq!(s.largest, 300);
-        assert!(s.has_producer_id);
-        assert_eq!(summarize(&[]).unwrap().batches, 0);
-    }
-
-    #[test]
-    fn malformed_batches_are_refused_not_trusted() {
-        let good = batch(100, -1);
-        assert_eq!(summarize(&good[..50]), Err(CorruptBatches));
-        let mut wrong_magic = good.clone();
-        wrong_magic[MAGIC_AT] = 1;
-        assert_eq!(summarize(&wrong_magic), Err(CorruptBatches));
-        let mut overlong = good.clone();
-        overlong[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&1000i32.to_be_bytes());
-        assert_eq!(summarize(&overlong), Err(CorruptBatches));
-        let mut negative = good;
-        negative[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&(-5i32).to_be_bytes());
-        assert_eq!(summarize(&negative), Err(CorruptBatches));
-    }
 }

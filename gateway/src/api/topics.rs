@@ -84,6 +84,7 @@ pub async fn create_topics(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        ctx.gw.metering().topics_changed();
         ctx.gw
             .router()
             .learn_topic_ids(resp.topics.iter().map(|t| (t.topic_id, t.name.0.as_str())));
@@ -168,6 +169,7 @@ pub async fn delete_topics(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        ctx.gw.metering().topics_changed();
         for r in &resp.responses {
             if r.error_code == 0 {
                 ctx.gw.router().forget_topic_id(&r.topic_id);
@@ -268,6 +270,7 @@ pub async fn create_partitions(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        ctx.gw.metering().topics_changed();
         resp.results.retain_mut(|t| ctx.topic_back(&mut t.name));
         resp.results.extend(refused);
         Ok(ResponseKind::CreatePartitions(resp))
