@@ -22,10 +22,18 @@
 //! Converting to `Decimal` happens once, at the end, in this order:
 //! - quantity = `units / denominator`: one `Decimal` division, rounded half-to-even to the
 //!   96-bit mantissa (28 or 29 significant digits; at most 28 decimal places).
-//! - amount = `(units × rate) / denominator`: the product is exact whenever its mantissa fits in
-//!   96 bits (for storage at the default rate, below ~1.6·10^20 bytes stored for an hour), so the
-//!   amount is the exact rational `quantity × rate` rounded once, within half a unit in its last
-//!   place. It is deliberately not `Decimal(quantity) × rate`, which would round twice.
+//! - amount = `whole × rate + (rest × rate) / denominator`, where `whole` and `rest` are the
+//!   integer quotient and remainder of `units / denominator` (exact integer arithmetic). The
+//!   first product is exact (it is the priced whole units; it only fails when the amount itself
+//!   leaves `Decimal`'s range). The second product is exact whenever its mantissa fits in
+//!   96 bits (`rest` is below the denominator, ~3.5·10^19 at most, so for any rate with fewer
+//!   than ~9 significant digits), and the division rounds it once, half-to-even. The final
+//!   addition rounds only if the sum needs more than 28–29 significant digits. So an amount is
+//!   within one unit in its last place (relative error ≤ 10^-27, absolute ≤ 10^-28) of the exact
+//!   rational `quantity × rate`, and exact when that rational has a short enough decimal
+//!   expansion. It is deliberately not `Decimal(quantity) × rate`, which would round the
+//!   quantity first, and not `(units × rate) / denominator`, whose intermediate product can
+//!   overflow for large usage at a rate with no decimals even though the amount is small.
 //!
 //! Every step is checked: an overflow is an [`Error::Overflow`], never a panic or a wrap.
 
@@ -198,14 +206,23 @@ impl Measure {
         Ok(q.normalize())
     }
 
-    /// `quantity × rate`, computed as `(units × rate) / denominator` so it is rounded once.
+    /// `quantity × rate`, rounded at most once or twice in the last place (see the module docs).
     pub fn amount(&self, rate: Decimal) -> Result<Decimal, Error> {
-        let a = integer(self.units)?
-            .checked_mul(rate)
-            .ok_or(Error::Overflow("pricing usage"))?
-            .checked_div(integer(self.dimension.denominator())?)
-            .ok_or(Error::Overflow("pricing usage"))?;
-        Ok(a.normalize())
+        let overflow = || Error::Overflow("pricing usage");
+        let denominator = self.dimension.denominator();
+        let (whole, rest) = (self.units / denominator, self.units % denominator);
+        let whole = integer(whole)?.checked_mul(rate).ok_or_else(overflow)?;
+        let rest = integer(rest)?;
+        let denominator = integer(denominator)?;
+        let rest = match rest.checked_mul(rate) {
+            Some(product) => product.checked_div(denominator),
+            // Only for rates with ~9 or more significant digits: price the rounded fraction.
+            None => rest
+                .checked_div(denominator)
+                .and_then(|fraction| fraction.checked_mul(rate)),
+        }
+        .ok_or_else(overflow)?;
+        Ok(whole.checked_add(rest).ok_or_else(overflow)?.normalize())
     }
 }
 
@@ -340,6 +357,20 @@ mod tests {
         };
         assert!(m.quantity().is_ok());
         assert!(matches!(m.amount(Decimal::MAX), Err(Error::Overflow(_))));
+        // A large quantity at a rate without decimals: the amount fits, so no overflow.
+        let m = Measure {
+            dimension: Dimension::StorageGbMonths,
+            units: 34 * 10u128.pow(21),
+        };
+        let a = m.amount(Decimal::new(9_999_999, 0)).unwrap();
+        assert!(a > Decimal::ZERO);
+        // Huge rates take the fallback path, still without overflow.
+        let m = Measure {
+            dimension: Dimension::StorageGbMonths,
+            units: Dimension::StorageGbMonths.denominator() - 1,
+        };
+        let a = m.amount(Decimal::new(i64::MAX, 0)).unwrap();
+        assert!(a < Decimal::new(i64::MAX, 0) && a > Decimal::new(i64::MAX, 0) / Decimal::TWO);
         let a = Measure::of_hour(Dimension::DataInGb, 0, u64::MAX);
         let b = Measure {
             units: u128::MAX,
