@@ -24,7 +24,8 @@ pub mod usage;
 
 pub use error::Error;
 pub use ledger::{
-    CloseOutcome, Ledger, LedgerEntry, LedgerStore, RedbLedger, RedisLedger, StoreFuture,
+    CloseOutcome, CloseSummary, Ledger, LedgerEntry, LedgerStore, RedbLedger, RedisLedger,
+    StoreFuture,
 };
 pub use rates::RateCard;
 pub use rating::Dimension;
