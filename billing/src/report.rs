@@ -32,7 +32,7 @@
 //! half-to-even to the cent. `provisional` is true when the period includes an hour that is
 //! not closed yet (its end plus the grace period is after `now`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -167,6 +167,74 @@ pub fn round_total(exact: Decimal) -> Decimal {
     total
 }
 
+/// Exact units per cluster (by its position in the request) and dimension, apart per rate.
+/// Nearly everything is priced at the rate card's rate, so that case is a flat array; only
+/// ledger entries billed at another rate (the card changed mid-period) go to a map.
+struct Accruals {
+    /// `None` for a cluster with nothing in the period; per dimension, `None` until something
+    /// accrued at the card's rate.
+    at_card: Vec<Option<[Option<u128>; 5]>>,
+    other: BTreeMap<(usize, Dimension, Decimal), u128>,
+}
+
+impl Accruals {
+    fn new(clusters: usize) -> Accruals {
+        Accruals {
+            at_card: vec![None; clusters],
+            other: BTreeMap::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        pos: usize,
+        dimension: Dimension,
+        rate: Decimal,
+        rates: &RateCard,
+        units: u128,
+    ) -> Result<(), Error> {
+        let dims = self.at_card[pos].get_or_insert([None; 5]);
+        let slot = if rate == rates.rate(dimension) {
+            dims[dimension.code() as usize].get_or_insert(0)
+        } else {
+            self.other.entry((pos, dimension, rate)).or_insert(0)
+        };
+        *slot = slot
+            .checked_add(units)
+            .ok_or(Error::Overflow("summing usage"))?;
+        Ok(())
+    }
+
+    /// The lines of cluster `pos`: nothing if it had nothing in the period; otherwise, per
+    /// dimension, one line per rate in ascending order, or a zero line at the card's rate.
+    fn lines(&self, pos: usize, rates: &RateCard) -> Vec<(Dimension, Decimal, u128)> {
+        let Some(dims) = &self.at_card[pos] else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(5);
+        for dimension in Dimension::ALL {
+            let card = rates.rate(dimension);
+            let mut priced: Vec<(Decimal, u128)> = self
+                .other
+                .range((pos, dimension, Decimal::MIN)..=(pos, dimension, Decimal::MAX))
+                .map(|(&(_, _, rate), &units)| (rate, units))
+                .collect();
+            match dims[dimension.code() as usize] {
+                Some(units) => priced.push((card, units)),
+                None if priced.is_empty() => priced.push((card, 0)),
+                None => {}
+            }
+            priced.sort_by_key(|&(rate, _)| rate);
+            out.extend(
+                priced
+                    .into_iter()
+                    .map(|(rate, units)| (dimension, rate, units)),
+            );
+        }
+        out
+    }
+}
+
 /// Builds the report from ledger entries and usage rows (either may be empty; see the module
 /// docs). Pure: the caller fetches both, e.g. through [`crate::Ledger::report`].
 pub fn build(
@@ -190,18 +258,9 @@ pub fn build(
         .map(|(i, (id, _))| (*id, i))
         .collect();
 
-    // Exact units per (cluster position, dimension, rate).
-    let mut accrued: BTreeMap<(usize, Dimension, Decimal), u128> = BTreeMap::new();
-    let mut accrue = |key: (usize, Dimension, Decimal), measure: Measure| -> Result<(), Error> {
-        let units = accrued.entry(key).or_insert(0);
-        *units = units
-            .checked_add(measure.units)
-            .ok_or(Error::Overflow("summing usage"))?;
-        Ok(())
-    };
-    let mut active: HashSet<usize> = HashSet::new();
-    let mut billed: HashMap<(Uuid, i64, Dimension), u128> = HashMap::new();
-
+    let mut accruals = Accruals::new(request.clusters.len());
+    // What the ledger billed per cluster-hour, to find usage it does not cover yet.
+    let mut billed: HashMap<(Uuid, i64), [u128; 5]> = HashMap::new();
     for entry in ledger.iter().filter(|e| in_period(e.hour)) {
         let Some(&pos) = position.get(&entry.cluster) else {
             continue;
@@ -212,68 +271,66 @@ pub fn build(
                 rates: rates.currency.clone(),
             });
         }
-        active.insert(pos);
-        *billed
-            .entry((entry.cluster, entry.hour, entry.dimension))
-            .or_insert(0) += u128::from(entry.billed_usage);
-        let measure = Measure::of_hour(entry.dimension, entry.hour, entry.billed_usage);
-        accrue((pos, entry.dimension, entry.rate), measure)?;
+        let d = entry.dimension;
+        billed.entry((entry.cluster, entry.hour)).or_default()[d.code() as usize] +=
+            u128::from(entry.billed_usage);
+        let units = Measure::of_hour(d, entry.hour, entry.billed_usage).units;
+        accruals.add(pos, d, entry.rate, rates, units)?;
     }
 
-    let rows: Vec<HourlyUsage> = usage
-        .iter()
-        .filter(|u| position.contains_key(&u.cluster) && in_period(tollgate_meter::hour_of(u.hour)))
-        .copied()
-        .collect();
-    for row in merge_rows(&rows)? {
+    // Rows of hours the ledger has not billed at all count whole, without merging (the common
+    // case, and the only one for a report from usage alone). Rows of billed hours are merged
+    // per hour first, then count for what exceeds the bill.
+    let mut partly_billed = Vec::new();
+    for row in usage {
+        let hour = tollgate_meter::hour_of(row.hour);
+        let Some(&pos) = position.get(&row.cluster) else {
+            continue;
+        };
+        if !in_period(hour) {
+            continue;
+        }
+        if !billed.is_empty() && billed.contains_key(&(row.cluster, hour)) {
+            partly_billed.push(*row);
+            continue;
+        }
+        for d in Dimension::ALL {
+            let units = Measure::of_hour(d, hour, d.base_units(row)).units;
+            accruals.add(pos, d, rates.rate(d), rates, units)?;
+        }
+    }
+    for row in merge_rows(&partly_billed)? {
         let pos = position[&row.cluster];
-        active.insert(pos);
-        for dimension in Dimension::ALL {
-            let used = dimension.base_units(&row);
-            let already = billed
-                .get(&(row.cluster, row.hour, dimension))
-                .copied()
-                .unwrap_or(0);
-            // More billed than metered happens when the caller passes only recent rows; the
-            // ledger is the record for what it covers.
-            if u128::from(used) > already {
-                let pending = used - already as u64;
-                let measure = Measure::of_hour(dimension, row.hour, pending);
-                accrue((pos, dimension, rates.rate(dimension)), measure)?;
-            }
+        let already = billed[&(row.cluster, row.hour)];
+        for d in Dimension::ALL {
+            let used = d.base_units(&row);
+            // More billed than metered happens when the caller passes only some of the rows;
+            // the ledger is the record for what it covers.
+            let pending = u128::from(used).saturating_sub(already[d.code() as usize]);
+            // Fits in u64: at most `used`.
+            let units = Measure::of_hour(d, row.hour, pending as u64).units;
+            accruals.add(pos, d, rates.rate(d), rates, units)?;
         }
     }
 
     let mut lines = Vec::new();
     let mut total_exact = Decimal::ZERO;
     for (pos, (cluster, name)) in request.clusters.iter().enumerate() {
-        if !active.contains(&pos) {
-            continue;
-        }
-        for dimension in Dimension::ALL {
-            let mut priced: Vec<(Decimal, u128)> = accrued
-                .range((pos, dimension, Decimal::MIN)..=(pos, dimension, Decimal::MAX))
-                .map(|(&(_, _, rate), &units)| (rate, units))
-                .collect();
-            if priced.is_empty() {
-                priced.push((rates.rate(dimension), 0));
-            }
-            for (rate, units) in priced {
-                let measure = Measure { dimension, units };
-                let amount = measure.amount(rate)?;
-                total_exact = total_exact
-                    .checked_add(amount)
-                    .ok_or(Error::Overflow("adding up the total"))?;
-                lines.push(ReportLine {
-                    cluster: *cluster,
-                    cluster_name: name.clone(),
-                    dimension,
-                    quantity: measure.quantity()?,
-                    unit: dimension.unit().to_owned(),
-                    rate: rate.normalize(),
-                    amount,
-                });
-            }
+        for (dimension, rate, units) in accruals.lines(pos, rates) {
+            let measure = Measure { dimension, units };
+            let amount = measure.amount(rate)?;
+            total_exact = total_exact
+                .checked_add(amount)
+                .ok_or(Error::Overflow("adding up the total"))?;
+            lines.push(ReportLine {
+                cluster: *cluster,
+                cluster_name: name.clone(),
+                dimension,
+                quantity: measure.quantity()?,
+                unit: dimension.unit().to_owned(),
+                rate: rate.normalize(),
+                amount,
+            });
         }
     }
 
@@ -437,6 +494,67 @@ mod tests {
             build(&req, &RateCard::default(), &[], &usage),
             Err(Error::InvalidPeriod(_))
         ));
+    }
+
+    fn billed(cluster: u128, at: OffsetDateTime, seconds: u64, rate: &str) -> LedgerEntry {
+        LedgerEntry {
+            cluster: Uuid::from_u128(cluster),
+            hour: at.unix_timestamp(),
+            dimension: Dimension::ClusterHours,
+            seq: 0,
+            billed_usage: seconds,
+            quantity: Decimal::ZERO,
+            rate: dec(rate),
+            amount: Decimal::ZERO,
+            currency: "USD".into(),
+            billed_at: 0,
+        }
+    }
+
+    #[test]
+    fn ledger_rates_stay_apart_and_uncovered_usage_is_added() {
+        let at = datetime!(2024-01-05 10:00 UTC);
+        let later = datetime!(2024-01-05 11:00 UTC);
+        // Billed at last month's 0.5; a late flush of 1800 s more in the same hour, and a
+        // whole hour the ledger has not seen, both at today's 0.75.
+        let ledger = [billed(1, at, 1_800, "0.50")];
+        let usage = [row(1, at, 1_000), row(1, at, 2_600), row(1, later, 3_600)];
+        let report = build(
+            &request(&[(1, "orders")]),
+            &RateCard::default(),
+            &ledger,
+            &usage,
+        )
+        .unwrap();
+        let hours: Vec<(String, String, String)> = report
+            .lines
+            .iter()
+            .filter(|l| l.dimension == Dimension::ClusterHours)
+            .map(|l| {
+                (
+                    l.quantity.to_string(),
+                    l.rate.to_string(),
+                    l.amount.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                ("0.5".into(), "0.5".into(), "0.25".into()),
+                ("1.5".into(), "0.75".into(), "1.125".into()),
+            ]
+        );
+        assert_eq!(report.total_exact, dec("1.375"));
+        assert_eq!(report.lines.len(), 6);
+    }
+
+    #[test]
+    fn a_ledger_in_another_currency_is_refused() {
+        let mut entry = billed(1, datetime!(2024-01-05 10:00 UTC), 1, "1");
+        entry.currency = "EUR".into();
+        let err = build(&request(&[(1, "o")]), &RateCard::default(), &[entry], &[]).unwrap_err();
+        assert!(matches!(err, Error::CurrencyMismatch { .. }), "{err}");
     }
 
     #[test]
