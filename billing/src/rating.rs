@@ -93,7 +93,7 @@ impl Dimension {
     }
 
     /// The unit a quantity of this dimension is counted in, as reports show it. Named after the
-    /// thing a rate is "per", so `rate` reads as "USD per <unit>".
+    /// thing a rate is "per", so `rate` reads as "USD per `unit`".
     pub fn unit(self) -> &'static str {
         match self {
             Dimension::ClusterHours => "hour",
