@@ -9,7 +9,6 @@
 //! - [`ledger`]: the append-only, idempotent [`Ledger`] of billed hours, and its two stores:
 //!   [`RedbLedger`] (embedded, one file) and [`RedisLedger`] (shared between gateways).
 //! - [`report`]: the tenant's [`Report`] for a period (`GET /v1/billing/report`), as JSON or CSV.
-//! - [`usage`]: the [`UsageReport`] of one cluster's hourly rows (`GET /v1/usage`).
 //!
 //! Money is [`rust_decimal::Decimal`]; quantities stay integers in their base units (seconds,
 //! bytes, byte-seconds) until the moment they are priced. Every error is an [`Error`].
@@ -20,7 +19,6 @@ pub mod ledger;
 pub mod rates;
 pub mod rating;
 pub mod report;
-pub mod usage;
 
 pub use error::Error;
 pub use ledger::{
@@ -30,4 +28,3 @@ pub use ledger::{
 pub use rates::RateCard;
 pub use rating::Dimension;
 pub use report::{Report, ReportLine, ReportRequest};
-pub use usage::{UsageHour, UsageReport};

@@ -8,7 +8,8 @@
 //!   [`records`] reads record batch headers for limits and metering.
 //! - [`router`] picks the pool broker for each request; [`upstream`] keeps one multiplexed
 //!   connection per pool broker.
-//! - [`state`] is the handle every connection shares; [`metering`] feeds the `meter` crate.
+//! - [`state`] is the handle every connection shares; [`metering`] feeds the `meter` crate;
+//!   [`closing`] bills closed hours into the `billing` ledger.
 //!
 //! Around it: [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
 //! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod authz;
+pub mod closing;
 pub mod connection;
 pub mod devpool;
 pub mod frame;

@@ -62,6 +62,13 @@ struct CommonArgs {
     /// How often counted usage is flushed to its store, in milliseconds.
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     flush_interval_ms: u64,
+    /// A rate card (JSON: currency, cluster_hours, partition_hours, storage_gb_months,
+    /// data_in_gb, data_out_gb, decimals as strings); the documented rates when not given.
+    #[arg(long, env = "TOLLGATE_RATE_CARD")]
+    rate_card: Option<PathBuf>,
+    /// Seconds after its end an hour waits for late usage before it is billed.
+    #[arg(long, env = "TOLLGATE_BILLING_GRACE_SECONDS", default_value_t = 600)]
+    billing_grace_seconds: u64,
 }
 
 #[derive(Args)]
@@ -90,9 +97,24 @@ struct ServeArgs {
     pool_bootstrap: Vec<String>,
 }
 
-impl From<CommonArgs> for Common {
-    fn from(a: CommonArgs) -> Self {
-        Common {
+impl TryFrom<CommonArgs> for Common {
+    type Error = anyhow::Error;
+
+    fn try_from(a: CommonArgs) -> anyhow::Result<Self> {
+        let rates = match &a.rate_card {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading rate card {}: {e}", path.display()))?;
+                let card: tollgate_billing::RateCard = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("rate card {}: {e}", path.display()))?;
+                card
+            }
+            None => tollgate_billing::RateCard::default(),
+        };
+        rates
+            .validate()
+            .map_err(|e| anyhow::anyhow!("rate card: {e}"))?;
+        Ok(Common {
             kafka_listen: a.kafka_listen,
             advertise: a.advertise,
             admin_listen: a.admin_listen,
@@ -104,7 +126,9 @@ impl From<CommonArgs> for Common {
             max_connections: a.max_connections,
             redis_url: a.redis_url,
             flush_interval: std::time::Duration::from_millis(a.flush_interval_ms.max(10)),
-        }
+            rates,
+            billing_grace: std::time::Duration::from_secs(a.billing_grace_seconds),
+        })
     }
 }
 
@@ -118,8 +142,14 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev(a) => run::dev(a.common.into(), a.tansu, a.brokers).await,
-        Command::Serve(a) => run::serve(a.common.into(), a.pool_bootstrap).await,
+        Command::Dev(a) => match Common::try_from(a.common) {
+            Ok(common) => run::dev(common, a.tansu, a.brokers).await,
+            Err(e) => Err(e),
+        },
+        Command::Serve(a) => match Common::try_from(a.common) {
+            Ok(common) => run::serve(common, a.pool_bootstrap).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

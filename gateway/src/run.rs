@@ -37,6 +37,10 @@ pub struct Common {
     pub redis_url: Option<String>,
     /// How often counted usage is flushed to the store.
     pub flush_interval: std::time::Duration,
+    /// Prices; the documented defaults unless a rate card file is given.
+    pub rates: tollgate_billing::RateCard,
+    /// How long after its end an hour waits for late usage before it is billed.
+    pub billing_grace: std::time::Duration,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -149,6 +153,29 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         ),
     };
     let metering = Arc::new(Metering::new(usage.clone(), DEFAULT_RETENTION_SECONDS));
+    let ledger_store: Arc<dyn tollgate_billing::LedgerStore> = match &common.redis_url {
+        Some(url) => Arc::new(
+            tollgate_billing::RedisLedger::connect(
+                url,
+                tollgate_billing::RedisLedger::DEFAULT_PREFIX,
+            )
+            .await
+            .context("configuring the Redis ledger")?,
+        ),
+        None => Arc::new(
+            tollgate_billing::RedbLedger::open(&common.data_dir).context("opening the ledger")?,
+        ),
+    };
+    let ledger = Arc::new(tollgate_billing::Ledger::new(
+        ledger_store,
+        common.billing_grace,
+    ));
+    let closer = crate::closing::Closer {
+        store: store.clone(),
+        usage: usage.clone(),
+        ledger: ledger.clone(),
+        rates: common.rates.clone(),
+    };
     let registry = Registry::default();
     let clusters = store
         .load_clusters(&registry)
@@ -203,7 +230,12 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
             gateway: gateway.clone(),
         }),
     )
-    .with_usage(usage.clone());
+    .with_usage(usage.clone())
+    .with_billing(crate::admin::billing::Billing {
+        ledger,
+        rates: common.rates.clone(),
+        grace: common.billing_grace,
+    });
     match admin.retry_pending_cleanups().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -226,6 +258,7 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let closer_task = tokio::spawn(closer.run(stopped(stop_rx.clone())));
     let refresh_task = tokio::spawn(
         metering
             .clone()
@@ -253,6 +286,7 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = kafka_task.await;
     let _ = refresh_task.await;
+    let _ = closer_task.await;
     match admin_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
         Err(e) => tracing::warn!(error = %e, "admin API task failed"),

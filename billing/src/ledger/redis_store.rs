@@ -72,10 +72,14 @@ impl RedisLedger {
 
     /// Connects to `url` (`redis://host:port/db`). `prefix` namespaces the keys, so one Redis
     /// can hold several deployments' (or tests') ledgers; usually
-    /// [`RedisLedger::DEFAULT_PREFIX`].
+    /// [`RedisLedger::DEFAULT_PREFIX`]. The connection is made lazily and remade as needed, so
+    /// a gateway starts and serves while Redis is down; ledger calls fail until it is back.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisLedger, Error> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_connection_manager().await?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisLedger {
             conn,
             prefix: prefix.to_owned(),

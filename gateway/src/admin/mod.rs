@@ -17,6 +17,7 @@
 //! | `POST` | `/v1/tokens` | 201 `{"token", "expires_at"}` |
 //! | `GET` | `/v1/usage?cluster=&from=&to=` | 200 `{"cluster", "hours": [...], "storage_estimated"}` |
 //! | `GET` | `/v1/usage/principals?cluster=&from=&to=` | 200 `{"cluster", "principals": [...]}` |
+//! | `GET` | `/v1/billing/report?tenant=&from=&to=[&format=csv]` | 200 the tenant's report, JSON or CSV |
 //!
 //! Anything else is a 404 (unknown path) or 405 (known path, other method). Bodies are limited
 //! to 1 MiB (413) and must be JSON without unknown fields (400).
@@ -24,6 +25,7 @@
 //! The store is the source of truth; the [`Registry`] the data path reads is updated only after
 //! the store committed, under one lock, so the two never disagree about which clusters exist.
 
+pub mod billing;
 mod clusters;
 mod http;
 pub mod store;
@@ -101,6 +103,8 @@ struct Inner {
     pool: Arc<dyn PoolAdmin>,
     /// Where metered usage is read from; set once at startup.
     usage: std::sync::OnceLock<Arc<dyn tollgate_meter::store::UsageStore>>,
+    /// The ledger and rate card behind the billing report; set once at startup.
+    billing: std::sync::OnceLock<billing::Billing>,
     /// Held from a store write until the registry reflects it, so that two concurrent changes
     /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
     writes: Mutex<()>,
@@ -137,9 +141,16 @@ impl Admin {
                 tokens,
                 pool,
                 usage: std::sync::OnceLock::new(),
+                billing: std::sync::OnceLock::new(),
                 writes: Mutex::new(()),
             }),
         }
+    }
+
+    /// Attaches the ledger and rates the billing report reads.
+    pub fn with_billing(self, billing: billing::Billing) -> Admin {
+        let _ = self.inner.billing.set(billing);
+        self
     }
 
     /// Attaches the usage store the usage endpoints read.
@@ -231,6 +242,10 @@ impl Admin {
             },
             ["usage"] => match method {
                 Method::GET => usage::hourly(self, request.uri().query()).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["billing", "report"] => match method {
+                Method::GET => billing::report(self, request.uri().query()).await,
                 _ => Err(ApiError::method_not_allowed("GET")),
             },
             ["usage", "principals"] => match method {
