@@ -109,6 +109,7 @@ pub async fn serve<S>(
         gw,
         session: None,
         mechanism: None,
+        raw_token_next: false,
         tx,
     };
     // The writer ending first (the pool failed an answer, or the client stopped reading) ends
@@ -169,6 +170,8 @@ struct Connection {
     session: Option<Arc<Session>>,
     /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
     mechanism: Option<Mechanism>,
+    /// After a v0 handshake the next frame is not a Kafka request but the raw SASL token.
+    raw_token_next: bool,
     tx: mpsc::Sender<Outgoing>,
 }
 
@@ -229,6 +232,9 @@ impl Connection {
     }
 
     async fn on_frame(&mut self, mut frame: Bytes) -> Result<(), CloseReason> {
+        if self.raw_token_next {
+            return self.authenticate_raw(frame).await;
+        }
         let raw = match RawHeader::peek(&frame) {
             Ok(raw) => raw,
             Err(e) => {
@@ -339,7 +345,10 @@ impl Connection {
             .collect();
         let mut resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
         match Mechanism::parse(req.mechanism.as_str()) {
-            Some(m) => self.mechanism = Some(m),
+            Some(m) => {
+                self.mechanism = Some(m);
+                self.raw_token_next = version == 0;
+            }
             None => resp.error_code = ResponseError::UnsupportedSaslMechanism.code(),
         }
         self.send_now(
@@ -349,6 +358,24 @@ impl Connection {
             ResponseKind::SaslHandshake(resp),
         )
         .await
+    }
+
+    /// The SASL token of a v0 handshake, as a raw frame. Success is answered with an empty raw
+    /// frame (no challenge); failure closes the connection, which is all v0 can say.
+    async fn authenticate_raw(&mut self, token: Bytes) -> Result<(), CloseReason> {
+        self.raw_token_next = false;
+        let mechanism = self
+            .mechanism
+            .take()
+            .expect("a v0 handshake set the mechanism");
+        match sasl::authenticate(&self.gw, mechanism, &token, self.session.as_deref()) {
+            Ok(session) => {
+                self.session = Some(Arc::new(session));
+                self.send(Outgoing::Ready(Bytes::from_static(&[0, 0, 0, 0])))
+                    .await
+            }
+            Err(e) => Err(CloseReason::AuthFailed(e.to_string())),
+        }
     }
 
     async fn authenticate(

@@ -633,3 +633,31 @@ async fn bytes_in_and_out_are_exactly_the_batches_on_the_wire() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn sasl_handshake_v0_then_a_raw_token() {
+    let stack = Stack::start().await;
+    let raw = |token: &str| {
+        let msg = format!("\0svc\0{token}");
+        let mut frame = BytesMut::new();
+        frame.put_i32(msg.len() as i32);
+        frame.put_slice(msg.as_bytes());
+        frame
+    };
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+
+    let mut c = stack.client().await;
+    let hs: SaslHandshakeResponse = c.call(ApiKey::SaslHandshake, 0, &handshake).await.unwrap();
+    assert_eq!(hs.error_code, 0);
+    c.send_raw(&raw(&stack.token(&stack.a, allow_all(), 600)))
+        .await;
+    let answer = c.read_frame().await.expect("an empty frame on success");
+    assert!(answer.is_empty());
+    assert_eq!(c.metadata(None).await.error_code, 0);
+
+    let mut c = stack.client().await;
+    let _: SaslHandshakeResponse = c.call(ApiKey::SaslHandshake, 0, &handshake).await.unwrap();
+    c.send_raw(&raw("not-a-token")).await;
+    assert!(c.is_closed().await, "a bad raw token closes the connection");
+}

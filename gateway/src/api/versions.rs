@@ -23,7 +23,9 @@ pub enum Served {
 /// Every API the gateway handles, with the versions whose semantics the rewrite covers.
 pub const HANDLED: &[(ApiKey, i16, i16, Served)] = &[
     (ApiKey::ApiVersions, 0, 4, Served::Locally),
-    (ApiKey::SaslHandshake, 1, 1, Served::Locally),
+    // v0 is offered because librdkafka only enables SASL when the range includes it; after a
+    // v0 handshake the token travels as a raw frame (see `connection`).
+    (ApiKey::SaslHandshake, 0, 1, Served::Locally),
     (ApiKey::SaslAuthenticate, 0, 2, Served::Locally),
     (ApiKey::DescribeCluster, 0, 1, Served::Locally),
     (ApiKey::Metadata, 0, 12, Served::Pool),
