@@ -17,24 +17,15 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind, TopicName,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
 };
 
-use super::{forward, topic_of_id, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
+use super::{forward, topic_of_id, Ctx, Reply};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
 
 /// A consumer's replica id in requests that also serve followers.
 const CONSUMER: i32 = -1;
-
-/// Checks `action` on a topic and maps its name: `Err(code)` when it must be refused.
-fn admit(ctx: &Ctx, action: Action, name: &mut TopicName) -> Result<(), i16> {
-    if !ctx.session.may_topic(action, &name.0) {
-        return Err(TOPIC_DENIED);
-    }
-    *name = ctx.topic_out(name).map_err(|_| INVALID_TOPIC)?;
-    Ok(())
-}
 
 pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Reply, UpstreamError> {
     req.replica_id = BrokerId(CONSUMER);
@@ -66,7 +57,9 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         let logical = t.topic.clone();
         let verdict = match id_codes.next().flatten() {
             Some(code) => Err(code),
-            None => admit(ctx, Action::ReadData, &mut t.topic),
+            None => ctx
+                .admit_topic(Action::ReadData, &t.topic)
+                .map(|p| t.topic = p),
         };
         match verdict {
             Ok(()) => {
@@ -149,7 +142,10 @@ pub async fn list_offsets(
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
         let logical = t.name.clone();
-        match admit(ctx, Action::DescribeTopic, &mut t.name) {
+        match ctx
+            .admit_topic(Action::DescribeTopic, &t.name)
+            .map(|p| t.name = p)
+        {
             Ok(()) => true,
             Err(code) => {
                 refused.push(
@@ -197,7 +193,10 @@ pub async fn offset_for_leader_epoch(
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
         let logical = t.topic.clone();
-        match admit(ctx, Action::DescribeTopic, &mut t.topic) {
+        match ctx
+            .admit_topic(Action::DescribeTopic, &t.topic)
+            .map(|p| t.topic = p)
+        {
             Ok(()) => true,
             Err(code) => {
                 refused.push(

@@ -23,8 +23,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::{
-    forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, INVALID_TOPIC,
-    NOT_COORDINATOR, TOPIC_DENIED, TXN_DENIED,
+    forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, NOT_COORDINATOR, TXN_DENIED,
 };
 use crate::authz::Action;
 use crate::router::{GROUP, TRANSACTION};
@@ -62,21 +61,6 @@ where
         }
         Ok(wrap(resp))
     }))
-}
-
-/// Authorizes `action` on a group and maps it: `Err(code)` when refused.
-fn admit_group(ctx: &Ctx, action: Action, id: &GroupId) -> Result<GroupId, i16> {
-    if !ctx.session.may_group(action, &id.0) {
-        return Err(GROUP_DENIED);
-    }
-    ctx.group_out(id).map_err(|_| INVALID_GROUP)
-}
-
-fn admit_topic(ctx: &Ctx, action: Action, name: &TopicName) -> Result<TopicName, i16> {
-    if !ctx.session.may_topic(action, &name.0) {
-        return Err(TOPIC_DENIED);
-    }
-    ctx.topic_out(name).map_err(|_| INVALID_TOPIC)
 }
 
 pub async fn find_coordinator(
@@ -159,7 +143,7 @@ macro_rules! single_group_api {
             mut req: $req,
         ) -> Result<Reply, UpstreamError> {
             let refuse = |code| <$resp>::default().with_error_code(code);
-            req.group_id = match admit_group(ctx, Action::AlterGroup, &req.group_id) {
+            req.group_id = match ctx.admit_group(Action::AlterGroup, &req.group_id) {
                 Ok(g) => g,
                 Err(code) => return Ok(Reply::now(ResponseKind::$api(refuse(code)))),
             };
@@ -195,7 +179,7 @@ pub async fn offset_commit(
     version: i16,
     mut req: OffsetCommitRequest,
 ) -> Result<Reply, UpstreamError> {
-    let group_code = match admit_group(ctx, Action::AlterGroup, &req.group_id) {
+    let group_code = match ctx.admit_group(Action::AlterGroup, &req.group_id) {
         Ok(g) => {
             req.group_id = g;
             None
@@ -204,7 +188,7 @@ pub async fn offset_commit(
     };
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
-        let code = group_code.or_else(|| match admit_topic(ctx, Action::ReadData, &t.name) {
+        let code = group_code.or_else(|| match ctx.admit_topic(Action::ReadData, &t.name) {
             Ok(p) => {
                 t.name = p;
                 None
@@ -289,13 +273,13 @@ pub async fn offset_fetch(
         return offset_fetch_batched(ctx, version, req).await;
     }
     let refuse = |code| OffsetFetchResponse::default().with_error_code(code);
-    req.group_id = match admit_group(ctx, Action::DescribeGroup, &req.group_id) {
+    req.group_id = match ctx.admit_group(Action::DescribeGroup, &req.group_id) {
         Ok(g) => g,
         Err(code) => return Ok(Reply::now(ResponseKind::OffsetFetch(refuse(code)))),
     };
     let mut refused = Vec::new();
     if let Some(topics) = req.topics.as_mut() {
-        topics.retain_mut(|t| match admit_topic(ctx, Action::DescribeTopic, &t.name) {
+        topics.retain_mut(|t| match ctx.admit_topic(Action::DescribeTopic, &t.name) {
             Ok(p) => {
                 t.name = p;
                 true
@@ -359,7 +343,7 @@ async fn offset_fetch_batched(
     let mut refused: Vec<OffsetFetchResponseGroup> = Vec::new();
     req.groups.retain_mut(|g| {
         let logical = g.group_id.clone();
-        match admit_group(ctx, Action::DescribeGroup, &g.group_id) {
+        match ctx.admit_group(Action::DescribeGroup, &g.group_id) {
             Ok(p) => g.group_id = p,
             Err(code) => {
                 refused.push(
@@ -372,7 +356,7 @@ async fn offset_fetch_batched(
         }
         let mut denied_topics = Vec::new();
         if let Some(topics) = g.topics.as_mut() {
-            topics.retain_mut(|t| match admit_topic(ctx, Action::DescribeTopic, &t.name) {
+            topics.retain_mut(|t| match ctx.admit_topic(Action::DescribeTopic, &t.name) {
                 Ok(p) => {
                     t.name = p;
                     true
@@ -463,7 +447,7 @@ pub async fn describe_groups(
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
     req.groups
-        .retain_mut(|g| match admit_group(ctx, Action::DescribeGroup, g) {
+        .retain_mut(|g| match ctx.admit_group(Action::DescribeGroup, g) {
             Ok(p) => {
                 *g = p;
                 true
@@ -572,7 +556,7 @@ pub async fn delete_groups(
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
     req.groups_names
-        .retain_mut(|g| match admit_group(ctx, Action::DeleteGroup, g) {
+        .retain_mut(|g| match ctx.admit_group(Action::DeleteGroup, g) {
             Ok(p) => {
                 *g = p;
                 true
@@ -630,13 +614,13 @@ pub async fn offset_delete(
     mut req: OffsetDeleteRequest,
 ) -> Result<Reply, UpstreamError> {
     let refuse = |code| OffsetDeleteResponse::default().with_error_code(code);
-    req.group_id = match admit_group(ctx, Action::DeleteGroup, &req.group_id) {
+    req.group_id = match ctx.admit_group(Action::DeleteGroup, &req.group_id) {
         Ok(g) => g,
         Err(code) => return Ok(Reply::now(ResponseKind::OffsetDelete(refuse(code)))),
     };
     let mut refused = Vec::new();
     req.topics
-        .retain_mut(|t| match admit_topic(ctx, Action::ReadData, &t.name) {
+        .retain_mut(|t| match ctx.admit_topic(Action::ReadData, &t.name) {
             Ok(p) => {
                 t.name = p;
                 true

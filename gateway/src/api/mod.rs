@@ -32,7 +32,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
-use crate::authz::Session;
+use crate::authz::{Action, Session};
 use crate::pool_admin::BoxFuture;
 use crate::state::Gateway;
 use crate::tenancy::NameError;
@@ -120,6 +120,34 @@ impl Ctx {
             }
             None => false,
         }
+    }
+
+    /// Authorizes `action` on a topic and maps its name: `Err(code)` is the per-resource
+    /// error to answer instead.
+    pub fn admit_topic(&self, action: Action, name: &TopicName) -> Result<TopicName, i16> {
+        if !self.session.may_topic(action, &name.0) {
+            return Err(TOPIC_DENIED);
+        }
+        self.topic_out(name).map_err(|_| INVALID_TOPIC)
+    }
+
+    /// Authorizes `action` on a group id and maps it.
+    pub fn admit_group(&self, action: Action, id: &GroupId) -> Result<GroupId, i16> {
+        if !self.session.may_group(action, &id.0) {
+            return Err(GROUP_DENIED);
+        }
+        self.group_out(id).map_err(|_| INVALID_GROUP)
+    }
+
+    /// Authorizes AlterTransactionalId on a transactional id and maps it.
+    pub fn admit_txn(&self, id: &TransactionalId) -> Result<TransactionalId, i16> {
+        if !self
+            .session
+            .may_transactional_id(Action::AlterTransactionalId, &id.0)
+        {
+            return Err(TXN_DENIED);
+        }
+        self.txn_out(id).map_err(|_| TXN_DENIED)
     }
 
     pub fn group_back(&self, id: &mut GroupId) -> bool {

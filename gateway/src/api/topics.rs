@@ -26,13 +26,6 @@ use crate::upstream::UpstreamError;
 /// Config resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
 const TOPIC_RESOURCE: i8 = 2;
 
-fn admit(ctx: &Ctx, action: Action, name: &TopicName) -> Result<TopicName, i16> {
-    if !ctx.session.may_topic(action, &name.0) {
-        return Err(TOPIC_DENIED);
-    }
-    ctx.topic_out(name).map_err(|_| INVALID_TOPIC)
-}
-
 fn message(code: i16) -> Option<StrBytes> {
     let text = match code {
         TOPIC_DENIED => "the policy does not allow this action on the topic",
@@ -54,7 +47,7 @@ pub async fn create_topics(
         let verdict = if !t.assignments.is_empty() {
             Err(INVALID_REQUEST)
         } else {
-            admit(ctx, Action::CreateTopic, &t.name)
+            ctx.admit_topic(Action::CreateTopic, &t.name)
         };
         match verdict {
             Ok(p) => {
@@ -138,7 +131,7 @@ pub async fn delete_topics(
                 }
             },
         };
-        match admit(ctx, Action::DeleteTopic, &name) {
+        match ctx.admit_topic(Action::DeleteTopic, &name) {
             Ok(p) => wanted.push((p, id)),
             Err(code) => refused.push(
                 DeletableTopicResult::default()
@@ -191,7 +184,7 @@ pub async fn delete_records(
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
     req.topics
-        .retain_mut(|t| match admit(ctx, Action::DeleteTopic, &t.name) {
+        .retain_mut(|t| match ctx.admit_topic(Action::DeleteTopic, &t.name) {
             Ok(p) => {
                 t.name = p;
                 true
@@ -241,7 +234,7 @@ pub async fn create_partitions(
         let verdict = if t.assignments.is_some() {
             Err(INVALID_REQUEST)
         } else {
-            admit(ctx, Action::AlterTopic, &t.name)
+            ctx.admit_topic(Action::AlterTopic, &t.name)
         };
         match verdict {
             Ok(p) => {
@@ -287,7 +280,8 @@ fn admit_config(
     if resource_type != TOPIC_RESOURCE {
         return Err(CLUSTER_DENIED);
     }
-    admit(ctx, action, &TopicName(name.clone())).map(|t| t.0)
+    ctx.admit_topic(action, &TopicName(name.clone()))
+        .map(|t| t.0)
 }
 
 pub async fn describe_configs(

@@ -11,37 +11,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 
 use super::groups::to_coordinator;
-use super::{
-    forward, Ctx, Reply, CLUSTER_DENIED, GROUP_DENIED, INVALID_GROUP, INVALID_TOPIC,
-    NOT_COORDINATOR, TOPIC_DENIED, TXN_DENIED,
-};
+use super::{forward, Ctx, Reply, CLUSTER_DENIED, NOT_COORDINATOR};
 use crate::authz::Action;
 use crate::router::{GROUP, TRANSACTION};
 use crate::upstream::UpstreamError;
-
-fn admit_txn(ctx: &Ctx, id: &TransactionalId) -> Result<TransactionalId, i16> {
-    if !ctx
-        .session
-        .may_transactional_id(Action::AlterTransactionalId, &id.0)
-    {
-        return Err(TXN_DENIED);
-    }
-    ctx.txn_out(id).map_err(|_| TXN_DENIED)
-}
-
-fn admit_group(ctx: &Ctx, id: &GroupId) -> Result<GroupId, i16> {
-    if !ctx.session.may_group(Action::AlterGroup, &id.0) {
-        return Err(GROUP_DENIED);
-    }
-    ctx.group_out(id).map_err(|_| INVALID_GROUP)
-}
-
-fn admit_topic(ctx: &Ctx, action: Action, name: &TopicName) -> Result<TopicName, i16> {
-    if !ctx.session.may_topic(action, &name.0) {
-        return Err(TOPIC_DENIED);
-    }
-    ctx.topic_out(name).map_err(|_| INVALID_TOPIC)
-}
 
 pub async fn init_producer_id(
     ctx: &Ctx,
@@ -68,7 +41,7 @@ pub async fn init_producer_id(
             Ok(ResponseKind::InitProducerId(pending.await?))
         }));
     };
-    let physical = match admit_txn(ctx, &id) {
+    let physical = match ctx.admit_txn(&id) {
         Ok(p) => p,
         Err(code) => return Ok(Reply::now(ResponseKind::InitProducerId(refuse(code)))),
     };
@@ -107,7 +80,7 @@ pub async fn add_partitions_to_txn(
                     .collect(),
             )
     };
-    match admit_txn(ctx, &req.v3_and_below_transactional_id) {
+    match ctx.admit_txn(&req.v3_and_below_transactional_id) {
         Ok(p) => req.v3_and_below_transactional_id = p,
         Err(code) => {
             let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
@@ -123,7 +96,7 @@ pub async fn add_partitions_to_txn(
     // OPERATION_NOT_ATTEMPTED.
     let mut verdicts = Vec::new();
     for t in &mut req.v3_and_below_topics {
-        verdicts.push(admit_topic(ctx, Action::WriteData, &t.name));
+        verdicts.push(ctx.admit_topic(Action::WriteData, &t.name));
     }
     if verdicts.iter().any(Result::is_err) {
         let not_attempted = kafka_protocol::ResponseError::OperationNotAttempted.code();
@@ -188,8 +161,10 @@ pub async fn add_offsets_to_txn(
     mut req: AddOffsetsToTxnRequest,
 ) -> Result<Reply, UpstreamError> {
     let refuse = |code| AddOffsetsToTxnResponse::default().with_error_code(code);
-    let verdict = admit_txn(ctx, &req.transactional_id)
-        .and_then(|t| admit_group(ctx, &req.group_id).map(|g| (t, g)));
+    let verdict = ctx.admit_txn(&req.transactional_id).and_then(|t| {
+        ctx.admit_group(Action::AlterGroup, &req.group_id)
+            .map(|g| (t, g))
+    });
     match verdict {
         Ok((t, g)) => {
             req.transactional_id = t;
@@ -218,7 +193,7 @@ pub async fn end_txn(
     mut req: EndTxnRequest,
 ) -> Result<Reply, UpstreamError> {
     let refuse = |code| EndTxnResponse::default().with_error_code(code);
-    match admit_txn(ctx, &req.transactional_id) {
+    match ctx.admit_txn(&req.transactional_id) {
         Ok(t) => req.transactional_id = t,
         Err(code) => return Ok(Reply::now(ResponseKind::EndTxn(refuse(code)))),
     }
@@ -242,8 +217,10 @@ pub async fn txn_offset_commit(
     version: i16,
     mut req: TxnOffsetCommitRequest,
 ) -> Result<Reply, UpstreamError> {
-    let whole = admit_txn(ctx, &req.transactional_id)
-        .and_then(|t| admit_group(ctx, &req.group_id).map(|g| (t, g)));
+    let whole = ctx.admit_txn(&req.transactional_id).and_then(|t| {
+        ctx.admit_group(Action::AlterGroup, &req.group_id)
+            .map(|g| (t, g))
+    });
     let whole_code = match whole {
         Ok((t, g)) => {
             req.transactional_id = t;
@@ -254,7 +231,7 @@ pub async fn txn_offset_commit(
     };
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
-        let code = whole_code.or_else(|| match admit_topic(ctx, Action::ReadData, &t.name) {
+        let code = whole_code.or_else(|| match ctx.admit_topic(Action::ReadData, &t.name) {
             Ok(p) => {
                 t.name = p;
                 None
