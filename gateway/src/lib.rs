@@ -9,7 +9,8 @@
 //! - [`router`] picks the pool broker for each request; [`upstream`] keeps one multiplexed
 //!   connection per pool broker.
 //! - [`state`] is the handle every connection shares; [`metering`] feeds the `meter` crate;
-//!   [`closing`] bills closed hours into the `billing` ledger.
+//!   [`closing`] bills closed hours into the `billing` ledger; [`sync`] shares clusters between
+//!   gateway instances.
 //!
 //! Around it: [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
 //! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
@@ -30,6 +31,7 @@ pub mod router;
 pub mod run;
 pub mod sasl;
 pub mod state;
+pub mod sync;
 pub mod tenancy;
 pub mod token;
 pub mod upstream;

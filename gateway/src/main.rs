@@ -69,6 +69,10 @@ struct CommonArgs {
     /// Seconds after its end an hour waits for late usage before it is billed.
     #[arg(long, env = "TOLLGATE_BILLING_GRACE_SECONDS", default_value_t = 600)]
     billing_grace_seconds: u64,
+    /// File holding the token signing key (at least 32 characters); every gateway instance
+    /// serving the same tenants needs the same key. Generated in the data dir when not given.
+    #[arg(long, env = "TOLLGATE_TOKEN_SIGNING_KEY_FILE")]
+    token_signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -128,6 +132,7 @@ impl TryFrom<CommonArgs> for Common {
             flush_interval: std::time::Duration::from_millis(a.flush_interval_ms.max(10)),
             rates,
             billing_grace: std::time::Duration::from_secs(a.billing_grace_seconds),
+            token_signing_key_file: a.token_signing_key_file,
         })
     }
 }

@@ -41,6 +41,9 @@ pub struct Common {
     pub rates: tollgate_billing::RateCard,
     /// How long after its end an hour waits for late usage before it is billed.
     pub billing_grace: std::time::Duration,
+    /// The HS256 token signing key, shared by every instance; generated in the data dir when
+    /// not given.
+    pub token_signing_key_file: Option<PathBuf>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -135,7 +138,20 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         Some(t) if !t.is_empty() => t,
         _ => secret_file(&common.data_dir.join("admin-token"))?,
     };
-    let signing_key = secret_file(&common.data_dir.join("token-signing.key"))?;
+    let signing_key = match &common.token_signing_key_file {
+        Some(path) => {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token signing key {}", path.display()))?;
+            let key = key.trim().to_owned();
+            anyhow::ensure!(
+                key.len() >= 32,
+                "the token signing key in {} is shorter than 32 characters",
+                path.display()
+            );
+            key
+        }
+        None => secret_file(&common.data_dir.join("token-signing.key"))?,
+    };
     let tokens = Arc::new(Tokens::hs256(common.issuer.clone(), signing_key.as_bytes()));
 
     let store = Store::open(&common.data_dir).context("opening the admin store")?;
@@ -180,6 +196,8 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let clusters = store
         .load_clusters(&registry)
         .context("loading clusters from the admin store")?;
+    let store_for_sync = store.clone();
+    let registry_for_sync = registry.clone();
 
     let kafka = TcpListener::bind(common.kafka_listen)
         .await
@@ -259,6 +277,14 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let closer_task = tokio::spawn(closer.run(stopped(stop_rx.clone())));
+    let sync_task = match &common.redis_url {
+        Some(url) => {
+            let sync = crate::sync::ClusterSync::new(url, store_for_sync, registry_for_sync)
+                .context("configuring cluster sync through Redis")?;
+            Some(tokio::spawn(sync.run(stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
     let refresh_task = tokio::spawn(
         metering
             .clone()
@@ -287,6 +313,9 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let _ = kafka_task.await;
     let _ = refresh_task.await;
     let _ = closer_task.await;
+    if let Some(t) = sync_task {
+        let _ = t.await;
+    }
     match admin_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
         Err(e) => tracing::warn!(error = %e, "admin API task failed"),
