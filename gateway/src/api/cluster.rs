@@ -188,3 +188,138 @@ pub fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) ->
         .collect();
     Reply::now(ResponseKind::DescribeCluster(resp))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use tollgate_meter::embedded::EmbeddedStore;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::authz::Session;
+    use crate::metering::Metering;
+    use crate::state::{Gateway, GatewayConfig, Node};
+    use crate::tenancy::{Cluster, Registry};
+    use crate::token::{Claims, Tokens};
+    use crate::upstream::{Pool, Timeouts};
+
+    /// A context with no pool behind it: enough for rewrites, which do no I/O.
+    fn ctx(policy: &str) -> Ctx {
+        let dir = std::env::temp_dir().join(format!("tollgate-unit-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let metering = Arc::new(Metering::new(
+            Arc::new(EmbeddedStore::open(&dir).unwrap()),
+            3600,
+        ));
+        let gw = Gateway::new(
+            GatewayConfig {
+                nodes: vec![Node {
+                    id: 7,
+                    host: "gw.example".into(),
+                    port: 9092,
+                }],
+                region: "local".into(),
+                max_frame_bytes: 1 << 20,
+                max_sasl_frame_bytes: 1 << 16,
+                max_in_flight: 1,
+            },
+            Pool::new(Timeouts::default()),
+            Registry::default(),
+            Arc::new(Tokens::hs256("t", b"0123456789abcdef0123456789abcdef")),
+            metering.clone(),
+        );
+        let cluster = Arc::new(Cluster {
+            id: Uuid::from_u128(0xa),
+            tenant: "acme".into(),
+            name: "orders".into(),
+            max_message_bytes: 1 << 20,
+            created_at: 0,
+        });
+        let claims = Claims {
+            iss: "t".into(),
+            sub: "svc".into(),
+            tenant: "acme".into(),
+            cluster: cluster.id,
+            iat: 0,
+            exp: i64::MAX / 1000,
+            jti: Uuid::nil(),
+            policy: serde_json::from_str(policy).unwrap(),
+        };
+        let counters = metering.counters(cluster.id, "svc");
+        let session = Session::new(claims, cluster, "local".into(), counters);
+        Ctx {
+            gw,
+            session: Arc::new(session),
+        }
+    }
+
+    fn topic(name: &str, partitions: i32) -> MetadataResponseTopic {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(name.into()))))
+            .with_topic_id(Uuid::new_v4())
+            .with_partitions(
+                (0..partitions)
+                    .map(|i| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(i)
+                            .with_leader_id(BrokerId(111))
+                            .with_replica_nodes(vec![BrokerId(111), BrokerId(112)])
+                            .with_isr_nodes(vec![BrokerId(111)])
+                    })
+                    .collect(),
+            )
+    }
+
+    #[test]
+    fn metadata_shows_only_own_described_topics_and_gateway_nodes() {
+        let ctx = ctx(
+            r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"},
+               {"Effect":"Deny","Action":"kafka-cluster:DescribeTopic","Resource":"*/secret"}]}"#,
+        );
+        let own = ctx.session.namespace.prefix().to_owned();
+        let other = crate::tenancy::Namespace::of(Uuid::from_u128(0xb));
+        let pool = MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(111))
+                .with_host(StrBytes::from_static_str("pool-0.internal"))
+                .with_port(9092)])
+            .with_cluster_id(Some(StrBytes::from_static_str("pool-cluster")))
+            .with_controller_id(BrokerId(111))
+            .with_topics(vec![
+                topic(&format!("{own}orders"), 2),
+                topic(&format!("{own}secret"), 1),
+                topic(&other.topic("orders").unwrap(), 3),
+                topic("__consumer_offsets", 50),
+            ]);
+        for version in [1, 9, 12] {
+            let shown = presented(&ctx, version, pool.clone(), Vec::new());
+            // Round trip: what the gateway encodes is what a client decodes.
+            let mut buf = BytesMut::new();
+            shown.encode(&mut buf, version).unwrap();
+            let decoded = MetadataResponse::decode(&mut buf.freeze(), version).unwrap();
+            let names: Vec<_> = decoded
+                .topics
+                .iter()
+                .map(|t| t.name.as_ref().unwrap().0.to_string())
+                .collect();
+            assert_eq!(names, ["orders"], "v{version}");
+            assert_eq!(decoded.brokers.len(), 1);
+            assert_eq!(decoded.brokers[0].node_id.0, 7);
+            assert_eq!(decoded.brokers[0].host.as_str(), "gw.example");
+            assert_eq!(decoded.controller_id.0, 7);
+            for p in &decoded.topics[0].partitions {
+                assert_eq!(p.leader_id.0, 7);
+                assert_eq!(p.replica_nodes, vec![BrokerId(7)]);
+                assert_eq!(p.isr_nodes, vec![BrokerId(7)]);
+            }
+            if version >= 2 {
+                let expected = Uuid::from_u128(0xa).as_hyphenated().to_string();
+                assert_eq!(decoded.cluster_id.as_deref(), Some(expected.as_str()));
+            }
+        }
+    }
+}
