@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's run and test commands need, and only what is missing:
 #   apt     redis-server and kcat from Debian
-#   tansu   the broker the dev stack runs (cargo install, ~15 minutes on 2 cores)
+#   tansu   the broker the dev stack runs, with vendor/tansu-storage patched in
+#           (cargo install, ~15 minutes on 2 cores)
 #   python  the end-to-end suite's Python packages (tests/requirements.txt)
 # Usage: scripts/install-deps.sh [apt] [tansu] [python]   (no argument: all of them)
 # Idempotent: a second run installs nothing and takes about a second.
@@ -32,22 +33,54 @@ install_apt() {
     as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-tansu_version_ok() {
+# tansu is installed with vendor/tansu-storage patched in (vendor/README.md says what and why).
+# A stock tansu 0.6.0 reports the same version, so the version alone cannot tell them apart:
+# after a successful install, a marker beside the binary records the patch's hash and the
+# binary's own hash. Any other tansu (no marker, another patch, or the binary replaced since,
+# e.g. by a plain `cargo install tansu`) is reinstalled.
+TANSU_PATCH_DIR="$PWD/vendor/tansu-storage"
+TANSU_MARKER="${CARGO_HOME:-$HOME/.cargo}/bin/.tansu-tollgate-patch"
+
+tansu_patch_hash() {
+    # Every file of the patched crate, by relative path, in a fixed order.
+    (cd "$TANSU_PATCH_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+        | sha256sum | cut -d' ' -f1
+}
+
+tansu_marker_text() {
+    local bin
+    bin=$(command -v tansu) || return 1
+    echo "patch $(tansu_patch_hash)"
+    echo "binary $(sha256sum "$bin" | cut -d' ' -f1)"
+}
+
+tansu_ok() {
     command -v tansu >/dev/null 2>&1 || return 1
     # `tansu --version` prints e.g. "tansu 0.6.0".
-    tansu --version 2>/dev/null | grep -qw "$TANSU_VERSION"
+    tansu --version 2>/dev/null | grep -qw "$TANSU_VERSION" || return 1
+    [ -f "$TANSU_MARKER" ] || return 1
+    [ "$(cat "$TANSU_MARKER")" = "$(tansu_marker_text)" ]
 }
 
 install_tansu() {
-    if tansu_version_ok; then
-        log "tansu $TANSU_VERSION present at $(command -v tansu)"
+    if tansu_ok; then
+        log "tansu $TANSU_VERSION with the Tollgate patch present at $(command -v tansu)"
         return
     fi
-    log "tansu: installing $TANSU_VERSION with cargo (about 15 minutes on 2 cores)"
+    if command -v tansu >/dev/null 2>&1; then
+        log "tansu at $(command -v tansu) is not tansu $TANSU_VERSION with this checkout's patch; reinstalling"
+    fi
+    log "tansu: installing $TANSU_VERSION with vendor/tansu-storage (about 15 minutes on 2 cores)"
+    rm -f "$TANSU_MARKER"
     # --locked: without it the crate does not compile. dynostore: without it the memory engine
-    # refuses to start. libsql: the SQLite engine the dev stack's shared pool uses.
-    cargo install tansu --version "$TANSU_VERSION" --locked --features "dynostore libsql postgres"
-    tansu_version_ok || { log "tansu $TANSU_VERSION still not on PATH after install"; exit 1; }
+    # refuses to start. libsql: the SQLite engine the dev stack's shared pool uses. --force: a
+    # stock tansu 0.6.0 counts as installed for cargo, which does not track the patch.
+    cargo install tansu --version "$TANSU_VERSION" --locked --force \
+        --features "dynostore libsql postgres" \
+        --config "patch.crates-io.tansu-storage.path=\"$TANSU_PATCH_DIR\""
+    command -v tansu >/dev/null 2>&1 || { log "tansu still not on PATH after install"; exit 1; }
+    tansu_marker_text >"$TANSU_MARKER"
+    tansu_ok || { log "tansu $TANSU_VERSION not found as installed after install"; exit 1; }
 }
 
 install_python() {

@@ -1,15 +1,19 @@
-"""The end-to-end suite's stack: one `tollgate dev` for the whole session, on free loopback
-ports, with its own data dir under /tmp, and fixtures that make tenants, clusters and tokens
-through the admin API.
+"""The end-to-end suite's stacks: one `tollgate dev` per test module, on free loopback ports,
+with its own data dir under /tmp, and fixtures that make tenants, clusters and tokens through
+the admin API.
+
+Each module gets its own stack so that a pool broker that crashes (or a gateway that breaks) in
+one module cannot fail every test after it. A stack costs about two seconds to start.
 
 Environment:
   TOLLGATE_BIN           the gateway binary (default: target/release/tollgate in the repo)
   TANSU_BIN              the tansu binary (default: `tansu` on PATH, else ~/.cargo/bin/tansu)
-  TOLLGATE_E2E_BROKERS   how many tansu brokers the stack starts (default 1)
+  TOLLGATE_E2E_BROKERS   how many tansu brokers each stack starts (default 1)
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -20,7 +24,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -30,14 +36,34 @@ REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 30.0
 
-# Set once the stack is up, so the terminal summary can show its logs when tests failed.
-_STACK: "Stack | None" = None
+# Stacks kept (with their data dirs) because a test using them failed or they did not stop
+# cleanly; the terminal summary prints their logs.
+_KEPT: list["Stack"] = []
+# Failed tests per module, to decide whether a module's stack is kept.
+_FAILED_IN: dict[str, int] = defaultdict(int)
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+def gateway_binary() -> str:
+    binary = os.environ.get("TOLLGATE_BIN", str(REPO / "target" / "release" / "tollgate"))
+    if not Path(binary).exists():
+        pytest.exit(f"gateway binary {binary} not found: cargo build --release -p tollgate-gateway",
+                    returncode=3)
+    return binary
 
 
 def find_tansu() -> str:
@@ -54,9 +80,29 @@ def find_tansu() -> str:
     pytest.exit("tansu not found: run scripts/install-deps.sh tansu", returncode=3)
 
 
+def tansu_patch_status(tansu: str) -> str:
+    """Whether `tansu` is the build scripts/install-deps.sh made with this checkout's
+    vendor/tansu-storage patched in (it leaves a marker beside the binary); a stock tansu 0.6.0
+    deletes every topic on DeleteTopics and fails DescribeGroups on the SQLite engine."""
+    path = Path(shutil.which(tansu) or tansu)
+    marker = path.parent / ".tansu-tollgate-patch"
+    if not marker.exists():
+        return "patch unknown (no install-deps marker beside it)"
+    patch_dir = REPO / "vendor" / "tansu-storage"
+    files = sorted((p for p in patch_dir.rglob("*") if p.is_file()),
+                   key=lambda p: os.fsencode("./" + str(p.relative_to(patch_dir))))
+    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(patch_dir)}\n"
+                      for p in files)
+    expected = (f"patch {hashlib.sha256(listing.encode()).hexdigest()}\n"
+                f"binary {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    if marker.read_text().strip() == expected:
+        return "patched with this checkout's vendor/tansu-storage"
+    return "NOT this checkout's patch (marker differs): run scripts/install-deps.sh tansu"
+
+
 def descendants(pid: int) -> list[tuple[int, str]]:
     """(pid, start time) of every process below `pid`, from /proc, so that the teardown can
-    tell whether `tollgate dev` left anything it started behind."""
+    tell whether a stack left anything it started behind."""
     parent_of: dict[int, int] = {}
     start_of: dict[int, str] = {}
     for entry in os.listdir("/proc"):
@@ -90,54 +136,56 @@ def still_running(pid: int, start: str) -> bool:
 
 
 class Stack:
-    """A running `tollgate dev`."""
+    """A `tollgate dev` (or `tollgate serve`) process: its ports, data dir and logs stay the
+    same across restarts, so a test can stop it and start it again on the same state."""
 
-    def __init__(self, binary: str, tansu: str, brokers: int):
+    def __init__(self, binary: str, *, mode: str = "dev", tansu: str | None = None, brokers: int = 1,
+                 pool_bootstrap: str | None = None, extra_args: tuple[str, ...] = (),
+                 admin_token: str | None = None, label: str | None = None):
+        self.label = label or f"tollgate {mode}"
         self.base = Path(tempfile.mkdtemp(prefix="tollgate-e2e-", dir="/tmp"))
         self.data_dir = self.base / "data"
         self.stdout_path = self.base / "stdout.log"
         self.stderr_path = self.base / "stderr.log"
-        self.kafka_port = free_port()
-        self.admin_port = free_port()
-        while self.admin_port == self.kafka_port:
-            self.admin_port = free_port()
+        self.kafka_port, self.admin_port = free_ports(2)
         self.bootstrap = f"127.0.0.1:{self.kafka_port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.admin_token = "e2e-admin-" + uuid.uuid4().hex
+        self.admin_token = admin_token or "e2e-admin-" + uuid.uuid4().hex
         self.argv = [
-            binary, "dev",
+            binary, mode,
             "--kafka-listen", self.bootstrap,
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(self.data_dir),
             "--admin-token", self.admin_token,
-            "--tansu", tansu,
-            "--brokers", str(brokers),
         ]
+        if mode == "dev":
+            assert tansu is not None
+            self.argv += ["--tansu", tansu, "--brokers", str(brokers)]
+        else:
+            assert pool_bootstrap is not None
+            self.argv += ["--pool-bootstrap", pool_bootstrap]
+        self.argv += list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.exit_codes: list[int | None] = []
+        self._out = self._err = None
+
+    # -- lifecycle --
+
+    def start(self) -> "Stack":
+        assert not self.alive(), "already running"
+        self._out = open(self.stdout_path, "ab")
+        self._err = open(self.stderr_path, "ab")
+        for f in (self._out, self._err):
+            f.write(f"===== start {len(self.exit_codes) + 1} at {time.strftime('%H:%M:%S')} =====\n".encode())
+            f.flush()
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
-        self._out = open(self.stdout_path, "wb")
-        self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=env, cwd=self.base)
+        return self
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def logs(self, max_lines: int = 200) -> str:
-        parts = [f"command: {' '.join(self.argv)}", f"exit code: {self.proc.poll()}"]
-        # The pool brokers' own logs, wherever under the data dir the gateway keeps them.
-        pool_logs = sorted(self.data_dir.rglob("*.log")) if self.data_dir.exists() else []
-        named = [("tollgate stdout", self.stdout_path), ("tollgate stderr", self.stderr_path)]
-        named += [(f"pool {p.relative_to(self.data_dir)}", p) for p in pool_logs]
-        for name, path in named:
-            try:
-                lines = path.read_text(errors="replace").splitlines()
-            except OSError as e:
-                lines = [f"<unreadable: {e}>"]
-            cut = f" (last {max_lines} of {len(lines)} lines)" if len(lines) > max_lines else ""
-            parts.append(f"----- {name}{cut} -----")
-            parts.extend(lines[-max_lines:])
-        return "\n".join(parts)
+        return self.proc is not None and self.proc.poll() is None
 
     def healthy(self) -> bool:
         try:
@@ -153,20 +201,28 @@ class Stack:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> "Stack":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError("tollgate dev exited during startup")
+                raise RuntimeError(f"{self.label} exited during startup\n{self.logs()}")
             if self.healthy():
-                return
+                return self
             time.sleep(0.2)
-        raise RuntimeError(f"tollgate dev not ready after {timeout}s (GET /healthz -> 200 and "
-                           f"a TCP accept on {self.bootstrap})")
+        raise RuntimeError(f"{self.label} not ready after {timeout}s (GET /healthz -> 200 and "
+                           f"a TCP accept on {self.bootstrap})\n{self.logs()}")
+
+    def _close_logs(self) -> None:
+        for f in (self._out, self._err):
+            if f is not None:
+                f.close()
+        self._out = self._err = None
 
     def stop(self) -> tuple[int | None, list[tuple[int, str]]]:
         """SIGTERM, wait; returns the exit code (None if it did not exit) and the processes it
         had started that are still running afterwards."""
+        if self.proc is None:
+            return 0, []
         children = descendants(self.proc.pid) if self.alive() else []
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
@@ -179,10 +235,24 @@ class Stack:
         while left and time.monotonic() < deadline:
             time.sleep(0.2)
             left = [c for c in left if still_running(*c)]
+        self.exit_codes.append(code)
+        if code is not None:
+            self._close_logs()
         return code, left
 
+    def kill(self) -> list[tuple[int, str]]:
+        """SIGKILL the gateway and then everything it had started (a crash of the whole host
+        process tree); returns what was killed below it."""
+        assert self.alive()
+        children = descendants(self.proc.pid)
+        self.proc.kill()
+        self.exit_codes.append(self.proc.wait())
+        self.kill_leftovers(children)
+        self._close_logs()
+        return children
+
     def kill_leftovers(self, leftovers: list[tuple[int, str]]) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         for pid, start in leftovers:
@@ -191,82 +261,155 @@ class Stack:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        deadline = time.monotonic() + 10
+        while any(still_running(*c) for c in leftovers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._close_logs()
 
-    def close_logs(self) -> None:
-        self._out.close()
-        self._err.close()
+    def finish(self, keep: bool) -> list[str]:
+        """Stops the stack if it runs and checks the stop was clean: exit 0 (or 143) on SIGTERM
+        within SHUTDOWN_TIMEOUT, nothing it started left running. Returns what was wrong.
+        Removes the data dir unless `keep` or something was wrong."""
+        problems = []
+        if self.alive():
+            code, left = self.stop()
+            if code is None or left:
+                self.kill_leftovers(left)
+            if code is None:
+                problems.append(f"{self.label} did not exit within {SHUTDOWN_TIMEOUT}s of SIGTERM")
+            # A clean stop exits 0 (or 128+15 by convention); a negative code means SIGTERM
+            # killed it outright, so nothing was flushed.
+            elif code not in (0, 128 + signal.SIGTERM):
+                problems.append(f"{self.label} exited with {code} on SIGTERM")
+            if left:
+                problems.append(f"processes started by {self.label} still running after it exited: {left}")
+        self._close_logs()
+        if keep or problems:
+            _KEPT.append(self)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
+        return problems
+
+    # -- diagnostics --
+
+    def logs(self, max_lines: int = 200) -> str:
+        parts = [f"[{self.label}] command: {' '.join(self.argv)}",
+                 f"exit codes so far: {self.exit_codes}, running: {self.alive()}"]
+        # The pool brokers' own logs, wherever under the data dir the gateway keeps them.
+        pool_logs = sorted(self.data_dir.rglob("*.log")) if self.data_dir.exists() else []
+        named = [("stdout", self.stdout_path), ("stderr", self.stderr_path)]
+        named += [(f"pool {p.relative_to(self.data_dir)}", p) for p in pool_logs]
+        for name, path in named:
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError as e:
+                lines = [f"<unreadable: {e}>"]
+            cut = f" (last {max_lines} of {len(lines)} lines)" if len(lines) > max_lines else ""
+            parts.append(f"----- {self.label} {name}{cut} -----")
+            parts.extend(lines[-max_lines:])
+        return "\n".join(parts)
 
 
-@pytest.fixture(scope="session")
-def stack(request) -> Stack:
-    global _STACK
-    binary = os.environ.get("TOLLGATE_BIN", str(REPO / "target" / "release" / "tollgate"))
-    if not Path(binary).exists():
-        pytest.exit(f"gateway binary {binary} not found: cargo build --release -p tollgate-gateway",
-                    returncode=3)
-    tansu = find_tansu()
-    brokers = int(os.environ.get("TOLLGATE_E2E_BROKERS", "1"))
-    s = Stack(binary, tansu, brokers)
-    _STACK = s
+def start_dev_stack(extra_args: tuple[str, ...] = (), label: str | None = None) -> Stack:
+    s = Stack(gateway_binary(), mode="dev", tansu=find_tansu(),
+              brokers=int(os.environ.get("TOLLGATE_E2E_BROKERS", "1")), extra_args=extra_args,
+              label=label)
+    s.start()
     try:
-        s.wait_ready(STARTUP_TIMEOUT)
+        s.wait_ready()
     except RuntimeError as e:
-        code, left = s.stop()
-        s.kill_leftovers(left)
-        s.close_logs()
-        pytest.fail(f"{e}\n{s.logs()}", pytrace=False)
+        s.finish(keep=True)
+        pytest.fail(str(e), pytrace=False)
+    return s
 
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        _FAILED_IN[item.nodeid.split("::")[0]] += 1
+    return report
+
+
+@pytest.fixture(scope="module")
+def stack(request) -> Stack:
+    """This module's `tollgate dev`, with the module's `STACK_ARGS` (a tuple of extra
+    arguments) if it has any; stopped at the end of the module, which must be clean."""
+    s = start_dev_stack(tuple(getattr(request.module, "STACK_ARGS", ())),
+                        label=f"tollgate dev for {request.module.__name__}")
     yield s
-
-    code, left = s.stop()
-    s.close_logs()
-    if code is None or left:
-        s.kill_leftovers(left)
-    assert code is not None, f"tollgate dev did not exit within {SHUTDOWN_TIMEOUT}s of SIGTERM\n{s.logs()}"
-    # A clean stop exits 0 (or 128+15 by convention); a negative code means SIGTERM killed it
-    # outright, so nothing was flushed.
-    assert code in (0, 128 + signal.SIGTERM), f"tollgate dev exited with {code} on SIGTERM\n{s.logs()}"
-    assert not left, f"processes started by tollgate dev still running after it exited: {left}"
-    if request.session.testsfailed == 0:
-        shutil.rmtree(s.base, ignore_errors=True)
+    problems = s.finish(keep=_FAILED_IN[request.node.nodeid.split("::")[0]] > 0)
+    assert not problems, "\n".join(problems) + "\n" + s.logs()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def stack_factory(request) -> Callable[..., Stack]:
+    """Factory for tests that need stacks of their own (restarts, other flags):
+    stack_factory(extra_args=(), label=None) -> a started, ready `tollgate dev`. Each is
+    stopped at the end of the test with the same checks as the module stack."""
+    made: list[Stack] = []
+
+    def make(extra_args: tuple[str, ...] = (), label: str | None = None) -> Stack:
+        s = start_dev_stack(extra_args, label or f"tollgate dev for {request.node.name}")
+        made.append(s)
+        return s
+
+    yield make
+    problems = []
+    for s in made:
+        problems += s.finish(keep=_FAILED_IN[request.node.nodeid.split("::")[0]] > 0)
+    assert not problems, "\n".join(problems) + "\n" + "\n".join(s.logs() for s in made)
+
+
+@pytest.fixture(scope="module")
 def admin(stack: Stack) -> Admin:
     return Admin(stack.admin_url, stack.admin_token)
 
 
+def make_tenant(stack: Stack, admin: Admin, actions: list[str] | None = None, ttl_seconds: int = 3600,
+                principal: str = "e2e-svc", **cluster_fields) -> TenantCluster:
+    tenant = unique("t", 12)
+    admin.create_tenant(tenant, f"E2E tenant {tenant}")
+    cluster = admin.create_cluster(tenant, unique("c", 8), **cluster_fields)
+    tok = admin.create_token(cluster["id"], principal, policy(tenant, cluster["name"], actions), ttl_seconds)
+    return TenantCluster(tenant=tenant, cluster=cluster, token=tok["token"], expires_at=tok["expires_at"],
+                         bootstrap=stack.bootstrap)
+
+
 @pytest.fixture
 def new_tenant(stack: Stack, admin: Admin):
-    """Factory: new_tenant(actions=None, ttl_seconds=3600) -> TenantCluster, a fresh tenant
-    with one cluster and a token whose policy allows `actions` (default: support.FULL_ACTIONS)
-    on that cluster's resources."""
+    """Factory: new_tenant(actions=None, ttl_seconds=3600, principal="e2e-svc") ->
+    TenantCluster, a fresh tenant with one cluster and a token whose policy allows `actions`
+    (default: support.FULL_ACTIONS) on that cluster's resources."""
 
-    def make(actions: list[str] | None = None, ttl_seconds: int = 3600, **cluster_fields) -> TenantCluster:
-        tenant = unique("t", 12)
-        admin.create_tenant(tenant, f"E2E tenant {tenant}")
-        cluster = admin.create_cluster(tenant, unique("c", 8), **cluster_fields)
-        tok = admin.create_token(cluster["id"], "e2e-svc", policy(tenant, cluster["name"], actions),
-                                 ttl_seconds)
-        return TenantCluster(tenant=tenant, cluster=cluster, token=tok["token"],
-                             expires_at=tok["expires_at"], bootstrap=stack.bootstrap)
+    def make(actions: list[str] | None = None, ttl_seconds: int = 3600, **kw) -> TenantCluster:
+        return make_tenant(stack, admin, actions, ttl_seconds, **kw)
 
     return make
 
 
 @pytest.fixture
 def mint_token(admin: Admin):
-    """mint_token(tc, actions, ttl_seconds=3600) -> JWT: another token for an existing cluster."""
+    """mint_token(tc, actions, ttl_seconds=3600, principal=None) -> JWT: another token for an
+    existing cluster."""
 
-    def mint(tc: TenantCluster, actions: list[str] | None = None, ttl_seconds: int = 3600) -> str:
-        return admin.create_token(tc.cluster_id, unique("p-", 6), policy(tc.tenant, tc.cluster_name, actions),
-                                  ttl_seconds)["token"]
+    def mint(tc: TenantCluster, actions: list[str] | None = None, ttl_seconds: int = 3600,
+             principal: str | None = None) -> str:
+        return admin.create_token(tc.cluster_id, principal or unique("p-", 6),
+                                  policy(tc.tenant, tc.cluster_name, actions), ttl_seconds)["token"]
 
     return mint
 
 
+def pytest_report_header(config):
+    tansu = os.environ.get("TANSU_BIN") or shutil.which("tansu") or "(not found)"
+    status = tansu_patch_status(tansu) if tansu != "(not found)" else ""
+    binary = os.environ.get("TOLLGATE_BIN", str(REPO / "target" / "release" / "tollgate"))
+    return [f"tollgate: {binary}", f"tansu: {tansu} ({status})"]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _STACK is not None and (terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")):
-        terminalreporter.section("tollgate dev logs")
-        terminalreporter.write_line(f"(kept in {_STACK.base})")
-        terminalreporter.write_line(_STACK.logs())
+    for s in _KEPT:
+        terminalreporter.section(f"{s.label} logs")
+        terminalreporter.write_line(f"(kept in {s.base})")
+        terminalreporter.write_line(s.logs())

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -394,3 +395,135 @@ def assert_cannot_connect(conn: Conn, mechanism: str = "OAUTHBEARER", timeout: f
         assert md is None, f"a client with a bad token got metadata: topics {list(md.topics)}"
     finally:
         consumer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A raw Kafka client, for exact byte counts: what a Fetch response really carried
+
+
+def _kstring(s: str | bytes | None) -> bytes:
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack(">h", len(b)) + b
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at `pos`: (value, next position)."""
+    shift = z = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        z |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+
+
+def split_batches(records: bytes) -> list[bytes]:
+    """The complete record batches in a Fetch response's `records` (a trailing partial batch,
+    which brokers may send, is left out)."""
+    out, pos = [], 0
+    while pos + 12 <= len(records):
+        (length,) = struct.unpack_from(">i", records, pos + 8)
+        if pos + 12 + length > len(records):
+            break
+        out.append(records[pos:pos + 12 + length])
+        pos += 12 + length
+    return out
+
+
+def batch_records(batch: bytes) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of every record of an uncompressed v2 batch."""
+    base_offset, _, _, magic = struct.unpack_from(">qiib", batch, 0)
+    assert magic == 2, f"batch magic {magic}"
+    (attributes,) = struct.unpack_from(">h", batch, 21)
+    assert attributes & 0x07 == 0, f"compressed batch (attributes {attributes:#x})"
+    (count,) = struct.unpack_from(">i", batch, 57)
+    pos, out = 61, []
+    for _ in range(count):
+        length, pos = _read_varint(batch, pos)
+        end = pos + length
+        pos += 1  # attributes
+        _, pos = _read_varint(batch, pos)  # timestampDelta
+        offset_delta, pos = _read_varint(batch, pos)
+        fields = []
+        for _ in range(2):
+            n, pos = _read_varint(batch, pos)
+            fields.append(None if n < 0 else batch[pos:pos + n])
+            pos += max(n, 0)
+        out.append((base_offset + offset_delta, fields[0], fields[1]))
+        pos = end
+    return out
+
+
+class RawKafka:
+    """One connection to the gateway, authenticated with SASL PLAIN (the token as password),
+    speaking a few hand-encoded requests."""
+
+    def __init__(self, bootstrap: str, token: str, timeout: float = 30):
+        import socket
+
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.correlation = 0
+        mechanisms = self.request(17, 1, _kstring("PLAIN"))  # SaslHandshake v1
+        assert struct.unpack_from(">h", mechanisms)[0] == 0, f"SaslHandshake error: {mechanisms!r}"
+        auth = b"\0tollgate-e2e\0" + token.encode()
+        answer = self.request(36, 1, struct.pack(">i", len(auth)) + auth)  # SaslAuthenticate v1
+        (error,) = struct.unpack_from(">h", answer)
+        assert error == 0, f"SaslAuthenticate error {error}: {answer!r}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _recv(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed by the gateway")
+            buf += chunk
+        return bytes(buf)
+
+    def request(self, api_key: int, version: int, body: bytes) -> bytes:
+        """Sends a request with a v1 header; returns the response after its correlation id."""
+        self.correlation += 1
+        payload = struct.pack(">hhi", api_key, version, self.correlation) + _kstring("tollgate-e2e") + body
+        self.sock.sendall(struct.pack(">i", len(payload)) + payload)
+        (n,) = struct.unpack(">i", self._recv(4))
+        data = self._recv(n)
+        (correlation,) = struct.unpack_from(">i", data)
+        assert correlation == self.correlation, (correlation, self.correlation)
+        return data[4:]
+
+    def fetch(self, topic: str, partition: int, offset: int, max_bytes: int = 16 * 1024 * 1024,
+              max_wait_ms: int = 200) -> tuple[int, int, bytes]:
+        """Fetch v4 of one partition: (error code, high watermark, records bytes)."""
+        body = struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0)
+        body += struct.pack(">i", 1) + _kstring(topic)
+        body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, max_bytes)
+        data = self.request(1, 4, body)
+        pos = 4  # throttle_time_ms
+        (topics,) = struct.unpack_from(">i", data, pos)
+        pos += 4
+        assert topics == 1, f"Fetch answered {topics} topics"
+        (n,) = struct.unpack_from(">h", data, pos)
+        pos += 2 + n
+        (partitions,) = struct.unpack_from(">i", data, pos)
+        pos += 4
+        assert partitions == 1, f"Fetch answered {partitions} partitions"
+        index, error, high, _lso = struct.unpack_from(">ihqq", data, pos)
+        pos += 22
+        (aborted,) = struct.unpack_from(">i", data, pos)
+        pos += 4 + 16 * max(aborted, 0)
+        (length,) = struct.unpack_from(">i", data, pos)
+        pos += 4
+        assert index == partition
+        return error, high, data[pos:pos + max(length, 0)]
