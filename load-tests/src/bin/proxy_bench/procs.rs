@@ -1,0 +1,206 @@
+//! The processes the benchmark starts (the gateway, tansu) and what it reads about them: CPU
+//! time from `/proc/<pid>/stat`, liveness, the tail of their logs.
+//!
+//! Every child is registered so that the watchdog can kill it when the run overstays its hard
+//! limit; otherwise a [`Child`] is killed and reaped when dropped.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Pids of the children still running, for the watchdog.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// A child process that is killed when dropped.
+pub struct Child {
+    name: String,
+    inner: std::process::Child,
+    log: PathBuf,
+}
+
+impl Child {
+    /// Starts `program args` with stdout and stderr sent to `log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Result<Child> {
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let inner = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        RUNNING.lock().expect("poisoned").push(inner.id());
+        Ok(Child {
+            name: name.to_owned(),
+            inner,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// `Some(description)` when the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.inner.try_wait() {
+            Ok(Some(status)) => Some(format!("{} exited ({status})", self.name)),
+            Ok(None) => None,
+            Err(e) => Some(format!("{}: {e}", self.name)),
+        }
+    }
+
+    /// The last `lines` lines of the process's output.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        strip_ansi(&all[all.len().saturating_sub(lines)..].join("\n"))
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// User plus system CPU seconds the process (all its threads) has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// Waits until something accepts TCP connections on `addr`, failing early if the process
+    /// exits.
+    pub fn wait_listening(&mut self, addr: SocketAddr, deadline: Instant) -> Result<()> {
+        while Instant::now() < deadline {
+            if let Some(exit) = self.exited() {
+                bail!("{exit} before listening on {addr}:\n{}", self.log_tail(20));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "{} did not listen on {addr} in time:\n{}",
+            self.name,
+            self.log_tail(20)
+        )
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let pid = self.inner.id();
+        let _ = self.inner.kill();
+        let _ = self.inner.wait();
+        RUNNING.lock().expect("poisoned").retain(|p| *p != pid);
+    }
+}
+
+/// `text` without terminal colour sequences (ESC [ ... letter).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Kills the children still registered (SIGKILL through `kill(1)`, by pid), for the watchdog.
+pub fn kill_all_children() {
+    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
+
+/// Kernel clock ticks per second, as `/proc/<pid>/stat` counts them.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime of a `/proc/.../stat` file, in seconds.
+pub fn cpu_seconds(stat_path: &str) -> Result<f64> {
+    let stat =
+        std::fs::read_to_string(stat_path).with_context(|| format!("reading {stat_path}"))?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .with_context(|| format!("field {i} of {stat_path}"))
+    };
+    Ok((ticks(14)? + ticks(15)?) / clock_ticks())
+}
+
+/// CPU seconds of this process: the benchmark's clients and, for the mock pool, the pool.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds("/proc/self/stat").unwrap_or(f64::NAN)
+}
+
+/// A loopback address nothing listens on right now.
+pub fn free_addr() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
+}
+
+/// Finds `program` as given (a path) or on PATH.
+pub fn resolve(program: &str) -> Option<PathBuf> {
+    let p = Path::new(program);
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|c| c.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colours() {
+        assert_eq!(super::strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
+    }
+
+    #[test]
+    fn reads_own_cpu() {
+        assert!(super::own_cpu_seconds() >= 0.0);
+    }
+}
