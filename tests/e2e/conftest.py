@@ -166,7 +166,8 @@ class Stack:
             self.argv += ["--pool-bootstrap", pool_bootstrap]
         self.argv += list(extra_args)
         self.proc: subprocess.Popen | None = None
-        self.exit_codes: list[int | None] = []
+        self.exit_codes: list[int | None] = []  # one per stop or kill by the suite
+        self.starts = 0
         self._out = self._err = None
 
     # -- lifecycle --
@@ -176,12 +177,13 @@ class Stack:
         self._out = open(self.stdout_path, "ab")
         self._err = open(self.stderr_path, "ab")
         for f in (self._out, self._err):
-            f.write(f"===== start {len(self.exit_codes) + 1} at {time.strftime('%H:%M:%S')} =====\n".encode())
+            f.write(f"===== start {self.starts + 1} at {time.strftime('%H:%M:%S')} =====\n".encode())
             f.flush()
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=self._err, env=env, cwd=self.base)
+        self.starts += 1
         return self
 
     def alive(self) -> bool:
@@ -271,6 +273,16 @@ class Stack:
         within SHUTDOWN_TIMEOUT, nothing it started left running. Returns what was wrong.
         Removes the data dir unless `keep` or something was wrong."""
         problems = []
+        if self.proc is not None and not self.alive() and len(self.exit_codes) < self.starts:
+            # Nobody here stopped it: it crashed, or something outside the suite signalled it.
+            self.exit_codes.append(self.proc.returncode)
+            problems.append(f"{self.label} exited on its own (exit code {self.proc.returncode}) while in use")
+        # A pool broker that panicked (tansu keeps running with its storage task gone) fails
+        # every later request: say so, rather than leave it to the next test's timeouts.
+        for log in sorted(self.data_dir.rglob("broker-*.log")) if self.data_dir.exists() else []:
+            panics = [line for line in log.read_text(errors="replace").splitlines() if "panicked at" in line]
+            if panics:
+                problems.append(f"pool broker {log.name} panicked: {panics[0]}")
         if self.alive():
             code, left = self.stop()
             if code is None or left:
@@ -294,7 +306,8 @@ class Stack:
 
     def logs(self, max_lines: int = 200) -> str:
         parts = [f"[{self.label}] command: {' '.join(self.argv)}",
-                 f"exit codes so far: {self.exit_codes}, running: {self.alive()}"]
+                 f"starts: {self.starts}, exit codes when stopped by the suite: {self.exit_codes}, "
+                 f"running: {self.alive()}, last exit code: {None if self.proc is None else self.proc.poll()}"]
         # The pool brokers' own logs, wherever under the data dir the gateway keeps them.
         pool_logs = sorted(self.data_dir.rglob("*.log")) if self.data_dir.exists() else []
         named = [("stdout", self.stdout_path), ("stderr", self.stderr_path)]

@@ -13,7 +13,7 @@ import json
 import subprocess
 import time
 
-from support import Conn, wait_until
+from support import FETCH_DRAIN_SECONDS, Conn, let_pending_fetches_finish, wait_until
 
 N = 200
 PARTITIONS = 3
@@ -125,6 +125,7 @@ def flow_confluent(conn: Conn, topic: str, group: str, tag: str, mechanism: str 
     assert sum(by_partition.values()) == N, res.topic_partitions
 
     # Delete the topic.
+    let_pending_fetches_finish()
     admin.delete_topics([topic], operation_timeout=30, request_timeout=60)[topic].result(timeout=60)
     wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 30, f"{topic} to disappear")
 
@@ -216,6 +217,7 @@ def flow_kafka_python(conn: Conn, topic: str, group: str, tag: str) -> None:
         assert {tp.topic for tp in offsets} == {topic}, offsets
         assert sum(o.offset for o in offsets.values()) == N
 
+        let_pending_fetches_finish()
         admin.delete_topics([topic])
         wait_until(lambda: topic not in admin.list_topics(), 30, f"{topic} to disappear")
 
@@ -304,6 +306,7 @@ async def flow_aiokafka(conn: Conn, topic: str, group: str, tag: str) -> None:
         assert {tp.topic for tp in offsets} == {topic}, offsets
         assert sum(o.offset for o in offsets.values()) == N
 
+        await asyncio.sleep(FETCH_DRAIN_SECONDS)  # see support.FETCH_DRAIN_SECONDS
         await admin.delete_topics([topic])
 
         async def gone():
@@ -401,6 +404,7 @@ def flow_kcat(conn: Conn, topic: str, group: str, tag: str) -> None:
     assert topic in names
     check_no_internal_names(names, "kcat -L")
 
+    let_pending_fetches_finish()
     admin.delete_topics([topic], operation_timeout=30, request_timeout=60)[topic].result(timeout=60)
     wait_until(lambda: topic not in admin.list_topics(timeout=10).topics, 30, f"{topic} to disappear")
 

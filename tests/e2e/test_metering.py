@@ -30,8 +30,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from conftest import Stack, free_port, gateway_binary, make_tenant
-from support import (Admin, Conn, RawKafka, TenantCluster, batch_records, create_topic, split_batches, unique,
-                     wait_until)
+from support import (Admin, Conn, RawKafka, TenantCluster, batch_records, create_topic, let_pending_fetches_finish,
+                     split_batches, unique, wait_until)
 
 # The gateway flushes counted usage this often (`--flush-interval-ms`, default 1000); the
 # module's stack is started with it explicitly so the tolerances below are tied to it.
@@ -685,6 +685,7 @@ def test_billing_report_matches_usage_exactly(new_tenant, admin):
     consume_all(tc.conn(), "billed", 2, len(varied_records("bill", 2)))
     wait_until(lambda: totals(get_usage(admin, tc))["bytes_out"] > 0, 20, "bytes_out to be counted")
     # Deleting the clusters stops their metering, so usage and report see the same numbers.
+    let_pending_fetches_finish()
     admin.delete_cluster(tc.cluster_id)
     admin.delete_cluster(second["id"])
     time.sleep(3 * FLUSH_INTERVAL)
