@@ -352,6 +352,32 @@ impl Report {
                 }
             }
         }
+        let _ = writeln!(
+            out,
+            "\nrequest round trips seen by the client (librdkafka statistics):\n{:<6} {:<20} {:>26} {:>26}",
+            "pool", "path", "produce avg/p99 ms, reqs", "consume avg/p99 ms, reqs"
+        );
+        for pool in self.pools.iter().filter(|p| p.skipped.is_none()) {
+            for p in pool.paths.iter().filter(|p| p.status != "not supported") {
+                let rtt = |t: Option<&Phase<Throughput>>| match t
+                    .and_then(|t| t.result.client_stats.as_ref())
+                {
+                    Some(c) => format!(
+                        "{:.2}/{:.2}, {}",
+                        c.rtt_avg_ms, c.rtt_p99_max_ms, c.requests
+                    ),
+                    None => "-".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<20} {:>26} {:>26}",
+                    pool.pool,
+                    p.path.name(),
+                    rtt(p.produce.as_ref()),
+                    rtt(p.consume.as_ref()),
+                );
+            }
+        }
         let _ = writeln!(out);
         for pool in &self.pools {
             let Some(sm) = &pool.summary else { continue };

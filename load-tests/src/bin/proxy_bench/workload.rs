@@ -35,7 +35,8 @@ impl Endpoint {
     fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
-            .set("client.id", "proxy-bench");
+            .set("client.id", "proxy-bench")
+            .set("statistics.interval.ms", STATS_INTERVAL_MS);
         if let Ok(debug) = std::env::var("TOLLGATE_BENCH_CLIENT_DEBUG") {
             // librdkafka's debug contexts (e.g. "broker,fetch,cgrp"); its log goes to stderr.
             c.set("debug", debug);
@@ -62,6 +63,94 @@ impl Endpoint {
     }
 }
 
+/// How often librdkafka reports its statistics (request round trips, request counts).
+const STATS_INTERVAL_MS: &str = "500";
+
+/// What librdkafka saw of the broker it talked to (the pool, or the gateway), from its
+/// statistics, sampled every 500 ms while the client ran.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct ClientStats {
+    /// Mean request round trip (request sent to response received), over the samples.
+    pub rtt_avg_ms: f64,
+    /// The highest per-sample p99 round trip.
+    pub rtt_p99_max_ms: f64,
+    /// Round trips sampled.
+    pub rtt_count: i64,
+    /// Produce or Fetch requests sent, as of the last sample.
+    pub requests: i64,
+    /// Bytes sent and received on broker connections, as of the last sample.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+}
+
+/// The few fields of librdkafka's statistics JSON the benchmark keeps.
+#[derive(serde::Deserialize)]
+struct RawStats {
+    #[serde(default)]
+    brokers: std::collections::HashMap<String, RawBroker>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawBroker {
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    req: std::collections::HashMap<String, i64>,
+    #[serde(default)]
+    txbytes: u64,
+    #[serde(default)]
+    rxbytes: u64,
+    rtt: Option<RawWindow>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawWindow {
+    avg: i64,
+    p99: i64,
+    cnt: i64,
+}
+
+#[derive(Default)]
+struct StatsAcc {
+    rtt_sum_us: f64,
+    rtt_count: i64,
+    rtt_p99_max_us: i64,
+    produce: i64,
+    fetch: i64,
+    tx_bytes: u64,
+    rx_bytes: u64,
+}
+
+impl StatsAcc {
+    fn add(&mut self, raw: RawStats) {
+        let (mut produce, mut fetch, mut tx, mut rx) = (0, 0, 0, 0);
+        // "logical" entries (the group coordinator handle) duplicate a real broker's traffic.
+        for b in raw.brokers.values().filter(|b| b.source != "logical") {
+            if let Some(w) = b.rtt.as_ref().filter(|w| w.cnt > 0) {
+                self.rtt_sum_us += (w.avg * w.cnt) as f64;
+                self.rtt_count += w.cnt;
+                self.rtt_p99_max_us = self.rtt_p99_max_us.max(w.p99);
+            }
+            produce += b.req.get("Produce").copied().unwrap_or(0);
+            fetch += b.req.get("Fetch").copied().unwrap_or(0);
+            tx += b.txbytes;
+            rx += b.rxbytes;
+        }
+        (self.produce, self.fetch, self.tx_bytes, self.rx_bytes) = (produce, fetch, tx, rx);
+    }
+
+    fn report(&self, fetch: bool) -> Option<ClientStats> {
+        (self.rtt_count > 0).then(|| ClientStats {
+            rtt_avg_ms: self.rtt_sum_us / self.rtt_count as f64 / 1e3,
+            rtt_p99_max_ms: self.rtt_p99_max_us as f64 / 1e3,
+            rtt_count: self.rtt_count,
+            requests: if fetch { self.fetch } else { self.produce },
+            tx_bytes: self.tx_bytes,
+            rx_bytes: self.rx_bytes,
+        })
+    }
+}
+
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct Throughput {
     pub messages: u64,
@@ -78,6 +167,8 @@ pub struct Throughput {
     pub client_errors: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_error_samples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_stats: Option<ClientStats>,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -94,6 +185,8 @@ pub struct Latency {
     pub client_errors: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_error_samples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_stats: Option<ClientStats>,
 }
 
 /// Delivery reports and client errors, shared with librdkafka's threads.
@@ -106,6 +199,7 @@ struct Ctx {
     first_failure: Mutex<Option<String>>,
     errors: AtomicU64,
     error_samples: Mutex<Vec<String>>,
+    stats: Mutex<StatsAcc>,
 }
 
 impl Ctx {
@@ -118,6 +212,7 @@ impl Ctx {
             first_failure: Mutex::default(),
             errors: AtomicU64::new(0),
             error_samples: Mutex::default(),
+            stats: Mutex::default(),
         }
     }
 
@@ -131,6 +226,11 @@ impl Ctx {
         self.failed.store(0, Ordering::SeqCst);
         self.errors.store(0, Ordering::SeqCst);
         self.error_samples.lock().expect("poisoned").clear();
+        *self.stats.lock().expect("poisoned") = StatsAcc::default();
+    }
+
+    fn client_stats(&self, fetch: bool) -> Option<ClientStats> {
+        self.stats.lock().expect("poisoned").report(fetch)
     }
 
     fn errors(&self) -> (u64, Vec<String>) {
@@ -156,6 +256,12 @@ impl Ctx {
 }
 
 impl ClientContext for Ctx {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(raw) = serde_json::from_slice::<RawStats>(statistics) {
+            self.stats.lock().expect("poisoned").add(raw);
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut samples = self.error_samples.lock().expect("poisoned");
@@ -336,6 +442,7 @@ pub fn produce(
         first_record_after_s: None,
         client_errors,
         client_error_samples,
+        client_stats: p.context().client_stats(false),
     })
 }
 
@@ -392,6 +499,7 @@ pub fn consume(
         first_record_after_s: Some((first - subscribed).as_secs_f64()),
         client_errors,
         client_error_samples,
+        client_stats: c.context().client_stats(true),
     })
 }
 
@@ -460,6 +568,7 @@ pub fn latency(
         max_ms: lat.last().map_or(f64::NAN, |&m| f64::from(m) / 1e3),
         client_errors,
         client_error_samples,
+        client_stats: p.context().client_stats(false),
     })
 }
 
