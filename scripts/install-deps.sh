@@ -42,6 +42,7 @@ TANSU_PATCH_DIR="$PWD/vendor/tansu-storage"
 TANSU_MARKER="${CARGO_HOME:-$HOME/.cargo}/bin/.tansu-tollgate-patch"
 
 tansu_patch_hash() {
+    [ -d "$TANSU_PATCH_DIR" ] || { log "$TANSU_PATCH_DIR is missing: it is part of the checkout"; exit 1; }
     # Every file of the patched crate, by relative path, in a fixed order.
     (cd "$TANSU_PATCH_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
         | sha256sum | cut -d' ' -f1
