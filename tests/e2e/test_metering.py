@@ -18,7 +18,9 @@ import calendar
 import csv
 import io
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -313,63 +315,6 @@ def test_bytes_are_attributed_to_principals(new_tenant, mint_token, admin):
 
 
 # --------------------------------------------------------------------------------------------
-# Time-based dimensions
-
-
-@pytest.fixture(scope="module")
-def aged_cluster(stack, admin):
-    """A cluster made when the module starts, with a 3-partition topic, so that by the time
-    the seconds test runs it has lived long enough for tolerances to be small in comparison."""
-    tc = make_tenant(stack, admin)
-    t0 = time.time()
-    create_topic(tc.conn(), "aged", partitions=3)
-    t1 = time.time()
-    return tc, 3, t0, t1
-
-
-def test_cluster_and_partition_seconds_follow_the_clock(aged_cluster, admin):
-    tc, partitions, topic_t0, topic_t1 = aged_cluster
-    # created_at is whole seconds (the gateway's clock, truncated); the cluster existed from
-    # some instant in [created, created + 1).
-    created = parse_rfc3339(tc.cluster["created_at"])
-    assert created == int(created), tc.cluster["created_at"]
-    min_age = 30.0
-    time.sleep(max(0.0, topic_t1 + min_age - time.time()))
-
-    def check() -> bool:
-        before = time.time()
-        body = get_usage(admin, tc)
-        after = time.time()
-        u = totals(body)
-        cs, ps = u["cluster_seconds"], u["partition_seconds"]
-        # The usage is accrued up to the last flush, in whole seconds from `created`: at most
-        # the whole seconds since creation by the time the answer came back...
-        assert cs <= int(after) - created, f"cluster_seconds {cs} > {int(after) - created} s since creation"
-        # ... and at least those up to one flush interval (plus one second of truncation at
-        # each end) before the request. Retried below: a flush may be late on a busy machine.
-        if cs < int(before) - created - FLUSH_INTERVAL - 1:
-            return False
-        # The rows of each hour hold at most that hour's seconds.
-        for row in body["hours"]:
-            assert row["cluster_seconds"] <= 3600, row
-        # Partition-seconds: `partitions` from the topic's creation to the same flush, i.e.
-        # partitions x (cs - (topic creation - cluster creation)). Tolerance:
-        # - fewer by up to partitions x (RECONCILE_EVERY + one flush interval + 1 s): the
-        #   gateway learns the new count from the pool at the latest at its next periodic
-        #   reconciliation, and accrues it from the next flush on;
-        # - more by up to partitions x (one flush interval + 1 s): the flush interval in which
-        #   the topic appeared is accrued whole at the new count.
-        lo = partitions * (cs - (topic_t1 - created) - RECONCILE_EVERY - FLUSH_INTERVAL - 1)
-        hi = partitions * (cs - (topic_t0 - created) + FLUSH_INTERVAL + 1)
-        assert lo <= ps <= hi, (f"partition_seconds {ps} not in [{lo:.1f}, {hi:.1f}] for {partitions} "
-                                f"partitions, topic created {topic_t0 - created:.1f}-{topic_t1 - created:.1f} s "
-                                f"after the cluster, cluster_seconds {cs}")
-        return True
-
-    wait_until(check, 10, "cluster_seconds to be within a flush interval of the test's clock", interval=0.5)
-
-
-# --------------------------------------------------------------------------------------------
 # Stopping mid-traffic
 
 
@@ -532,7 +477,7 @@ def test_kill_9_loses_at_most_the_last_flush(stack_factory):
 
 @pytest.fixture
 def redis_server():
-    binary = shutil_which("redis-server")
+    binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server not found: run scripts/install-deps.sh apt", pytrace=False)
     port = free_port()
@@ -541,7 +486,6 @@ def redis_server():
     try:
         def up():
             try:
-                import socket
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
                     c.sendall(b"PING\r\n")
                     return c.recv(16).startswith(b"+PONG")
@@ -559,11 +503,6 @@ def redis_server():
             proc.wait()
 
 
-def shutil_which(name: str) -> str | None:
-    import shutil
-    return shutil.which(name)
-
-
 def pool_broker(dev: Stack) -> str:
     """The address of the (single) tansu broker a `tollgate dev` started: its log is named
     broker-<port>.log under the data dir."""
@@ -579,6 +518,11 @@ def pool_broker(dev: Stack) -> str:
     "another sharing the same Redis, and its tokens are refused there. Several gateways need "
     "the admin store and the signing key (or a JWKS) shared, e.g. in the same Redis as usage."))
 def test_two_gateways_sharing_redis_add_up(stack_factory, redis_server):
+    """Two `tollgate serve` with their own data dirs, one Redis and one pool: a cluster made
+    through A is served by B too, and produce through both adds up exactly in the usage either
+    reports. (Checked by hand: with A's admin.redb and token-signing.key copied into B's data
+    dir before B starts, the usage does add up exactly through both; a cluster created after B
+    started stays unknown to B, which loads clusters only at startup.)"""
     pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
     token = "e2e-admin-" + unique("", 16)
     gateways: list[Stack] = []
@@ -783,3 +727,64 @@ def test_billing_report_periods_and_errors(new_tenant, admin):
     # Without the admin token: refused.
     status, body = admin.request("GET", f"/v1/billing/report?tenant={tc.tenant}&from={frm}&to={to}", auth=False)
     assert status == 401, (status, body)
+
+
+# --------------------------------------------------------------------------------------------
+# Time-based dimensions
+
+
+@pytest.fixture(scope="module", autouse=True)
+def aged_cluster(stack, admin):
+    """A cluster made when the module starts, with a 3-partition topic, so that by the time
+    the seconds test (the module's last) runs it has lived long enough for the tolerances to be
+    small in comparison, without the module waiting for it."""
+    tc = make_tenant(stack, admin)
+    t0 = time.time()
+    create_topic(tc.conn(), "aged", partitions=3)
+    t1 = time.time()
+    return tc, 3, t0, t1
+
+
+def test_cluster_and_partition_seconds_follow_the_clock(aged_cluster, admin):
+    tc, partitions, topic_t0, topic_t1 = aged_cluster
+    # created_at is whole seconds (the gateway's clock, truncated); the cluster existed from
+    # some instant in [created, created + 1).
+    created = parse_rfc3339(tc.cluster["created_at"])
+    assert created == int(created), tc.cluster["created_at"]
+    min_age = 30.0
+    time.sleep(max(0.0, topic_t1 + min_age - time.time()))
+
+    def check() -> bool:
+        before = time.time()
+        body = get_usage(admin, tc)
+        after = time.time()
+        u = totals(body)
+        cs, ps = u["cluster_seconds"], u["partition_seconds"]
+        # Each hour's row is whole seconds: up to 1 s per row may be lost or gained by rounding.
+        rounding = len(body["hours"])
+        # The usage is accrued up to the last flush: at most the whole seconds since creation by
+        # the time the answer came back...
+        assert cs <= int(after) - created + rounding, \
+            f"cluster_seconds {cs} > {int(after) - created} s since creation (+{rounding} s rounding)"
+        # ... and at least those up to one flush interval (plus one second of truncation at
+        # each end) before the request. Retried below: a flush may be late on a busy machine.
+        if cs < int(before) - created - FLUSH_INTERVAL - 1 - rounding:
+            return False
+        # The rows of each hour hold at most that hour's seconds.
+        for row in body["hours"]:
+            assert row["cluster_seconds"] <= 3600, row
+        # Partition-seconds: `partitions` from the topic's creation to the same flush, i.e.
+        # partitions x (cs - (topic creation - cluster creation)). Tolerance:
+        # - fewer by up to partitions x (RECONCILE_EVERY + one flush interval + 1 s): the
+        #   gateway learns the new count from the pool at the latest at its next periodic
+        #   reconciliation, and accrues it from the next flush on;
+        # - more by up to partitions x (one flush interval + 1 s): the flush interval in which
+        #   the topic appeared is accrued whole at the new count.
+        lo = partitions * (cs - (topic_t1 - created) - RECONCILE_EVERY - FLUSH_INTERVAL - 1)
+        hi = partitions * (cs - (topic_t0 - created) + FLUSH_INTERVAL + 1)
+        assert lo <= ps <= hi, (f"partition_seconds {ps} not in [{lo:.1f}, {hi:.1f}] for {partitions} "
+                                f"partitions, topic created {topic_t0 - created:.1f}-{topic_t1 - created:.1f} s "
+                                f"after the cluster, cluster_seconds {cs}")
+        return True
+
+    wait_until(check, 10, "cluster_seconds to be within a flush interval of the test's clock", interval=0.5)
