@@ -158,10 +158,9 @@ def flow_kafka_python(conn: Conn, topic: str, group: str, tag: str) -> None:
         wait_until(lambda: topic in admin.list_topics(), 60, f"{topic} in list_topics")
 
         expected = expected_records(tag)
-        producer = KafkaProducer(**conn.kafka_python(
-            key_serializer=str.encode, value_serializer=str.encode, linger_ms=5))
+        producer = KafkaProducer(**conn.kafka_python(linger_ms=5))
         try:
-            futures = [producer.send(topic, key=k, value=v) for k, v in expected.items()]
+            futures = [producer.send(topic, key=k.encode(), value=v.encode()) for k, v in expected.items()]
             producer.flush(timeout=60)
             metas = [f.get(timeout=60) for f in futures]
         finally:
@@ -177,8 +176,7 @@ def flow_kafka_python(conn: Conn, topic: str, group: str, tag: str) -> None:
         # gets partitions. Loading the topic's metadata before subscribing, with the ordinary
         # client API, makes the first JoinGroup already carry the topic.
         consumer = KafkaConsumer(**conn.kafka_python(
-            group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
-            key_deserializer=bytes.decode, value_deserializer=bytes.decode))
+            group_id=group, auto_offset_reset="earliest", enable_auto_commit=False))
         try:
             wait_until(lambda: consumer.partitions_for_topic(topic), 60,
                        f"kafka-python to know {topic}'s partitions")
@@ -188,10 +186,10 @@ def flow_kafka_python(conn: Conn, topic: str, group: str, tag: str) -> None:
             while len(got) < N and time.monotonic() < deadline:
                 for tp, records in consumer.poll(timeout_ms=1000).items():
                     assert tp.topic == topic
-                    got.extend((r.key, r.value) for r in records)
+                    got.extend((r.key.decode(), r.value.decode()) for r in records)
             for _ in range(SETTLE_POLLS):
                 for records in consumer.poll(timeout_ms=1000).values():
-                    got.extend((r.key, r.value) for r in records)
+                    got.extend((r.key.decode(), r.value.decode()) for r in records)
             assert len(got) == N, f"consumed {len(got)} records, expected exactly {N}"
             assert dict(got) == expected
 
