@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's run and test commands need, and only what is missing:
-#   apt     redis-server and kcat from Debian
+#   apt     redis-server, kcat, and cmake/g++ (librdkafka for the benchmark) from Debian
 #   tansu   the broker the dev stack runs, with vendor/tansu-storage patched in
 #           (cargo install, ~15 minutes on 2 cores)
 #   python  the end-to-end suite's Python packages (tests/requirements.txt)
@@ -23,8 +23,11 @@ install_apt() {
     local missing=()
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    # The proxy benchmark (load-tests) builds librdkafka from source through the rdkafka crate.
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "apt: redis-server and kcat present"
+        log "apt: redis-server, kcat, cmake and g++ present"
         return
     fi
     log "apt: installing ${missing[*]}"

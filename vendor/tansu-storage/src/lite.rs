@@ -500,7 +500,10 @@ impl PoolConnection {
 
             Ok(row).inspect(|row| debug!(?row))
         } else {
-            panic!("more or less than one row");
+            // Tollgate patch: a statement that finds no row (a fetch waiting on a topic that was
+            // deleted meanwhile) panicked here and killed the storage task, failing every later
+            // request of every client; it is an error for that one request now.
+            Err(libsql::Error::QueryReturnedNoRows)
         }
     }
 }
