@@ -1,20 +1,22 @@
-//! The broker pools the benchmark runs against: librdkafka's in-process mock cluster (3
-//! brokers, in memory: fast enough not to hide the gateway's cost) and a tansu broker with its
-//! memory engine (a real server in its own process).
+//! The broker pools the benchmark runs against: librdkafka's in-process mock cluster (in
+//! memory: fast enough not to hide the gateway's cost) and a tansu broker with its memory
+//! engine (a real server in its own process).
 //!
 //! The gateway still routes each request whole to one pool broker, chosen by a hash of the
 //! topic over the brokers it knows. On the mock cluster, whose partitions have real leaders,
 //! that only works when one broker leads every partition the benchmark uses and is the only one
-//! the gateway is given; [`Pool::create_topic`] arranges that (for the direct runs too, so both paths
-//! see the same pool) unless leaders are spread on purpose.
+//! the gateway is given. So by default the mock cluster has one broker, which leads everything
+//! (for the direct runs too, so both paths see the same pool). Moving the leaders of a
+//! 3-broker cluster onto one broker instead costs the mock ~20-50 ms per partition, tens of
+//! seconds per topic; the mock runs all its brokers on one thread either way. With
+//! `--spread-leaders` it has three, leaders spread, for when the gateway splits requests per
+//! leader.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 use crate::procs::{self, Child};
@@ -44,27 +46,22 @@ pub struct Pool {
     pub bootstrap: String,
     /// What the gateway is given as `--pool-bootstrap`.
     pub gateway_bootstrap: String,
-    /// The broker every partition and coordinator is pinned to (mock, leaders not spread).
-    pinned: Option<i32>,
+    /// Brokers of the mock cluster.
+    mock_brokers: i32,
     mock: Option<MockCluster<'static, DefaultProducerContext>>,
     process: Option<Child>,
 }
 
 impl Pool {
     pub fn mock(spread_leaders: bool) -> Result<Pool> {
-        let mock = MockCluster::new(3).context("creating librdkafka's mock cluster")?;
+        let brokers = if spread_leaders { 3 } else { 1 };
+        let mock = MockCluster::new(brokers).context("creating librdkafka's mock cluster")?;
         let bootstrap = mock.bootstrap_servers();
-        let (pinned, gateway_bootstrap) = if spread_leaders {
-            (None, bootstrap.clone())
-        } else {
-            let (id, addr) = lowest_broker(&bootstrap)?;
-            (Some(id), addr)
-        };
         Ok(Pool {
             kind: PoolKind::Mock,
+            gateway_bootstrap: bootstrap.clone(),
             bootstrap,
-            gateway_bootstrap,
-            pinned,
+            mock_brokers: brokers,
             mock: Some(mock),
             process: None,
         })
@@ -101,43 +98,31 @@ impl Pool {
             kind: PoolKind::Tansu,
             bootstrap: addr.to_string(),
             gateway_bootstrap: addr.to_string(),
-            pinned: None,
+            mock_brokers: 0,
             mock: None,
             process: Some(child),
         })
     }
 
-    /// Creates a benchmark topic and places it. `pool_name` is its name on the pool,
-    /// `client_name` the one `ep`'s clients use (they differ through the gateway).
+    /// Creates a benchmark topic. `pool_name` is its name on the pool, `client_name` the one
+    /// `ep`'s clients use (they differ through the gateway).
     ///
     /// The mock cluster does not implement CreateTopics (neither directly nor through the
     /// gateway), so there the topic is created with the mock's own API under its pool name, as
-    /// a pool operator would; tansu gets a CreateTopics request through `ep`. Then, when leaders
-    /// are pinned, the leaders of its partitions and the coordinator of `pool_group` move to
-    /// the pinned broker.
+    /// a pool operator would; tansu gets a CreateTopics request through `ep`.
     pub fn create_topic(
         &self,
         ep: &Endpoint,
         client_name: &str,
         pool_name: &str,
         partitions: i32,
-        pool_group: &str,
     ) -> Result<()> {
-        let Some(mock) = &self.mock else {
-            return workload::create_topic(ep, client_name, partitions);
-        };
-        mock.create_topic(pool_name, partitions, 1)
-            .with_context(|| format!("creating {pool_name} on the mock cluster"))?;
-        let Some(id) = self.pinned else {
-            return Ok(());
-        };
-        for p in 0..partitions {
-            mock.partition_leader(pool_name, p, Some(id))
-                .with_context(|| format!("moving the leader of {pool_name}/{p} to broker {id}"))?;
+        match &self.mock {
+            Some(mock) => mock
+                .create_topic(pool_name, partitions, 1)
+                .with_context(|| format!("creating {pool_name} on the mock cluster")),
+            None => workload::create_topic(ep, client_name, partitions),
         }
-        mock.coordinator(MockCoordinator::Group(pool_group.to_owned()), id)
-            .with_context(|| format!("pinning the coordinator of group {pool_group}"))?;
-        Ok(())
     }
 
     /// CPU seconds used by the pool's own process, when it has one.
@@ -153,17 +138,16 @@ impl Pool {
     }
 
     pub fn describe(&self) -> String {
-        match (self.kind, self.pinned) {
-            (PoolKind::Mock, Some(id)) => format!(
-                "mock cluster, 3 brokers at {}; every benchmark partition and group pinned to \
-                 broker {id} ({}), the only one the gateway is given",
-                self.bootstrap, self.gateway_bootstrap
-            ),
-            (PoolKind::Mock, None) => format!(
-                "mock cluster, 3 brokers at {}, leaders spread; the gateway is given all three",
+        match self.kind {
+            PoolKind::Mock if self.mock_brokers == 1 => format!(
+                "mock cluster, 1 broker at {} leading every partition",
                 self.bootstrap
             ),
-            (PoolKind::Tansu, _) => format!(
+            PoolKind::Mock => format!(
+                "mock cluster, {} brokers at {}, leaders spread; the gateway is given all",
+                self.mock_brokers, self.bootstrap
+            ),
+            PoolKind::Tansu => format!(
                 "tansu, memory engine, at {} (log {})",
                 self.bootstrap,
                 self.process
@@ -173,21 +157,4 @@ impl Pool {
             ),
         }
     }
-}
-
-/// The id and address of the mock broker with the lowest id, from the cluster's metadata.
-fn lowest_broker(bootstrap: &str) -> Result<(i32, String)> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .context("creating a metadata client for the mock cluster")?;
-    let md = client
-        .fetch_metadata(None, Duration::from_secs(10))
-        .context("reading the mock cluster's metadata")?;
-    let b = md
-        .brokers()
-        .iter()
-        .min_by_key(|b| b.id())
-        .context("the mock cluster lists no brokers")?;
-    Ok((b.id(), format!("{}:{}", b.host(), b.port())))
 }

@@ -168,6 +168,21 @@ pub fn cpu_seconds(stat_path: &str) -> Result<f64> {
     Ok((ticks(14)? + ticks(15)?) / clock_ticks())
 }
 
+/// Busy CPU seconds of the whole machine (all cores) since boot, from `/proc/stat`: user, nice,
+/// system, irq, softirq and steal time.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(busy / clock_ticks())
+}
+
 /// CPU seconds of this process: the benchmark's clients and, for the mock pool, the pool.
 pub fn own_cpu_seconds() -> f64 {
     cpu_seconds("/proc/self/stat").unwrap_or(f64::NAN)

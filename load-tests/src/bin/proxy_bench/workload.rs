@@ -10,7 +10,7 @@
 //! Each starts with one record sent and flushed, so connection setup (SASL, metadata, producer
 //! id) is not counted as throughput or latency, and each stops at its deadline.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,22 @@ pub struct Endpoint {
     pub sasl: Option<(String, String)>,
 }
 
+/// librdkafka properties given with `--client-config`, applied to every client on every path.
+static OVERRIDES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Sets the `--client-config` properties; call once, before any client is made.
+pub fn set_overrides(pairs: Vec<(String, String)>) {
+    let _ = OVERRIDES.set(pairs);
+}
+
+/// `c` with the `--client-config` properties applied over the benchmark's own.
+fn overridden(mut c: ClientConfig) -> ClientConfig {
+    for (k, v) in OVERRIDES.get().into_iter().flatten() {
+        c.set(k, v);
+    }
+    c
+}
+
 impl Endpoint {
     fn config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -47,7 +63,7 @@ impl Endpoint {
                 .set("sasl.username", user)
                 .set("sasl.password", password);
         }
-        c
+        overridden(c)
     }
 
     fn producer_config(&self, size: usize) -> ClientConfig {
@@ -59,7 +75,7 @@ impl Endpoint {
                 "message.max.bytes",
                 (size + 4096).max(1_000_000).to_string(),
             );
-        c
+        overridden(c)
     }
 }
 
@@ -192,8 +208,10 @@ pub struct Latency {
 /// Delivery reports and client errors, shared with librdkafka's threads.
 struct Ctx {
     origin: Instant,
-    /// Microseconds from send to delivery report, per delivered record.
+    /// Microseconds from send to delivery report, per delivered record sent at or after
+    /// `record_from_ns`.
     latencies: Mutex<Vec<u32>>,
+    record_from_ns: AtomicUsize,
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
@@ -207,6 +225,7 @@ impl Ctx {
         Ctx {
             origin: Instant::now(),
             latencies: Mutex::default(),
+            record_from_ns: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             first_failure: Mutex::default(),
@@ -286,8 +305,10 @@ impl ProducerContext for Ctx {
     fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
         match result {
             Ok(_) => {
-                let micros = (self.now_ns().saturating_sub(sent_ns) / 1_000) as u32;
-                self.latencies.lock().expect("poisoned").push(micros);
+                if sent_ns >= self.record_from_ns.load(Ordering::Relaxed) {
+                    let micros = (self.now_ns().saturating_sub(sent_ns) / 1_000) as u32;
+                    self.latencies.lock().expect("poisoned").push(micros);
+                }
                 self.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, _)) => {
@@ -454,12 +475,13 @@ pub fn consume(
     messages: u64,
     deadline: Instant,
 ) -> Result<Throughput> {
-    let c: BaseConsumer<Ctx> = ep
-        .config()
+    let mut config = ep.config();
+    config
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "false");
+    let c: BaseConsumer<Ctx> = overridden(config)
         .create_with_context(Ctx::new())
         .context("creating a consumer")?;
     c.subscribe(&[topic])
@@ -524,6 +546,9 @@ fn positions(c: &BaseConsumer<Ctx>, topic: &str) -> String {
     )
 }
 
+/// Seconds of each latency run sent at the full rate before latencies are recorded.
+pub const LATENCY_WARM_UP_S: f64 = 0.5;
+
 /// Sends records of `size` bytes at `rate` per second for `seconds` and reports the spread
 /// of their delivery latencies.
 pub fn latency(
@@ -538,12 +563,21 @@ pub fn latency(
     let value = payload(size);
     let p = producer(ep, size)?;
     warm_up(&p, topic, &value, deadline)?;
-    let total = (rate * seconds).max(1.0) as u64;
+    // The first records at the full rate find connections, batches and the pool's partition
+    // logs cold; they are sent but not counted.
+    let warm = (rate * LATENCY_WARM_UP_S) as u64;
+    let total = warm + (rate * seconds).max(1.0) as u64;
     let start = Instant::now();
     let mut sent = 0u64;
+    let mut measured_from = None;
     while sent < total {
         let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(total);
         while sent < due {
+            if sent == warm {
+                let ctx = p.context();
+                ctx.record_from_ns.store(ctx.now_ns(), Ordering::SeqCst);
+                measured_from = Some(Instant::now());
+            }
             send(&p, topic, spread.partition(sent), &value, deadline)?;
             sent += 1;
         }
@@ -552,16 +586,17 @@ pub fn latency(
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    let sending = start.elapsed().as_secs_f64();
+    let sending = measured_from.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
     flush(&p, deadline)?;
     p.context().check_delivered(total)?;
     let mut lat = std::mem::take(&mut *p.context().latencies.lock().expect("poisoned"));
     lat.sort_unstable();
     let (client_errors, client_error_samples) = p.context().errors();
+    let measured = total - warm;
     Ok(Latency {
         target_rate: rate,
-        achieved_rate: total as f64 / sending,
-        messages: total,
+        achieved_rate: measured as f64 / sending,
+        messages: measured,
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
         p999_ms: percentile(&lat, 0.999),

@@ -1,0 +1,360 @@
+//! One pool's runs: the three paths (direct, gateway, gateway without metering), each measured
+//! `--rounds` times with the paths taking turns in a rotating order, so that drift on a shared
+//! machine (other builds, the pool's memory filling) does not favour one path.
+//!
+//! First the throughput rounds (produce N records to a fresh topic, read them back with a fresh
+//! group); then the latency rounds, at half the median direct produce rate, on one topic per
+//! path. Both gateways run for the whole pool, started before the first round.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::gateway::{self, Gateway, Started};
+use crate::pool::{Pool, PoolKind};
+use crate::procs::{self, Child};
+use crate::report::{CpuUse, PathKind, PathResult, Phase, PoolResult, Stat, ThroughputRound};
+use crate::workload::{self, Endpoint, Spread};
+use crate::Args;
+
+/// One path under test and how to reach it.
+struct Lane {
+    result: PathResult,
+    /// None when the path cannot run (not supported, failed to start, its gateway died).
+    endpoint: Option<Endpoint>,
+    gateway: Option<Box<Gateway>>,
+    /// Client-visible names start with this.
+    base: String,
+    /// What the gateway puts before client-visible names on the pool.
+    pool_prefix: String,
+}
+
+impl Lane {
+    fn gateway_process(&mut self) -> Option<&mut Child> {
+        self.gateway.as_mut().map(|g| &mut g.process)
+    }
+
+    /// Records `e` for `what`; stops the lane when its gateway has died.
+    fn failed(&mut self, what: &str, e: anyhow::Error) {
+        let died = self
+            .gateway_process()
+            .and_then(|g| g.exited().map(|exit| (exit, g.log_tail(15))));
+        match died {
+            Some((exit, log)) => {
+                let e = e.context(format!("{exit}; its log ends:\n{log}"));
+                self.result.failed(what, &e);
+                self.endpoint = None;
+            }
+            None => self.result.failed(what, &e),
+        }
+    }
+}
+
+pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolResult {
+    let mut result = PoolResult {
+        pool: kind.name(),
+        description: String::new(),
+        messages: messages(args, kind),
+        partitions: partitions(args, kind),
+        latency_partitions: latency_partitions(args),
+        skipped: None,
+        paths: Vec::new(),
+        summary: None,
+    };
+    let started = std::fs::create_dir_all(work)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| match kind {
+            PoolKind::Mock => Pool::mock(args.spread_leaders),
+            PoolKind::Tansu => Pool::tansu(&args.tansu, work),
+        });
+    let mut pool = match started {
+        Ok(p) => p,
+        Err(e) => {
+            progress!("pool {} skipped: {e:#}", kind.name());
+            result.skipped = Some(format!("{e:#}"));
+            return result;
+        }
+    };
+    result.description = pool.describe();
+
+    let mut lanes = vec![Lane {
+        result: PathResult::new(PathKind::Direct),
+        endpoint: Some(Endpoint {
+            bootstrap: pool.bootstrap.clone(),
+            sasl: None,
+        }),
+        gateway: None,
+        base: "direct".into(),
+        pool_prefix: String::new(),
+    }];
+    for (path, metering) in [
+        (PathKind::Gateway, true),
+        (PathKind::GatewayNoMetering, false),
+    ] {
+        let mut lane = Lane {
+            result: PathResult::new(path),
+            endpoint: None,
+            gateway: None,
+            base: path.name().into(),
+            pool_prefix: String::new(),
+        };
+        let dir = work.join(path.name());
+        match gateway::start(tollgate, &pool.gateway_bootstrap, metering, &dir) {
+            Ok(Started::Running(gw)) => {
+                progress!(
+                    "{} {}: gateway pid {}, cluster {}",
+                    kind.name(),
+                    path.name(),
+                    gw.process.pid(),
+                    gw.tenancy.cluster_id
+                );
+                lane.endpoint = Some(gw.endpoint.clone());
+                lane.pool_prefix = gw.tenancy.pool_prefix.clone();
+                lane.gateway = Some(gw);
+            }
+            Ok(Started::NotSupported(why)) => {
+                lane.result.status = "not supported";
+                lane.result.error = Some(why);
+            }
+            Err(e) => lane.result.failed("start", &e),
+        }
+        lanes.push(lane);
+    }
+
+    let phase_limit = Duration::from_secs(args.phase_timeout);
+    let spread = Spread::new(result.partitions, args.size);
+    let n = result.messages;
+    for round in 0..args.rounds {
+        for i in rotation(round, lanes.len()) {
+            throughput_round(args, &pool, &mut lanes[i], round, n, spread, phase_limit);
+        }
+    }
+
+    let direct_rate = Stat::of(
+        lanes[0]
+            .result
+            .throughput_rounds
+            .iter()
+            .filter_map(|r| r.produce.as_ref())
+            .map(|p| p.result.messages_per_s),
+    )
+    .map(|s| 0.5 * s.median);
+    match args.latency_rate.or(direct_rate) {
+        Some(rate) => {
+            let partitions = latency_partitions(args);
+            for lane in &mut lanes {
+                create(&pool, lane, "latency", partitions);
+            }
+            let spread = Spread::new(partitions, args.size);
+            for round in 0..args.rounds {
+                for i in rotation(round, lanes.len()) {
+                    latency_round(args, &pool, &mut lanes[i], rate, spread, phase_limit);
+                }
+            }
+        }
+        None => progress!(
+            "{}: no direct produce throughput, so no latency runs",
+            kind.name()
+        ),
+    }
+
+    if let Some(death) = pool.died() {
+        result.skipped = Some(format!("the pool died during the run: {death}"));
+    }
+    result.paths = lanes.into_iter().map(|l| l.result).collect();
+    result.summarize();
+    result
+}
+
+/// Lane indices for `round`: 0 1 2, then 1 2 0, then 2 0 1, ...
+fn rotation(round: u32, lanes: usize) -> Vec<usize> {
+    (0..lanes).map(|i| (i + round as usize) % lanes).collect()
+}
+
+/// Records per throughput run on `kind`: see `Args::messages`.
+fn messages(args: &Args, kind: PoolKind) -> u64 {
+    match (args.messages, kind) {
+        (Some(n), _) => n,
+        (None, PoolKind::Mock) => 500_000,
+        (None, PoolKind::Tansu) => 200_000,
+    }
+}
+
+/// Partitions per throughput topic on `kind`: see `Args::partitions`.
+fn partitions(args: &Args, kind: PoolKind) -> i32 {
+    match (args.partitions, kind) {
+        (Some(p), _) => p,
+        (None, PoolKind::Tansu) => DEFAULT_PARTITIONS,
+        (None, PoolKind::Mock) => {
+            const MOCK_PARTITION_KEEPS: u64 = 5 << 20;
+            let bytes = messages(args, kind) * args.size as u64;
+            (3 * bytes)
+                .div_ceil(MOCK_PARTITION_KEEPS)
+                .clamp(DEFAULT_PARTITIONS as u64, 1000) as i32
+        }
+    }
+}
+
+/// Partitions per latency topic. Latency runs read nothing back, so the mock cluster's 5 MiB
+/// per partition does not matter, and few partitions keep what it holds in memory small.
+fn latency_partitions(args: &Args) -> i32 {
+    args.partitions.unwrap_or(DEFAULT_PARTITIONS)
+}
+
+const DEFAULT_PARTITIONS: i32 = 6;
+
+/// Creates the lane's topic `<base>-<suffix>`; false (and the error recorded) when it failed.
+fn create(pool: &Pool, lane: &mut Lane, suffix: &str, partitions: i32) -> bool {
+    let Some(ep) = lane.endpoint.clone() else {
+        return false;
+    };
+    let topic = format!("{}-{suffix}", lane.base);
+    let created = pool.create_topic(
+        &ep,
+        &topic,
+        &format!("{}{topic}", lane.pool_prefix),
+        partitions,
+    );
+    match created {
+        Ok(()) => true,
+        Err(e) => {
+            lane.failed(&format!("create topic {topic}"), e);
+            false
+        }
+    }
+}
+
+fn throughput_round(
+    args: &Args,
+    pool: &Pool,
+    lane: &mut Lane,
+    round: u32,
+    messages: u64,
+    spread: Spread,
+    phase_limit: Duration,
+) {
+    let suffix = format!("r{round}");
+    progress!(
+        "{} {} round {round}: creating the topic",
+        pool.kind.name(),
+        lane.result.path.name()
+    );
+    if !create(pool, lane, &suffix, spread.partitions) {
+        return;
+    }
+    let Some(ep) = lane.endpoint.clone() else {
+        return;
+    };
+    let topic = format!("{}-{suffix}", lane.base);
+    let group = format!("{topic}-group");
+    let path = lane.result.path.name();
+    let note = |what: &str| progress!("{} {path} round {round}: {what}", pool.kind.name());
+    let mut r = ThroughputRound {
+        round,
+        produce: None,
+        consume: None,
+    };
+
+    note("produce");
+    let deadline = Instant::now() + phase_limit;
+    match measured(pool, lane.gateway_process(), || {
+        workload::produce(&ep, &topic, spread, messages, args.size, deadline)
+    }) {
+        (Ok(t), cpu) => r.produce = Some(phase(t.bytes, t, cpu)),
+        (Err(e), _) => {
+            lane.failed(&format!("round {round} produce"), e);
+            lane.result.throughput_rounds.push(r);
+            return;
+        }
+    }
+
+    note("consume");
+    let deadline = Instant::now() + phase_limit;
+    match measured(pool, lane.gateway_process(), || {
+        workload::consume(&ep, &topic, &group, messages, deadline)
+    }) {
+        (Ok(t), cpu) => r.consume = Some(phase(t.bytes, t, cpu)),
+        (Err(e), _) => lane.failed(&format!("round {round} consume"), e),
+    }
+    lane.result.throughput_rounds.push(r);
+}
+
+fn latency_round(
+    args: &Args,
+    pool: &Pool,
+    lane: &mut Lane,
+    rate: f64,
+    spread: Spread,
+    phase_limit: Duration,
+) {
+    let Some(ep) = lane.endpoint.clone() else {
+        return;
+    };
+    progress!(
+        "{} {}: latency at {rate:.0} records/s",
+        pool.kind.name(),
+        lane.result.path.name()
+    );
+    let topic = format!("{}-latency", lane.base);
+    let deadline = Instant::now() + phase_limit;
+    let size = args.size;
+    let seconds = args.latency_seconds;
+    match measured(pool, lane.gateway_process(), || {
+        workload::latency(&ep, &topic, spread, size, rate, seconds, deadline)
+    }) {
+        (Ok(l), cpu) => {
+            let bytes = l.messages * size as u64;
+            lane.result.latency_rounds.push(phase(bytes, l, cpu));
+        }
+        (Err(e), _) => lane.failed("latency", e),
+    }
+}
+
+/// Runs `f`, noting the CPU time the gateway, this process and the pool's process use meanwhile.
+fn measured<T>(
+    pool: &Pool,
+    gateway: Option<&mut Child>,
+    f: impl FnOnce() -> Result<T>,
+) -> (Result<T>, CpuUse) {
+    let gateway = gateway.as_deref();
+    let gw = || gateway.and_then(|c| c.cpu_seconds().ok());
+    let all = procs::machine_busy_seconds;
+    let (gw0, own0, pool0, all0) = (gw(), procs::own_cpu_seconds(), pool.cpu_seconds(), all());
+    let start = Instant::now();
+    let result = f();
+    let wall_s = start.elapsed().as_secs_f64();
+    let (gw1, own1, pool1, all1) = (gw(), procs::own_cpu_seconds(), pool.cpu_seconds(), all());
+    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    let (gateway_s, bench_process_s, pool_process_s) =
+        (diff(gw0, gw1), own1 - own0, diff(pool0, pool1));
+    let cpu = CpuUse {
+        wall_s,
+        gateway_s,
+        gateway_s_per_gb: None,
+        bench_process_s,
+        pool_process_s,
+        others_s: diff(all0, all1).map(|m| {
+            (m - gateway_s.unwrap_or(0.0) - bench_process_s - pool_process_s.unwrap_or(0.0))
+                .max(0.0)
+        }),
+    };
+    (result, cpu)
+}
+
+fn phase<T>(bytes: u64, result: T, mut cpu: CpuUse) -> Phase<T> {
+    cpu.gateway_s_per_gb = cpu
+        .gateway_s
+        .map(|s| s / (bytes as f64 / (1u64 << 30) as f64));
+    Phase { result, cpu }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rotation_turns() {
+        assert_eq!(super::rotation(0, 3), [0, 1, 2]);
+        assert_eq!(super::rotation(1, 3), [1, 2, 0]);
+        assert_eq!(super::rotation(4, 3), [1, 2, 0]);
+    }
+}
