@@ -257,6 +257,7 @@ fn throughput_round(
     };
 
     note("produce");
+    wait_quiet(Duration::from_secs(args.quiet_wait));
     let deadline = Instant::now() + phase_limit;
     match measured(pool, lane.gateway_process(), || {
         workload::produce(&ep, &topic, spread, messages, args.size, deadline)
@@ -270,6 +271,7 @@ fn throughput_round(
     }
 
     note("consume");
+    wait_quiet(Duration::from_secs(args.quiet_wait));
     let deadline = Instant::now() + phase_limit;
     match measured(pool, lane.gateway_process(), || {
         workload::consume(&ep, &topic, &group, messages, deadline)
@@ -297,6 +299,7 @@ fn latency_round(
         lane.result.path.name()
     );
     let topic = format!("{}-latency", lane.base);
+    wait_quiet(Duration::from_secs(args.quiet_wait));
     let deadline = Instant::now() + phase_limit;
     let size = args.size;
     let seconds = args.latency_seconds;
@@ -308,6 +311,38 @@ fn latency_round(
             lane.result.latency_rounds.push(phase(bytes, l, cpu));
         }
         (Err(e), _) => lane.failed("latency", e),
+    }
+}
+
+/// Waits up to `limit` for the machine's other processes (all but this one and its children)
+/// to use under a quarter of a core, measured over one second; returns at once when `limit`
+/// is zero.
+fn wait_quiet(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let ours = || procs::own_cpu_seconds() + procs::children_cpu_seconds();
+    let mut waited = false;
+    while Instant::now() < deadline {
+        let (Some(all0), ours0) = (procs::machine_busy_seconds(), ours()) else {
+            return;
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let (Some(all1), ours1) = (procs::machine_busy_seconds(), ours()) else {
+            return;
+        };
+        let others = (all1 - all0) - (ours1 - ours0);
+        if others < 0.25 {
+            if waited {
+                progress!("the machine is quiet again");
+            }
+            return;
+        }
+        if !waited {
+            progress!(
+                "other processes use {others:.2} cores; waiting up to {} s for quiet",
+                limit.as_secs()
+            );
+            waited = true;
+        }
     }
 }
 

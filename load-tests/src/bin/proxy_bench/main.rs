@@ -9,9 +9,11 @@
 //!     cargo build --release -p tollgate-gateway
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --out target/proxy-bench.json
 //!
-//! Modules: `pool` (the pools and partition placement), `gateway` (the gateway process),
-//! `admin` (provisioning over the admin API), `workload` (the three measurements), `procs`
-//! (child processes and their CPU time), `report` (figures, ratios, table, JSON).
+//! Modules: `bench` (one pool's rounds over the three paths), `pool` (the pools and topic
+//! creation), `gateway` (the gateway process), `admin` (provisioning over the admin API),
+//! `workload` (the three measurements), `procs` (child processes and CPU time), `report`
+//! (figures, medians, ratios, table, JSON). The figures and how to read them are in
+//! `load-tests/README.md`.
 
 /// When the run started, for the progress lines.
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -94,6 +96,11 @@ pub struct Args {
     /// exits with status 3.
     #[arg(long, env = "TOLLGATE_BENCH_MAX_SECONDS", default_value_t = 900)]
     pub max_seconds: u64,
+    /// Before each measured phase, wait up to this many seconds for the rest of the machine
+    /// to go quiet (other processes using under a quarter of a core over a second). On a
+    /// shared machine other builds and tests take cores from the benchmark; 0 does not wait.
+    #[arg(long, env = "TOLLGATE_BENCH_QUIET_WAIT", default_value_t = 0)]
+    pub quiet_wait: u64,
     /// Run the mock cluster with three brokers, partition leaders and group coordinators
     /// spread over them, and give the gateway all three. Off by default: the gateway routes
     /// each request whole to one broker, so the mock cluster has one broker leading everything.

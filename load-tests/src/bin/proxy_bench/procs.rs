@@ -134,6 +134,14 @@ pub fn kill_all_children() {
     }
 }
 
+/// CPU seconds of the children still running (gateways, tansu).
+pub fn children_cpu_seconds() -> f64 {
+    let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
+    pids.iter()
+        .filter_map(|pid| cpu_seconds(&format!("/proc/{pid}/stat")).ok())
+        .sum()
+}
+
 /// Kernel clock ticks per second, as `/proc/<pid>/stat` counts them.
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
