@@ -3,8 +3,9 @@
 //! machine (other builds, the pool's memory filling) does not favour one path.
 //!
 //! First the throughput rounds (produce N records to a fresh topic, read them back with a fresh
-//! group); then the latency rounds, at half the median direct produce rate, on one topic per
-//! path. Both gateways run for the whole pool, started before the first round.
+//! group); then the latency rounds, at half the median direct produce rate, each on a fresh
+//! topic. Topics are deleted once measured where the pool can. Both gateways run for the whole
+//! pool, started before the first round.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -142,14 +143,10 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
     .map(|s| 0.5 * s.median);
     match args.latency_rate.or(direct_rate) {
         Some(rate) => {
-            let partitions = latency_partitions(args);
-            for lane in &mut lanes {
-                create(&pool, lane, "latency", partitions);
-            }
-            let spread = Spread::new(partitions, args.size);
+            let spread = Spread::new(latency_partitions(args), args.size);
             for round in 0..args.rounds {
                 for i in rotation(round, lanes.len()) {
-                    latency_round(args, &pool, &mut lanes[i], rate, spread, phase_limit);
+                    latency_round(args, &pool, &mut lanes[i], round, rate, spread, phase_limit);
                 }
             }
         }
@@ -280,16 +277,24 @@ fn throughput_round(
         (Err(e), _) => lane.failed(&format!("round {round} consume"), e),
     }
     lane.result.throughput_rounds.push(r);
+    if let Err(e) = pool.delete_topic(&ep, &topic) {
+        lane.failed(&format!("round {round} delete topic"), e);
+    }
 }
 
 fn latency_round(
     args: &Args,
     pool: &Pool,
     lane: &mut Lane,
+    round: u32,
     rate: f64,
     spread: Spread,
     phase_limit: Duration,
 ) {
+    let suffix = format!("latency-r{round}");
+    if !create(pool, lane, &suffix, spread.partitions) {
+        return;
+    }
     let Some(ep) = lane.endpoint.clone() else {
         return;
     };
@@ -298,7 +303,7 @@ fn latency_round(
         pool.kind.name(),
         lane.result.path.name()
     );
-    let topic = format!("{}-latency", lane.base);
+    let topic = format!("{}-{suffix}", lane.base);
     wait_quiet(Duration::from_secs(args.quiet_wait));
     let deadline = Instant::now() + phase_limit;
     let size = args.size;
@@ -311,6 +316,9 @@ fn latency_round(
             lane.result.latency_rounds.push(phase(bytes, l, cpu));
         }
         (Err(e), _) => lane.failed("latency", e),
+    }
+    if let Err(e) = pool.delete_topic(&ep, &topic) {
+        lane.failed(&format!("round {round} delete topic"), e);
     }
 }
 

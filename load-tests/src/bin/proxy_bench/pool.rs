@@ -125,6 +125,16 @@ impl Pool {
         }
     }
 
+    /// Deletes a benchmark topic once measured, so that the pool's store does not grow over
+    /// the run (tansu's memory engine slows down as it fills). The mock cluster cannot delete
+    /// topics; it keeps at most 5 MiB per partition anyway.
+    pub fn delete_topic(&self, ep: &Endpoint, client_name: &str) -> Result<()> {
+        match &self.mock {
+            Some(_) => Ok(()),
+            None => workload::delete_topic(ep, client_name),
+        }
+    }
+
     /// CPU seconds used by the pool's own process, when it has one.
     pub fn cpu_seconds(&self) -> Option<f64> {
         self.process.as_ref().and_then(|c| c.cpu_seconds().ok())

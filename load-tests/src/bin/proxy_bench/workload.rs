@@ -354,6 +354,30 @@ pub fn create_topic(ep: &Endpoint, name: &str, partitions: i32) -> Result<()> {
     Ok(())
 }
 
+/// Deletes `name` through `ep`.
+pub fn delete_topic(ep: &Endpoint, name: &str) -> Result<()> {
+    let admin: AdminClient<_> = ep
+        .config()
+        .create_with_context(Ctx::new())
+        .context("creating an admin client")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), admin.delete_topics(&[name], &opts)).await
+        })
+        .map_err(|_| anyhow!("DeleteTopics {name} timed out after 30 s"))?
+        .with_context(|| format!("DeleteTopics {name}"))?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            bail!("DeleteTopics {topic}: {code}");
+        }
+    }
+    Ok(())
+}
+
 fn payload(size: usize) -> Vec<u8> {
     // Not all zeros, in case anything on the way compresses.
     (0..size).map(|i| (i * 31 % 251) as u8).collect()
