@@ -7,8 +7,8 @@
 //! that only works when one broker leads every partition the benchmark uses and is the only one
 //! the gateway is given. So by default the mock cluster has one broker, which leads everything
 //! (for the direct runs too, so both paths see the same pool). Moving the leaders of a
-//! 3-broker cluster onto one broker instead costs the mock ~20-50 ms per partition, tens of
-//! seconds per topic; the mock runs all its brokers on one thread either way. With
+//! 3-broker cluster onto one broker instead costs the mock 20-50 ms per partition, 5-16 s per
+//! topic of 293 partitions; the mock runs all its brokers on one thread either way. With
 //! `--spread-leaders` it has three, leaders spread, for when the gateway splits requests per
 //! leader.
 
