@@ -95,8 +95,8 @@ pub struct Session {
     pub policy: Policy,
     /// Milliseconds since the Unix epoch.
     pub expires_at_ms: i64,
-    /// Where this connection's bytes are counted.
-    pub counters: Arc<Counters>,
+    /// Where this connection's bytes are counted; `None` with metering off.
+    pub counters: Option<Arc<Counters>>,
     region: Arc<str>,
 }
 
@@ -105,7 +105,7 @@ impl Session {
         claims: Claims,
         cluster: Arc<Cluster>,
         region: Arc<str>,
-        counters: Arc<Counters>,
+        counters: Option<Arc<Counters>>,
     ) -> Self {
         Session {
             principal: claims.sub,

@@ -73,6 +73,9 @@ struct CommonArgs {
     /// serving the same tenants needs the same key. Generated in the data dir when not given.
     #[arg(long, env = "TOLLGATE_TOKEN_SIGNING_KEY_FILE")]
     token_signing_key_file: Option<PathBuf>,
+    /// Count no bytes: only to measure what metering costs. Usage and bills will be wrong.
+    #[arg(long, hide = true)]
+    no_metering: bool,
 }
 
 #[derive(Args)]
@@ -133,6 +136,7 @@ impl TryFrom<CommonArgs> for Common {
             rates,
             billing_grace: std::time::Duration::from_secs(a.billing_grace_seconds),
             token_signing_key_file: a.token_signing_key_file,
+            metering: !a.no_metering,
         })
     }
 }

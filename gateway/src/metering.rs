@@ -35,6 +35,8 @@ pub const DEFAULT_RETENTION_SECONDS: i64 = 7 * 24 * 3600;
 /// Metering state shared by the data path, the flusher and the admin API. Cheap to share
 /// behind an `Arc`.
 pub struct Metering {
+    /// Off only to measure what metering costs (`--no-metering`, a benchmark switch).
+    enabled: bool,
     counters: CounterSet,
     usage: Arc<dyn UsageStore>,
     partitions: RwLock<HashMap<Uuid, u64>>,
@@ -46,6 +48,7 @@ pub struct Metering {
 impl Metering {
     pub fn new(usage: Arc<dyn UsageStore>, retention_seconds: i64) -> Self {
         Metering {
+            enabled: true,
             counters: CounterSet::default(),
             usage,
             partitions: RwLock::default(),
@@ -59,9 +62,16 @@ impl Metering {
         &self.counters
     }
 
-    /// The counters a newly authenticated connection adds to.
-    pub fn counters(&self, cluster: Uuid, principal: &str) -> Arc<Counters> {
-        self.counters.counters(cluster, principal)
+    /// Turns byte counting off, for benchmarks that measure its cost.
+    pub fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+
+    /// The counters a newly authenticated connection adds to; `None` with metering off.
+    pub fn counters(&self, cluster: Uuid, principal: &str) -> Option<Arc<Counters>> {
+        self.enabled
+            .then(|| self.counters.counters(cluster, principal))
     }
 
     pub fn usage(&self) -> &Arc<dyn UsageStore> {

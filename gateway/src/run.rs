@@ -44,6 +44,8 @@ pub struct Common {
     /// The HS256 token signing key, shared by every instance; generated in the data dir when
     /// not given.
     pub token_signing_key_file: Option<PathBuf>,
+    /// False only in benchmarks measuring metering's cost (`--no-metering`).
+    pub metering: bool,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -168,7 +170,12 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
                 .context("opening the usage store")?,
         ),
     };
-    let metering = Arc::new(Metering::new(usage.clone(), DEFAULT_RETENTION_SECONDS));
+    let mut metering = Metering::new(usage.clone(), DEFAULT_RETENTION_SECONDS);
+    if !common.metering {
+        tracing::warn!("metering is off (--no-metering): bytes are not counted");
+        metering = metering.disabled();
+    }
+    let metering = Arc::new(metering);
     let ledger_store: Arc<dyn tollgate_billing::LedgerStore> = match &common.redis_url {
         Some(url) => Arc::new(
             tollgate_billing::RedisLedger::connect(

@@ -359,7 +359,12 @@ impl Broker {
         let req = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("tollgate"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let resp: ApiVersionsResponse = self.call(3, &req).await?;
+        let mut resp: ApiVersionsResponse = self.call(3, &req).await?;
+        // KIP-511: a broker that does not know v3 answers UNSUPPORTED_VERSION in the v0 format;
+        // ask again in v0, which every broker understands (Kafka before 2.4, librdkafka's mock).
+        if resp.error_code == kafka_protocol::ResponseError::UnsupportedVersion.code() {
+            resp = self.call(0, &ApiVersionsRequest::default()).await?;
+        }
         if resp.error_code != 0 {
             return Err(UpstreamError::Decode {
                 addr: self.addr.clone(),

@@ -98,14 +98,16 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = answer.await?;
-        let delivered: u64 = resp
-            .responses
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .filter_map(|p| p.records.as_deref())
-            .map(crate::records::complete_batch_bytes)
-            .sum();
-        ctx.session.counters.add_out(delivered);
+        if let Some(counters) = &ctx.session.counters {
+            let delivered: u64 = resp
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter_map(|p| p.records.as_deref())
+                .map(crate::records::complete_batch_bytes)
+                .sum();
+            counters.add_out(delivered);
+        }
         resp.session_id = 0;
         resp.node_endpoints.clear();
         // Tags we do not know may carry pool addresses (tansu sends node endpoints in tags

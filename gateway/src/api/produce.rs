@@ -155,30 +155,34 @@ pub async fn produce(
             .await?;
         // Nothing will say whether the pool took them; with acks=0 the client does not ask
         // either, and what was forwarded is metered.
-        ctx.session.counters.add_in(sizes.iter().map(|s| s.3).sum());
+        if let Some(c) = &ctx.session.counters {
+            c.add_in(sizes.iter().map(|s| s.3).sum());
+        }
         return Ok(Reply::Nothing);
     }
     let answer = forward::<_, ProduceResponse>(&broker, ApiKey::Produce, version, &req).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = answer.await?;
-        let mut accepted_bytes = 0;
-        for t in &resp.responses {
-            for p in t.partition_responses.iter().filter(|p| p.error_code == 0) {
-                accepted_bytes += sizes
-                    .iter()
-                    .find(|(id, name, index, _)| {
-                        *index == p.index
-                            && if by_id {
-                                *id == t.topic_id
-                            } else {
-                                *name == t.name
-                            }
-                    })
-                    .map_or(0, |s| s.3);
+        if let Some(counters) = &ctx.session.counters {
+            let mut accepted_bytes = 0;
+            for t in &resp.responses {
+                for p in t.partition_responses.iter().filter(|p| p.error_code == 0) {
+                    accepted_bytes += sizes
+                        .iter()
+                        .find(|(id, name, index, _)| {
+                            *index == p.index
+                                && if by_id {
+                                    *id == t.topic_id
+                                } else {
+                                    *name == t.name
+                                }
+                        })
+                        .map_or(0, |s| s.3);
+                }
             }
+            counters.add_in(accepted_bytes);
         }
-        ctx.session.counters.add_in(accepted_bytes);
         resp.responses.retain_mut(|t| {
             if by_id {
                 forwarded_ids.contains(&t.topic_id)
