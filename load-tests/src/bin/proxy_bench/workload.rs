@@ -55,7 +55,8 @@ impl Endpoint {
             .set("statistics.interval.ms", STATS_INTERVAL_MS);
         if let Ok(debug) = std::env::var("TOLLGATE_BENCH_CLIENT_DEBUG") {
             // librdkafka's debug contexts (e.g. "broker,fetch,cgrp"); its log goes to stderr.
-            c.set("debug", debug);
+            c.set("debug", debug)
+                .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
         }
         if let Some((user, password)) = &self.sasl {
             c.set("security.protocol", "SASL_PLAINTEXT")
@@ -442,8 +443,16 @@ fn send(
 
 fn flush(p: &ThreadedProducer<Ctx>, deadline: Instant) -> Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
-    p.flush(left)
-        .map_err(|e| anyhow!("flush did not finish before the deadline: {e}"))
+    p.flush(left).map_err(|e| {
+        let (count, samples) = p.context().errors();
+        anyhow!(
+            "flush did not finish before the deadline: {e}; {} delivered so far; librdkafka \
+             reported {count} errors{}{}",
+            p.context().delivered.load(Ordering::SeqCst),
+            if samples.is_empty() { "" } else { ", first: " },
+            samples.join("; ")
+        )
+    })
 }
 
 /// Sends and flushes one record, then forgets it: connection setup is not measured.
