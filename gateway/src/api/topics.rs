@@ -270,18 +270,50 @@ pub async fn create_partitions(
     }))
 }
 
-/// Authorizes a config resource and maps its name: `Err(code)` when refused.
-fn admit_config(
+/// Authorizes every config resource of a request with `action` and maps its name in place.
+/// Returns the refused ones as (resource type, name, error code); only TOPIC resources are a
+/// tenant's.
+fn admit_configs<R>(
     ctx: &Ctx,
     action: Action,
-    resource_type: i8,
-    name: &StrBytes,
-) -> Result<StrBytes, i16> {
-    if resource_type != TOPIC_RESOURCE {
-        return Err(CLUSTER_DENIED);
-    }
-    ctx.admit_topic(action, &TopicName(name.clone()))
-        .map(|t| t.0)
+    resources: &mut Vec<R>,
+    key: impl Fn(&mut R) -> (i8, &mut StrBytes),
+) -> Vec<(i8, StrBytes, i16)> {
+    let mut refused = Vec::new();
+    resources.retain_mut(|r| {
+        let (resource_type, name) = key(r);
+        let verdict = if resource_type == TOPIC_RESOURCE {
+            ctx.admit_topic(action, &TopicName(name.clone()))
+                .map(|t| t.0)
+        } else {
+            Err(CLUSTER_DENIED)
+        };
+        match verdict {
+            Ok(physical) => {
+                *name = physical;
+                true
+            }
+            Err(code) => {
+                refused.push((resource_type, name.clone(), code));
+                false
+            }
+        }
+    });
+    refused
+}
+
+/// Maps the resource names of a pool answer back, dropping any that are not this cluster's.
+fn unmap_configs<R>(ctx: &Ctx, results: &mut Vec<R>, name: impl Fn(&mut R) -> &mut StrBytes) {
+    results.retain_mut(|r| {
+        let name = name(r);
+        match ctx.back(name) {
+            Some(n) => {
+                *name = n;
+                true
+            }
+            None => false,
+        }
+    });
 }
 
 pub async fn describe_configs(
@@ -289,30 +321,21 @@ pub async fn describe_configs(
     version: i16,
     mut req: DescribeConfigsRequest,
 ) -> Result<Reply, UpstreamError> {
-    let mut refused = Vec::new();
-    req.resources.retain_mut(|r| {
-        match admit_config(
-            ctx,
-            Action::DescribeTopicDynamicConfiguration,
-            r.resource_type,
-            &r.resource_name,
-        ) {
-            Ok(p) => {
-                r.resource_name = p;
-                true
-            }
-            Err(code) => {
-                refused.push(
-                    DescribeConfigsResult::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone())
-                        .with_error_code(code)
-                        .with_error_message(message(code)),
-                );
-                false
-            }
-        }
-    });
+    let refused: Vec<_> = admit_configs(
+        ctx,
+        Action::DescribeTopicDynamicConfiguration,
+        &mut req.resources,
+        |r| (r.resource_type, &mut r.resource_name),
+    )
+    .into_iter()
+    .map(|(resource_type, name, code)| {
+        DescribeConfigsResult::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(name)
+            .with_error_code(code)
+            .with_error_message(message(code))
+    })
+    .collect();
     if req.resources.is_empty() {
         let resp = DescribeConfigsResponse::default().with_results(refused);
         return Ok(Reply::now(ResponseKind::DescribeConfigs(resp)));
@@ -324,14 +347,7 @@ pub async fn describe_configs(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
-        resp.results
-            .retain_mut(|r| match ctx.back(&r.resource_name) {
-                Some(n) => {
-                    r.resource_name = n;
-                    true
-                }
-                None => false,
-            });
+        unmap_configs(&ctx, &mut resp.results, |r| &mut r.resource_name);
         resp.results.extend(refused);
         Ok(ResponseKind::DescribeConfigs(resp))
     }))
@@ -342,30 +358,21 @@ pub async fn incremental_alter_configs(
     version: i16,
     mut req: IncrementalAlterConfigsRequest,
 ) -> Result<Reply, UpstreamError> {
-    let mut refused = Vec::new();
-    req.resources.retain_mut(|r| {
-        match admit_config(
-            ctx,
-            Action::AlterTopicDynamicConfiguration,
-            r.resource_type,
-            &r.resource_name,
-        ) {
-            Ok(p) => {
-                r.resource_name = p;
-                true
-            }
-            Err(code) => {
-                refused.push(
-                    AlterConfigsResourceResponse::default()
-                        .with_resource_type(r.resource_type)
-                        .with_resource_name(r.resource_name.clone())
-                        .with_error_code(code)
-                        .with_error_message(message(code)),
-                );
-                false
-            }
-        }
-    });
+    let refused: Vec<_> = admit_configs(
+        ctx,
+        Action::AlterTopicDynamicConfiguration,
+        &mut req.resources,
+        |r| (r.resource_type, &mut r.resource_name),
+    )
+    .into_iter()
+    .map(|(resource_type, name, code)| {
+        AlterConfigsResourceResponse::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(name)
+            .with_error_code(code)
+            .with_error_message(message(code))
+    })
+    .collect();
     if req.resources.is_empty() {
         let resp = IncrementalAlterConfigsResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::IncrementalAlterConfigs(resp)));
@@ -381,14 +388,7 @@ pub async fn incremental_alter_configs(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
-        resp.responses
-            .retain_mut(|r| match ctx.back(&r.resource_name) {
-                Some(n) => {
-                    r.resource_name = n;
-                    true
-                }
-                None => false,
-            });
+        unmap_configs(&ctx, &mut resp.responses, |r| &mut r.resource_name);
         resp.responses.extend(refused);
         Ok(ResponseKind::IncrementalAlterConfigs(resp))
     }))
