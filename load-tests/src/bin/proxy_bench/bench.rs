@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use tollgate_load_tests::procs::{self, Child};
 
 use crate::gateway::{self, Gateway, Started};
 use crate::pool::{Pool, PoolKind};
-use crate::procs::{self, Child};
 use crate::report::{CpuUse, PathKind, PathResult, Phase, PoolResult, Stat, ThroughputRound};
 use crate::workload::{self, Endpoint, Spread};
 use crate::Args;

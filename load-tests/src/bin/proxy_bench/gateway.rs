@@ -1,13 +1,13 @@
-//! The gateway under test: `tollgate serve` as a child process on loopback ports, with one
-//! tenant, one cluster and one token provisioned through its admin API.
+//! The gateway under test, started with the library's launcher (`tollgate_load_tests::gateway`)
+//! with metering or without it (the hidden `--no-metering` flag).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use tollgate_load_tests::admin::Tenancy;
+use tollgate_load_tests::gateway::{self as launcher, Launch};
+use tollgate_load_tests::procs::Child;
 
-use crate::admin::{Admin, Tenancy};
-use crate::procs::{self, Child};
 use crate::workload::Endpoint;
 
 pub struct Gateway {
@@ -25,69 +25,33 @@ pub enum Started {
 /// Starts `tollgate serve` against `pool_bootstrap`, with metering or without, its data in
 /// `dir`.
 pub fn start(bin: &Path, pool_bootstrap: &str, metering: bool, dir: &Path) -> Result<Started> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let kafka = procs::free_addr()?;
-    let admin_addr = procs::free_addr()?;
-    let admin_token = format!(
-        "proxy-bench-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
-    let mut args: Vec<String> = [
-        "serve",
-        "--pool-bootstrap",
-        pool_bootstrap,
-        "--kafka-listen",
-        &kafka.to_string(),
-        "--admin-listen",
-        &admin_addr.to_string(),
-        "--data-dir",
-        &dir.display().to_string(),
-        "--admin-token",
-        &admin_token,
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut launch = Launch::new(bin, pool_bootstrap, dir);
+    launch.tenant = "bench".into();
+    launch.cluster = "bench".into();
     if !metering {
-        args.push("--no-metering".into());
+        launch = launch.args(["--no-metering"]);
     }
-    let mut process = Child::spawn(
-        "tollgate",
-        bin,
-        &args,
-        &[("NO_COLOR", "1")],
-        dir.join("gateway.log"),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    if let Err(e) = process.wait_listening(admin_addr, deadline) {
-        let log = process.log_tail(20);
-        if !metering && log.contains("--no-metering") {
-            return Ok(Started::NotSupported(format!(
-                "this gateway build does not accept --no-metering: {}",
-                log.lines()
-                    .find(|l| l.contains("--no-metering"))
-                    .unwrap_or_default()
-                    .trim()
-            )));
+    match launch.start() {
+        Ok(gw) => {
+            let endpoint = Endpoint {
+                bootstrap: gw.kafka.to_string(),
+                sasl: Some(gw.sasl_plain()),
+            };
+            Ok(Started::Running(Box::new(Gateway {
+                process: gw.process,
+                endpoint,
+                tenancy: gw.tenancy,
+            })))
         }
-        return Err(e.context("starting the gateway"));
+        Err(e) => {
+            let log = launcher::Gateway::log_in(dir);
+            match log.lines().find(|l| l.contains("--no-metering")) {
+                Some(line) if !metering => Ok(Started::NotSupported(format!(
+                    "this gateway build does not accept --no-metering: {}",
+                    line.trim()
+                ))),
+                _ => Err(e),
+            }
+        }
     }
-    let admin = Admin::new(admin_addr, &admin_token);
-    admin.wait_healthy(deadline)?;
-    let tenancy = admin
-        .provision("bench", "bench")
-        .context("provisioning through the admin API")?;
-    process.wait_listening(kafka, deadline)?;
-    let endpoint = Endpoint {
-        bootstrap: kafka.to_string(),
-        sasl: Some(("bench".into(), tenancy.token.clone())),
-    };
-    Ok(Started::Running(Box::new(Gateway {
-        process,
-        endpoint,
-        tenancy,
-    })))
 }

@@ -10,9 +10,9 @@
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --out target/proxy-bench.json
 //!
 //! Modules: `bench` (one pool's rounds over the three paths), `pool` (the pools and topic
-//! creation), `gateway` (the gateway process), `admin` (provisioning over the admin API),
-//! `workload` (the three measurements), `procs` (child processes and CPU time), `report`
-//! (figures, medians, ratios, table, JSON). The figures and how to read them are in
+//! creation), `gateway` (the gateway process, with metering or without), `workload` (the three
+//! measurements), `report` (figures, medians, ratios, table, JSON). Child processes, the admin
+//! API client and the gateway launcher are the library's (`tollgate_load_tests`). The figures and how to read them are in
 //! `load-tests/README.md`.
 
 /// When the run started, for the progress lines.
@@ -29,11 +29,9 @@ macro_rules! progress {
     };
 }
 
-mod admin;
 mod bench;
 mod gateway;
 mod pool;
-mod procs;
 mod report;
 mod workload;
 
@@ -43,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use tollgate_load_tests::procs;
 
 use crate::pool::PoolKind;
 use crate::report::Report;

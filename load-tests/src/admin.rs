@@ -1,6 +1,6 @@
 //! Provisioning through the gateway's admin API with a tiny HTTP/1.1 client over a std
-//! `TcpStream` (one request per connection, `Connection: close`), so the benchmark pulls in no
-//! HTTP stack of its own.
+//! `TcpStream` (one request per connection, `Connection: close`), so that benchmarks and tests
+//! pull in no HTTP stack of their own.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-/// What the benchmark's clients need to reach one tenant cluster through the gateway.
+/// What clients need to reach one tenant cluster through the gateway.
 pub struct Tenancy {
     /// The cluster's id as the admin API returned it.
     pub cluster_id: String,
@@ -19,6 +19,7 @@ pub struct Tenancy {
     pub token: String,
 }
 
+/// A client of one gateway's admin API, authenticated with its admin token.
 pub struct Admin {
     addr: SocketAddr,
     token: String,
@@ -46,12 +47,13 @@ impl Admin {
         bail!("admin API at {} not healthy in time: {last}", self.addr)
     }
 
-    /// A tenant, a cluster that takes 10 MiB batches, and a token allowed everything in it.
+    /// A tenant, a cluster that takes 10 MiB batches, and a token (principal `load-tests`,
+    /// valid 12 hours) allowed everything in it.
     pub fn provision(&self, tenant: &str, cluster: &str) -> Result<Tenancy> {
         self.expect(
             "POST",
             "/v1/tenants",
-            &json!({"id": tenant, "name": "proxy benchmark"}),
+            &json!({"id": tenant, "name": tenant}),
             201,
         )?;
         let created = self.expect(
@@ -69,7 +71,7 @@ impl Admin {
             "/v1/tokens",
             &json!({
                 "cluster": cluster_id,
-                "principal": "bench",
+                "principal": "load-tests",
                 "policy": {"Version": "2012-10-17", "Statement": [
                     {"Effect": "Allow", "Action": "kafka-cluster:*", "Resource": "*"}]},
                 "ttl_seconds": 43_200,
@@ -96,7 +98,8 @@ impl Admin {
         serde_json::from_str(&text).with_context(|| format!("{method} {path}: body {text:?}"))
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
+    /// One request; the answer's status and body, whatever the status.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, String)> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;

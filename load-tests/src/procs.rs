@@ -1,8 +1,8 @@
-//! The processes the benchmark starts (the gateway, tansu) and what it reads about them: CPU
-//! time from `/proc/<pid>/stat`, liveness, the tail of their logs.
+//! Child processes (the gateway, tansu) and what can be read about them: CPU time from
+//! `/proc/<pid>/stat`, liveness, the tail of their logs.
 //!
-//! Every child is registered so that the watchdog can kill it when the run overstays its hard
-//! limit; otherwise a [`Child`] is killed and reaped when dropped.
+//! Every child is registered so that a watchdog can kill it ([`kill_all_children`]) when a run
+//! overstays its hard limit; otherwise a [`Child`] is killed and reaped when dropped.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,22 +32,43 @@ impl Child {
         envs: &[(&str, &str)],
         log: PathBuf,
     ) -> Result<Child> {
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
         let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.args(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        Child::spawn_command(name, cmd, log)
+    }
+
+    /// Starts `cmd` (for settings [`Child::spawn`] lacks, such as the working directory) with
+    /// stdin closed and stdout and stderr sent to `log`.
+    pub fn spawn_command(name: &str, mut cmd: Command, log: PathBuf) -> Result<Child> {
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let inner = cmd
             .spawn()
-            .with_context(|| format!("starting {name} ({})", program.display()))?;
-        RUNNING.lock().expect("poisoned").push(inner.id());
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(inner.id());
         Ok(Child {
             name: name.to_owned(),
             inner,
             log,
         })
+    }
+
+    /// Kills the process (SIGKILL) and reaps it; its log stays readable.
+    pub fn kill(&mut self) {
+        let _ = self.inner.kill();
+        let _ = self.inner.wait();
+        let pid = self.inner.id();
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != pid);
     }
 
     pub fn pid(&self) -> u32 {
@@ -101,10 +122,7 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let pid = self.inner.id();
-        let _ = self.inner.kill();
-        let _ = self.inner.wait();
-        RUNNING.lock().expect("poisoned").retain(|p| *p != pid);
+        self.kill();
     }
 }
 
@@ -191,7 +209,7 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy / clock_ticks())
 }
 
-/// CPU seconds of this process: the benchmark's clients and, for the mock pool, the pool.
+/// CPU seconds of this process (in the benchmark: its clients and, for the mock pool, the pool).
 pub fn own_cpu_seconds() -> f64 {
     cpu_seconds("/proc/self/stat").unwrap_or(f64::NAN)
 }
