@@ -6,8 +6,10 @@
 //!   with [`sasl`] and [`token`], and runs each request through [`api`], whose handlers
 //!   authorize with [`authz`] (the [`policy`] of the token) and map names with [`tenancy`];
 //!   [`records`] reads record batch headers for limits and metering.
-//! - [`router`] picks the pool broker for each request; [`upstream`] keeps one multiplexed
-//!   connection per pool broker.
+//! - [`router`] picks the pool broker for each partition (leaders of a leader-based pool,
+//!   rendezvous hashing over a stateless one) and [`api::split`] splits requests per broker;
+//!   [`upstream`] keeps multiplexed connections to the pool's brokers (a pool of exclusive ones
+//!   for long-polling fetches) and probes which brokers are live.
 //! - [`state`] is the handle every connection shares; [`metering`] feeds the `meter` crate;
 //!   [`closing`] bills closed hours into the `billing` ledger; [`sync`] shares clusters between
 //!   gateway instances.

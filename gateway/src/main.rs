@@ -30,10 +30,12 @@ struct CommonArgs {
     /// Address of the Kafka listener tenants' clients connect to.
     #[arg(long, env = "TOLLGATE_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
     kafka_listen: SocketAddr,
-    /// host:port clients are told to connect to (Metadata, FindCoordinator); defaults to the
-    /// Kafka listen address.
-    #[arg(long, env = "TOLLGATE_ADVERTISE")]
-    advertise: Option<String>,
+    /// The gateway nodes clients are told about (Metadata, FindCoordinator), host:port[,...];
+    /// defaults to the Kafka listen address. Several gateway instances serving the same
+    /// tenants are given the same list (each serves every request, whichever node a client
+    /// picks), so a client may bootstrap from any of them.
+    #[arg(long, env = "TOLLGATE_ADVERTISE", value_delimiter = ',')]
+    advertise: Vec<String>,
     /// Address of the admin HTTP API.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
     admin_listen: SocketAddr,
@@ -102,6 +104,13 @@ struct ServeArgs {
         required = true
     )]
     pool_bootstrap: Vec<String>,
+    /// How the pool places partitions: `leader` (Apache Kafka: each partition has a leader,
+    /// learned from metadata), `stateless` (tansu brokers on one shared store, each serving
+    /// every partition: the gateway spreads partitions over the live ones, and bootstrap
+    /// brokers not up yet join when they answer), or `auto` (stateless when two brokers claim
+    /// the same node id, as tansu brokers do).
+    #[arg(long, env = "TOLLGATE_POOL_KIND", default_value = "auto")]
+    pool_kind: String,
 }
 
 impl TryFrom<CommonArgs> for Common {
@@ -156,7 +165,7 @@ async fn main() -> std::process::ExitCode {
             Err(e) => Err(e),
         },
         Command::Serve(a) => match Common::try_from(a.common) {
-            Ok(common) => run::serve(common, a.pool_bootstrap).await,
+            Ok(common) => run::serve(common, a.pool_bootstrap, a.pool_kind).await,
             Err(e) => Err(e),
         },
     };

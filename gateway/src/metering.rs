@@ -100,7 +100,7 @@ impl Metering {
             .versions(ApiKey::Metadata)
             .ok_or(UpstreamError::NoBrokers)?;
         let req = MetadataRequest::default().with_topics(None);
-        let resp: MetadataResponse = gw.router().any()?.call(max.min(12), &req).await?;
+        let resp: MetadataResponse = gw.router().call_any(max.min(12), &req).await?;
         let clusters = gw.registry().all();
         let mut counts: HashMap<Uuid, u64> = clusters.iter().map(|c| (c.id, 0)).collect();
         for topic in &resp.topics {

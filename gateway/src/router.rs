@@ -1,22 +1,35 @@
 //! Which pool broker serves a request.
 //!
-//! - Partition requests go to [`Router::for_topic`]. On a stateless pool (tansu brokers sharing
-//!   one store, each claiming every partition) that is a rendezvous hash of the topic over the
-//!   live brokers: stable while the set is stable, and adding a broker moves only its share.
-//!   Splitting one request over the leaders of a leader-based pool is the next step (issue 4).
-//! - Group and transaction requests go to the coordinator the pool names for the (physical)
-//!   key, asked of the broker the key hashes to and cached until a response says
-//!   NOT_COORDINATOR.
-//! - Topic ids are resolved to physical names through a cache filled from every metadata and
-//!   create-topics answer that passes through, so a tenant's request by id can be checked
-//!   against its namespace before it goes anywhere.
+//! Two kinds of pool sit behind the same router ([`PoolKind`]):
+//!
+//! - **Leader-based** (Apache Kafka, librdkafka's mock cluster): every partition has one leader.
+//!   Leaders are learned from the pool's metadata (from every Metadata answer that passes
+//!   through, and asked for when a request names a topic the cache does not know) and
+//!   forgotten when an answer says the leader moved, so the next request asks again.
+//! - **Stateless** (tansu brokers sharing one store, each claiming every partition): a
+//!   partition is served by the live broker that wins a rendezvous (highest random weight) hash
+//!   of topic and partition. The assignment is stable while the set of live brokers is, and a
+//!   broker joining or leaving moves only its own share.
+//!
+//! Requests about several partitions are split per broker by [`crate::api::split`].
+//!
+//! Group and transaction requests go to the coordinator the pool names for the (physical)
+//! key, asked of the broker the key hashes to and cached until a response says NOT_COORDINATOR
+//! or the coordinator stops answering.
+//!
+//! Topic ids are resolved to physical names through a cache filled from every metadata and
+//! create-topics answer that passes through, so a tenant's request by id can be checked
+//! against its namespace before it goes anywhere.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -25,6 +38,35 @@ use crate::upstream::{Broker, Pool, UpstreamError};
 
 pub const GROUP: i8 = 0;
 pub const TRANSACTION: i8 = 1;
+
+const COORDINATOR_NOT_AVAILABLE: i16 =
+    kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
+
+/// How partitions map to pool brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Each partition has a leader, named by the pool's metadata.
+    Leader,
+    /// Every broker serves every partition (shared storage); the gateway spreads them.
+    Stateless,
+}
+
+impl std::str::FromStr for PoolKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "leader" => Ok(PoolKind::Leader),
+            "stateless" => Ok(PoolKind::Stateless),
+            other => Err(format!("unknown pool kind {other:?}: leader or stateless")),
+        }
+    }
+}
+
+/// A leader cache entry older than this is asked for again when a request finds it stale, so
+/// a leader that is down (and still leader) costs the pool one metadata request per interval,
+/// not one per client request.
+const LEADER_REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the pool answered for a coordinator lookup.
 #[derive(Clone)]
@@ -35,16 +77,35 @@ pub struct CoordinatorAnswer {
     pub broker: Option<Arc<Broker>>,
 }
 
+/// Leaders of one topic's partitions, by pool node id (-1: none).
+struct TopicLeaders {
+    leaders: Vec<i32>,
+    fetched: Instant,
+    /// An answer said a leader moved: ask again before trusting this.
+    stale: bool,
+}
+
+#[derive(Default)]
+struct Leaders {
+    /// Pool node id -> `host:port`, from the latest metadata.
+    nodes: HashMap<i32, String>,
+    topics: HashMap<String, TopicLeaders>,
+}
+
 pub struct Router {
     pool: Pool,
+    kind: PoolKind,
+    leaders: RwLock<Leaders>,
     coordinators: Mutex<HashMap<(i8, String), Arc<Broker>>>,
     topic_ids: RwLock<HashMap<Uuid, String>>,
 }
 
 impl Router {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, kind: PoolKind) -> Self {
         Router {
             pool,
+            kind,
+            leaders: RwLock::default(),
             coordinators: Mutex::default(),
             topic_ids: RwLock::default(),
         }
@@ -54,28 +115,225 @@ impl Router {
         &self.pool
     }
 
-    /// The broker that owns `key` among the live ones, by rendezvous (highest random weight)
-    /// hashing.
+    pub fn kind(&self) -> PoolKind {
+        self.kind
+    }
+
+    /// The live broker that owns `key`, by rendezvous (highest random weight) hashing.
     pub fn pick(&self, key: &[u8]) -> Result<Arc<Broker>, UpstreamError> {
         self.pool
             .brokers()
             .into_iter()
-            .max_by_key(|b| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                b.addr().hash(&mut h);
-                key.hash(&mut h);
-                h.finish()
-            })
+            .max_by_key(|b| weight(b.addr(), key, 0))
             .ok_or(UpstreamError::NoBrokers)
     }
 
-    pub fn for_topic(&self, physical_topic: &str) -> Result<Arc<Broker>, UpstreamError> {
-        self.pick(physical_topic.as_bytes())
-    }
-
-    /// Any broker, for requests that are not about one partition or key.
+    /// Any live broker, for requests that are not about one partition or key.
     pub fn any(&self) -> Result<Arc<Broker>, UpstreamError> {
         self.pick(b"")
+    }
+
+    /// The broker serving each of `partitions` (physical topic names), in order. Leaders
+    /// unknown to the cache are asked of the pool once, for all of them together.
+    pub async fn route(
+        &self,
+        partitions: &[(&str, i32)],
+    ) -> Vec<Result<Arc<Broker>, UpstreamError>> {
+        match self.kind {
+            PoolKind::Stateless => {
+                let live = self.pool.brokers();
+                partitions
+                    .iter()
+                    .map(|(topic, p)| {
+                        live.iter()
+                            .max_by_key(|b| weight(b.addr(), topic.as_bytes(), *p))
+                            .cloned()
+                            .ok_or(UpstreamError::NoBrokers)
+                    })
+                    .collect()
+            }
+            PoolKind::Leader => self.route_to_leaders(partitions).await,
+        }
+    }
+
+    async fn route_to_leaders(
+        &self,
+        partitions: &[(&str, i32)],
+    ) -> Vec<Result<Arc<Broker>, UpstreamError>> {
+        let unknown: Vec<&str> = {
+            let leaders = self.leaders.read().expect("poisoned");
+            let mut unknown: Vec<&str> = partitions
+                .iter()
+                .filter(|(topic, _)| match leaders.topics.get(*topic) {
+                    None => true,
+                    Some(t) => t.stale && t.fetched.elapsed() >= LEADER_REFRESH_MIN_INTERVAL,
+                })
+                .map(|(topic, _)| *topic)
+                .collect();
+            unknown.sort_unstable();
+            unknown.dedup();
+            unknown
+        };
+        if !unknown.is_empty() {
+            if let Err(e) = self.refresh_leaders(&unknown).await {
+                tracing::warn!(error = %e, "could not refresh partition leaders");
+            }
+        }
+        let mut out = Vec::with_capacity(partitions.len());
+        for (topic, p) in partitions {
+            let addr = {
+                let leaders = self.leaders.read().expect("poisoned");
+                leaders
+                    .topics
+                    .get(*topic)
+                    .and_then(|t| t.leaders.get(usize::try_from(*p).ok()?).copied())
+                    .filter(|node| *node >= 0)
+                    .and_then(|node| leaders.nodes.get(&node).cloned())
+            };
+            out.push(match addr {
+                Some(addr) => self.broker_at(&addr).await,
+                // A topic or partition the pool does not know (or has no leader for): any
+                // broker answers that with the right error code.
+                None => self.any(),
+            });
+        }
+        out
+    }
+
+    /// The pool broker at `addr`, connecting to it first if the pool has not met it yet.
+    async fn broker_at(&self, addr: &str) -> Result<Arc<Broker>, UpstreamError> {
+        if let Some(b) = self.pool.broker(addr) {
+            return Ok(b);
+        }
+        self.pool.add_broker(addr).await?;
+        self.pool.broker(addr).ok_or(UpstreamError::NoBrokers)
+    }
+
+    /// Asks the pool for the leaders of `topics`.
+    pub async fn refresh_leaders(&self, topics: &[&str]) -> Result<(), UpstreamError> {
+        let (_, max) = self
+            .pool
+            .versions(ApiKey::Metadata)
+            .ok_or_else(|| UpstreamError::Encode("pool does not support Metadata".into()))?;
+        let req = MetadataRequest::default()
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string((*t).to_owned()))))
+                    })
+                    .collect(),
+            ))
+            .with_allow_auto_topic_creation(false);
+        let resp: MetadataResponse = self.call_any(max.min(12), &req).await?;
+        self.learn_metadata(&resp);
+        Ok(())
+    }
+
+    /// Sends a request to a live broker, trying another when one cannot be reached. Only for
+    /// requests that change nothing, so any retry is safe.
+    pub async fn call_any<R: kafka_protocol::protocol::Request>(
+        &self,
+        version: i16,
+        req: &R,
+    ) -> Result<R::Response, UpstreamError> {
+        let mut last = UpstreamError::NoBrokers;
+        for _ in 0..3 {
+            let broker = self.any()?;
+            match broker.call(version, req).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.broker_failed(&broker, &e);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Learns brokers and leaders from a pool Metadata answer (leader-based pools only: a
+    /// stateless pool's brokers each claim everything).
+    pub fn learn_metadata(&self, resp: &MetadataResponse) {
+        if self.kind != PoolKind::Leader {
+            return;
+        }
+        let mut leaders = self.leaders.write().expect("poisoned");
+        for b in &resp.brokers {
+            leaders
+                .nodes
+                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+        }
+        let now = Instant::now();
+        for t in &resp.topics {
+            let Some(name) = &t.name else { continue };
+            if t.error_code != 0 {
+                leaders.topics.remove(name.0.as_str());
+                continue;
+            }
+            // Partitions are numbered 0..n; an index past what was listed is ignored rather
+            // than trusted with an allocation.
+            let len = t.partitions.len();
+            let mut by_partition = vec![-1; len];
+            for p in &t.partitions {
+                if let Some(slot) = usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| by_partition.get_mut(i))
+                {
+                    *slot = p.leader_id.0;
+                }
+            }
+            leaders.topics.insert(
+                name.0.to_string(),
+                TopicLeaders {
+                    leaders: by_partition,
+                    fetched: now,
+                    stale: false,
+                },
+            );
+        }
+    }
+
+    /// An answer said `topic`'s leadership changed (NOT_LEADER_OR_FOLLOWER and kin): the next
+    /// request about it asks the pool again.
+    pub fn leaders_moved(&self, topic: &str) {
+        if let Some(t) = self
+            .leaders
+            .write()
+            .expect("poisoned")
+            .topics
+            .get_mut(topic)
+        {
+            t.stale = true;
+        }
+    }
+
+    /// A request to `broker` failed. When it could not be reached, routing stops using it
+    /// until the pool's prober sees it answer again; leaders it held are asked for anew, and
+    /// coordinators on it are forgotten.
+    pub fn broker_failed(&self, broker: &Broker, error: &UpstreamError) {
+        if !is_network(error) {
+            return;
+        }
+        self.pool.mark_down(broker.addr(), &error.to_string());
+        self.coordinators
+            .lock()
+            .expect("poisoned")
+            .retain(|_, b| b.addr() != broker.addr());
+        if self.kind == PoolKind::Leader {
+            let mut leaders = self.leaders.write().expect("poisoned");
+            let nodes: Vec<i32> = leaders
+                .nodes
+                .iter()
+                .filter(|(_, a)| a.as_str() == broker.addr())
+                .map(|(n, _)| *n)
+                .collect();
+            for t in leaders.topics.values_mut() {
+                if t.leaders.iter().any(|l| nodes.contains(l)) {
+                    t.stale = true;
+                }
+            }
+        }
     }
 
     /// The pool's coordinator for a physical group id or transactional id.
@@ -85,14 +343,76 @@ impl Router {
         key: &str,
     ) -> Result<CoordinatorAnswer, UpstreamError> {
         let cache_key = (key_type, key.to_owned());
-        if let Some(b) = self.coordinators.lock().expect("poisoned").get(&cache_key) {
+        {
+            let mut cache = self.coordinators.lock().expect("poisoned");
+            match cache.get(&cache_key) {
+                Some(b) if self.pool.is_live(b.addr()) => {
+                    return Ok(CoordinatorAnswer {
+                        error_code: 0,
+                        error_message: None,
+                        broker: Some(b.clone()),
+                    });
+                }
+                // Its broker stopped answering: ask where the key lives now.
+                Some(_) => {
+                    cache.remove(&cache_key);
+                }
+                None => {}
+            }
+        }
+        // On a stateless pool the broker asked becomes the coordinator, so the key's hash
+        // spreads groups over the brokers; a leader-based pool answers the same from any.
+        let asked = self.pick(key.as_bytes())?;
+        let found = match self.find_coordinator(&asked, key_type, key).await {
+            Ok(found) => found,
+            // The broker asked is gone: the client's retry will ask another.
+            Err(e) if is_network(&e) => {
+                self.broker_failed(&asked, &e);
+                return Ok(CoordinatorAnswer {
+                    error_code: COORDINATOR_NOT_AVAILABLE,
+                    error_message: None,
+                    broker: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let (error_code, error_message, addr) = found;
+        if error_code != 0 {
             return Ok(CoordinatorAnswer {
-                error_code: 0,
-                error_message: None,
-                broker: Some(b.clone()),
+                error_code,
+                error_message,
+                broker: None,
             });
         }
-        let asked = self.pick(key.as_bytes())?;
+        let broker = match self.broker_at(&addr).await {
+            Ok(b) => b,
+            Err(e) if is_network(&e) => {
+                return Ok(CoordinatorAnswer {
+                    error_code: COORDINATOR_NOT_AVAILABLE,
+                    error_message: None,
+                    broker: None,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        self.coordinators
+            .lock()
+            .expect("poisoned")
+            .insert(cache_key, broker.clone());
+        Ok(CoordinatorAnswer {
+            error_code: 0,
+            error_message: None,
+            broker: Some(broker),
+        })
+    }
+
+    /// FindCoordinator for one key: (error code, message, coordinator address).
+    async fn find_coordinator(
+        &self,
+        asked: &Broker,
+        key_type: i8,
+        key: &str,
+    ) -> Result<(i16, Option<StrBytes>, String), UpstreamError> {
         let (_, max) = self
             .pool
             .versions(ApiKey::FindCoordinator)
@@ -114,37 +434,17 @@ impl Router {
                 })?;
             (c.error_code, c.error_message, c.host, c.port)
         } else {
-            let version = max;
             let req = FindCoordinatorRequest::default()
                 .with_key_type(key_type)
                 .with_key(key_str);
-            let resp: FindCoordinatorResponse = asked.call(version, &req).await?;
+            let resp: FindCoordinatorResponse = asked.call(max, &req).await?;
             (resp.error_code, resp.error_message, resp.host, resp.port)
         };
-        if error_code != 0 {
-            return Ok(CoordinatorAnswer {
-                error_code,
-                error_message,
-                broker: None,
-            });
-        }
-        let addr = format!("{}:{}", host.as_str(), port);
-        let broker = match self.pool.broker(&addr) {
-            Some(b) => b,
-            None => {
-                self.pool.add_broker(&addr).await?;
-                self.pool.broker(&addr).ok_or(UpstreamError::NoBrokers)?
-            }
-        };
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .insert(cache_key, broker.clone());
-        Ok(CoordinatorAnswer {
-            error_code: 0,
-            error_message: None,
-            broker: Some(broker),
-        })
+        Ok((
+            error_code,
+            error_message,
+            format!("{}:{}", host.as_str(), port),
+        ))
     }
 
     /// Forgets a cached coordinator, after the pool said it is not (or no longer) the one.
@@ -185,7 +485,7 @@ impl Router {
         // Every topic: a rare path (an id this gateway has not seen in any answer yet), and
         // not every pool can look topics up by id.
         let req = MetadataRequest::default().with_topics(None);
-        let resp: MetadataResponse = self.any()?.call(version, &req).await?;
+        let resp: MetadataResponse = self.call_any(version, &req).await?;
         self.learn_topic_ids(
             resp.topics
                 .iter()
@@ -193,4 +493,22 @@ impl Router {
         );
         Ok(self.topic_ids.read().expect("poisoned").get(&id).cloned())
     }
+}
+
+/// Rendezvous weight of `broker` for a key: the live broker with the highest weight serves it.
+fn weight(broker: &str, key: &[u8], partition: i32) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    broker.hash(&mut h);
+    key.hash(&mut h);
+    partition.hash(&mut h);
+    h.finish()
+}
+
+/// Whether a failure says the broker could not be reached or stopped answering (as opposed
+/// to a message that could not be encoded or decoded).
+pub fn is_network(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Connect { .. } | UpstreamError::Io { .. } | UpstreamError::Timeout { .. }
+    )
 }

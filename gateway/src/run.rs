@@ -15,17 +15,23 @@ use crate::devpool::DevPool;
 use crate::listener::Listener;
 use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
 use crate::pool_admin::RouterPoolAdmin;
+use crate::router::PoolKind;
 use crate::state::{Gateway, GatewayConfig, Node};
 use crate::tenancy::Registry;
 use crate::token::Tokens;
 use crate::upstream::{Pool, Timeouts};
 
+/// How often the pool's brokers are checked: a broker that dies is out of the routing within
+/// about this long even when no request touches it, and one that starts is taken in.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Settings both commands share.
 #[derive(Debug, Clone)]
 pub struct Common {
     pub kafka_listen: SocketAddr,
-    /// `host:port` clients are told to connect to; the listen address when not set.
-    pub advertise: Option<String>,
+    /// The gateway nodes (`host:port`) clients are told to connect to; the listen address
+    /// when empty.
+    pub advertise: Vec<String>,
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_token: Option<String>,
@@ -109,33 +115,68 @@ pub async fn dev(common: Common, tansu: String, brokers: usize) -> anyhow::Resul
     let pool = Pool::new(Timeouts::default());
     let devpool = DevPool::start(&tansu, &common.data_dir, brokers, &pool).await?;
     tracing::info!(brokers = ?devpool.addrs, "local pool is up");
-    let result = start(common, pool).await;
+    let result = start(common, pool, PoolKind::Stateless).await;
     devpool.shutdown().await;
     result
 }
 
 /// Runs `tollgate serve`: the gateway on a pool someone else runs.
-pub async fn serve(common: Common, bootstrap: Vec<String>) -> anyhow::Result<()> {
+pub async fn serve(common: Common, bootstrap: Vec<String>, kind: String) -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.data_dir)
         .with_context(|| format!("creating {}", common.data_dir.display()))?;
     let pool = Pool::new(Timeouts::default());
-    let mut reached = 0;
+    let mut reached = Vec::new();
     for addr in &bootstrap {
         match pool.add_broker(addr).await {
-            Ok(()) => reached += 1,
+            Ok(()) => reached.push(addr.clone()),
             Err(e) => {
-                tracing::warn!(broker = %addr, error = %e, "pool bootstrap broker unreachable")
+                tracing::warn!(broker = %addr, error = %e, "pool bootstrap broker unreachable");
+                // Known from now on, and taken in when it answers (see `Pool::run_prober`).
+                pool.add_configured(addr);
             }
         }
     }
     anyhow::ensure!(
-        reached > 0,
+        !reached.is_empty(),
         "no pool bootstrap broker answered: {bootstrap:?}"
     );
-    start(common, pool).await
+    let kind = match kind.as_str() {
+        "auto" => detect_kind(&pool).await?,
+        other => other.parse::<PoolKind>().map_err(anyhow::Error::msg)?,
+    };
+    tracing::info!(?kind, brokers = ?reached, "pool");
+    start(common, pool, kind).await
 }
 
-async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
+/// Tells a stateless pool from a leader-based one by asking each reachable broker who the
+/// pool's brokers are: Kafka brokers name each other under distinct node ids; tansu brokers
+/// each name only themselves, all under the same id.
+async fn detect_kind(pool: &Pool) -> anyhow::Result<PoolKind> {
+    let mut seen: std::collections::HashMap<i32, String> = std::collections::HashMap::new();
+    for broker in pool.brokers() {
+        let (_, max) = pool
+            .versions(kafka_protocol::messages::ApiKey::Metadata)
+            .context("the pool does not support Metadata")?;
+        let req =
+            kafka_protocol::messages::MetadataRequest::default().with_topics(Some(Vec::new()));
+        let resp = broker
+            .call(max.min(12), &req)
+            .await
+            .with_context(|| format!("asking {} for the pool's brokers", broker.addr()))?;
+        for b in resp.brokers {
+            let addr = format!("{}:{}", b.host.as_str(), b.port);
+            match seen.get(&b.node_id.0) {
+                Some(known) if *known != addr => return Ok(PoolKind::Stateless),
+                _ => {
+                    seen.insert(b.node_id.0, addr);
+                }
+            }
+        }
+    }
+    Ok(PoolKind::Leader)
+}
+
+async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Result<()> {
     let admin_token = match common.admin_token.clone() {
         Some(t) if !t.is_empty() => t,
         _ => secret_file(&common.data_dir.join("admin-token"))?,
@@ -214,21 +255,31 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin API on {}", common.admin_listen))?;
     let kafka_addr = kafka.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let advertised = common
-        .advertise
-        .clone()
-        .unwrap_or_else(|| kafka_addr.to_string());
-    let (host, port) = split_host_port(&advertised)?;
+    let advertised = if common.advertise.is_empty() {
+        vec![kafka_addr.to_string()]
+    } else {
+        common.advertise.clone()
+    };
+    let nodes = advertised
+        .iter()
+        .zip(1..)
+        .map(|(addr, id)| {
+            let (host, port) = split_host_port(addr)?;
+            Ok(Node { id, host, port })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let advertised = advertised.join(",");
 
     let gateway = Gateway::new(
         GatewayConfig {
-            nodes: vec![Node { id: 1, host, port }],
+            nodes,
             region: common.region.clone().into(),
             max_frame_bytes: common.max_frame_bytes,
             max_sasl_frame_bytes: 512 * 1024,
             max_in_flight: 64,
+            pool_kind,
         },
-        pool,
+        pool.clone(),
         registry.clone(),
         tokens.clone(),
         metering.clone(),
@@ -292,6 +343,7 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let prober_task = tokio::spawn(pool.run_prober(PROBE_INTERVAL, stopped(stop_rx.clone())));
     let refresh_task = tokio::spawn(
         metering
             .clone()
@@ -319,6 +371,7 @@ async fn start(common: Common, pool: Pool) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = kafka_task.await;
     let _ = refresh_task.await;
+    let _ = prober_task.await;
     let _ = closer_task.await;
     if let Some(t) = sync_task {
         let _ = t.await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::metering::Metering;
-use crate::router::Router;
+use crate::router::{PoolKind, Router};
 use crate::tenancy::Registry;
 use crate::token::Tokens;
 use crate::upstream::Pool;
@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub max_sasl_frame_bytes: usize,
     /// Requests one client connection may have in flight before we stop reading from it.
     pub max_in_flight: usize,
+    /// How partitions map to the pool's brokers.
+    pub pool_kind: PoolKind,
 }
 
 #[derive(Clone)]
@@ -58,10 +60,11 @@ impl Gateway {
             !config.nodes.is_empty(),
             "a gateway needs at least one node"
         );
+        let pool_kind = config.pool_kind;
         Gateway {
             inner: Arc::new(Inner {
                 config,
-                router: Router::new(pool),
+                router: Router::new(pool, pool_kind),
                 registry,
                 tokens,
                 metering,

@@ -143,6 +143,7 @@ impl Stack {
                 max_frame_bytes: 1024 * 1024,
                 max_sasl_frame_bytes: 64 * 1024,
                 max_in_flight: 16,
+                pool_kind: tollgate_gateway::router::PoolKind::Stateless,
             },
             pool,
             registry.clone(),

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{forward, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED, UNKNOWN_TOPIC_ID};
+use super::{forward_any, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED, UNKNOWN_TOPIC_ID};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
 
@@ -83,11 +83,11 @@ pub async fn metadata(
     req.include_cluster_authorized_operations = false;
     req.include_topic_authorized_operations = false;
 
-    let broker = ctx.gw.router().any()?;
-    let answer = forward::<_, MetadataResponse>(&broker, ApiKey::Metadata, version, &req).await?;
+    let answer = forward_any::<_, MetadataResponse>(ctx, ApiKey::Metadata, version, &req).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let resp = answer.await?;
+        ctx.gw.router().learn_metadata(&resp);
         ctx.gw.router().learn_topic_ids(
             resp.topics
                 .iter()
@@ -226,6 +226,7 @@ mod tests {
                 max_frame_bytes: 1 << 20,
                 max_sasl_frame_bytes: 1 << 16,
                 max_in_flight: 1,
+                pool_kind: crate::router::PoolKind::Stateless,
             },
             Pool::new(Timeouts::default()),
             Registry::default(),

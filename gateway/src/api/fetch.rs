@@ -20,7 +20,17 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
 };
 
-use super::{forward, topic_of_id, Ctx, Reply};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::split::{
+    dispatch, failure_code, forward_gathered, leader_moved, split, Outcome, Sent, Sheet,
+};
+use super::{topic_of_id, Ctx, Reply};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
 
@@ -51,7 +61,8 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         }
     }
     let mut id_codes = id_codes.into_iter();
-    let mut forwarded_ids = Vec::new();
+    // (physical name, id) of every topic sent on.
+    let mut forwarded: Vec<(String, Uuid)> = Vec::new();
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
         let logical = t.topic.clone();
@@ -63,7 +74,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         };
         match verdict {
             Ok(()) => {
-                forwarded_ids.push(t.topic_id);
+                forwarded.push((t.topic.0.to_string(), t.topic_id));
                 true
             }
             Err(code) => {
@@ -74,14 +85,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
                         .with_partitions(
                             t.partitions
                                 .iter()
-                                .map(|p| {
-                                    PartitionData::default()
-                                        .with_partition_index(p.partition)
-                                        .with_error_code(code)
-                                        .with_high_watermark(-1)
-                                        .with_last_stable_offset(-1)
-                                        .with_log_start_offset(-1)
-                                })
+                                .map(|p| no_data(p.partition, code))
                                 .collect(),
                         ),
                 );
@@ -93,11 +97,60 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         let resp = FetchResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::Fetch(resp)));
     }
-    let broker = ctx.gw.router().for_topic(&req.topics[0].topic.0)?;
-    let answer = forward::<_, FetchResponse>(&broker, ApiKey::Fetch, version, &req).await?;
+    let router = ctx.gw.router();
+    let parts = split(router, std::mem::take(&mut req.topics)).await;
+    let template = req;
+    // The response size limit is the client's to enforce: each part gets its share, so the
+    // merged answer never exceeds what the client can receive.
+    let shares = (parts.parts.len() as i32).max(1);
+    let part_max_bytes = (template.max_bytes / shares).max(1);
+    let max_wait = Duration::from_millis(template.max_wait_ms.max(0) as u64);
+    let min_bytes = template.min_bytes.max(0) as u64;
+    let sent = dispatch::<_, _, FetchResponse>(
+        router,
+        parts,
+        ApiKey::Fetch,
+        version,
+        max_wait,
+        |topics| {
+            let mut r = template.clone();
+            r.topics = topics;
+            r.max_bytes = part_max_bytes;
+            r
+        },
+        |r: FetchRequest| r.topics,
+    )
+    .await;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
-        let mut resp = answer.await?;
+        let outcomes = long_poll(&ctx, sent, min_bytes).await;
+        let router = ctx.gw.router();
+        let mut resp = FetchResponse::default();
+        for outcome in outcomes {
+            match outcome {
+                Polled::Done(Outcome::Answered(answer)) => {
+                    resp.throttle_time_ms = resp.throttle_time_ms.max(answer.throttle_time_ms);
+                    if answer.error_code != 0 {
+                        resp.error_code = answer.error_code;
+                    }
+                    for t in answer.responses {
+                        if t.partitions.iter().any(|p| leader_moved(p.error_code)) {
+                            if let Some(name) = physical_name(&forwarded, &t) {
+                                router.leaders_moved(name);
+                            }
+                        }
+                        merge_topic(&mut resp.responses, t);
+                    }
+                }
+                Polled::Done(Outcome::Failed { sheet, error }) => {
+                    let code = failure_code(&error, false);
+                    merge_sheet(&mut resp.responses, sheet, code);
+                }
+                // Still waiting on its broker when the others had enough: answered as "no
+                // data yet", as a broker answers partitions with nothing new.
+                Polled::Pending(sheet) => merge_sheet(&mut resp.responses, sheet, 0),
+            }
+        }
         if let Some(counters) = &ctx.session.counters {
             let delivered: u64 = resp
                 .responses
@@ -115,7 +168,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         resp.unknown_tagged_fields.clear();
         resp.responses.retain_mut(|t| {
             if by_id {
-                forwarded_ids.contains(&t.topic_id)
+                forwarded.iter().any(|(_, id)| *id == t.topic_id)
             } else {
                 ctx.topic_back(&mut t.topic)
             }
@@ -133,6 +186,112 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         resp.responses.extend(refused);
         Ok(ResponseKind::Fetch(resp))
     }))
+}
+
+/// A part of a fetch, answered or still waiting on its broker.
+enum Polled {
+    Done(Outcome<FetchResponse>),
+    Pending(Vec<Sheet>),
+}
+
+/// Waits for a split fetch the way one broker would wait for an unsplit one: until the parts
+/// together hold `min_bytes` of records, or one has an error to report, or all have answered
+/// (each after at most the client's max_wait_ms, which every part carries). Parts still
+/// waiting then are answered as holding nothing new; their late answers are dropped, which
+/// loses nothing, since a fetch moves no offsets.
+async fn long_poll(ctx: &Ctx, sent: Vec<Sent<FetchResponse>>, min_bytes: u64) -> Vec<Polled> {
+    if sent.len() == 1 {
+        let part = sent.into_iter().next().expect("one part");
+        return vec![Polled::Done(part.outcome(ctx.gw.router()).await)];
+    }
+    let mut polled: Vec<Polled> = sent
+        .iter()
+        .map(|s| Polled::Pending(s.sheet.clone()))
+        .collect();
+    let mut waiting = tokio::task::JoinSet::new();
+    for (i, part) in sent.into_iter().enumerate() {
+        let gw = ctx.gw.clone();
+        waiting.spawn(async move { (i, part.outcome(gw.router()).await) });
+    }
+    let mut bytes = 0u64;
+    while let Some(joined) = waiting.join_next().await {
+        let Ok((i, outcome)) = joined else { continue };
+        let enough = match &outcome {
+            Outcome::Failed { .. } => true,
+            Outcome::Answered(r) => {
+                bytes += r
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .filter_map(|p| p.records.as_ref())
+                    .map(|r| r.len() as u64)
+                    .sum::<u64>();
+                r.error_code != 0
+                    || r.responses
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .any(|p| p.error_code != 0)
+                    || (bytes > 0 && bytes >= min_bytes)
+            }
+        };
+        polled[i] = Polled::Done(outcome);
+        if enough {
+            break;
+        }
+    }
+    waiting.abort_all();
+    polled
+}
+
+/// The physical name of a fetch answer's topic: named in versions before 13, by id after.
+fn physical_name<'a>(
+    forwarded: &'a [(String, Uuid)],
+    t: &'a FetchableTopicResponse,
+) -> Option<&'a str> {
+    if t.topic_id.is_nil() {
+        Some(t.topic.0.as_str())
+    } else {
+        forwarded
+            .iter()
+            .find(|(_, id)| *id == t.topic_id)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// Adds a topic's answer, folding it into an entry for the same topic from another part.
+fn merge_topic(into: &mut Vec<FetchableTopicResponse>, t: FetchableTopicResponse) {
+    match into
+        .iter_mut()
+        .find(|e| e.topic == t.topic && e.topic_id == t.topic_id)
+    {
+        Some(e) => e.partitions.extend(t.partitions),
+        None => into.push(t),
+    }
+}
+
+/// Answers every partition of `sheet` with `code` and no records.
+fn merge_sheet(into: &mut Vec<FetchableTopicResponse>, sheet: Vec<Sheet>, code: i16) {
+    for s in sheet {
+        merge_topic(
+            into,
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_string(s.topic)))
+                .with_topic_id(s.topic_id)
+                .with_partitions(s.partitions.into_iter().map(|i| no_data(i, code)).collect()),
+        );
+    }
+}
+
+/// A partition answer without records. Offsets are -1, "unknown", which clients skip rather
+/// than take as the partition's end.
+fn no_data(partition: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
 }
 
 pub async fn list_offsets(
@@ -174,16 +333,27 @@ pub async fn list_offsets(
         let resp = ListOffsetsResponse::default().with_topics(refused);
         return Ok(Reply::now(ResponseKind::ListOffsets(resp)));
     }
-    let broker = ctx.gw.router().for_topic(&req.topics[0].name.0)?;
-    let answer =
-        forward::<_, ListOffsetsResponse>(&broker, ApiKey::ListOffsets, version, &req).await?;
-    let ctx = ctx.clone();
-    Ok(Reply::later(async move {
-        let mut resp = answer.await?;
-        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
-        resp.topics.extend(refused);
-        Ok(ResponseKind::ListOffsets(resp))
-    }))
+    let topics = std::mem::take(&mut req.topics);
+    let template = req;
+    Ok(forward_gathered(
+        ctx,
+        topics,
+        ApiKey::ListOffsets,
+        version,
+        false,
+        |topics| {
+            let mut r = template.clone();
+            r.topics = topics;
+            r
+        },
+        |r: ListOffsetsRequest| r.topics,
+        move |ctx, mut resp: ListOffsetsResponse| {
+            resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+            resp.topics.extend(refused);
+            ResponseKind::ListOffsets(resp)
+        },
+    )
+    .await)
 }
 
 pub async fn offset_for_leader_epoch(
@@ -225,19 +395,25 @@ pub async fn offset_for_leader_epoch(
         let resp = OffsetForLeaderEpochResponse::default().with_topics(refused);
         return Ok(Reply::now(ResponseKind::OffsetForLeaderEpoch(resp)));
     }
-    let broker = ctx.gw.router().for_topic(&req.topics[0].topic.0)?;
-    let answer = forward::<_, OffsetForLeaderEpochResponse>(
-        &broker,
+    let topics = std::mem::take(&mut req.topics);
+    let template = req;
+    Ok(forward_gathered(
+        ctx,
+        topics,
         ApiKey::OffsetForLeaderEpoch,
         version,
-        &req,
+        false,
+        |topics| {
+            let mut r = template.clone();
+            r.topics = topics;
+            r
+        },
+        |r: OffsetForLeaderEpochRequest| r.topics,
+        move |ctx, mut resp: OffsetForLeaderEpochResponse| {
+            resp.topics.retain_mut(|t| ctx.topic_back(&mut t.topic));
+            resp.topics.extend(refused);
+            ResponseKind::OffsetForLeaderEpoch(resp)
+        },
     )
-    .await?;
-    let ctx = ctx.clone();
-    Ok(Reply::later(async move {
-        let mut resp = answer.await?;
-        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.topic));
-        resp.topics.extend(refused);
-        Ok(ResponseKind::OffsetForLeaderEpoch(resp))
-    }))
+    .await)
 }

@@ -21,12 +21,13 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
 
 use super::{
     forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, NOT_COORDINATOR, TXN_DENIED,
 };
 use crate::authz::Action;
-use crate::router::{GROUP, TRANSACTION};
+use crate::router::{is_network, PoolKind, GROUP, TRANSACTION};
 use crate::upstream::UpstreamError;
 
 /// Sends a single-group request to its coordinator. `refuse` builds the answer for an error
@@ -51,11 +52,27 @@ where
     let Some(broker) = answer.broker else {
         return Ok(Reply::now(wrap(refuse(answer.error_code))));
     };
-    let pending = forward::<_, Resp>(&broker, api, version, req).await?;
+    // A coordinator that cannot be reached or stops answering is answered as NOT_COORDINATOR:
+    // the client looks the coordinator up again, and by then the router has moved on.
+    let pending = match forward::<_, Resp>(&broker, api, version, req).await {
+        Ok(p) => p,
+        Err(e) if is_network(&e) => {
+            ctx.gw.router().broker_failed(&broker, &e);
+            return Ok(Reply::now(wrap(refuse(NOT_COORDINATOR))));
+        }
+        Err(e) => return Err(e),
+    };
     let ctx = ctx.clone();
     let key = physical_key.to_owned();
     Ok(Reply::later(async move {
-        let resp = pending.await?;
+        let resp = match pending.await {
+            Ok(resp) => resp,
+            Err(e) if is_network(&e) => {
+                ctx.gw.router().broker_failed(&broker, &e);
+                refuse(NOT_COORDINATOR)
+            }
+            Err(e) => return Err(e),
+        };
         if code(&resp) == NOT_COORDINATOR {
             ctx.gw.router().coordinator_moved(key_type, &key);
         }
@@ -509,26 +526,46 @@ pub async fn describe_groups(
     }))
 }
 
-/// Every broker coordinates some groups, so the listing asks all of them.
+/// On a leader-based pool every broker coordinates some groups, so the listing asks all of
+/// them; a stateless pool's brokers share one store, so one answers for all. A broker that
+/// cannot be reached makes the answer COORDINATOR_NOT_AVAILABLE (retriable) rather than a
+/// silently partial list.
 pub async fn list_groups(
     ctx: &Ctx,
     version: i16,
     req: ListGroupsRequest,
 ) -> Result<Reply, UpstreamError> {
-    let mut pending = Vec::new();
-    for broker in ctx.gw.router().pool().brokers() {
-        pending.push(
-            forward::<_, ListGroupsResponse>(&broker, ApiKey::ListGroups, version, &req).await?,
-        );
-    }
-    if pending.is_empty() {
+    let router = ctx.gw.router();
+    let brokers = match router.kind() {
+        PoolKind::Leader => router.pool().brokers(),
+        PoolKind::Stateless => vec![router.any()?],
+    };
+    if brokers.is_empty() {
         return Err(UpstreamError::NoBrokers);
+    }
+    let mut pending = Vec::new();
+    for broker in brokers {
+        let answer =
+            forward::<_, ListGroupsResponse>(&broker, ApiKey::ListGroups, version, &req).await;
+        pending.push((broker, answer));
     }
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut merged = ListGroupsResponse::default();
-        for p in pending {
-            let resp = p.await?;
+        for (broker, answer) in pending {
+            let resp = match answer {
+                Ok(p) => p.await,
+                Err(e) => Err(e),
+            };
+            let resp = match resp {
+                Ok(resp) => resp,
+                Err(e) if is_network(&e) => {
+                    ctx.gw.router().broker_failed(&broker, &e);
+                    merged.error_code = ResponseError::CoordinatorNotAvailable.code();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if resp.error_code != 0 {
                 merged.error_code = resp.error_code;
             }
@@ -540,6 +577,9 @@ pub async fn list_groups(
                         && ctx.session.may_group(Action::DescribeGroup, &g.group_id.0))
                     .then_some(g)
                 }));
+        }
+        if merged.error_code != 0 {
+            merged.groups.clear();
         }
         merged
             .groups

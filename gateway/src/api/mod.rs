@@ -8,6 +8,8 @@
 //! - [`groups`]: FindCoordinator and the consumer group APIs, including offsets.
 //! - [`topics`]: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions and topic configs.
 //! - [`txn`]: InitProducerId and the transaction APIs.
+//! - [`split`]: how a request about partitions on several pool brokers is split per broker and
+//!   its answers merged.
 //!
 //! Each handler authorizes every resource in the request, maps the tenant's names to the
 //! pool's, dispatches to the pool broker the router picks, and returns a [`Reply`] whose
@@ -19,6 +21,7 @@ pub mod cluster;
 pub mod fetch;
 pub mod groups;
 pub mod produce;
+pub mod split;
 pub mod topics;
 pub mod txn;
 pub mod versions;
@@ -185,11 +188,52 @@ where
     Req: Encodable,
     Resp: Decodable + Send + 'static,
 {
-    let pending = broker
+    let mut pending = broker
         .dispatch(api, version, req, true)
         .await?
         .expect("a reply was asked for");
+    if let Some(wait) = longest_wait(api) {
+        pending = pending.with_timeout(wait);
+    }
     Ok(pending.decode::<Resp>(version))
+}
+
+/// How long a pool broker may take over requests that legitimately wait longer than the
+/// default request timeout: a JoinGroup is held until the whole group has rejoined (up to
+/// the members' rebalance timeout, max.poll.interval.ms, 5 minutes by default) and a SyncGroup
+/// until the leader has sent the assignment.
+fn longest_wait(api: ApiKey) -> Option<std::time::Duration> {
+    match api {
+        ApiKey::JoinGroup | ApiKey::SyncGroup => Some(std::time::Duration::from_secs(15 * 60)),
+        _ => None,
+    }
+}
+
+/// Sends `req` now to any live broker (requests not about a partition or key: metadata, topic
+/// administration), trying another when one cannot be reached, which is safe because nothing
+/// reached it.
+pub async fn forward_any<Req, Resp>(
+    ctx: &Ctx,
+    api: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Result<impl Future<Output = Result<Resp, UpstreamError>> + Send + 'static, UpstreamError>
+where
+    Req: Encodable,
+    Resp: Decodable + Send + 'static,
+{
+    let router = ctx.gw.router();
+    let mut tries = 0;
+    loop {
+        let broker = router.any()?;
+        match forward::<Req, Resp>(&broker, api, version, req).await {
+            Err(e) if e.nothing_sent() && tries < 2 => {
+                router.broker_failed(&broker, &e);
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs the handler for one decoded request.

@@ -11,11 +11,14 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::ResponseError;
 
+use std::time::Duration;
+
+use kafka_protocol::protocol::StrBytes;
+
 use crate::records::{summarize, CorruptBatches};
 
-use super::{
-    forward, topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED,
-};
+use super::split::{dispatch, failure_code, leader_moved, split, Outcome};
+use super::{topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
 
@@ -104,24 +107,7 @@ pub async fn produce(
             });
         }
         if !refused_partitions.is_empty() {
-            refused.push(
-                TopicProduceResponse::default()
-                    .with_name(logical)
-                    .with_topic_id(topic.topic_id)
-                    .with_partition_responses(
-                        refused_partitions
-                            .into_iter()
-                            .map(|(index, code)| {
-                                PartitionProduceResponse::default()
-                                    .with_index(index)
-                                    .with_error_code(code)
-                                    .with_base_offset(-1)
-                                    .with_log_append_time_ms(-1)
-                                    .with_log_start_offset(-1)
-                            })
-                            .collect(),
-                    ),
-            );
+            refused.push(refusal(logical, topic.topic_id, refused_partitions));
         }
         if !topic.partition_data.is_empty() {
             accepted.push(topic);
@@ -136,8 +122,6 @@ pub async fn produce(
         let resp = ProduceResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::Produce(resp)));
     }
-    let broker = ctx.gw.router().for_topic(&accepted[0].name.0)?;
-    let forwarded_ids: Vec<_> = accepted.iter().map(|t| t.topic_id).collect();
     // Batch bytes per forwarded partition, metered once the pool says it took them.
     let sizes: Vec<(uuid::Uuid, TopicName, i32, u64)> = accepted
         .iter()
@@ -148,50 +132,108 @@ pub async fn produce(
             })
         })
         .collect();
-    req.topic_data = accepted;
+    let router = ctx.gw.router();
+    let parts = split(router, accepted).await;
+    let template = req;
+    let build = |topics| {
+        let mut r = template.clone();
+        r.topic_data = topics;
+        r
+    };
     if acks == 0 {
-        broker
-            .dispatch(ApiKey::Produce, version, &req, false)
-            .await?;
         // Nothing will say whether the pool took them; with acks=0 the client does not ask
-        // either, and what was forwarded is metered.
+        // either, and what was forwarded is metered. A part whose broker is gone is lost, as
+        // acks=0 allows.
+        let mut forwarded = 0;
+        for (broker, topics) in parts.parts {
+            let bytes: u64 = topics
+                .iter()
+                .flat_map(|t| &t.partition_data)
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+                .sum();
+            match broker
+                .dispatch(ApiKey::Produce, version, &build(topics), false)
+                .await
+            {
+                Ok(_) => forwarded += bytes,
+                Err(e) => router.broker_failed(&broker, &e),
+            }
+        }
         if let Some(c) = &ctx.session.counters {
-            c.add_in(sizes.iter().map(|s| s.3).sum());
+            c.add_in(forwarded);
         }
         return Ok(Reply::Nothing);
     }
-    let answer = forward::<_, ProduceResponse>(&broker, ApiKey::Produce, version, &req).await?;
+    let wait = Duration::from_millis(template.timeout_ms.max(0) as u64);
+    let sent = dispatch::<_, _, ProduceResponse>(
+        router,
+        parts,
+        ApiKey::Produce,
+        version,
+        wait,
+        build,
+        |r: ProduceRequest| r.topic_data,
+    )
+    .await;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
-        let mut resp = answer.await?;
-        if let Some(counters) = &ctx.session.counters {
-            let mut accepted_bytes = 0;
-            for t in &resp.responses {
-                for p in t.partition_responses.iter().filter(|p| p.error_code == 0) {
-                    accepted_bytes += sizes
-                        .iter()
-                        .find(|(id, name, index, _)| {
-                            *index == p.index
-                                && if by_id {
-                                    *id == t.topic_id
-                                } else {
-                                    *name == t.name
-                                }
-                        })
-                        .map_or(0, |s| s.3);
+        let router = ctx.gw.router();
+        let physical = |id: &uuid::Uuid, name: &TopicName| -> Option<TopicName> {
+            if by_id {
+                sizes.iter().find(|s| s.0 == *id).map(|s| s.1.clone())
+            } else {
+                Some(name.clone())
+            }
+        };
+        let mut resp = ProduceResponse::default();
+        let mut accepted_bytes = 0;
+        for part in sent {
+            match part.outcome(router).await {
+                Outcome::Answered(answer) => {
+                    resp.throttle_time_ms = resp.throttle_time_ms.max(answer.throttle_time_ms);
+                    for t in answer.responses {
+                        let Some(name) = physical(&t.topic_id, &t.name) else {
+                            continue;
+                        };
+                        for p in &t.partition_responses {
+                            if p.error_code == 0 {
+                                accepted_bytes += sizes
+                                    .iter()
+                                    .find(|s| s.2 == p.index && s.1 == name)
+                                    .map_or(0, |s| s.3);
+                            } else if leader_moved(p.error_code) {
+                                router.leaders_moved(&name.0);
+                            }
+                        }
+                        merge_topic(&mut resp.responses, t);
+                    }
+                }
+                Outcome::Failed { sheet, error } => {
+                    let code = failure_code(&error, true);
+                    for s in sheet {
+                        router.leaders_moved(&s.topic);
+                        merge_topic(
+                            &mut resp.responses,
+                            refusal(
+                                TopicName(StrBytes::from_string(s.topic)),
+                                s.topic_id,
+                                s.partitions.into_iter().map(|i| (i, code)),
+                            ),
+                        );
+                    }
                 }
             }
+        }
+        if let Some(counters) = &ctx.session.counters {
             counters.add_in(accepted_bytes);
         }
         resp.responses.retain_mut(|t| {
             if by_id {
-                forwarded_ids.contains(&t.topic_id)
+                sizes.iter().any(|s| s.0 == t.topic_id)
             } else {
                 ctx.topic_back(&mut t.name)
             }
         });
-        // See fetch: unknown tags may name pool nodes.
-        resp.unknown_tagged_fields.clear();
         for t in &mut resp.responses {
             t.unknown_tagged_fields.clear();
             for p in &mut t.partition_responses {
@@ -203,8 +245,42 @@ pub async fn produce(
                     .with_leader_epoch(-1);
             }
         }
-        resp.node_endpoints.clear();
         resp.responses.extend(refused);
         Ok(ResponseKind::Produce(resp))
     }))
+}
+
+/// Adds a topic's answer, folding it into an entry for the same topic from another part.
+fn merge_topic(into: &mut Vec<TopicProduceResponse>, t: TopicProduceResponse) {
+    match into
+        .iter_mut()
+        .find(|e| e.name == t.name && e.topic_id == t.topic_id)
+    {
+        Some(e) => e.partition_responses.extend(t.partition_responses),
+        None => into.push(t),
+    }
+}
+
+/// A topic answer refusing partitions, each with its code.
+fn refusal(
+    name: TopicName,
+    topic_id: uuid::Uuid,
+    partitions: impl IntoIterator<Item = (i32, i16)>,
+) -> TopicProduceResponse {
+    TopicProduceResponse::default()
+        .with_name(name)
+        .with_topic_id(topic_id)
+        .with_partition_responses(
+            partitions
+                .into_iter()
+                .map(|(index, code)| {
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(code)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1)
+                })
+                .collect(),
+        )
 }

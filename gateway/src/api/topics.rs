@@ -16,8 +16,9 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use super::split::forward_gathered;
 use super::{
-    forward, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
+    forward_any, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
     UNKNOWN_TOPIC_ID,
 };
 use crate::authz::Action;
@@ -71,9 +72,8 @@ pub async fn create_topics(
         let resp = CreateTopicsResponse::default().with_topics(refused);
         return Ok(Reply::now(ResponseKind::CreateTopics(resp)));
     }
-    let broker = ctx.gw.router().any()?;
     let pending =
-        forward::<_, CreateTopicsResponse>(&broker, ApiKey::CreateTopics, version, &req).await?;
+        forward_any::<_, CreateTopicsResponse>(ctx, ApiKey::CreateTopics, version, &req).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
@@ -156,9 +156,8 @@ pub async fn delete_topics(
     } else {
         req.topic_names = wanted.iter().map(|(n, _)| n.clone()).collect();
     }
-    let broker = ctx.gw.router().any()?;
     let pending =
-        forward::<_, DeleteTopicsResponse>(&broker, ApiKey::DeleteTopics, version, &req).await?;
+        forward_any::<_, DeleteTopicsResponse>(ctx, ApiKey::DeleteTopics, version, &req).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
@@ -212,16 +211,29 @@ pub async fn delete_records(
         let resp = DeleteRecordsResponse::default().with_topics(refused);
         return Ok(Reply::now(ResponseKind::DeleteRecords(resp)));
     }
-    let broker = ctx.gw.router().for_topic(&req.topics[0].name.0)?;
-    let pending =
-        forward::<_, DeleteRecordsResponse>(&broker, ApiKey::DeleteRecords, version, &req).await?;
-    let ctx = ctx.clone();
-    Ok(Reply::later(async move {
-        let mut resp = pending.await?;
-        resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
-        resp.topics.extend(refused);
-        Ok(ResponseKind::DeleteRecords(resp))
-    }))
+    let topics = std::mem::take(&mut req.topics);
+    let template = req;
+    // Deleting up to an offset is idempotent, but a part that may have reached its broker is
+    // answered as timed out, so the client retries rather than assumes.
+    Ok(forward_gathered(
+        ctx,
+        topics,
+        ApiKey::DeleteRecords,
+        version,
+        true,
+        |topics| {
+            let mut r = template.clone();
+            r.topics = topics;
+            r
+        },
+        |r: DeleteRecordsRequest| r.topics,
+        move |ctx, mut resp: DeleteRecordsResponse| {
+            resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
+            resp.topics.extend(refused);
+            ResponseKind::DeleteRecords(resp)
+        },
+    )
+    .await)
 }
 
 pub async fn create_partitions(
@@ -256,9 +268,8 @@ pub async fn create_partitions(
         let resp = CreatePartitionsResponse::default().with_results(refused);
         return Ok(Reply::now(ResponseKind::CreatePartitions(resp)));
     }
-    let broker = ctx.gw.router().any()?;
     let pending =
-        forward::<_, CreatePartitionsResponse>(&broker, ApiKey::CreatePartitions, version, &req)
+        forward_any::<_, CreatePartitionsResponse>(ctx, ApiKey::CreatePartitions, version, &req)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
@@ -340,9 +351,8 @@ pub async fn describe_configs(
         let resp = DescribeConfigsResponse::default().with_results(refused);
         return Ok(Reply::now(ResponseKind::DescribeConfigs(resp)));
     }
-    let broker = ctx.gw.router().any()?;
     let pending =
-        forward::<_, DescribeConfigsResponse>(&broker, ApiKey::DescribeConfigs, version, &req)
+        forward_any::<_, DescribeConfigsResponse>(ctx, ApiKey::DescribeConfigs, version, &req)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
@@ -377,9 +387,8 @@ pub async fn incremental_alter_configs(
         let resp = IncrementalAlterConfigsResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::IncrementalAlterConfigs(resp)));
     }
-    let broker = ctx.gw.router().any()?;
-    let pending = forward::<_, IncrementalAlterConfigsResponse>(
-        &broker,
+    let pending = forward_any::<_, IncrementalAlterConfigsResponse>(
+        ctx,
         ApiKey::IncrementalAlterConfigs,
         version,
         &req,

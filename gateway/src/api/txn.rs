@@ -11,7 +11,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 
 use super::groups::to_coordinator;
-use super::{forward, Ctx, Reply, CLUSTER_DENIED, NOT_COORDINATOR};
+use super::{forward, forward_any, Ctx, Reply, CLUSTER_DENIED, NOT_COORDINATOR};
 use crate::authz::Action;
 use crate::router::{GROUP, TRANSACTION};
 use crate::upstream::UpstreamError;
@@ -33,9 +33,8 @@ pub async fn init_producer_id(
                 CLUSTER_DENIED,
             ))));
         }
-        let broker = ctx.gw.router().any()?;
         let pending =
-            forward::<_, InitProducerIdResponse>(&broker, ApiKey::InitProducerId, version, &req)
+            forward_any::<_, InitProducerIdResponse>(ctx, ApiKey::InitProducerId, version, &req)
                 .await?;
         return Ok(Reply::later(async move {
             Ok(ResponseKind::InitProducerId(pending.await?))
