@@ -196,14 +196,20 @@ enum Polled {
 
 /// Waits for a split fetch the way one broker would wait for an unsplit one: until the parts
 /// together hold `min_bytes` of records, or one has an error to report, or all have answered
-/// (each after at most the client's max_wait_ms, which every part carries). Parts still
-/// waiting then are answered as holding nothing new; their late answers are dropped, which
-/// loses nothing, since a fetch moves no offsets.
+/// (each after at most the client's max_wait_ms, which every part carries).
+///
+/// Brokers that have data answer at once, and at about the same time, so once there is
+/// enough the others get a short while to settle (as long again as the first answer took, at
+/// least [`SETTLE_MIN`], at most [`SETTLE_MAX`]): otherwise the fastest broker's answer would
+/// go back alone and the data the others were already sending would be dropped. Parts still
+/// waiting after that are answered as holding nothing new; their late answers are dropped,
+/// which loses nothing, since a fetch moves no offsets.
 async fn long_poll(ctx: &Ctx, sent: Vec<Sent<FetchResponse>>, min_bytes: u64) -> Vec<Polled> {
     if sent.len() == 1 {
         let part = sent.into_iter().next().expect("one part");
         return vec![Polled::Done(part.outcome(ctx.gw.router()).await)];
     }
+    let started = tokio::time::Instant::now();
     let mut polled: Vec<Polled> = sent
         .iter()
         .map(|s| Polled::Pending(s.sheet.clone()))
@@ -214,34 +220,44 @@ async fn long_poll(ctx: &Ctx, sent: Vec<Sent<FetchResponse>>, min_bytes: u64) ->
         waiting.spawn(async move { (i, part.outcome(gw.router()).await) });
     }
     let mut bytes = 0u64;
-    while let Some(joined) = waiting.join_next().await {
+    let mut settle_until: Option<tokio::time::Instant> = None;
+    loop {
+        let joined = match settle_until {
+            None => waiting.join_next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, waiting.join_next()).await
+            {
+                Ok(joined) => joined,
+                Err(_) => break,
+            },
+        };
+        let Some(joined) = joined else { break };
         let Ok((i, outcome)) = joined else { continue };
         let enough = match &outcome {
             Outcome::Failed { .. } => true,
             Outcome::Answered(r) => {
-                bytes += r
-                    .responses
-                    .iter()
-                    .flat_map(|t| &t.partitions)
+                let partitions = || r.responses.iter().flat_map(|t| &t.partitions);
+                bytes += partitions()
                     .filter_map(|p| p.records.as_ref())
                     .map(|r| r.len() as u64)
                     .sum::<u64>();
                 r.error_code != 0
-                    || r.responses
-                        .iter()
-                        .flat_map(|t| &t.partitions)
-                        .any(|p| p.error_code != 0)
+                    || partitions().any(|p| p.error_code != 0)
                     || (bytes > 0 && bytes >= min_bytes)
             }
         };
         polled[i] = Polled::Done(outcome);
-        if enough {
-            break;
+        if enough && settle_until.is_none() {
+            let now = tokio::time::Instant::now();
+            settle_until = Some(now + (now - started).clamp(SETTLE_MIN, SETTLE_MAX));
         }
     }
     waiting.abort_all();
     polled
 }
+
+/// Bounds of the time a split fetch waits for the rest of its parts once it has enough.
+const SETTLE_MIN: Duration = Duration::from_millis(1);
+const SETTLE_MAX: Duration = Duration::from_millis(20);
 
 /// The physical name of a fetch answer's topic: named in versions before 13, by id after.
 fn physical_name<'a>(
