@@ -224,8 +224,7 @@ async fn long_poll(ctx: &Ctx, sent: Vec<Sent<FetchResponse>>, min_bytes: u64) ->
     loop {
         let joined = match settle_until {
             None => waiting.join_next().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, waiting.join_next()).await
-            {
+            Some(deadline) => match tokio::time::timeout_at(deadline, waiting.join_next()).await {
                 Ok(joined) => joined,
                 Err(_) => break,
             },
