@@ -294,6 +294,12 @@ impl PoolConnection {
     }
 
     async fn init(connection: &Connection) -> Result<()> {
+        // Tollgate patch: several brokers share one database file in a stateless pool. Without
+        // a busy timeout, a write transaction that meets another broker's write lock fails at
+        // once with "database is locked", and the producer gets UNKNOWN_SERVER_ERROR (which
+        // librdkafka's idempotent producer answers with an epoch bump tansu cannot follow).
+        // Wait for the lock instead, as SQLite's busy handler is meant to.
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::journal_mode(connection).await?;
         Self::synchronous(connection).await?;
         Self::wal_autocheckpoint(connection).await?;
