@@ -512,3 +512,82 @@ pub fn is_network(e: &UpstreamError) -> bool {
         UpstreamError::Connect { .. } | UpstreamError::Io { .. } | UpstreamError::Timeout { .. }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! Routing over real tansu brokers (memory engine): the pool is never mocked.
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::upstream::tests::Tansu;
+    use crate::upstream::Timeouts;
+
+    /// Where each of 6 topics x 10 partitions goes, as broker addresses.
+    async fn placement(router: &Router) -> HashMap<(String, i32), String> {
+        let keys: Vec<(String, i32)> = (0..6)
+            .flat_map(|t| (0..10).map(move |p| (format!("tg-topic-{t}"), p)))
+            .collect();
+        let borrowed: Vec<(&str, i32)> = keys.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        let routes = router.route(&borrowed).await;
+        keys.into_iter()
+            .zip(routes)
+            .map(|(k, r)| (k, r.expect("routed").addr().to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stateless_pool_spreads_partitions_and_a_broker_leaving_moves_only_its_share() {
+        let brokers = [
+            Tansu::start().await,
+            Tansu::start().await,
+            Tansu::start().await,
+        ];
+        let pool = Pool::new(Timeouts::default());
+        for b in &brokers {
+            pool.add_broker(&b.addr).await.expect("tansu answers");
+        }
+        let router = Router::new(pool.clone(), PoolKind::Stateless);
+
+        let before = placement(&router).await;
+        for b in &brokers {
+            let share = before.values().filter(|a| **a == b.addr).count();
+            assert!(
+                share >= 5,
+                "{} serves {share} of 60 partitions: not spread",
+                b.addr
+            );
+        }
+        // Stable: asking again changes nothing.
+        assert_eq!(placement(&router).await, before);
+
+        let gone = &brokers[0].addr;
+        pool.mark_down(gone, "test");
+        let after = placement(&router).await;
+        for (key, was) in &before {
+            let now = &after[key];
+            if was == gone {
+                assert_ne!(now, gone, "{key:?} still on the broker that left");
+            } else {
+                assert_eq!(now, was, "{key:?} moved though its broker stayed");
+            }
+        }
+
+        // Back again: it takes back exactly its share.
+        pool.add_broker(gone).await.expect("answers again");
+        assert_eq!(placement(&router).await, before);
+    }
+
+    #[tokio::test]
+    async fn no_live_broker_is_an_error_for_each_partition() {
+        let tansu = Tansu::start().await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&tansu.addr).await.expect("tansu answers");
+        pool.mark_down(&tansu.addr, "test");
+        let router = Router::new(pool, PoolKind::Stateless);
+        let routes = router.route(&[("tg-a", 0), ("tg-a", 1)]).await;
+        assert!(routes
+            .iter()
+            .all(|r| matches!(r, Err(UpstreamError::NoBrokers))));
+    }
+}

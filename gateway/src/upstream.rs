@@ -1053,7 +1053,7 @@ impl Pool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Against real tansu brokers (memory engine), as the integration tests are: the pool is
     //! never mocked. tansu comes from `TOLLGATE_TANSU` or `tansu` on PATH.
 
@@ -1084,13 +1084,13 @@ mod tests {
     }
 
     /// A tansu broker, killed when dropped.
-    struct Tansu {
-        addr: String,
+    pub(crate) struct Tansu {
+        pub(crate) addr: String,
         child: tokio::process::Child,
     }
 
     impl Tansu {
-        async fn start() -> Tansu {
+        pub(crate) async fn start() -> Tansu {
             Tansu::start_on(free_port()).await
         }
 

@@ -511,3 +511,33 @@ where
         Ok(finish(&ctx, merged))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_parts_get_retriable_codes_that_say_whether_a_write_may_have_landed() {
+        let refused = UpstreamError::Connect {
+            addr: "b:9092".into(),
+            reason: "refused".into(),
+        };
+        let dropped = UpstreamError::Io {
+            addr: "b:9092".into(),
+            reason: "reset".into(),
+        };
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        let timed_out = ResponseError::RequestTimedOut.code();
+        // Never sent: the client retries after a metadata refresh, for reads and writes.
+        assert_eq!(failure_code(&refused, true), not_leader);
+        assert_eq!(failure_code(&refused, false), not_leader);
+        assert_eq!(failure_code(&UpstreamError::NoBrokers, true), not_leader);
+        // Sent, then lost: a write may have landed, which idempotent producers must know.
+        assert_eq!(failure_code(&dropped, true), timed_out);
+        assert_eq!(failure_code(&dropped, false), not_leader);
+        // Every code a broker can cause is one clients retry.
+        for code in [not_leader, timed_out] {
+            assert!(ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable()));
+        }
+    }
+}
