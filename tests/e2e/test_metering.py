@@ -522,8 +522,8 @@ def accepts(conn: Conn, topic: str | None = None) -> bool:
 
 
 def test_two_gateways_sharing_redis_add_up(stack_factory, redis_server, tmp_path):
-    """Two `tollgate serve` with their own data dirs and one Redis, signing key and pool. The
-    admin API is A's (the instance whose data dir holds the admin store); B learns A's clusters
+    """Two `tollgate serve` with their own data dirs and one Redis, signing key and pool, both
+    presenting the same two gateway nodes (`--advertise A,B`). The admin API is A's (the instance whose data dir holds the admin store); B learns A's clusters
     through Redis and serves their Kafka clients. Produce through both adds up exactly in A's
     usage; each second of the cluster's life is accrued once."""
     pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
@@ -535,11 +535,15 @@ def test_two_gateways_sharing_redis_add_up(stack_factory, redis_server, tmp_path
     ok = False
     try:
         for name in ("a", "b"):
-            g = Stack(gateway_binary(), mode="serve", pool_bootstrap=pool_broker(pool), admin_token=token,
-                      extra_args=("--redis-url", redis_server, "--token-signing-key-file", str(key_file),
-                                  *STACK_ARGS),
-                      label=f"tollgate serve {name}")
-            gateways.append(g)
+            gateways.append(Stack(gateway_binary(), mode="serve", pool_bootstrap=pool_broker(pool),
+                                  admin_token=token,
+                                  extra_args=("--redis-url", redis_server, "--token-signing-key-file",
+                                              str(key_file), *STACK_ARGS),
+                                  label=f"tollgate serve {name}"))
+        # Both present the same gateway nodes, so a client may bootstrap from either.
+        nodes = ",".join(g.bootstrap for g in gateways)
+        for g in gateways:
+            g.argv += ["--advertise", nodes]
             g.start().wait_ready()
         a, b = gateways
         admin_a = Admin(a.admin_url, token)
@@ -549,6 +553,10 @@ def test_two_gateways_sharing_redis_add_up(stack_factory, redis_server, tmp_path
         wait_until(lambda: accepts(conn_b), 15, "gateway B to accept a token minted through A")
         create_topic(tc.conn(), "both", partitions=2)
         wait_until(lambda: accepts(conn_b, "both"), 15, "gateway B to show the topic created through A")
+        for conn in (tc.conn(), conn_b):
+            md = AdminClient(conn.confluent()).list_topics(timeout=10)
+            seen = sorted((n.id, f"{n.host}:{n.port}") for n in md.brokers.values())
+            assert seen == [(1, a.bootstrap), (2, b.bootstrap)], f"brokers through {conn.bootstrap}: {seen}"
 
         batches = {"a": [(f"a{i}".encode(), b"x" * (50 + i), i % 2) for i in range(300)],
                    "b": [(f"b{i}".encode(), b"y" * (900 + i), i % 2) for i in range(200)]}
