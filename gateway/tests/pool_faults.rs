@@ -26,7 +26,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,31 +114,14 @@ fn leader_moves_and_a_broker_down_lose_and_duplicate_nothing() {
     lead(4);
     eprintln!("{} leaders moved", stamp(t0));
 
-    let produced = producer
-        .recv_timeout(Duration::from_secs(50))
-        .unwrap_or_else(|_| {
-            panic!(
-                "the producer did not finish in time; gateway log:\n{}",
-                gw.log_tail(40)
-            )
-        });
-    eprintln!(
-        "{} produced: {} sent, {} acknowledged, {} failed",
-        stamp(t0),
-        produced.sent,
-        produced.acked.len(),
-        produced.failed.len()
-    );
-    let acked: HashSet<u64> = produced.acked.iter().copied().collect();
-    let (consumed, complete) = consumer.drain(
-        &acked,
+    let (produced, consumed, complete) = support::finish_clients(
+        producer,
+        consumer,
+        t0,
+        || gw.log_tail(40),
+        Duration::from_secs(50),
         Duration::from_secs(1),
-        Instant::now() + Duration::from_secs(10),
-    );
-    eprintln!(
-        "{} consumed {} records (all acknowledged ones: {complete})",
-        stamp(t0),
-        consumed.records.len()
+        Duration::from_secs(10),
     );
     let log = support::read_all(&bootstrap, &physical, PARTITIONS, Duration::from_secs(10));
     let gateway_exit = gw.process.exited();

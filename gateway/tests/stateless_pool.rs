@@ -17,7 +17,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,31 +167,14 @@ fn brokers_join_and_leave_a_stateless_pool_without_losing_records() {
     stop.store(true, Ordering::Relaxed);
     eprintln!("{} producing stopped", stamp(t0));
 
-    let produced = producer
-        .recv_timeout(Duration::from_secs(40))
-        .unwrap_or_else(|_| {
-            panic!(
-                "the producer did not finish in time; gateway log:\n{}",
-                gw.log_tail(40)
-            )
-        });
-    eprintln!(
-        "{} produced: {} sent, {} acknowledged, {} failed",
-        stamp(t0),
-        produced.sent,
-        produced.acked.len(),
-        produced.failed.len()
-    );
-    let acked: HashSet<u64> = produced.acked.iter().copied().collect();
-    let (consumed, complete) = consumer.drain(
-        &acked,
+    let (produced, consumed, complete) = support::finish_clients(
+        producer,
+        consumer,
+        t0,
+        || gw.log_tail(40),
+        Duration::from_secs(40),
         Duration::from_secs(2),
-        Instant::now() + Duration::from_secs(15),
-    );
-    eprintln!(
-        "{} consumed {} records (all acknowledged ones: {complete})",
-        stamp(t0),
-        consumed.records.len()
+        Duration::from_secs(15),
     );
     let log = support::read_all(
         &b.to_string(),

@@ -423,6 +423,40 @@ impl ConsumerHandle {
     }
 }
 
+/// Waits up to `produce_within` for the producer to finish, then drains the consumer (see
+/// [`ConsumerHandle::drain`]) until it has every acknowledged record; logs both.
+pub fn finish_clients(
+    producer: mpsc::Receiver<Produced>,
+    consumer: ConsumerHandle,
+    t0: Instant,
+    log_tail: impl Fn() -> String,
+    produce_within: Duration,
+    settle: Duration,
+    drain_within: Duration,
+) -> (Produced, Consumption, bool) {
+    let produced = producer.recv_timeout(produce_within).unwrap_or_else(|_| {
+        panic!(
+            "the producer did not finish in time; gateway log:\n{}",
+            log_tail()
+        )
+    });
+    eprintln!(
+        "{} produced: {} sent, {} acknowledged, {} failed",
+        stamp(t0),
+        produced.sent,
+        produced.acked.len(),
+        produced.failed.len()
+    );
+    let acked: HashSet<u64> = produced.acked.iter().copied().collect();
+    let (consumed, complete) = consumer.drain(&acked, settle, Instant::now() + drain_within);
+    eprintln!(
+        "{} consumed {} records (all acknowledged ones: {complete})",
+        stamp(t0),
+        consumed.records.len()
+    );
+    (produced, consumed, complete)
+}
+
 /// Reads every record of `topic` up to the high watermarks (asked for first), directly from
 /// `bootstrap` without SASL: the ground truth of what the pool holds.
 pub fn read_all(
