@@ -17,17 +17,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    ApiKey, ApiVersionsRequest, RequestKind, ResponseKind, SaslAuthenticateRequest,
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use crate::api::{self, versions, Ctx, Reply};
 use crate::authz::Session;
-use crate::frame::{decode_request_header, read_frame, RawHeader};
+use crate::frame::{decode_request_header, Frame, FrameReader, RawHeader};
 use crate::sasl::{self, Mechanism};
 use crate::state::Gateway;
 
@@ -56,7 +56,7 @@ pub enum CloseReason {
 
 /// An answer waiting its turn to be written.
 enum Outgoing {
-    Ready(Bytes),
+    Ready(Frame),
     Pending {
         api: ApiKey,
         version: i16,
@@ -68,29 +68,15 @@ enum Outgoing {
     },
 }
 
+/// Read buffer kept between a client's frames (see [`FrameReader`]): enough for the produce
+/// requests of a busy producer, small enough for many thousands of connections.
+const CLIENT_READ_RETAIN: usize = 1024 * 1024;
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
-}
-
-/// Encodes a whole response frame.
-fn encode(
-    api: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &ResponseKind,
-) -> anyhow::Result<Bytes> {
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_version = api.response_header_version(version);
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    header.encode(&mut buf, header_version)?;
-    body.encode(&mut buf, version)?;
-    let len = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
 }
 
 /// Serves one client connection until it closes, fails, or `shutdown` fires.
@@ -102,7 +88,8 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(reader, CLIENT_READ_RETAIN);
     let (tx, rx) = mpsc::channel::<Outgoing>(gw.config().max_in_flight.max(1));
     let mut writer_task = tokio::spawn(write_loop(writer, rx));
     let mut conn = Connection {
@@ -152,12 +139,16 @@ async fn write_loop<W: AsyncWrite>(
                     // Flush what is written before waiting on the pool.
                     writer.flush().await.map_err(CloseReason::Write)?;
                     let body = reply.await?;
-                    encode(api, version, correlation_id, &body).map_err(|e| {
+                    Frame::response(api, version, correlation_id, &body).map_err(|e| {
                         CloseReason::Upstream(crate::upstream::UpstreamError::Encode(e.to_string()))
                     })?
                 }
             };
-            writer.write_all(&frame).await.map_err(CloseReason::Write)?;
+            let mut frame = frame;
+            writer
+                .write_all_buf(&mut frame)
+                .await
+                .map_err(CloseReason::Write)?;
             next = rx.try_recv().ok();
         }
         writer.flush().await.map_err(CloseReason::Write)?;
@@ -176,14 +167,17 @@ struct Connection {
 }
 
 impl Connection {
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> CloseReason {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> CloseReason {
         loop {
             let limit = if self.session.is_some() {
                 self.gw.config().max_frame_bytes
             } else {
                 self.gw.config().max_sasl_frame_bytes
             };
-            let frame = match read_frame(reader, limit).await {
+            let frame = match reader.next(limit).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return CloseReason::ClientClosed,
                 Err(e) => return e.into(),
@@ -210,7 +204,7 @@ impl Connection {
         correlation_id: i32,
         body: ResponseKind,
     ) -> Result<(), CloseReason> {
-        let frame = encode(api, version, correlation_id, &body).map_err(|e| {
+        let frame = Frame::response(api, version, correlation_id, &body).map_err(|e| {
             CloseReason::Upstream(crate::upstream::UpstreamError::Encode(e.to_string()))
         })?;
         self.send(Outgoing::Ready(frame)).await
@@ -223,7 +217,9 @@ impl Connection {
         buf.put_i32(6);
         buf.put_i32(raw.correlation_id);
         buf.put_i16(ResponseError::UnsupportedVersion.code());
-        let _ = self.send(Outgoing::Ready(buf.freeze())).await;
+        let _ = self
+            .send(Outgoing::Ready(Frame::from_bytes(buf.freeze())))
+            .await;
         CloseReason::Refused {
             api: raw.api_key,
             version: raw.api_version,
@@ -371,8 +367,10 @@ impl Connection {
         match sasl::authenticate(&self.gw, mechanism, &token, self.session.as_deref()) {
             Ok(session) => {
                 self.session = Some(Arc::new(session));
-                self.send(Outgoing::Ready(Bytes::from_static(&[0, 0, 0, 0])))
-                    .await
+                self.send(Outgoing::Ready(Frame::from_bytes(Bytes::from_static(&[
+                    0, 0, 0, 0,
+                ]))))
+                .await
             }
             Err(e) => Err(CloseReason::AuthFailed(e.to_string())),
         }

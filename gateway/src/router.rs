@@ -233,7 +233,7 @@ impl Router {
 
     /// Sends a request to a live broker, trying another when one cannot be reached. Only for
     /// requests that change nothing, so any retry is safe.
-    pub async fn call_any<R: kafka_protocol::protocol::Request>(
+    pub async fn call_any<R: kafka_protocol::protocol::Request + 'static>(
         &self,
         version: i16,
         req: &R,

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -52,10 +52,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::frame::{encode_request, read_frame, set_correlation_id};
+use crate::frame::{Frame, FrameReader};
 
 /// The largest response we accept from the pool: a fetch can legitimately be large.
 const MAX_RESPONSE_FRAME: usize = 256 * 1024 * 1024;
+/// Read buffer kept between a pool connection's answers (see [`FrameReader`]): fetch answers
+/// of a few MB reuse one buffer.
+const UPSTREAM_READ_RETAIN: usize = 16 * 1024 * 1024;
 /// Requests waiting for a broker connection's writer; bounds memory when a broker is slow.
 const OUTBOUND_QUEUE: usize = 1024;
 /// Fetch connections per broker before fetches start sharing them.
@@ -97,7 +100,7 @@ impl UpstreamError {
 
 /// A request waiting to be written to one broker.
 struct Outbound {
-    frame: BytesMut,
+    frame: Frame,
     api: ApiKey,
     version: i16,
     /// `None` for requests that get no response (produce with acks=0).
@@ -238,7 +241,7 @@ async fn write_loop(
         while let Some(mut out) = next.take() {
             let id = next_id;
             next_id = next_id.wrapping_add(1) & i32::MAX;
-            set_correlation_id(&mut out.frame, id);
+            out.frame.set_correlation_id(id);
             tracing::trace!(broker = %addr, api = ?out.api, version = out.version, id, "to pool");
             if let Some(reply) = out.reply {
                 let mut w = shared.waiters.lock().expect("poisoned");
@@ -258,7 +261,7 @@ async fn write_loop(
                     },
                 );
             }
-            if let Err(e) = write.write_all(&out.frame).await {
+            if let Err(e) = write.write_all_buf(&mut out.frame).await {
                 fail(e);
                 return;
             }
@@ -274,10 +277,11 @@ async fn write_loop(
     shared.close("no longer used");
 }
 
-async fn read_loop(mut read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_loop(read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
     let addr = shared.addr.clone();
+    let mut read = FrameReader::new(read, UPSTREAM_READ_RETAIN);
     let reason = loop {
-        let mut frame = match read_frame(&mut read, MAX_RESPONSE_FRAME).await {
+        let mut frame = match read.next(MAX_RESPONSE_FRAME).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break "closed by the broker".to_string(),
             Err(e) => break e.to_string(),
@@ -658,14 +662,14 @@ impl Broker {
     /// Queues `body` for this broker. Requests dispatched one after another from one task reach
     /// the broker in that order (fetches excepted: each may take a connection of its own),
     /// which idempotent producers rely on. Returns `None` for requests that expect no answer.
-    pub async fn dispatch<M: Encodable>(
+    pub async fn dispatch<M: Encodable + 'static>(
         &self,
         api: ApiKey,
         version: i16,
         body: &M,
         expects_reply: bool,
     ) -> Result<Option<PendingReply>, UpstreamError> {
-        let frame = encode_request(api, version, "tollgate", body)
+        let frame = Frame::request(api, version, "tollgate", body)
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
         let lease = self.lease(Lane::of(api)).await?;
         self.send(lease, api, version, frame, expects_reply).await
@@ -676,7 +680,7 @@ impl Broker {
         mut lease: Lease,
         api: ApiKey,
         version: i16,
-        frame: BytesMut,
+        frame: Frame,
         expects_reply: bool,
     ) -> Result<Option<PendingReply>, UpstreamError> {
         let (reply, rx) = if expects_reply {
@@ -710,7 +714,7 @@ impl Broker {
     }
 
     /// Sends a request and waits for its decoded response.
-    pub async fn call<R: Request>(
+    pub async fn call<R: Request + 'static>(
         &self,
         version: i16,
         req: &R,
@@ -719,14 +723,14 @@ impl Broker {
     }
 
     /// [`Broker::call`] on `conn`, or on the request's lane.
-    async fn call_on<R: Request>(
+    async fn call_on<R: Request + 'static>(
         &self,
         conn: Option<&Connection>,
         version: i16,
         req: &R,
     ) -> Result<R::Response, UpstreamError> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| UpstreamError::Encode("api key".into()))?;
-        let frame = encode_request(api, version, "tollgate", req)
+        let frame = Frame::request(api, version, "tollgate", req)
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
         let lease = match conn {
             Some(c) => Lease::shared(c.clone()),
@@ -1200,7 +1204,7 @@ pub(crate) mod tests {
             value: Some(Bytes::from_static(b"hello")),
             headers: Default::default(),
         };
-        let mut batch = BytesMut::new();
+        let mut batch = bytes::BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
             compression: Compression::None,

@@ -216,7 +216,7 @@ impl Client {
             .expect("the gateway neither answered nor closed")
     }
 
-    async fn call<Req: Encodable, Resp: Decodable>(
+    async fn call<Req: Encodable + 'static, Resp: Decodable>(
         &mut self,
         api: ApiKey,
         version: i16,

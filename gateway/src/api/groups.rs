@@ -45,7 +45,7 @@ pub(super) async fn to_coordinator<Req, Resp>(
     wrap: fn(Resp) -> ResponseKind,
 ) -> Result<Reply, UpstreamError>
 where
-    Req: Encodable,
+    Req: Encodable + 'static,
     Resp: Decodable + Send + 'static,
 {
     let answer = ctx.gw.router().coordinator(key_type, physical_key).await?;

@@ -185,7 +185,7 @@ pub async fn forward<Req, Resp>(
     req: &Req,
 ) -> Result<impl Future<Output = Result<Resp, UpstreamError>> + Send + 'static, UpstreamError>
 where
-    Req: Encodable,
+    Req: Encodable + 'static,
     Resp: Decodable + Send + 'static,
 {
     let mut pending = broker
@@ -219,7 +219,7 @@ pub async fn forward_any<Req, Resp>(
     req: &Req,
 ) -> Result<impl Future<Output = Result<Resp, UpstreamError>> + Send + 'static, UpstreamError>
 where
-    Req: Encodable,
+    Req: Encodable + 'static,
     Resp: Decodable + Send + 'static,
 {
     let router = ctx.gw.router();

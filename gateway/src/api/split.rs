@@ -186,7 +186,7 @@ pub async fn dispatch<T, Req, Resp>(
 ) -> Vec<Sent<Resp>>
 where
     T: Partitioned,
-    Req: Encodable,
+    Req: Encodable + 'static,
     Resp: Decodable + Send + 'static,
 {
     let mut sent = Vec::with_capacity(parts.parts.len() + parts.unroutable.len());
@@ -239,7 +239,7 @@ async fn send<Req, Resp>(
     req: &Req,
 ) -> Result<Answer<Resp>, UpstreamError>
 where
-    Req: Encodable,
+    Req: Encodable + 'static,
     Resp: Decodable + Send + 'static,
 {
     let pending = broker
@@ -499,7 +499,7 @@ pub async fn forward_gathered<T, Req, Resp>(
 ) -> super::Reply
 where
     T: Partitioned,
-    Req: Encodable,
+    Req: Encodable + 'static,
     Resp: Gathered + Decodable + Send + 'static,
 {
     let router = ctx.gw.router();
