@@ -36,6 +36,11 @@ struct CommonArgs {
     /// picks), so a client may bootstrap from any of them.
     #[arg(long, env = "TOLLGATE_ADVERTISE", value_delimiter = ',')]
     advertise: Vec<String>,
+    /// Nodes each advertised address presents (1-64): a client keeps a fetch (and a few
+    /// produces) in flight per node, and partitions are put on nodes by the pool broker
+    /// serving them. Default: 3, or the number of pool brokers given, whichever is more.
+    #[arg(long, env = "TOLLGATE_LANES", value_parser = clap::value_parser!(u16).range(1..=64))]
+    lanes: Option<u16>,
     /// Address of the admin HTTP API.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
     admin_listen: SocketAddr,
@@ -133,6 +138,7 @@ impl TryFrom<CommonArgs> for Common {
         Ok(Common {
             kafka_listen: a.kafka_listen,
             advertise: a.advertise,
+            lanes: a.lanes.map(usize::from),
             admin_listen: a.admin_listen,
             data_dir: a.data_dir,
             admin_token: a.admin_token,

@@ -294,6 +294,45 @@ impl Router {
         }
     }
 
+    /// Which pool broker serves each of `partitions` of the physical `topic`, as an index
+    /// into a sorted list of the brokers currently serving (with that list's length), as
+    /// far as is known without asking the pool: what [`Router::route`] would pick now. `None`
+    /// for a partition whose broker is not known.
+    pub fn placement(&self, topic: &str, partitions: &[i32]) -> (Vec<Option<usize>>, usize) {
+        match self.kind {
+            PoolKind::Stateless => {
+                let mut live: Vec<String> = self
+                    .pool
+                    .brokers()
+                    .iter()
+                    .map(|b| b.addr().to_owned())
+                    .collect();
+                live.sort_unstable();
+                let at = partitions
+                    .iter()
+                    .map(|p| {
+                        (0..live.len()).max_by_key(|&i| weight(&live[i], topic.as_bytes(), *p))
+                    })
+                    .collect();
+                (at, live.len())
+            }
+            PoolKind::Leader => {
+                let leaders = self.leaders.read().expect("poisoned");
+                let mut nodes: Vec<i32> = leaders.nodes.keys().copied().collect();
+                nodes.sort_unstable();
+                let known = leaders.topics.get(topic);
+                let at = partitions
+                    .iter()
+                    .map(|p| {
+                        let node = known?.leaders.get(usize::try_from(*p).ok()?)?;
+                        nodes.binary_search(node).ok()
+                    })
+                    .collect();
+                (at, nodes.len())
+            }
+        }
+    }
+
     /// An answer said `topic`'s leadership changed (NOT_LEADER_OR_FOLLOWER and kin): the next
     /// request about it asks the pool again.
     pub fn leaders_moved(&self, topic: &str) {

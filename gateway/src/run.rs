@@ -16,7 +16,7 @@ use crate::listener::Listener;
 use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
 use crate::pool_admin::RouterPoolAdmin;
 use crate::router::PoolKind;
-use crate::state::{Gateway, GatewayConfig, Node};
+use crate::state::{presented_nodes, Gateway, GatewayConfig};
 use crate::tenancy::Registry;
 use crate::token::Tokens;
 use crate::upstream::{Pool, Timeouts};
@@ -25,6 +25,10 @@ use crate::upstream::{Pool, Timeouts};
 /// about this long even when no request touches it, and one that starts is taken in.
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Nodes per advertised address unless told otherwise: enough fetches in flight per client
+/// to hide the gateway's store-and-forward on a small pool (see load-tests/README.md).
+pub const DEFAULT_LANES: usize = 3;
+
 /// Settings both commands share.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -32,6 +36,8 @@ pub struct Common {
     /// The gateway nodes (`host:port`) clients are told to connect to; the listen address
     /// when empty.
     pub advertise: Vec<String>,
+    /// Nodes per advertised address; [`DEFAULT_LANES`] or the pool's size when not given.
+    pub lanes: Option<usize>,
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_token: Option<String>,
@@ -260,19 +266,20 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     } else {
         common.advertise.clone()
     };
-    let nodes = advertised
+    let addresses = advertised
         .iter()
-        .zip(1..)
-        .map(|(addr, id)| {
-            let (host, port) = split_host_port(addr)?;
-            Ok(Node { id, host, port })
-        })
+        .map(|addr| split_host_port(addr))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let lanes = common
+        .lanes
+        .unwrap_or_else(|| DEFAULT_LANES.max(pool.all_brokers().len()));
+    let nodes = presented_nodes(&addresses, lanes);
     let advertised = advertised.join(",");
 
     let gateway = Gateway::new(
         GatewayConfig {
             nodes,
+            lanes,
             region: common.region.clone().into(),
             max_frame_bytes: common.max_frame_bytes,
             max_sasl_frame_bytes: 512 * 1024,
@@ -322,7 +329,7 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     }
 
     println!("Tollgate is running.");
-    println!("  Kafka bootstrap: {advertised}");
+    println!("  Kafka bootstrap: {advertised} ({lanes} nodes per address)");
     println!("  Admin API:       http://{admin_addr}");
     println!("  Admin token:     {admin_token}");
     println!("  Data dir:        {}", common.data_dir.display());

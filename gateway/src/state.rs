@@ -17,12 +17,33 @@ pub struct Node {
     pub port: i32,
 }
 
+/// The nodes `addresses` (`host`, `port`) present with `lanes` nodes each, ids from 1,
+/// address-major.
+pub fn presented_nodes(addresses: &[(String, i32)], lanes: usize) -> Vec<Node> {
+    addresses
+        .iter()
+        .flat_map(|(host, port)| (0..lanes).map(move |_| (host, port)))
+        .zip(1..)
+        .map(|((host, port), id)| Node {
+            id,
+            host: host.clone(),
+            port: *port,
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// The gateway nodes clients are told about; partitions and coordinators are spread over
-    /// them. Every gateway instance serves every request, so this is a presentation, not a
-    /// placement.
+    /// The gateway nodes clients are told about: each advertised address presents `lanes`
+    /// nodes, address-major (node `a * lanes + l` is lane `l` of address `a`; see
+    /// [`presented_nodes`]). Every node serves every request, so this is a presentation, not a
+    /// placement: it decides which partitions a client asks about together.
     pub nodes: Vec<Node>,
+    /// Nodes per advertised address. A client keeps requests in flight per node (one fetch,
+    /// a few produces), so each lane is another fetch in flight, and partitions are put on
+    /// lanes by the pool broker that serves them, so that a client's request to one lane
+    /// goes to one broker whole instead of being split.
+    pub lanes: usize,
     /// Region in ARNs.
     pub region: Arc<str>,
     /// Largest request frame an authenticated client may send.
@@ -57,8 +78,8 @@ impl Gateway {
         metering: Arc<Metering>,
     ) -> Self {
         assert!(
-            !config.nodes.is_empty(),
-            "a gateway needs at least one node"
+            !config.nodes.is_empty() && config.lanes > 0 && config.nodes.len() % config.lanes == 0,
+            "a gateway needs at least one node, and the same number of lanes on each address"
         );
         let pool_kind = config.pool_kind;
         Gateway {
@@ -103,7 +124,89 @@ impl Gateway {
         &nodes[(h.finish() % nodes.len() as u64) as usize]
     }
 
+    /// The node clients should see as leader of `partition` of the tenant's `topic`, given
+    /// which of the `brokers` serving pool brokers serves it (`at`, from
+    /// [`crate::router::Router::placement`]).
+    ///
+    /// The address is spread by hashing, as coordinators are. The lane follows the pool
+    /// broker: with at least as many brokers as lanes, broker `b` is on lane `b % lanes`;
+    /// with fewer, broker `b` owns lanes `b, b + brokers, ...` and its partitions are spread
+    /// over them, so a small pool still gets a fetch in flight per lane.
+    pub fn partition_node(
+        &self,
+        topic: &str,
+        partition: i32,
+        at: Option<usize>,
+        brokers: usize,
+    ) -> &Node {
+        use std::hash::{Hash, Hasher};
+        let nodes = &self.inner.config.nodes;
+        let lanes = self.inner.config.lanes;
+        let addresses = (nodes.len() / lanes) as u64;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        topic.hash(&mut h);
+        partition.hash(&mut h);
+        let h = h.finish();
+        let address = (h % addresses) as usize;
+        &nodes[address * lanes + lane(at, brokers, lanes, h / addresses)]
+    }
+
     pub fn first_node(&self) -> &Node {
         &self.inner.config.nodes[0]
+    }
+}
+
+/// The lane of a partition served by broker `at` of `brokers`; `spread` (a hash of the
+/// partition) picks among the lanes a broker owns, or among all when the broker is unknown.
+fn lane(at: Option<usize>, brokers: usize, lanes: usize, spread: u64) -> usize {
+    match at {
+        Some(b) if b < brokers && brokers >= lanes => b % lanes,
+        Some(b) if b < brokers => {
+            // Broker b owns lanes b, b + brokers, ... below `lanes`.
+            let owned = (lanes - b).div_ceil(brokers);
+            b + brokers * (spread % owned as u64) as usize
+        }
+        _ => (spread % lanes as u64) as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn lanes_of(b: usize, brokers: usize, lanes: usize) -> BTreeSet<usize> {
+        (0..1000)
+            .map(|h| lane(Some(b), brokers, lanes, h))
+            .collect()
+    }
+
+    #[test]
+    fn lanes_follow_brokers() {
+        // As many brokers as lanes, or more: a broker's partitions all on one lane.
+        for b in 0..3 {
+            assert_eq!(lanes_of(b, 3, 3), BTreeSet::from([b]));
+        }
+        assert_eq!(lanes_of(4, 6, 3), BTreeSet::from([1]));
+        // Fewer: every lane owned by exactly one broker, a broker's partitions over its own.
+        assert_eq!(lanes_of(0, 1, 3), BTreeSet::from([0, 1, 2]));
+        assert_eq!(lanes_of(0, 2, 3), BTreeSet::from([0, 2]));
+        assert_eq!(lanes_of(1, 2, 3), BTreeSet::from([1]));
+        assert_eq!(lanes_of(1, 2, 5), BTreeSet::from([1, 3]));
+        // Unknown, or a broker index out of range: any lane, never out of bounds.
+        let any: BTreeSet<usize> = (0..1000).map(|h| lane(None, 3, 3, h)).collect();
+        assert_eq!(any, BTreeSet::from([0, 1, 2]));
+        assert!((0..100).all(|h| lane(Some(7), 3, 3, h) < 3));
+        assert!((0..100).all(|h| lane(Some(0), 0, 2, h) < 2));
+    }
+
+    #[test]
+    fn nodes_are_address_major_with_ids_from_one() {
+        let nodes = presented_nodes(&[("a".into(), 1), ("b".into(), 2)], 2);
+        let shown: Vec<(i32, &str, i32)> = nodes
+            .iter()
+            .map(|n| (n.id, n.host.as_str(), n.port))
+            .collect();
+        assert_eq!(shown, [(1, "a", 1), (2, "a", 1), (3, "b", 2), (4, "b", 2)]);
     }
 }

@@ -139,6 +139,7 @@ impl Stack {
                     host: "127.0.0.1".into(),
                     port: i32::from(addr.port()),
                 }],
+                lanes: 1,
                 region: "local".into(),
                 max_frame_bytes: 1024 * 1024,
                 max_sasl_frame_bytes: 64 * 1024,

@@ -136,15 +136,21 @@ fn presented(
         let Some(name) = t.name.as_mut() else {
             return false;
         };
+        let physical = name.0.clone();
         if !ctx.topic_back(name) || !ctx.session.may_topic(Action::DescribeTopic, &name.0) {
             return false;
         }
         t.is_internal = false;
         t.topic_authorized_operations = i32::MIN;
         t.unknown_tagged_fields.clear();
+        let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+        let (at, brokers) = ctx.gw.router().placement(&physical, &ids);
         let logical = name.0.to_string();
-        for p in &mut t.partitions {
-            let leader = BrokerId(ctx.gw.node_for(&logical, p.partition_index).id);
+        for (p, at) in t.partitions.iter_mut().zip(at) {
+            let node = ctx
+                .gw
+                .partition_node(&logical, p.partition_index, at, brokers);
+            let leader = BrokerId(node.id);
             p.leader_id = leader;
             p.replica_nodes = vec![leader];
             p.isr_nodes = vec![leader];
@@ -222,6 +228,7 @@ mod tests {
                     host: "gw.example".into(),
                     port: 9092,
                 }],
+                lanes: 1,
                 region: "local".into(),
                 max_frame_bytes: 1 << 20,
                 max_sasl_frame_bytes: 1 << 16,
