@@ -7,51 +7,87 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::state::Gateway;
 
 pub struct Listener {
-    pub listener: TcpListener,
+    /// One per lane (see [`crate::state::GatewayConfig::lanes`]); every one serves everything.
+    pub listeners: Vec<TcpListener>,
     pub gateway: Gateway,
     pub max_connections: usize,
 }
 
 impl Listener {
-    /// Accepts until `shutdown` resolves, then tells every connection to finish and waits for
-    /// them.
+    /// Accepts on every listener until `shutdown` resolves, then tells every connection to
+    /// finish and waits for them.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let (notify, _) = broadcast::channel::<()>(1);
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                _ = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let gw = self.gateway.clone();
-            let rx = notify.subscribe();
-            tokio::spawn(async move {
-                crate::connection::serve(gw, stream, peer.to_string(), rx).await;
-                drop(permit);
-            });
+        let (stop, stopped) = watch::channel(false);
+        let accepting: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(accept(
+                    listener,
+                    self.gateway.clone(),
+                    limit.clone(),
+                    notify.clone(),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        shutdown.await;
+        let _ = stop.send(true);
+        for task in accepting {
+            let _ = task.await;
         }
-        drop(self.listener);
         let _ = notify.send(());
         // Every permit back means every connection task has finished.
         let _ = limit.acquire_many(self.max_connections as u32).await;
+    }
+}
+
+/// One listener's accept loop, until `stopped` turns true; the listener closes when it ends.
+async fn accept(
+    listener: TcpListener,
+    gateway: Gateway,
+    limit: Arc<Semaphore>,
+    notify: broadcast::Sender<()>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = until_stopped(&mut stopped) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = until_stopped(&mut stopped) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let rx = notify.subscribe();
+        tokio::spawn(async move {
+            crate::connection::serve(gw, stream, peer.to_string(), rx).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    while !*stopped.borrow_and_update() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
     }
 }

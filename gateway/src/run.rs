@@ -16,7 +16,7 @@ use crate::listener::Listener;
 use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
 use crate::pool_admin::RouterPoolAdmin;
 use crate::router::PoolKind;
-use crate::state::{presented_nodes, Gateway, GatewayConfig};
+use crate::state::{presented_nodes, Gateway, GatewayConfig, Node};
 use crate::tenancy::Registry;
 use crate::token::Tokens;
 use crate::upstream::{Pool, Timeouts};
@@ -97,6 +97,29 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
         .parse()
         .with_context(|| format!("{addr:?} has no valid port"))?;
     Ok((host.trim_matches(['[', ']']).to_owned(), i32::from(port)))
+}
+
+/// Binds the Kafka listener of every lane: lane `l` on `listen`'s port + `l` (each on a
+/// system-given port when `listen`'s port is 0). Nodes need addresses of their own: librdkafka
+/// before 2.3 keeps one connection per host:port and mixes up nodes that share one.
+async fn bind_lanes(listen: SocketAddr, lanes: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(lanes);
+    for l in 0..lanes {
+        let port = match listen.port() {
+            0 => 0,
+            p => u16::try_from(usize::from(p) + l).ok().with_context(|| {
+                format!("--kafka-listen port {p} plus {lanes} lanes goes past 65535")
+            })?,
+        };
+        let addr = SocketAddr::new(listen.ip(), port);
+        listeners.push(TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "binding the Kafka listener of lane {l} on {addr} (lane l listens on \
+                 --kafka-listen's port + l; --lanes sets how many)"
+            )
+        })?);
+    }
+    Ok(listeners)
 }
 
 async fn shutdown_signal() {
@@ -253,28 +276,43 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     let store_for_sync = store.clone();
     let registry_for_sync = registry.clone();
 
-    let kafka = TcpListener::bind(common.kafka_listen)
-        .await
-        .with_context(|| format!("binding the Kafka listener on {}", common.kafka_listen))?;
-    let admin_listener = TcpListener::bind(common.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin API on {}", common.admin_listen))?;
-    let kafka_addr = kafka.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
-    let advertised = if common.advertise.is_empty() {
-        vec![kafka_addr.to_string()]
-    } else {
-        common.advertise.clone()
-    };
-    let addresses = advertised
-        .iter()
-        .map(|addr| split_host_port(addr))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let lanes = common
         .lanes
         .unwrap_or_else(|| DEFAULT_LANES.max(pool.all_brokers().len()));
-    let nodes = presented_nodes(&addresses, lanes);
-    let advertised = advertised.join(",");
+    let kafka = bind_lanes(common.kafka_listen, lanes).await?;
+    let admin_listener = TcpListener::bind(common.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", common.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (nodes, advertised) = if common.advertise.is_empty() {
+        // This instance alone, as bound (ports asked as 0 are whatever the system gave).
+        let mut nodes = Vec::with_capacity(lanes);
+        for (l, listener) in kafka.iter().enumerate() {
+            let addr = listener.local_addr()?;
+            nodes.push(Node {
+                id: l as i32 + 1,
+                host: addr.ip().to_string(),
+                port: i32::from(addr.port()),
+            });
+        }
+        (nodes, kafka[0].local_addr()?.to_string())
+    } else {
+        let addresses = common
+            .advertise
+            .iter()
+            .map(|addr| split_host_port(addr))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(
+            addresses
+                .iter()
+                .all(|(_, port)| port + lanes as i32 - 1 <= 65535),
+            "an advertised port plus {lanes} lanes goes past 65535"
+        );
+        (
+            presented_nodes(&addresses, lanes),
+            common.advertise.join(","),
+        )
+    };
 
     let gateway = Gateway::new(
         GatewayConfig {
@@ -329,7 +367,16 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     }
 
     println!("Tollgate is running.");
-    println!("  Kafka bootstrap: {advertised} ({lanes} nodes per address)");
+    println!(
+        "  Kafka bootstrap: {advertised} (nodes: {})",
+        gateway
+            .config()
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     println!("  Admin API:       http://{admin_addr}");
     println!("  Admin token:     {admin_token}");
     println!("  Data dir:        {}", common.data_dir.display());
@@ -366,7 +413,7 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     ));
     let kafka_task = tokio::spawn(
         Listener {
-            listener: kafka,
+            listeners: kafka,
             gateway,
             max_connections: common.max_connections,
         }

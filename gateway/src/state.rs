@@ -17,17 +17,17 @@ pub struct Node {
     pub port: i32,
 }
 
-/// The nodes `addresses` (`host`, `port`) present with `lanes` nodes each, ids from 1,
-/// address-major.
+/// The nodes of gateway addresses (`host`, `port`) with `lanes` nodes each: lane `l` of an
+/// address is its port + `l`. Ids from 1, address-major.
 pub fn presented_nodes(addresses: &[(String, i32)], lanes: usize) -> Vec<Node> {
     addresses
         .iter()
-        .flat_map(|(host, port)| (0..lanes).map(move |_| (host, port)))
+        .flat_map(|(host, port)| (0..lanes).map(move |l| (host, port + l as i32)))
         .zip(1..)
         .map(|((host, port), id)| Node {
             id,
             host: host.clone(),
-            port: *port,
+            port,
         })
         .collect()
 }
@@ -207,6 +207,6 @@ mod tests {
             .iter()
             .map(|n| (n.id, n.host.as_str(), n.port))
             .collect();
-        assert_eq!(shown, [(1, "a", 1), (2, "a", 1), (3, "b", 2), (4, "b", 2)]);
+        assert_eq!(shown, [(1, "a", 1), (2, "a", 2), (3, "b", 2), (4, "b", 3)]);
     }
 }

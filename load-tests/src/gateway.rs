@@ -30,6 +30,8 @@ pub struct Launch {
     pub cluster: String,
     /// How long the gateway may take to answer on both listeners.
     pub startup_timeout: Duration,
+    /// `--lanes`: nodes the gateway presents, each on its own port from the Kafka listener's.
+    pub lanes: usize,
 }
 
 impl Launch {
@@ -43,6 +45,7 @@ impl Launch {
             tenant: "load".into(),
             cluster: "load".into(),
             startup_timeout: Duration::from_secs(20),
+            lanes: 3,
         }
     }
 
@@ -67,7 +70,7 @@ impl Launch {
     pub fn start(&self) -> Result<Gateway> {
         let dir = &self.dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let kafka = procs::free_addr()?;
+        let kafka = procs::free_port_run(self.lanes)?;
         let admin_addr = procs::free_addr()?;
         let admin_token = format!(
             "load-tests-{}-{}",
@@ -89,6 +92,8 @@ impl Launch {
             &dir.display().to_string(),
             "--admin-token",
             &admin_token,
+            "--lanes",
+            &self.lanes.to_string(),
         ]
         .map(String::from)
         .to_vec();

@@ -45,6 +45,9 @@ impl Child {
     pub fn spawn_command(name: &str, mut cmd: Command, log: PathBuf) -> Result<Child> {
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
+        // The benchmark may run itself with malloc settings of its own; what it measures runs
+        // with the defaults.
+        cmd.env_remove("GLIBC_TUNABLES");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let inner = cmd
             .spawn()
@@ -218,6 +221,24 @@ pub fn own_cpu_seconds() -> f64 {
 pub fn free_addr() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?)
+}
+
+/// A loopback address whose port and the `n - 1` ports after it are free (for a gateway's
+/// lanes, which listen on consecutive ports).
+pub fn free_port_run(n: usize) -> Result<SocketAddr> {
+    for _ in 0..100 {
+        let first = free_addr()?;
+        let held: Vec<TcpListener> = (0..n)
+            .map_while(|i| {
+                let port = u16::try_from(usize::from(first.port()) + i).ok()?;
+                TcpListener::bind(("127.0.0.1", port)).ok()
+            })
+            .collect();
+        if held.len() == n {
+            return Ok(first);
+        }
+    }
+    bail!("found no {n} consecutive free ports")
 }
 
 /// Finds `program` as given (a path) or on PATH.

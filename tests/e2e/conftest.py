@@ -49,13 +49,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
+# Nodes each gateway presents (`--lanes`, passed explicitly): lane l listens on the Kafka
+# port + l, so a stack needs that many consecutive free ports.
+LANES = 3
+
+
+def free_port_run(n: int, avoid: tuple[int, ...] = ()) -> int:
+    """A port p such that p..p+n-1 are all free (and none of them in `avoid`)."""
+    for _ in range(100):
         p = free_port()
-        if p not in ports:
-            ports.append(p)
-    return ports
+        run = range(p, p + n)
+        if any(q in avoid or q > 65535 for q in run):
+            continue
+        held = []
+        try:
+            for q in run:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(s)
+                s.bind(("127.0.0.1", q))
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
 
 
 def gateway_binary() -> str:
@@ -147,8 +165,11 @@ class Stack:
         self.data_dir = self.base / "data"
         self.stdout_path = self.base / "stdout.log"
         self.stderr_path = self.base / "stderr.log"
-        self.kafka_port, self.admin_port = free_ports(2)
+        self.admin_port = free_port()
+        self.kafka_port = free_port_run(LANES, avoid=(self.admin_port,))
         self.bootstrap = f"127.0.0.1:{self.kafka_port}"
+        # What clients are shown: lane l on the Kafka port + l.
+        self.nodes = [f"127.0.0.1:{self.kafka_port + lane}" for lane in range(LANES)]
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.admin_token = admin_token or "e2e-admin-" + uuid.uuid4().hex
         self.argv = [
@@ -157,6 +178,7 @@ class Stack:
             "--admin-listen", f"127.0.0.1:{self.admin_port}",
             "--data-dir", str(self.data_dir),
             "--admin-token", self.admin_token,
+            "--lanes", str(LANES),
         ]
         if mode == "dev":
             assert tansu is not None

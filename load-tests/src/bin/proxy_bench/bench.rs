@@ -66,7 +66,18 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
     let started = std::fs::create_dir_all(work)
         .map_err(anyhow::Error::from)
         .and_then(|()| match kind {
-            PoolKind::Mock => Pool::mock(args.spread_leaders),
+            PoolKind::Mock => {
+                if crate::malloc::tuned() {
+                    // What the throughput runs of every path keep (the mock deletes nothing).
+                    let kept = messages(args, kind) * args.size as u64 * 3 * args.rounds as u64;
+                    let warmed = crate::malloc::warm(kept + kept / 4);
+                    progress!(
+                        "mock: {} MB of memory warmed for its logs",
+                        warmed / 1_000_000
+                    );
+                }
+                Pool::mock(args.spread_leaders)
+            }
             PoolKind::Tansu => Pool::tansu(&args.tansu, work),
         });
     let mut pool = match started {
@@ -101,7 +112,13 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             pool_prefix: String::new(),
         };
         let dir = work.join(path.name());
-        match gateway::start(tollgate, &pool.gateway_bootstrap, metering, &dir) {
+        match gateway::start(
+            tollgate,
+            &pool.gateway_bootstrap,
+            metering,
+            args.lanes,
+            &dir,
+        ) {
             Ok(Started::Running(gw)) => {
                 progress!(
                     "{} {}: gateway pid {}, cluster {}",

@@ -24,8 +24,15 @@ pub enum Started {
 
 /// Starts `tollgate serve` against `pool_bootstrap`, with metering or without, its data in
 /// `dir`.
-pub fn start(bin: &Path, pool_bootstrap: &str, metering: bool, dir: &Path) -> Result<Started> {
+pub fn start(
+    bin: &Path,
+    pool_bootstrap: &str,
+    metering: bool,
+    lanes: usize,
+    dir: &Path,
+) -> Result<Started> {
     let mut launch = Launch::new(bin, pool_bootstrap, dir);
+    launch.lanes = lanes;
     launch.tenant = "bench".into();
     launch.cluster = "bench".into();
     if !metering {

@@ -31,6 +31,7 @@ macro_rules! progress {
 
 mod bench;
 mod gateway;
+mod malloc;
 mod pool;
 mod report;
 mod workload;
@@ -109,6 +110,15 @@ pub struct Args {
     /// `--client-config fetch.wait.max.ms=100`. It replaces the benchmark's own setting.
     #[arg(long = "client-config", value_parser = key_value)]
     pub client_config: Vec<(String, String)>,
+    /// `--lanes` for the gateways: nodes presented per address (the gateway's default is 3,
+    /// or the pool's broker count if more).
+    #[arg(long, env = "TOLLGATE_BENCH_LANES", default_value_t = 3)]
+    pub lanes: usize,
+    /// Leave glibc's malloc as it is in the benchmark's process, which holds the mock cluster
+    /// (see `malloc.rs`: by default the benchmark re-executes itself so that freed memory is
+    /// reused, and warms the memory the mock's runs keep).
+    #[arg(long, env = "TOLLGATE_BENCH_MALLOC_AS_IS")]
+    pub malloc_as_is: bool,
     /// Where the JSON report goes.
     #[arg(
         long,
@@ -121,6 +131,10 @@ pub struct Args {
 fn main() -> ExitCode {
     STARTED.get_or_init(Instant::now);
     let args = Args::parse();
+    if !args.malloc_as_is && !malloc::tuned() {
+        let e = malloc::reexec();
+        eprintln!("proxy-bench: could not re-execute with GLIBC_TUNABLES ({e}); going on as is");
+    }
     let limit = Duration::from_secs(args.max_seconds);
     std::thread::spawn(move || {
         std::thread::sleep(limit);
@@ -175,6 +189,7 @@ fn run(args: &Args) -> Result<()> {
             latency_seconds: args.latency_seconds,
             latency_load: "half of direct produce throughput (records/s), same rate on every path",
             spread_leaders: args.spread_leaders,
+            lanes: args.lanes,
             client_config: args
                 .client_config
                 .iter()
@@ -182,6 +197,11 @@ fn run(args: &Args) -> Result<()> {
                 .collect(),
             librdkafka: rdkafka::util::get_rdkafka_version().1,
             gateway: tollgate.display().to_string(),
+            malloc: if malloc::tuned() {
+                malloc::TUNABLES.into()
+            } else {
+                "default".into()
+            },
         },
         pools: Vec::new(),
     };

@@ -51,10 +51,14 @@ pub struct Settings {
     pub latency_seconds: f64,
     pub latency_load: &'static str,
     pub spread_leaders: bool,
+    /// Gateway nodes per address (`--lanes`).
+    pub lanes: usize,
     /// `--client-config` properties applied to every client.
     pub client_config: Vec<String>,
     pub librdkafka: String,
     pub gateway: String,
+    /// `GLIBC_TUNABLES` of the benchmark's process (the mock cluster's memory), or "default".
+    pub malloc: String,
 }
 
 #[derive(Serialize)]
