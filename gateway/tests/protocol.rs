@@ -153,7 +153,7 @@ impl Stack {
         );
         tokio::spawn(
             Listener {
-                listener,
+                listeners: vec![listener],
                 gateway,
                 max_connections: 64,
             }
