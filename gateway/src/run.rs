@@ -100,8 +100,10 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
 }
 
 /// Binds the Kafka listener of every lane: lane `l` on `listen`'s port + `l` (each on a
-/// system-given port when `listen`'s port is 0). Nodes need addresses of their own: librdkafka
-/// before 2.3 keeps one connection per host:port and mixes up nodes that share one.
+/// system-given port when `listen`'s port is 0). Nodes need addresses of their own: older
+/// librdkafka (Debian's 2.0.2, which kcat uses, among them; librdkafka issue #4212) gives a
+/// node it has not met the connection of another node with the same host:port, and never
+/// fetches from either.
 async fn bind_lanes(listen: SocketAddr, lanes: usize) -> anyhow::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(lanes);
     for l in 0..lanes {
