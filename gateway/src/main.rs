@@ -38,7 +38,8 @@ struct CommonArgs {
     advertise: Vec<String>,
     /// Nodes each advertised address presents (1-64): a client keeps a fetch (and a few
     /// produces) in flight per node, and partitions are put on nodes by the pool broker
-    /// serving them. Default: 3, or the number of pool brokers given, whichever is more.
+    /// serving them. Lane l listens on the Kafka port + l. Default: one per pool broker given
+    /// (`--pool-bootstrap`, or `dev --brokers`).
     #[arg(long, env = "TOLLGATE_LANES", value_parser = clap::value_parser!(u16).range(1..=64))]
     lanes: Option<u16>,
     /// Address of the admin HTTP API.

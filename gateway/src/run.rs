@@ -25,10 +25,6 @@ use crate::upstream::{Pool, Timeouts};
 /// about this long even when no request touches it, and one that starts is taken in.
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Nodes per advertised address unless told otherwise: enough fetches in flight per client
-/// to hide the gateway's store-and-forward on a small pool (see load-tests/README.md).
-pub const DEFAULT_LANES: usize = 3;
-
 /// Settings both commands share.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -36,7 +32,7 @@ pub struct Common {
     /// The gateway nodes (`host:port`) clients are told to connect to; the listen address
     /// when empty.
     pub advertise: Vec<String>,
-    /// Nodes per advertised address; [`DEFAULT_LANES`] or the pool's size when not given.
+    /// Nodes per advertised address; one per pool broker given when not set.
     pub lanes: Option<usize>,
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -278,9 +274,12 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     let store_for_sync = store.clone();
     let registry_for_sync = registry.clone();
 
+    // By default one lane per pool broker given: a client then keeps as many requests in
+    // flight as it would on the pool itself, each to one broker. More lanes than brokers add
+    // fetch concurrency but cut produce requests smaller (see load-tests/README.md).
     let lanes = common
         .lanes
-        .unwrap_or_else(|| DEFAULT_LANES.max(pool.all_brokers().len()));
+        .unwrap_or_else(|| pool.all_brokers().len().max(1));
     let kafka = bind_lanes(common.kafka_listen, lanes).await?;
     let admin_listener = TcpListener::bind(common.admin_listen)
         .await

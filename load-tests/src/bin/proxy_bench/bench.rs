@@ -89,6 +89,10 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
         }
     };
     result.description = pool.describe();
+    // The gateway's own default: a lane per pool broker it is given.
+    let gateway_lanes = args
+        .lanes
+        .unwrap_or_else(|| pool.gateway_bootstrap.split(',').count());
 
     let mut lanes = vec![Lane {
         result: PathResult::new(PathKind::Direct),
@@ -116,7 +120,7 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             tollgate,
             &pool.gateway_bootstrap,
             metering,
-            args.lanes,
+            gateway_lanes,
             &dir,
         ) {
             Ok(Started::Running(gw)) => {

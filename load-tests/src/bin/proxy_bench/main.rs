@@ -110,10 +110,10 @@ pub struct Args {
     /// `--client-config fetch.wait.max.ms=100`. It replaces the benchmark's own setting.
     #[arg(long = "client-config", value_parser = key_value)]
     pub client_config: Vec<(String, String)>,
-    /// `--lanes` for the gateways: nodes presented per address (the gateway's default is 3,
-    /// or the pool's broker count if more).
-    #[arg(long, env = "TOLLGATE_BENCH_LANES", default_value_t = 3)]
-    pub lanes: usize,
+    /// `--lanes` for the gateways: nodes presented per address. Default: the gateway's, one
+    /// per pool broker (1, or 3 with `--spread-leaders`).
+    #[arg(long, env = "TOLLGATE_BENCH_LANES")]
+    pub lanes: Option<usize>,
     /// Leave glibc's malloc as it is in the benchmark's process, which holds the mock cluster
     /// (see `malloc.rs`: by default the benchmark re-executes itself so that freed memory is
     /// reused, and warms the memory the mock's runs keep).

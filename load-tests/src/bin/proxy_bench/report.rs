@@ -51,8 +51,8 @@ pub struct Settings {
     pub latency_seconds: f64,
     pub latency_load: &'static str,
     pub spread_leaders: bool,
-    /// Gateway nodes per address (`--lanes`).
-    pub lanes: usize,
+    /// Gateway nodes per address (`--lanes`); the gateway's default when absent.
+    pub lanes: Option<usize>,
     /// `--client-config` properties applied to every client.
     pub client_config: Vec<String>,
     pub librdkafka: String,
