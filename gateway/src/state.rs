@@ -116,12 +116,8 @@ impl Gateway {
     /// The node clients should see as leader of a partition: spread by hashing, so several
     /// gateway nodes share the load, and stable, so clients do not chase leaders.
     pub fn node_for(&self, key: &str, partition: i32) -> &Node {
-        use std::hash::{Hash, Hasher};
         let nodes = &self.inner.config.nodes;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        partition.hash(&mut h);
-        &nodes[(h.finish() % nodes.len() as u64) as usize]
+        &nodes[(spread(key, partition) % nodes.len() as u64) as usize]
     }
 
     /// The node clients should see as leader of `partition` of the tenant's `topic`, given
@@ -139,14 +135,10 @@ impl Gateway {
         at: Option<usize>,
         brokers: usize,
     ) -> &Node {
-        use std::hash::{Hash, Hasher};
         let nodes = &self.inner.config.nodes;
         let lanes = self.inner.config.lanes;
         let addresses = (nodes.len() / lanes) as u64;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        topic.hash(&mut h);
-        partition.hash(&mut h);
-        let h = h.finish();
+        let h = spread(topic, partition);
         let address = (h % addresses) as usize;
         &nodes[address * lanes + lane(at, brokers, lanes, h / addresses)]
     }
@@ -154,6 +146,16 @@ impl Gateway {
     pub fn first_node(&self) -> &Node {
         &self.inner.config.nodes[0]
     }
+}
+
+/// A stable hash of a key (topic, group id) and partition: the same in every instance of one
+/// build, so instances present the same placement.
+fn spread(key: &str, partition: i32) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    partition.hash(&mut h);
+    h.finish()
 }
 
 /// The lane of a partition served by broker `at` of `brokers`; `spread` (a hash of the
