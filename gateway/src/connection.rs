@@ -25,7 +25,8 @@ use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use crate::api::{self, versions, Ctx, Reply};
+use crate::api::relay::RelayError;
+use crate::api::{self, versions, Answer, Ctx, Reply};
 use crate::authz::Session;
 use crate::frame::{decode_request_header, Frame, FrameReader, RawHeader};
 use crate::sasl::{self, Mechanism};
@@ -61,10 +62,8 @@ enum Outgoing {
         api: ApiKey,
         version: i16,
         correlation_id: i32,
-        reply: crate::pool_admin::BoxFuture<
-            'static,
-            Result<ResponseKind, crate::upstream::UpstreamError>,
-        >,
+        reply:
+            crate::pool_admin::BoxFuture<'static, Result<Answer, crate::upstream::UpstreamError>>,
     },
 }
 
@@ -138,10 +137,25 @@ async fn write_loop<W: AsyncWrite>(
                 } => {
                     // Flush what is written before waiting on the pool.
                     writer.flush().await.map_err(CloseReason::Write)?;
-                    let body = reply.await?;
-                    Frame::response(api, version, correlation_id, &body).map_err(|e| {
-                        CloseReason::Upstream(crate::upstream::UpstreamError::Encode(e.to_string()))
-                    })?
+                    match reply.await? {
+                        Answer::Message(body) => {
+                            Frame::response(api, version, correlation_id, &body).map_err(|e| {
+                                CloseReason::Upstream(crate::upstream::UpstreamError::Encode(
+                                    e.to_string(),
+                                ))
+                            })?
+                        }
+                        Answer::Relay(relay) => {
+                            relay.write_to(&mut writer, correlation_id).await.map_err(
+                                |e| match e {
+                                    RelayError::Pool(e) => CloseReason::Upstream(e),
+                                    RelayError::Write(e) => CloseReason::Write(e),
+                                },
+                            )?;
+                            next = rx.try_recv().ok();
+                            continue;
+                        }
+                    }
                 }
             };
             let mut frame = frame;

@@ -86,6 +86,47 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Reads until at least `n` bytes are buffered. `Ok(false)` is a clean close with nothing
+    /// buffered; a close with part of them is [`FrameError::Truncated`].
+    pub async fn fill(&mut self, n: usize) -> Result<bool, FrameError> {
+        while self.buf.len() < n {
+            self.buf.reserve((n - self.buf.len()).max(READ_CHUNK));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(false)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+        Ok(true)
+    }
+
+    /// What is read and not yet taken.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the first `n` buffered bytes (at most [`FrameReader::buffered`]'s length).
+    pub fn take(&mut self, n: usize) -> Bytes {
+        self.buf.split_to(n).freeze()
+    }
+
+    /// The next bytes of a frame being streamed: what is buffered, else one read's worth, at
+    /// most `max` (the part of the frame still to come, so the next frame is never taken).
+    pub async fn chunk(&mut self, max: usize) -> Result<Bytes, FrameError> {
+        if self.buf.is_empty() {
+            // Room for the rest of the frame: one allocation per frame (reused once its chunks
+            // are dropped), and each read takes whatever the socket has.
+            self.buf.reserve(max);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        let n = self.buf.len().min(max);
+        Ok(self.buf.split_to(n).freeze())
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }

@@ -69,6 +69,13 @@ const CONNECT_FAILURE_HOLD: Duration = Duration::from_millis(250);
 const PROBE_CONNECT: Duration = Duration::from_secs(1);
 /// How long the prober waits for ApiVersions on a connection of its own.
 const PROBE_ANSWER: Duration = Duration::from_secs(2);
+/// Answers at least this large are streamed to callers that asked ([`Broker::dispatch_streamed`]):
+/// below it, waiting for the whole answer costs less than the hand-offs.
+const STREAM_MIN: usize = 64 * 1024;
+/// How much of a streamed answer is read before its header must have been seen.
+const HEADER_PEEK: usize = 4096;
+/// Chunks of a streamed answer read ahead of its caller.
+const STREAM_CHUNKS: usize = 16;
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum UpstreamError {
@@ -98,19 +105,35 @@ impl UpstreamError {
     }
 }
 
+/// How an answer reaches its caller: whole, or (a large one, for a caller that asked) as it
+/// arrives, so the gateway can pass it on while the broker is still sending it.
+enum Arrival {
+    Whole(Bytes),
+    /// `len` bytes of body (the response header already read), in chunks.
+    Streaming {
+        len: usize,
+        rx: mpsc::Receiver<Bytes>,
+    },
+}
+
+type ReplyTx = oneshot::Sender<Result<Arrival, UpstreamError>>;
+
 /// A request waiting to be written to one broker.
 struct Outbound {
     frame: Frame,
     api: ApiKey,
     version: i16,
     /// `None` for requests that get no response (produce with acks=0).
-    reply: Option<oneshot::Sender<Result<Bytes, UpstreamError>>>,
+    reply: Option<ReplyTx>,
+    /// The caller takes a large answer as a stream.
+    stream: bool,
 }
 
 struct Waiting {
     api: ApiKey,
     version: i16,
-    reply: oneshot::Sender<Result<Bytes, UpstreamError>>,
+    reply: ReplyTx,
+    stream: bool,
 }
 
 /// Requests written and not yet answered. `dead` is set, under the same lock, by whatever closes
@@ -258,6 +281,7 @@ async fn write_loop(
                         api: out.api,
                         version: out.version,
                         reply,
+                        stream: out.stream,
                     },
                 );
             }
@@ -278,31 +302,11 @@ async fn write_loop(
 }
 
 async fn read_loop(read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
-    let addr = shared.addr.clone();
-    let mut read = FrameReader::new(read, UPSTREAM_READ_RETAIN);
-    let reason = loop {
-        let mut frame = match read.next(MAX_RESPONSE_FRAME).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break "closed by the broker".to_string(),
-            Err(e) => break e.to_string(),
-        };
-        if frame.len() < 4 {
-            break "response shorter than a header".to_string();
-        }
-        let id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
-        tracing::trace!(broker = %addr, id, len = frame.len(), "from pool");
-        let Some(w) = shared.waiters.lock().expect("poisoned").map.remove(&id) else {
-            break format!("response to unknown correlation id {id}");
-        };
-        let header_version = w.api.response_header_version(w.version);
-        let result = ResponseHeader::decode(&mut frame, header_version)
-            .map(|_| frame)
-            .map_err(|e| UpstreamError::Decode {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            });
-        let _ = w.reply.send(result);
+    let reason = match read_answers(read, &shared).await {
+        Ok(()) => "closed by the broker".to_string(),
+        Err(reason) => reason,
     };
+    let addr = shared.addr.clone();
     let failed = shared.close(&reason);
     // Brokers close idle connections (Kafka after connections.max.idle.ms): only a close that
     // fails requests is news.
@@ -311,6 +315,101 @@ async fn read_loop(read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
     } else {
         tracing::debug!(broker = %addr, %reason, "idle pool connection closed");
     }
+}
+
+/// Reads answers and hands each to its waiter until the broker closes (`Ok`) or something
+/// goes wrong (the reason).
+async fn read_answers(read: tokio::net::tcp::OwnedReadHalf, shared: &Shared) -> Result<(), String> {
+    let addr = &shared.addr;
+    let mut read = FrameReader::new(read, UPSTREAM_READ_RETAIN);
+    loop {
+        // Length and correlation id first: who the answer is for decides how it is read.
+        if !read.fill(4).await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        let b = read.buffered();
+        let size = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if !(4..=MAX_RESPONSE_FRAME as i32).contains(&size) {
+            return Err(format!("response frame of {size} bytes"));
+        }
+        let size = size as usize;
+        read.fill(8).await.map_err(|e| e.to_string())?;
+        let b = read.buffered();
+        let id = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        tracing::trace!(broker = %addr, id, len = size, "from pool");
+        let Some(w) = shared.waiters.lock().expect("poisoned").map.remove(&id) else {
+            return Err(format!("response to unknown correlation id {id}"));
+        };
+        let header_version = w.api.response_header_version(w.version);
+        if w.stream && size >= STREAM_MIN && read.buffered().len() < 4 + size {
+            read.fill(4 + size.min(HEADER_PEEK))
+                .await
+                .map_err(|e| e.to_string())?;
+            let header = response_header_len(&read.buffered()[4..], header_version);
+            if let Some(header) = header.filter(|&h| h <= size) {
+                read.take(4 + header);
+                let mut left = size - header;
+                let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+                let listening = w
+                    .reply
+                    .send(Ok(Arrival::Streaming { len: left, rx }))
+                    .is_ok();
+                while left > 0 {
+                    let chunk = read.chunk(left).await.map_err(|e| e.to_string())?;
+                    left -= chunk.len();
+                    // A caller that stopped listening mid-answer gave up on the request: the
+                    // rest of it is read and dropped.
+                    if listening && tx.send(chunk).await.is_err() {
+                        return Err("the answer's reader went away".into());
+                    }
+                }
+                continue;
+            }
+        }
+        let mut frame = match read.next(MAX_RESPONSE_FRAME).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(crate::frame::FrameError::Truncated.to_string()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let result = ResponseHeader::decode(&mut frame, header_version)
+            .map(|_| Arrival::Whole(frame))
+            .map_err(|e| UpstreamError::Decode {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            });
+        let _ = w.reply.send(result);
+    }
+}
+
+/// The length of a response header at the start of `b`, if all of it is there.
+fn response_header_len(b: &[u8], header_version: i16) -> Option<usize> {
+    let mut at = 4; // correlation id
+    if b.len() < at {
+        return None;
+    }
+    if header_version >= 1 {
+        let tags = uvarint(b, &mut at)?;
+        for _ in 0..tags {
+            uvarint(b, &mut at)?;
+            let size = uvarint(b, &mut at)? as usize;
+            at = at.checked_add(size).filter(|&end| end <= b.len())?;
+        }
+    }
+    Some(at)
+}
+
+/// An unsigned varint of `b` at `*at`, advancing past it.
+fn uvarint(b: &[u8], at: &mut usize) -> Option<u32> {
+    let mut value = 0u32;
+    for shift in (0..35).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        value |= u32::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Which of a broker's connections a request travels on.
@@ -359,7 +458,8 @@ struct FetchConns {
 }
 
 enum Borrowed {
-    Conn(Connection),
+    /// A connection, and whether this fetch has it to itself.
+    Conn(Connection, bool),
     /// None to lend: open one (a slot is reserved in `opening`).
     Open,
 }
@@ -371,7 +471,7 @@ impl FetchLane {
         s.lent.retain(|(c, _)| !c.is_closed());
         if let Some(c) = s.idle.pop() {
             s.lent.push((c.clone(), 1));
-            return Borrowed::Conn(c);
+            return Borrowed::Conn(c, true);
         }
         if s.lent.len() + s.opening < FETCH_CONNECTIONS || s.lent.is_empty() {
             s.opening += 1;
@@ -383,7 +483,7 @@ impl FetchLane {
             .min_by_key(|(_, n)| *n)
             .expect("lent is not empty");
         *n += 1;
-        Borrowed::Conn(c.clone())
+        Borrowed::Conn(c.clone(), false)
     }
 
     fn lend_new(&self, c: &Connection) {
@@ -427,6 +527,9 @@ struct Lease {
     /// A fetch connection with a request in flight: if the lease ends before the answer came,
     /// the connection is closed rather than lent to a fetch that would queue behind it.
     busy: bool,
+    /// No other request shares the connection while this one is in flight: its answer may be
+    /// streamed, at the pace of whoever reads it, without holding up anyone else's.
+    exclusive: bool,
 }
 
 impl Lease {
@@ -435,6 +538,7 @@ impl Lease {
             conn,
             fetch: None,
             busy: false,
+            exclusive: false,
         }
     }
 
@@ -498,7 +602,7 @@ pub struct PendingReply {
     /// When the request was queued for writing; the timeout runs from here.
     sent: Instant,
     /// `None` once answered or timed out.
-    rx: Option<oneshot::Receiver<Result<Bytes, UpstreamError>>>,
+    rx: Option<oneshot::Receiver<Result<Arrival, UpstreamError>>>,
     lease: Option<Lease>,
 }
 
@@ -520,31 +624,76 @@ impl PendingReply {
         tokio::time::Instant::from_std(at)
     }
 
-    pub async fn body(mut self) -> Result<Bytes, UpstreamError> {
-        let deadline = self.deadline();
-        let rx = self.rx.as_mut().expect("a pending reply is read once");
-        let answer = tokio::time::timeout_at(deadline, rx).await;
-        self.rx = None;
-        if let Some(lease) = &mut self.lease {
-            // Closed already if the answer cannot come, and closed here if it came too late.
-            lease.settle();
-            if answer.is_err() {
-                lease
-                    .conn
-                    .abandon(&format!("no answer within {:?}", self.timeout));
-            }
+    /// The answer's body, whole.
+    pub async fn body(self) -> Result<Bytes, UpstreamError> {
+        let mut stream = self.stream().await?;
+        if let Some(whole) = stream.whole() {
+            return Ok(whole);
         }
-        match answer {
+        let mut body = bytes::BytesMut::with_capacity(stream.len());
+        while let Some(chunk) = stream.next().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// The answer's body as it arrives: streamed if it was dispatched with
+    /// [`Broker::dispatch_streamed`] and is large, else in one chunk. The timeout covers the
+    /// start of the answer; each later chunk gets as long again.
+    pub async fn stream(mut self) -> Result<BodyStream, UpstreamError> {
+        let deadline = self.deadline();
+        let rx = self.rx.take().expect("a pending reply is read once");
+        let answer = tokio::time::timeout_at(deadline, rx).await;
+        let mut lease = self.lease.take();
+        let answer = match answer {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(UpstreamError::Io {
                 addr: self.addr.clone(),
                 reason: "connection closed before the response".into(),
             }),
-            Err(_) => Err(UpstreamError::Timeout {
-                addr: self.addr.clone(),
-                timeout: self.timeout,
-            }),
-        }
+            Err(_) => {
+                if let Some(lease) = &mut lease {
+                    lease.settle();
+                    lease
+                        .conn
+                        .abandon(&format!("no answer within {:?}", self.timeout));
+                }
+                Err(UpstreamError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout: self.timeout,
+                })
+            }
+        };
+        let (first, rx, len) = match answer {
+            // The connection stays busy until the last chunk: the lease goes with the stream.
+            Ok(Arrival::Streaming { len, rx }) => (None, Some(rx), len),
+            Ok(Arrival::Whole(body)) => {
+                // All read: the connection is free.
+                if let Some(mut lease) = lease.take() {
+                    lease.settle();
+                }
+                let len = body.len();
+                (Some(body), None, len)
+            }
+            // Closed already if the answer cannot come.
+            Err(e) => {
+                if let Some(lease) = &mut lease {
+                    lease.settle();
+                }
+                return Err(e);
+            }
+        };
+        let mut stream = BodyStream {
+            addr: self.addr.clone(),
+            chunk_timeout: self.timeout,
+            len,
+            left: len,
+            first,
+            rx,
+            lease,
+        };
+        stream.done_if_finished();
+        Ok(stream)
     }
 
     pub async fn decode<R: Decodable>(self, version: i16) -> Result<R, UpstreamError> {
@@ -560,6 +709,108 @@ impl PendingReply {
                     .unwrap_or_default()
             ),
         })
+    }
+}
+
+/// An answer's body as it arrives from the broker ([`PendingReply::stream`]).
+///
+/// Dropping it before the end closes the connection it arrives on: the rest of the answer
+/// would otherwise hold up whatever is sent on it next.
+pub struct BodyStream {
+    addr: String,
+    chunk_timeout: Duration,
+    len: usize,
+    /// Bytes not yet handed out.
+    left: usize,
+    /// An answer that came whole.
+    first: Option<Bytes>,
+    rx: Option<mpsc::Receiver<Bytes>>,
+    /// Held until the last chunk has arrived.
+    lease: Option<Lease>,
+}
+
+impl BodyStream {
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// All of the body has been handed out.
+    pub fn is_done(&self) -> bool {
+        self.left == 0
+    }
+
+    /// A body that arrives in `chunks`, as from a broker: for tests of its readers.
+    #[cfg(test)]
+    pub fn from_chunks(chunks: Vec<Bytes>) -> BodyStream {
+        let len = chunks.iter().map(Bytes::len).sum();
+        let (tx, rx) = mpsc::channel(chunks.len().max(1));
+        for c in chunks {
+            tx.try_send(c).expect("room for every chunk");
+        }
+        BodyStream {
+            addr: "test".into(),
+            chunk_timeout: Duration::from_secs(5),
+            len,
+            left: len,
+            first: None,
+            rx: Some(rx),
+            lease: None,
+        }
+    }
+
+    /// The whole body, if it came whole and nothing was read yet.
+    fn whole(&mut self) -> Option<Bytes> {
+        let whole = self.first.take()?;
+        self.left = 0;
+        Some(whole)
+    }
+
+    /// The next chunk, `None` at the end. A broker that goes quiet mid-answer for as long as
+    /// the request's timeout fails it, and its connection is closed.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let chunk = match self.first.take() {
+            Some(chunk) => chunk,
+            None => {
+                let io = |reason: &str| UpstreamError::Io {
+                    addr: self.addr.clone(),
+                    reason: reason.into(),
+                };
+                let rx = self.rx.as_mut().ok_or_else(|| io("answer ended early"))?;
+                match tokio::time::timeout(self.chunk_timeout, rx.recv()).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => return Err(io("connection closed mid-answer")),
+                    Err(_) => {
+                        if let Some(lease) = &self.lease {
+                            lease.conn.abandon("the answer stalled");
+                        }
+                        return Err(UpstreamError::Timeout {
+                            addr: self.addr.clone(),
+                            timeout: self.chunk_timeout,
+                        });
+                    }
+                }
+            }
+        };
+        self.left = self.left.saturating_sub(chunk.len());
+        self.done_if_finished();
+        Ok(Some(chunk))
+    }
+
+    /// Once all of the answer has arrived, its connection is free for the next request.
+    fn done_if_finished(&mut self) {
+        if self.left == 0 {
+            if let Some(mut lease) = self.lease.take() {
+                lease.settle();
+            }
+        }
     }
 }
 
@@ -643,19 +894,20 @@ impl Broker {
     }
 
     async fn fetch_lease(&self) -> Result<Lease, UpstreamError> {
-        let conn = match self.fetch.borrow() {
-            Borrowed::Conn(c) => c,
+        let (conn, exclusive) = match self.fetch.borrow() {
+            Borrowed::Conn(c, exclusive) => (c, exclusive),
             Borrowed::Open => {
                 let _slot = Opening(&self.fetch);
                 let c = self.open().await?;
                 self.fetch.lend_new(&c);
-                c
+                (c, true)
             }
         };
         Ok(Lease {
             conn,
             fetch: Some(self.fetch.clone()),
             busy: false,
+            exclusive,
         })
     }
 
@@ -672,7 +924,24 @@ impl Broker {
         let frame = Frame::request(api, version, "tollgate", body)
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
         let lease = self.lease(Lane::of(api)).await?;
-        self.send(lease, api, version, frame, expects_reply).await
+        self.send(lease, api, version, frame, expects_reply, false)
+            .await
+    }
+
+    /// [`Broker::dispatch`] for a caller that reads the answer with [`PendingReply::stream`]:
+    /// a large answer on a connection of its own is then handed over as it arrives.
+    pub async fn dispatch_streamed<M: Encodable + 'static>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        body: &M,
+    ) -> Result<PendingReply, UpstreamError> {
+        let frame = Frame::request(api, version, "tollgate", body)
+            .map_err(|e| UpstreamError::Encode(e.to_string()))?;
+        let lease = self.lease(Lane::of(api)).await?;
+        let stream = lease.exclusive;
+        let pending = self.send(lease, api, version, frame, true, stream).await?;
+        Ok(pending.expect("a reply was asked for"))
     }
 
     async fn send(
@@ -682,6 +951,7 @@ impl Broker {
         version: i16,
         frame: Frame,
         expects_reply: bool,
+        stream: bool,
     ) -> Result<Option<PendingReply>, UpstreamError> {
         let (reply, rx) = if expects_reply {
             let (tx, rx) = oneshot::channel();
@@ -697,6 +967,7 @@ impl Broker {
                 api,
                 version,
                 reply,
+                stream,
             })
             .await
             .map_err(|_| UpstreamError::Io {
@@ -737,7 +1008,7 @@ impl Broker {
             None => self.lease(Lane::of(api)).await?,
         };
         let pending = self
-            .send(lease, api, version, frame, true)
+            .send(lease, api, version, frame, true, false)
             .await?
             .expect("a reply was asked for");
         pending.decode(version).await

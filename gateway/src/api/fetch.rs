@@ -20,6 +20,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
 };
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,12 +28,14 @@ use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::relay::{Relay, Relayed};
 use super::split::{
-    dispatch, failure_code, forward_gathered, leader_moved, split, Outcome, Sent, Sheet,
+    dispatch, failure_code, forward_gathered, leader_moved, sheet, split, Outcome, Sent, Sheet,
+    ANSWER_MARGIN,
 };
-use super::{topic_of_id, Ctx, Reply};
+use super::{topic_of_id, Answer, Ctx, Reply};
 use crate::authz::Action;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Broker, PendingReply, UpstreamError};
 
 /// A consumer's replica id in requests that also serve followers.
 const CONSUMER: i32 = -1;
@@ -98,13 +101,33 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         return Ok(Reply::now(ResponseKind::Fetch(resp)));
     }
     let router = ctx.gw.router();
-    let parts = split(router, std::mem::take(&mut req.topics)).await;
-    let template = req;
+    let mut parts = split(router, std::mem::take(&mut req.topics)).await;
+    let mut template = req;
+    let max_wait = Duration::from_millis(template.max_wait_ms.max(0) as u64);
+    // All of it on one broker, as lanes make the rule: the answer is relayed as it arrives.
+    if refused.is_empty() && parts.parts.len() == 1 && parts.unroutable.is_empty() {
+        let (broker, topics) = parts.parts.pop().expect("one part");
+        let sheet = sheet(&topics);
+        template.topics = topics;
+        match broker
+            .dispatch_streamed(ApiKey::Fetch, version, &template)
+            .await
+        {
+            Ok(pending) => {
+                let pending = pending.with_timeout(max_wait + ANSWER_MARGIN);
+                return Ok(relayed(ctx, version, broker, pending, sheet, forwarded));
+            }
+            // Nothing came back, so nothing moved: routed afresh below, as a split fetch.
+            Err(e) => {
+                router.broker_failed(&broker, &e);
+                parts = split(router, std::mem::take(&mut template.topics)).await;
+            }
+        }
+    }
     // The response size limit is the client's to enforce: each part gets its share, so the
     // merged answer never exceeds what the client can receive.
     let shares = (parts.parts.len() as i32).max(1);
     let part_max_bytes = (template.max_bytes / shares).max(1);
-    let max_wait = Duration::from_millis(template.max_wait_ms.max(0) as u64);
     let min_bytes = template.min_bytes.max(0) as u64;
     let sent = dispatch::<_, _, FetchResponse>(
         router,
@@ -124,68 +147,121 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let outcomes = long_poll(&ctx, sent, min_bytes).await;
-        let router = ctx.gw.router();
-        let mut resp = FetchResponse::default();
-        for outcome in outcomes {
-            match outcome {
-                Polled::Done(Outcome::Answered(answer)) => {
-                    resp.throttle_time_ms = resp.throttle_time_ms.max(answer.throttle_time_ms);
-                    if answer.error_code != 0 {
-                        resp.error_code = answer.error_code;
-                    }
-                    for t in answer.responses {
-                        if t.partitions.iter().any(|p| leader_moved(p.error_code)) {
-                            if let Some(name) = physical_name(&forwarded, &t) {
-                                router.leaders_moved(name);
-                            }
-                        }
-                        merge_topic(&mut resp.responses, t);
-                    }
-                }
-                Polled::Done(Outcome::Failed { sheet, error }) => {
-                    let code = failure_code(&error, false);
-                    merge_sheet(&mut resp.responses, sheet, code);
-                }
-                // Still waiting on its broker when the others had enough: answered as "no
-                // data yet", as a broker answers partitions with nothing new.
-                Polled::Pending(sheet) => merge_sheet(&mut resp.responses, sheet, 0),
-            }
-        }
-        if let Some(counters) = &ctx.session.counters {
-            let delivered: u64 = resp
-                .responses
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .filter_map(|p| p.records.as_deref())
-                .map(crate::records::complete_batch_bytes)
-                .sum();
-            counters.add_out(delivered);
-        }
-        resp.session_id = 0;
-        resp.node_endpoints.clear();
-        // Tags we do not know may carry pool addresses (tansu sends node endpoints in tags
-        // older versions do not define): what we do not understand does not reach tenants.
-        resp.unknown_tagged_fields.clear();
-        resp.responses.retain_mut(|t| {
-            if by_id {
-                forwarded.iter().any(|(_, id)| *id == t.topic_id)
-            } else {
-                ctx.topic_back(&mut t.topic)
-            }
-        });
-        for t in &mut resp.responses {
-            t.unknown_tagged_fields.clear();
-            for p in &mut t.partitions {
-                p.unknown_tagged_fields.clear();
-                p.current_leader = LeaderIdAndEpoch::default()
-                    .with_leader_id(BrokerId(-1))
-                    .with_leader_epoch(-1);
-                p.preferred_read_replica = BrokerId(-1);
-            }
-        }
-        resp.responses.extend(refused);
+        let resp = merged(&ctx, outcomes, &forwarded, refused, by_id);
         Ok(ResponseKind::Fetch(resp))
     }))
+}
+
+/// The answer of a fetch sent whole to one broker, passed on as it arrives ([`Relay`]); if
+/// the broker fails before answering, its partitions get retriable errors.
+fn relayed(
+    ctx: &Ctx,
+    version: i16,
+    broker: Arc<Broker>,
+    pending: PendingReply,
+    sheet: Vec<Sheet>,
+    forwarded: Vec<(String, Uuid)>,
+) -> Reply {
+    let ctx = ctx.clone();
+    Reply::answer(async move {
+        let error = match pending.stream().await {
+            Ok(body) => {
+                let gw = ctx.gw.clone();
+                let counters = ctx.session.counters.clone();
+                return Ok(Answer::Relay(Relay {
+                    version,
+                    body,
+                    addr: broker.addr().to_owned(),
+                    prefix: ctx.session.namespace.prefix().to_owned(),
+                    forwarded,
+                    done: Box::new(move |relayed: Relayed| {
+                        for topic in &relayed.moved {
+                            gw.router().leaders_moved(topic);
+                        }
+                        if let Some(counters) = counters {
+                            counters.add_out(relayed.delivered);
+                        }
+                    }),
+                }));
+            }
+            Err(error) => error,
+        };
+        ctx.gw.router().broker_failed(&broker, &error);
+        let failed = Polled::Done(Outcome::Failed { sheet, error });
+        let resp = merged(&ctx, vec![failed], &forwarded, Vec::new(), version >= 13);
+        Ok(Answer::Message(ResponseKind::Fetch(resp)))
+    })
+}
+
+/// The one answer the client gets for the parts of a fetch, rewritten for the tenant.
+fn merged(
+    ctx: &Ctx,
+    outcomes: Vec<Polled>,
+    forwarded: &[(String, Uuid)],
+    refused: Vec<FetchableTopicResponse>,
+    by_id: bool,
+) -> FetchResponse {
+    let router = ctx.gw.router();
+    let mut resp = FetchResponse::default();
+    for outcome in outcomes {
+        match outcome {
+            Polled::Done(Outcome::Answered(answer)) => {
+                resp.throttle_time_ms = resp.throttle_time_ms.max(answer.throttle_time_ms);
+                if answer.error_code != 0 {
+                    resp.error_code = answer.error_code;
+                }
+                for t in answer.responses {
+                    if t.partitions.iter().any(|p| leader_moved(p.error_code)) {
+                        if let Some(name) = physical_name(forwarded, &t) {
+                            router.leaders_moved(name);
+                        }
+                    }
+                    merge_topic(&mut resp.responses, t);
+                }
+            }
+            Polled::Done(Outcome::Failed { sheet, error }) => {
+                let code = failure_code(&error, false);
+                merge_sheet(&mut resp.responses, sheet, code);
+            }
+            // Still waiting on its broker when the others had enough: answered as "no
+            // data yet", as a broker answers partitions with nothing new.
+            Polled::Pending(sheet) => merge_sheet(&mut resp.responses, sheet, 0),
+        }
+    }
+    if let Some(counters) = &ctx.session.counters {
+        let delivered: u64 = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.records.as_deref())
+            .map(crate::records::complete_batch_bytes)
+            .sum();
+        counters.add_out(delivered);
+    }
+    resp.session_id = 0;
+    resp.node_endpoints.clear();
+    // Tags we do not know may carry pool addresses (tansu sends node endpoints in tags
+    // older versions do not define): what we do not understand does not reach tenants.
+    resp.unknown_tagged_fields.clear();
+    resp.responses.retain_mut(|t| {
+        if by_id {
+            forwarded.iter().any(|(_, id)| *id == t.topic_id)
+        } else {
+            ctx.topic_back(&mut t.topic)
+        }
+    });
+    for t in &mut resp.responses {
+        t.unknown_tagged_fields.clear();
+        for p in &mut t.partitions {
+            p.unknown_tagged_fields.clear();
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1);
+            p.preferred_read_replica = BrokerId(-1);
+        }
+    }
+    resp.responses.extend(refused);
+    resp
 }
 
 /// A part of a fetch, answered or still waiting on its broker.

@@ -4,7 +4,8 @@
 //! - [`cluster`]: Metadata and DescribeCluster, where the gateway presents itself as the
 //!   cluster's brokers.
 //! - [`produce`]: Produce, with per-cluster message size limits.
-//! - [`fetch`]: Fetch, ListOffsets, OffsetForLeaderEpoch.
+//! - [`fetch`]: Fetch, ListOffsets, OffsetForLeaderEpoch; [`relay`] passes a fetch answer on
+//!   while it arrives.
 //! - [`groups`]: FindCoordinator and the consumer group APIs, including offsets.
 //! - [`topics`]: CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions and topic configs.
 //! - [`txn`]: InitProducerId and the transaction APIs.
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod fetch;
 pub mod groups;
 pub mod produce;
+pub mod relay;
 pub mod split;
 pub mod topics;
 pub mod txn;
@@ -47,9 +49,17 @@ pub enum Reply {
     /// and it keeps every `Reply` small.
     Now(Box<ResponseKind>),
     /// Dispatched to the pool; resolves to the rewritten answer.
-    Later(BoxFuture<'static, Result<ResponseKind, UpstreamError>>),
+    Later(BoxFuture<'static, Result<Answer, UpstreamError>>),
     /// The client expects no response (produce with acks=0).
     Nothing,
+}
+
+/// An answer from the pool, rewritten for the client.
+pub enum Answer {
+    /// Decoded and rewritten, to be encoded.
+    Message(ResponseKind),
+    /// Rewritten while it is written out (a fetch answer from one broker).
+    Relay(relay::Relay),
 }
 
 impl Reply {
@@ -60,6 +70,13 @@ impl Reply {
     pub fn later<F>(f: F) -> Self
     where
         F: Future<Output = Result<ResponseKind, UpstreamError>> + Send + 'static,
+    {
+        Reply::Later(Box::pin(async move { f.await.map(Answer::Message) }))
+    }
+
+    pub fn answer<F>(f: F) -> Self
+    where
+        F: Future<Output = Result<Answer, UpstreamError>> + Send + 'static,
     {
         Reply::Later(Box::pin(f))
     }

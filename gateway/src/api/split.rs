@@ -44,7 +44,7 @@ pub struct Sheet {
     pub partitions: Vec<i32>,
 }
 
-fn sheet<T: Partitioned>(topics: &[T]) -> Vec<Sheet> {
+pub fn sheet<T: Partitioned>(topics: &[T]) -> Vec<Sheet> {
     topics
         .iter()
         .map(|t| Sheet {
