@@ -1460,7 +1460,12 @@ pub(crate) mod tests {
     }
 
     async fn produce(broker: &Broker, topic: &str) -> i16 {
-        let record = Record {
+        produce_values(broker, topic, &[Bytes::from_static(b"hello")]).await
+    }
+
+    /// Produces one batch of records with these values; the partition's error code.
+    async fn produce_values(broker: &Broker, topic: &str, values: &[Bytes]) -> i16 {
+        let record = |value: &Bytes| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -1472,15 +1477,16 @@ pub(crate) mod tests {
             sequence: -1,
             timestamp: 0,
             key: None,
-            value: Some(Bytes::from_static(b"hello")),
+            value: Some(value.clone()),
             headers: Default::default(),
         };
+        let records: Vec<Record> = values.iter().map(record).collect();
         let mut batch = bytes::BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
         };
-        RecordBatchEncoder::encode(&mut batch, [&record], &options).unwrap();
+        RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(10_000)
@@ -1552,6 +1558,59 @@ pub(crate) mod tests {
             broker.fetch_connections() == (1, 0)
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_streams_and_holds_its_connection_until_the_last_chunk() {
+        let tansu = Tansu::start().await;
+        let (_pool, broker) = live_broker(&tansu).await;
+        create_topic(&broker, "big").await;
+        let value = Bytes::from(vec![b'v'; 100_000]);
+        let values = [value.clone(), value.clone(), value];
+        assert_eq!(produce_values(&broker, "big", &values).await, 0);
+        let req = fetch_request("big", 0);
+
+        let pending = broker.dispatch_streamed(ApiKey::Fetch, FETCH, &req).await;
+        let mut stream = pending.unwrap().stream().await.unwrap();
+        assert!(
+            stream.len() > STREAM_MIN,
+            "a large answer: {}",
+            stream.len()
+        );
+        let mut body = bytes::BytesMut::new();
+        let mut chunks = 0;
+        while let Some(chunk) = stream.next().await.unwrap() {
+            if chunks == 0 {
+                assert_eq!(broker.fetch_connections(), (0, 1), "busy mid-answer");
+            }
+            chunks += 1;
+            body.extend_from_slice(&chunk);
+        }
+        assert!(chunks > 1, "the answer came in {chunks} chunk(s)");
+        assert_eq!(broker.fetch_connections(), (1, 0), "free after the last");
+        let resp = FetchResponse::decode(&mut body.freeze(), FETCH).unwrap();
+        let records = resp.responses[0].partitions[0].records.as_ref().unwrap();
+        assert!(
+            records.len() > 300_000,
+            "all three records: {}",
+            records.len()
+        );
+
+        // Given up on midway: the rest would hold up the connection's next fetch, so it goes.
+        let pending = broker.dispatch_streamed(ApiKey::Fetch, FETCH, &req).await;
+        let mut stream = pending.unwrap().stream().await.unwrap();
+        stream.next().await.unwrap().expect("a first chunk");
+        drop(stream);
+        eventually("the half-read connection is closed", || async {
+            broker.fetch_connections() == (0, 0)
+        })
+        .await;
+        let again: FetchResponse = fetch(&broker, "big", 0).await.decode(FETCH).await.unwrap();
+        assert_eq!(
+            fetched(&again),
+            (0, true),
+            "the next fetch gets a fresh connection"
+        );
     }
 
     #[tokio::test]
