@@ -112,13 +112,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.split_to(n).freeze()
     }
 
-    /// The next bytes of a frame being streamed: what is buffered, else one read's worth, at
-    /// most `max` (the part of the frame still to come, so the next frame is never taken).
-    pub async fn chunk(&mut self, max: usize) -> Result<Bytes, FrameError> {
+    /// The next bytes of a frame being streamed, at most `max` (the part of the frame still to
+    /// come, so the next frame is never taken) and at least `min` of them, or all `max` if
+    /// fewer: each chunk costs its reader a wake-up, so a chunk is worth a few reads.
+    pub async fn chunk(&mut self, max: usize, min: usize) -> Result<Bytes, FrameError> {
         if self.buf.is_empty() {
             // Room for the rest of the frame: one allocation per frame (reused once its chunks
             // are dropped), and each read takes whatever the socket has.
             self.buf.reserve(max);
+        }
+        while self.buf.len() < min.min(max) {
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return Err(FrameError::Truncated);
             }

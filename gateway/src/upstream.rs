@@ -76,6 +76,9 @@ const STREAM_MIN: usize = 64 * 1024;
 const HEADER_PEEK: usize = 4096;
 /// Chunks of a streamed answer read ahead of its caller.
 const STREAM_CHUNKS: usize = 16;
+/// The least a chunk of a streamed answer holds (unless the answer ends sooner): each chunk
+/// costs a hand-off between tasks and a write, so a few socket reads make one.
+const STREAM_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum UpstreamError {
@@ -354,8 +357,13 @@ async fn read_answers(read: tokio::net::tcp::OwnedReadHalf, shared: &Shared) -> 
                     .reply
                     .send(Ok(Arrival::Streaming { len: left, rx }))
                     .is_ok();
+                let mut chunks = 0;
                 while left > 0 {
-                    let chunk = read.chunk(left).await.map_err(|e| e.to_string())?;
+                    chunks += 1;
+                    let chunk = read
+                        .chunk(left, STREAM_CHUNK)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     left -= chunk.len();
                     // A caller that stopped listening mid-answer gave up on the request: the
                     // rest of it is read and dropped.
@@ -363,6 +371,7 @@ async fn read_answers(read: tokio::net::tcp::OwnedReadHalf, shared: &Shared) -> 
                         return Err("the answer's reader went away".into());
                     }
                 }
+                tracing::trace!(broker = %addr, id, len = size, chunks, "streamed from pool");
                 continue;
             }
         }

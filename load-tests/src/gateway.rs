@@ -32,6 +32,8 @@ pub struct Launch {
     pub startup_timeout: Duration,
     /// `--lanes`: nodes the gateway presents, each on its own port from the Kafka listener's.
     pub lanes: usize,
+    /// CPUs the gateway may run on (a `taskset -c` list); `None`: any.
+    pub cpus: Option<String>,
 }
 
 impl Launch {
@@ -46,6 +48,7 @@ impl Launch {
             cluster: "load".into(),
             startup_timeout: Duration::from_secs(20),
             lanes: 3,
+            cpus: None,
         }
     }
 
@@ -100,7 +103,17 @@ impl Launch {
         args.extend(self.extra_args.iter().cloned());
         let mut envs = vec![("NO_COLOR", "1")];
         envs.extend(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut process = Child::spawn("tollgate", &self.bin, &args, &envs, dir.join(LOG_FILE))?;
+        let (program, args) = match &self.cpus {
+            // taskset execs the gateway: the pid, and its CPU time, are the gateway's.
+            Some(cpus) => {
+                let mut pinned = vec!["-c".to_owned(), cpus.clone()];
+                pinned.push(self.bin.display().to_string());
+                pinned.extend(args);
+                (PathBuf::from("taskset"), pinned)
+            }
+            None => (self.bin.clone(), args),
+        };
+        let mut process = Child::spawn("tollgate", &program, &args, &envs, dir.join(LOG_FILE))?;
         let deadline = Instant::now() + self.startup_timeout;
         process
             .wait_listening(admin_addr, deadline)

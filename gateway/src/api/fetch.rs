@@ -1,5 +1,10 @@
 //! Fetch, ListOffsets and OffsetForLeaderEpoch: reading partitions.
 //!
+//! A fetch whose partitions are all on one broker (with lanes, nearly every fetch) is sent whole
+//! and its answer relayed to the client as it arrives ([`super::relay`]); a fetch over several
+//! brokers is split, its parts long-polled together, and their answers merged ([`merged`]).
+//! Both rewrite the answer the same way.
+//!
 //! Fetch sessions (KIP-227) are declined: every fetch goes to the pool as a full fetch
 //! (session id 0, final epoch) and the client is told no session was made, which every client
 //! handles (brokers decline sessions whenever their cache is full). A session on the pool would

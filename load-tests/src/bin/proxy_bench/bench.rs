@@ -121,6 +121,7 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             &pool.gateway_bootstrap,
             metering,
             gateway_lanes,
+            crate::pin::gateway_cpus(args),
             &dir,
         ) {
             Ok(Started::Running(gw)) => {

@@ -29,10 +29,12 @@ pub fn start(
     pool_bootstrap: &str,
     metering: bool,
     lanes: usize,
+    cpus: Option<String>,
     dir: &Path,
 ) -> Result<Started> {
     let mut launch = Launch::new(bin, pool_bootstrap, dir);
     launch.lanes = lanes;
+    launch.cpus = cpus;
     launch.tenant = "bench".into();
     launch.cluster = "bench".into();
     if !metering {

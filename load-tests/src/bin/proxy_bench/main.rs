@@ -32,6 +32,7 @@ macro_rules! progress {
 mod bench;
 mod gateway;
 mod malloc;
+mod pin;
 mod pool;
 mod report;
 mod workload;
@@ -119,6 +120,13 @@ pub struct Args {
     /// reused, and warms the memory the mock's runs keep).
     #[arg(long, env = "TOLLGATE_BENCH_MALLOC_AS_IS")]
     pub malloc_as_is: bool,
+    /// Give the gateway cores of its own, as it has when deployed: this process (the clients,
+    /// and the mock cluster) and the pool's process run on CPU 0 on every path, the gateway on
+    /// the other CPUs (`taskset`). Without it every process shares every core, and the CPU the
+    /// gateway uses is taken from the client and the pool: on a 2-core machine that, not the
+    /// gateway's latency, sets the throughput ratio.
+    #[arg(long, env = "TOLLGATE_BENCH_PIN")]
+    pub pin: bool,
     /// Where the JSON report goes.
     #[arg(
         long,
@@ -131,9 +139,14 @@ pub struct Args {
 fn main() -> ExitCode {
     STARTED.get_or_init(Instant::now);
     let args = Args::parse();
-    if !args.malloc_as_is && !malloc::tuned() {
-        let e = malloc::reexec();
-        eprintln!("proxy-bench: could not re-execute with GLIBC_TUNABLES ({e}); going on as is");
+    let tune = !args.malloc_as_is && !malloc::tuned();
+    let pin = (args.pin && !pin::pinned()).then_some(pin::BENCH_CPUS);
+    if tune || pin.is_some() {
+        let e = malloc::reexec(tune, pin);
+        eprintln!("proxy-bench: could not re-execute (GLIBC_TUNABLES, taskset): {e}");
+        if pin.is_some() {
+            return ExitCode::FAILURE;
+        }
     }
     let limit = Duration::from_secs(args.max_seconds);
     std::thread::spawn(move || {
@@ -197,6 +210,12 @@ fn run(args: &Args) -> Result<()> {
                 .collect(),
             librdkafka: rdkafka::util::get_rdkafka_version().1,
             gateway: tollgate.display().to_string(),
+            pin: pin::gateway_cpus(args).map(|cpus| {
+                format!(
+                    "client and pool on CPU {}, gateway on CPUs {cpus}",
+                    pin::BENCH_CPUS
+                )
+            }),
             malloc: if malloc::tuned() {
                 malloc::TUNABLES.into()
             } else {

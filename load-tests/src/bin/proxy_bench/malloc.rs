@@ -26,19 +26,29 @@ pub fn tuned() -> bool {
     std::env::var_os(MARK).is_some()
 }
 
-/// Runs this benchmark again, with the same arguments, under [`TUNABLES`]. Returns only if
-/// that could not be done, with why.
-pub fn reexec() -> std::io::Error {
+/// Runs this benchmark again, with the same arguments: under [`TUNABLES`] if `tune`, and on
+/// `cpus` only (a `taskset -c` list) if given. Returns only if that could not be done, with
+/// why.
+pub fn reexec(tune: bool, cpus: Option<&str>) -> std::io::Error {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return e,
     };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    std::process::Command::new(exe)
-        .args(args)
-        .env("GLIBC_TUNABLES", TUNABLES)
-        .env(MARK, "1")
-        .exec()
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut cmd = std::process::Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(exe);
+            cmd.env(crate::pin::MARK, cpus);
+            cmd
+        }
+        None => std::process::Command::new(exe),
+    };
+    cmd.args(args);
+    if tune {
+        cmd.env("GLIBC_TUNABLES", TUNABLES).env(MARK, "1");
+    }
+    cmd.exec()
 }
 
 /// Allocates `bytes` in 16 MiB blocks, touches every page, and frees them: with

@@ -59,6 +59,8 @@ pub struct Settings {
     pub gateway: String,
     /// `GLIBC_TUNABLES` of the benchmark's process (the mock cluster's memory), or "default".
     pub malloc: String,
+    /// Which CPUs ran what (`--pin`); `None`: every process on every core.
+    pub pin: Option<String>,
 }
 
 #[derive(Serialize)]
