@@ -92,6 +92,7 @@ pub async fn serve<S>(
     let (tx, rx) = mpsc::channel::<Outgoing>(gw.config().max_in_flight.max(1));
     let mut writer_task = tokio::spawn(write_loop(writer, rx));
     let mut conn = Connection {
+        id: NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         gw,
         session: None,
         mechanism: None,
@@ -170,7 +171,11 @@ async fn write_loop<W: AsyncWrite>(
     writer.shutdown().await.map_err(CloseReason::Write)
 }
 
+/// Numbers client connections, for [`Ctx::client`].
+static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct Connection {
+    id: u64,
     gw: Gateway,
     session: Option<Arc<Session>>,
     /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
@@ -325,6 +330,7 @@ impl Connection {
                 let ctx = Ctx {
                     gw: self.gw.clone(),
                     session,
+                    client: self.id,
                 };
                 match api::handle(&ctx, version, request).await? {
                     Reply::Now(body) => self.send_now(api, version, correlation_id, *body).await,

@@ -112,21 +112,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf.split_to(n).freeze()
     }
 
-    /// The next bytes of a frame being streamed, at most `max` (the part of the frame still to
-    /// come, so the next frame is never taken) and at least `min` of them, or all `max` if
-    /// fewer: each chunk costs its reader a wake-up, so a chunk is worth a few reads.
-    pub async fn chunk(&mut self, max: usize, min: usize) -> Result<Bytes, FrameError> {
+    /// The next bytes of a frame being streamed, of which `left` are still to come (so the
+    /// next frame is never taken): at least `min` of them (all `left` if fewer), since each
+    /// chunk costs its reader a wake-up, and at most `most`.
+    pub async fn chunk(
+        &mut self,
+        left: usize,
+        min: usize,
+        most: usize,
+    ) -> Result<Bytes, FrameError> {
         if self.buf.is_empty() {
             // Room for the rest of the frame: one allocation per frame (reused once its chunks
             // are dropped), and each read takes whatever the socket has.
-            self.buf.reserve(max);
+            self.buf.reserve(left);
         }
-        while self.buf.len() < min.min(max) {
+        while self.buf.len() < min.min(left) {
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return Err(FrameError::Truncated);
             }
         }
-        let n = self.buf.len().min(max);
+        let n = self.buf.len().min(left).min(most);
         Ok(self.buf.split_to(n).freeze())
     }
 
@@ -158,13 +163,15 @@ pub struct Frame {
 impl Frame {
     /// A frame from bytes already encoded, length prefix included.
     pub fn from_bytes(bytes: Bytes) -> Self {
+        Frame::from_runs(vec![bytes])
+    }
+
+    /// Bytes already encoded, in runs written one after another (a frame, or a part of one).
+    pub fn from_runs(mut runs: Vec<Bytes>) -> Self {
+        runs.retain(|r| !r.is_empty());
         Frame {
             head: BytesMut::new(),
-            rest: if bytes.is_empty() {
-                vec![]
-            } else {
-                vec![bytes]
-            },
+            rest: runs,
             next: 0,
         }
     }

@@ -4,11 +4,16 @@
 //! reads the next request only once it has answered the last. Each pool broker therefore gets
 //! its connections by [`Lane`]:
 //!
-//! - Produce and Control: one multiplexed connection each, shared by every client connection.
+//! - Produce: [`PRODUCE_CONNECTIONS`] multiplexed connections, each client connection keeping
+//!   to one of them ([`Broker::dispatch_for`]), so its produces reach the broker in the order it
+//!   sent them, while other clients' produces are not queued behind them (Apache Kafka answers
+//!   a produce with acks=all only once it is replicated, and reads nothing more from that
+//!   connection meanwhile).
+//! - Control: one multiplexed connection, shared by every client connection.
 //!   Requests from any number of clients are written in the order they are dispatched, each under
 //!   a correlation id of the gateway's own, and the replies are matched back by that id. A
-//!   thousand tenant connections cost each broker two connections per gateway (plus the fetch
-//!   connections below), and one client's produces reach the broker in the order it sent them.
+//!   thousand tenant connections cost each broker at most nine connections per gateway (plus
+//!   the fetch connections below).
 //! - Fetch: a set of exclusive connections. A fetch long-polls (up to its `max_wait_ms`), so on a
 //!   shared connection it would hold every other client's fetch to that broker until it ends.
 //!   Each fetch borrows an idle connection, or opens one, and gives it back when its answer has
@@ -63,6 +68,8 @@ const UPSTREAM_READ_RETAIN: usize = 16 * 1024 * 1024;
 const OUTBOUND_QUEUE: usize = 1024;
 /// Fetch connections per broker before fetches start sharing them.
 const FETCH_CONNECTIONS: usize = 64;
+/// Produce connections per broker, each shared by the client connections keeping to it.
+pub const PRODUCE_CONNECTIONS: usize = 8;
 /// How long after a failed connect further connects fail at once with its error.
 const CONNECT_FAILURE_HOLD: Duration = Duration::from_millis(250);
 /// The prober's connect timeout: a broker on the same network accepts well within it.
@@ -79,6 +86,8 @@ const STREAM_CHUNKS: usize = 16;
 /// The least a chunk of a streamed answer holds (unless the answer ends sooner): each chunk
 /// costs a hand-off between tasks and a write, so a few socket reads make one.
 const STREAM_CHUNK: usize = 256 * 1024;
+/// The most a chunk holds: what a slow reader makes wait, in [`STREAM_CHUNKS`] of them.
+const STREAM_CHUNK_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum UpstreamError {
@@ -361,7 +370,7 @@ async fn read_answers(read: tokio::net::tcp::OwnedReadHalf, shared: &Shared) -> 
                 while left > 0 {
                     chunks += 1;
                     let chunk = read
-                        .chunk(left, STREAM_CHUNK)
+                        .chunk(left, STREAM_CHUNK, STREAM_CHUNK_MAX)
                         .await
                         .map_err(|e| e.to_string())?;
                     left -= chunk.len();
@@ -573,7 +582,7 @@ impl Drop for Lease {
 /// One pool broker, identified by its address (tansu brokers all share one node id).
 pub struct Broker {
     addr: String,
-    produce: tokio::sync::Mutex<Option<Connection>>,
+    produce: [tokio::sync::Mutex<Option<Connection>>; PRODUCE_CONNECTIONS],
     control: tokio::sync::Mutex<Option<Connection>>,
     fetch: Arc<FetchLane>,
     /// Held across a connect, so a broker that does not accept costs one connect at a time,
@@ -887,9 +896,10 @@ impl Broker {
         result
     }
 
-    async fn lease(&self, lane: Lane) -> Result<Lease, UpstreamError> {
+    /// A connection of `lane`; on the produce lane, the one `client` keeps to.
+    async fn lease(&self, lane: Lane, client: u64) -> Result<Lease, UpstreamError> {
         let slot = match lane {
-            Lane::Produce => &self.produce,
+            Lane::Produce => &self.produce[(client % PRODUCE_CONNECTIONS as u64) as usize],
             Lane::Control => &self.control,
             Lane::Fetch => return self.fetch_lease().await,
         };
@@ -930,9 +940,23 @@ impl Broker {
         body: &M,
         expects_reply: bool,
     ) -> Result<Option<PendingReply>, UpstreamError> {
+        self.dispatch_for(0, api, version, body, expects_reply)
+            .await
+    }
+
+    /// [`Broker::dispatch`] for client connection `client`: its produces all travel on the
+    /// same connection, so they reach the broker in the order it dispatched them.
+    pub async fn dispatch_for<M: Encodable + 'static>(
+        &self,
+        client: u64,
+        api: ApiKey,
+        version: i16,
+        body: &M,
+        expects_reply: bool,
+    ) -> Result<Option<PendingReply>, UpstreamError> {
         let frame = Frame::request(api, version, "tollgate", body)
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
-        let lease = self.lease(Lane::of(api)).await?;
+        let lease = self.lease(Lane::of(api), client).await?;
         self.send(lease, api, version, frame, expects_reply, false)
             .await
     }
@@ -947,7 +971,7 @@ impl Broker {
     ) -> Result<PendingReply, UpstreamError> {
         let frame = Frame::request(api, version, "tollgate", body)
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
-        let lease = self.lease(Lane::of(api)).await?;
+        let lease = self.lease(Lane::of(api), 0).await?;
         let stream = lease.exclusive;
         let pending = self.send(lease, api, version, frame, true, stream).await?;
         Ok(pending.expect("a reply was asked for"))
@@ -1014,7 +1038,7 @@ impl Broker {
             .map_err(|e| UpstreamError::Encode(e.to_string()))?;
         let lease = match conn {
             Some(c) => Lease::shared(c.clone()),
-            None => self.lease(Lane::of(api)).await?,
+            None => self.lease(Lane::of(api), 0).await?,
         };
         let pending = self
             .send(lease, api, version, frame, true, false)
@@ -1070,6 +1094,16 @@ impl Broker {
                 timeout: PROBE_ANSWER,
             })
         })
+    }
+
+    /// How many produce connections are open.
+    #[cfg(test)]
+    async fn produce_connections(&self) -> usize {
+        let mut open = 0;
+        for slot in &self.produce {
+            open += usize::from(slot.lock().await.as_ref().is_some_and(|c| !c.is_closed()));
+        }
+        open
     }
 
     /// How many fetch connections are open (idle or lent).
@@ -1474,6 +1508,11 @@ pub(crate) mod tests {
 
     /// Produces one batch of records with these values; the partition's error code.
     async fn produce_values(broker: &Broker, topic: &str, values: &[Bytes]) -> i16 {
+        produce_for(broker, 0, topic, values).await
+    }
+
+    /// [`produce_values`] for client connection `client`.
+    async fn produce_for(broker: &Broker, client: u64, topic: &str, values: &[Bytes]) -> i16 {
         let record = |value: &Bytes| Record {
             transactional: false,
             control: false,
@@ -1504,7 +1543,9 @@ pub(crate) mod tests {
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(0)
                     .with_records(Some(batch.freeze()))])]);
-        let resp: ProduceResponse = broker.call(PRODUCE, &req).await.unwrap();
+        let pending = broker.dispatch_for(client, ApiKey::Produce, PRODUCE, &req, true);
+        let pending = pending.await.unwrap().expect("a reply");
+        let resp: ProduceResponse = pending.decode(PRODUCE).await.unwrap();
         resp.responses[0].partition_responses[0].error_code
     }
 
@@ -1570,11 +1611,36 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn each_client_keeps_to_one_produce_connection_and_clients_spread_over_several() {
+        let tansu = Tansu::start().await;
+        let (_pool, broker) = live_broker(&tansu).await;
+        create_topic(&broker, "t").await;
+        let hello = [Bytes::from_static(b"hello")];
+        for _ in 0..3 {
+            assert_eq!(produce_for(&broker, 7, "t", &hello).await, 0);
+        }
+        assert_eq!(
+            broker.produce_connections().await,
+            1,
+            "one client, one connection"
+        );
+        for client in 0..2 * PRODUCE_CONNECTIONS as u64 {
+            assert_eq!(produce_for(&broker, client, "t", &hello).await, 0);
+        }
+        assert_eq!(
+            broker.produce_connections().await,
+            PRODUCE_CONNECTIONS,
+            "many clients, every produce connection, no more"
+        );
+    }
+
+    #[tokio::test]
     async fn a_large_answer_streams_and_holds_its_connection_until_the_last_chunk() {
         let tansu = Tansu::start().await;
         let (_pool, broker) = live_broker(&tansu).await;
         create_topic(&broker, "big").await;
-        let value = Bytes::from(vec![b'v'; 100_000]);
+        // Larger than a chunk can be, so it comes in several.
+        let value = Bytes::from(vec![b'v'; 400_000]);
         let values = [value.clone(), value.clone(), value];
         assert_eq!(produce_values(&broker, "big", &values).await, 0);
         let req = fetch_request("big", 0);
@@ -1600,7 +1666,7 @@ pub(crate) mod tests {
         let resp = FetchResponse::decode(&mut body.freeze(), FETCH).unwrap();
         let records = resp.responses[0].partitions[0].records.as_ref().unwrap();
         assert!(
-            records.len() > 300_000,
+            records.len() > 1_200_000,
             "all three records: {}",
             records.len()
         );
@@ -1609,6 +1675,7 @@ pub(crate) mod tests {
         let pending = broker.dispatch_streamed(ApiKey::Fetch, FETCH, &req).await;
         let mut stream = pending.unwrap().stream().await.unwrap();
         stream.next().await.unwrap().expect("a first chunk");
+        assert!(!stream.is_done());
         drop(stream);
         eventually("the half-read connection is closed", || async {
             broker.fetch_connections() == (0, 0)

@@ -262,6 +262,7 @@ mod tests {
         Ctx {
             gw,
             session: Arc::new(session),
+            client: 0,
         }
     }
 

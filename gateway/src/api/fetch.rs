@@ -135,7 +135,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     let part_max_bytes = (template.max_bytes / shares).max(1);
     let min_bytes = template.min_bytes.max(0) as u64;
     let sent = dispatch::<_, _, FetchResponse>(
-        router,
+        ctx,
         parts,
         ApiKey::Fetch,
         version,

@@ -87,6 +87,9 @@ impl Reply {
 pub struct Ctx {
     pub gw: Gateway,
     pub session: Arc<Session>,
+    /// The client connection, unique in this process: its produces keep to one of each pool
+    /// broker's produce connections ([`crate::upstream::Broker::dispatch_for`]).
+    pub client: u64,
 }
 
 pub const NONE: i16 = 0;

@@ -152,7 +152,7 @@ pub async fn produce(
                 .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
                 .sum();
             match broker
-                .dispatch(ApiKey::Produce, version, &build(topics), false)
+                .dispatch_for(ctx.client, ApiKey::Produce, version, &build(topics), false)
                 .await
             {
                 Ok(_) => forwarded += bytes,
@@ -166,7 +166,7 @@ pub async fn produce(
     }
     let wait = Duration::from_millis(template.timeout_ms.max(0) as u64);
     let sent = dispatch::<_, _, ProduceResponse>(
-        router,
+        ctx,
         parts,
         ApiKey::Produce,
         version,

@@ -31,6 +31,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::split::leader_moved;
+use crate::frame::Frame;
 use crate::upstream::{BodyStream, UpstreamError};
 
 /// The tag of the padding field: far above any tag Kafka's FetchResponse defines (0, for node
@@ -208,7 +209,7 @@ impl Relay {
             // Node endpoints (v16+) name pool brokers; unknown tags may.
             input.skip_tags().await?;
             let missing = (4 + frame_len)
-                .checked_sub(out.written + out.pending.len())
+                .checked_sub(out.written + out.buffered())
                 .filter(|&m| m >= 1)
                 .ok_or_else(|| malformed("rewritten answer outgrew its length"))?;
             put_padding(&mut out.pending, missing);
@@ -479,6 +480,9 @@ impl<'a> Input<'a> {
         let mut at = 0;
         while at < n {
             if self.cur.is_empty() {
+                // Out goes what is here before waiting for more: the client's copy overlaps
+                // the pool's.
+                out.flush().await?;
                 self.more().await?;
             }
             let piece = self.cur.split_to((n - at).min(self.cur.len()));
@@ -490,24 +494,39 @@ impl<'a> Input<'a> {
     }
 }
 
-/// The client's side: small fields gather in `pending`, record runs are written as they are.
+/// The client's side: small fields gather in `pending`; record runs are kept by reference, and
+/// everything is written with vectored writes ([`Frame::from_runs`]) when the input has to
+/// wait, or [`FLUSH_AT`] bytes have gathered, so records are never copied in user space.
 struct Output<'a, W> {
     w: &'a mut W,
     pending: BytesMut,
+    runs: Vec<Bytes>,
+    /// Bytes in `runs`.
+    held: usize,
     /// Bytes handed to `w`.
     written: usize,
 }
 
-/// Record runs shorter than this are copied into `pending` rather than written on their own.
-const RUN_MIN: usize = 4096;
+/// Record runs shorter than this are copied into `pending` rather than kept as runs of their
+/// own: an iovec costs more than a small copy.
+const RUN_MIN: usize = 1024;
+/// Held output past which it is written without waiting for the input to run dry.
+const FLUSH_AT: usize = 1024 * 1024;
 
 impl<'a, W: AsyncWrite + Unpin> Output<'a, W> {
     fn new(w: &'a mut W) -> Self {
         Output {
             w,
             pending: BytesMut::with_capacity(256),
+            runs: Vec::new(),
+            held: 0,
             written: 0,
         }
+    }
+
+    /// Bytes taken and not yet written.
+    fn buffered(&self) -> usize {
+        self.held + self.pending.len()
     }
 
     fn put_u8(&mut self, v: u8) {
@@ -552,23 +571,37 @@ impl<'a, W: AsyncWrite + Unpin> Output<'a, W> {
         self.put_slice(s.as_bytes());
     }
 
+    fn seal_pending(&mut self) {
+        if !self.pending.is_empty() {
+            let small = self.pending.split().freeze();
+            self.held += small.len();
+            self.runs.push(small);
+        }
+    }
+
     async fn put_run(&mut self, run: Bytes) -> std::io::Result<()> {
         if run.len() < RUN_MIN {
             self.pending.put_slice(&run);
-            return Ok(());
+        } else {
+            self.seal_pending();
+            self.held += run.len();
+            self.runs.push(run);
         }
-        self.flush().await?;
-        self.w.write_all(&run).await?;
-        self.written += run.len();
+        if self.buffered() >= FLUSH_AT {
+            self.flush().await?;
+        }
         Ok(())
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.pending.is_empty() {
-            self.w.write_all(&self.pending).await?;
-            self.written += self.pending.len();
-            self.pending.clear();
+        self.seal_pending();
+        if self.runs.is_empty() {
+            return Ok(());
         }
+        let mut frame = Frame::from_runs(std::mem::take(&mut self.runs));
+        self.w.write_all_buf(&mut frame).await?;
+        self.written += self.held;
+        self.held = 0;
         Ok(())
     }
 }

@@ -173,10 +173,11 @@ pub const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 /// Sends each part to its broker, in order. A part whose broker cannot be reached is routed
 /// once more: nothing was sent, so a second try cannot duplicate anything, and on a stateless
 /// pool it reaches another broker. `build` makes the request for a part's topics, and
-/// `unbuild` takes them back out of a request that was never sent.
+/// `unbuild` takes them back out of a request that was never sent. Produces travel on the
+/// produce connection `ctx`'s client keeps to.
 #[allow(clippy::too_many_arguments)]
 pub async fn dispatch<T, Req, Resp>(
-    router: &Router,
+    ctx: &super::Ctx,
     parts: Split<T>,
     api: ApiKey,
     version: i16,
@@ -189,12 +190,13 @@ where
     Req: Encodable + 'static,
     Resp: Decodable + Send + 'static,
 {
+    let router = ctx.gw.router();
     let mut sent = Vec::with_capacity(parts.parts.len() + parts.unroutable.len());
     let mut again = Vec::new();
     for (broker, topics) in parts.parts {
         let sheet = sheet(&topics);
         let req = build(topics);
-        match send::<Req, Resp>(&broker, api, version, wait, &req).await {
+        match send::<Req, Resp>(&broker, ctx.client, api, version, wait, &req).await {
             Err(e) if e.nothing_sent() => {
                 router.broker_failed(&broker, &e);
                 again.extend(unbuild(req));
@@ -212,7 +214,7 @@ where
         for (broker, topics) in second.parts {
             let sheet = sheet(&topics);
             let req = build(topics);
-            let answer = send::<Req, Resp>(&broker, api, version, wait, &req).await;
+            let answer = send::<Req, Resp>(&broker, ctx.client, api, version, wait, &req).await;
             sent.push(Sent {
                 broker: Some(broker),
                 sheet,
@@ -233,6 +235,7 @@ where
 
 async fn send<Req, Resp>(
     broker: &Broker,
+    client: u64,
     api: ApiKey,
     version: i16,
     wait: Duration,
@@ -243,7 +246,7 @@ where
     Resp: Decodable + Send + 'static,
 {
     let pending = broker
-        .dispatch(api, version, req, true)
+        .dispatch_for(client, api, version, req, true)
         .await?
         .expect("a reply was asked for")
         .with_timeout(wait + ANSWER_MARGIN);
@@ -504,7 +507,7 @@ where
 {
     let router = ctx.gw.router();
     let parts = split(router, topics).await;
-    let sent = dispatch(router, parts, api, version, Duration::ZERO, build, unbuild).await;
+    let sent = dispatch(ctx, parts, api, version, Duration::ZERO, build, unbuild).await;
     let ctx = ctx.clone();
     super::Reply::later(async move {
         let merged: Resp = gather(ctx.gw.router(), sent, possibly_written).await;
