@@ -156,7 +156,7 @@ impl Relay {
                 // High watermark, last stable offset, log start offset (v5+).
                 let offsets = if version >= 5 { 24 } else { 16 };
                 out.put_slice(&input.bytes(offsets).await?);
-                let aborted = input.nullable_array_len(flexible).await?;
+                let aborted = input.nullable_len(flexible).await?;
                 out.put_array_len(aborted, flexible);
                 for _ in 0..aborted.unwrap_or(0) {
                     out.put_slice(&input.bytes(16).await?); // producer id, first offset
@@ -169,8 +169,8 @@ impl Relay {
                     input.i32().await?;
                     out.put_i32(-1); // preferred read replica: a pool broker id
                 }
-                let records = input.nullable_bytes_len(flexible).await?;
-                out.put_bytes_len(records, flexible);
+                let records = input.nullable_len(flexible).await?;
+                out.put_array_len(records, flexible);
                 if let Some(n) = records {
                     let mut walk = BatchWalk::new(n);
                     input
@@ -424,18 +424,10 @@ impl<'a> Input<'a> {
         }
     }
 
-    async fn nullable_array_len(&mut self, flexible: bool) -> Result<Option<usize>, UpstreamError> {
-        self.nullable_len(flexible).await
-    }
-
     async fn array_len(&mut self, flexible: bool) -> Result<usize, UpstreamError> {
         self.nullable_len(flexible)
             .await?
             .ok_or_else(|| (self.malformed)("null array"))
-    }
-
-    async fn nullable_bytes_len(&mut self, flexible: bool) -> Result<Option<usize>, UpstreamError> {
-        self.nullable_len(flexible).await
     }
 
     async fn string(&mut self, flexible: bool) -> Result<Bytes, UpstreamError> {
@@ -556,10 +548,6 @@ impl<'a, W: AsyncWrite + Unpin> Output<'a, W> {
             (Some(n), false) => self.put_i32(n as i32),
             (None, false) => self.put_i32(-1),
         }
-    }
-
-    fn put_bytes_len(&mut self, n: Option<usize>, flexible: bool) {
-        self.put_array_len(n, flexible);
     }
 
     fn put_string(&mut self, s: &str, flexible: bool) {
