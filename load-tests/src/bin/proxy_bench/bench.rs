@@ -3,7 +3,9 @@
 //! machine (other builds, the pool's memory filling) does not favour one path.
 //!
 //! First the throughput rounds (produce N records to a fresh topic, read them back with a fresh
-//! group); then the latency rounds, at half the median direct produce rate, each on a fresh
+//! group); with `--consume-rounds K`, K more reads of the last round's records on every path,
+//! the paths taking turns (the same records in the same pool state, and no memory growing on
+//! the mock); then the latency rounds, at half the median direct produce rate, each on a fresh
 //! topic. Topics are deleted once measured where the pool can. Both gateways run for the whole
 //! pool, started before the first round.
 
@@ -153,6 +155,30 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             throughput_round(args, &pool, &mut lanes[i], round, n, spread, phase_limit);
         }
     }
+    if args.consume_rounds > 0 {
+        let last = format!("r{}", args.rounds - 1);
+        for extra in 0..args.consume_rounds {
+            for i in rotation(extra, lanes.len()) {
+                consume_round(
+                    &pool,
+                    &mut lanes[i],
+                    &last,
+                    args.rounds + extra,
+                    n,
+                    args,
+                    phase_limit,
+                );
+            }
+        }
+        for lane in &mut lanes {
+            if let Some(ep) = lane.endpoint.clone() {
+                let topic = format!("{}-{last}", lane.base);
+                if let Err(e) = pool.delete_topic(&ep, &topic) {
+                    lane.failed(&format!("delete topic {topic}"), e);
+                }
+            }
+        }
+    }
 
     let direct_rate = Stat::of(
         lanes[0]
@@ -299,9 +325,50 @@ fn throughput_round(
         (Err(e), _) => lane.failed(&format!("round {round} consume"), e),
     }
     lane.result.throughput_rounds.push(r);
-    if let Err(e) = pool.delete_topic(&ep, &topic) {
-        lane.failed(&format!("round {round} delete topic"), e);
+    // The last round's records are read again by the consume rounds, which delete the topic.
+    let keep = round + 1 == args.rounds && args.consume_rounds > 0;
+    if !keep {
+        if let Err(e) = pool.delete_topic(&ep, &topic) {
+            lane.failed(&format!("round {round} delete topic"), e);
+        }
     }
+}
+
+/// Reads the records of the throughput round `suffix` back once more, with a fresh group, as
+/// throughput round `round` (a consume without a produce).
+fn consume_round(
+    pool: &Pool,
+    lane: &mut Lane,
+    suffix: &str,
+    round: u32,
+    messages: u64,
+    args: &Args,
+    phase_limit: Duration,
+) {
+    let Some(ep) = lane.endpoint.clone() else {
+        return;
+    };
+    let topic = format!("{}-{suffix}", lane.base);
+    let group = format!("{topic}-group-{round}");
+    progress!(
+        "{} {} round {round}: consume {topic} again",
+        pool.kind.name(),
+        lane.result.path.name()
+    );
+    wait_quiet(Duration::from_secs(args.quiet_wait));
+    let deadline = Instant::now() + phase_limit;
+    let mut r = ThroughputRound {
+        round,
+        produce: None,
+        consume: None,
+    };
+    match measured(pool, lane.gateway_process(), || {
+        workload::consume(&ep, &topic, &group, messages, deadline)
+    }) {
+        (Ok(t), cpu) => r.consume = Some(phase(t.bytes, t, cpu)),
+        (Err(e), _) => lane.failed(&format!("round {round} consume"), e),
+    }
+    lane.result.throughput_rounds.push(r);
 }
 
 fn latency_round(

@@ -83,6 +83,12 @@ pub struct Args {
     /// paths taking turns in a rotating order, and the medians are reported.
     #[arg(long, env = "TOLLGATE_BENCH_ROUNDS", default_value_t = 3)]
     pub rounds: u32,
+    /// After the throughput rounds, read the last round's records back this many more times on
+    /// every path, each time with a fresh group and the paths taking turns. These reads count
+    /// in the consume medians: the same records, in the same pool state, without the pool's
+    /// memory growing a round's worth each time (the mock cluster deletes nothing).
+    #[arg(long, env = "TOLLGATE_BENCH_CONSUME_ROUNDS", default_value_t = 0)]
+    pub consume_rounds: u32,
     /// Seconds each latency run sends for.
     #[arg(long, env = "TOLLGATE_BENCH_LATENCY_SECONDS", default_value_t = 3.0)]
     pub latency_seconds: f64,
@@ -196,6 +202,7 @@ fn run(args: &Args) -> Result<()> {
             size: args.size,
             partitions: args.partitions,
             rounds: args.rounds,
+            consume_rounds: args.consume_rounds,
             acks: "all",
             idempotence: true,
             linger_ms: 5,

@@ -45,6 +45,8 @@ pub struct Settings {
     /// As asked; each pool reports the count it used.
     pub partitions: Option<i32>,
     pub rounds: u32,
+    /// Extra reads of the last round's records (`--consume-rounds`), in the consume medians.
+    pub consume_rounds: u32,
     pub acks: &'static str,
     pub idempotence: bool,
     pub linger_ms: u32,
@@ -455,8 +457,15 @@ impl Report {
         let _ = writeln!(
             out,
             "\nrecords of {} B, acks=all, idempotent, linger 5 ms; latency runs of {} s at half \
-             of direct produce throughput; {} rounds, medians (min-max); librdkafka {}",
-            s.size, s.latency_seconds, s.rounds, s.librdkafka
+             of direct produce throughput; {} rounds{}, medians (min-max); librdkafka {}",
+            s.size,
+            s.latency_seconds,
+            s.rounds,
+            match s.consume_rounds {
+                0 => String::new(),
+                n => format!(" (and {n} more reads of the last round's records)"),
+            },
+            s.librdkafka
         );
         for pool in self.pools.iter().filter(|p| p.skipped.is_none()) {
             let _ = writeln!(
