@@ -217,6 +217,22 @@ pub fn own_cpu_seconds() -> f64 {
     cpu_seconds("/proc/self/stat").unwrap_or(f64::NAN)
 }
 
+/// CPU seconds of this process's live threads whose name starts with `prefix` (e.g. `rdk:mock`,
+/// the threads of librdkafka's mock cluster, to tell the in-process pool from the clients).
+pub fn own_threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.starts_with(prefix))
+        })
+        .filter_map(|t| cpu_seconds(&t.path().join("stat").to_string_lossy()).ok())
+        .sum()
+}
+
 /// A loopback address nothing listens on right now.
 pub fn free_addr() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;

@@ -452,11 +452,16 @@ fn measured<T>(
     let gateway = gateway.as_deref();
     let gw = || gateway.and_then(|c| c.cpu_seconds().ok());
     let all = procs::machine_busy_seconds;
+    let mock = || {
+        matches!(pool.kind, PoolKind::Mock).then(|| procs::own_threads_cpu_seconds(MOCK_THREADS))
+    };
     let (gw0, own0, pool0, all0) = (gw(), procs::own_cpu_seconds(), pool.cpu_seconds(), all());
+    let mock0 = mock();
     let start = Instant::now();
     let result = f();
     let wall_s = start.elapsed().as_secs_f64();
     let (gw1, own1, pool1, all1) = (gw(), procs::own_cpu_seconds(), pool.cpu_seconds(), all());
+    let mock1 = mock();
     let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     let (gateway_s, bench_process_s, pool_process_s) =
         (diff(gw0, gw1), own1 - own0, diff(pool0, pool1));
@@ -465,6 +470,7 @@ fn measured<T>(
         gateway_s,
         gateway_s_per_gb: None,
         bench_process_s,
+        mock_threads_s: diff(mock0, mock1),
         pool_process_s,
         others_s: diff(all0, all1).map(|m| {
             (m - gateway_s.unwrap_or(0.0) - bench_process_s - pool_process_s.unwrap_or(0.0))
@@ -473,6 +479,9 @@ fn measured<T>(
     };
     (result, cpu)
 }
+
+/// librdkafka names the mock cluster's thread so.
+const MOCK_THREADS: &str = "rdk:mock";
 
 fn phase<T>(bytes: u64, result: T, mut cpu: CpuUse) -> Phase<T> {
     cpu.gateway_s_per_gb = cpu

@@ -173,6 +173,15 @@ impl PathResult {
                 self.consumes()
                     .filter_map(|p| p.result.client_stats.as_ref().map(|c| c.rtt_avg_ms)),
             ),
+            consume_mock_cpu_s_per_gb: Stat::of(
+                self.consumes()
+                    .filter_map(|p| Some(p.cpu.mock_threads_s? / (p.result.bytes as f64 / GIB))),
+            ),
+            consume_client_cpu_s_per_gb: Stat::of(self.consumes().filter_map(|p| {
+                Some(
+                    (p.cpu.bench_process_s - p.cpu.mock_threads_s?) / (p.result.bytes as f64 / GIB),
+                )
+            })),
             gateway_cpu_s_per_gb: self.cpu_per_gb(),
         };
     }
@@ -208,6 +217,10 @@ pub struct CpuUse {
     pub gateway_s_per_gb: Option<f64>,
     /// This process: the clients and, on the mock pool, the pool itself.
     pub bench_process_s: f64,
+    /// Of `bench_process_s`, the mock cluster's own threads (`rdk:mock`): the pool's share
+    /// when it runs in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mock_threads_s: Option<f64>,
     /// The pool's own process (tansu).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_process_s: Option<f64>,
@@ -258,6 +271,10 @@ pub struct Medians {
     pub latency_achieved_rate: Option<Stat>,
     pub produce_rtt_avg_ms: Option<Stat>,
     pub consume_rtt_avg_ms: Option<Stat>,
+    /// CPU seconds per 2^30 bytes consumed of the mock cluster's threads, and of the rest of
+    /// this process (the clients): on the mock pool, where the two share a process.
+    pub consume_mock_cpu_s_per_gb: Option<Stat>,
+    pub consume_client_cpu_s_per_gb: Option<Stat>,
     /// Not a median: all produce and consume phases' gateway CPU over all their bytes.
     pub gateway_cpu_s_per_gb: Option<f64>,
 }
@@ -536,6 +553,31 @@ impl Report {
                     spread(p.medians.produce_rtt_avg_ms, 2),
                     spread(p.medians.consume_rtt_avg_ms, 2),
                 );
+            }
+        }
+        let mock_cpu = |p: &PathResult| p.medians.consume_mock_cpu_s_per_gb.is_some();
+        if self
+            .pools
+            .iter()
+            .any(|pool| pool.paths.iter().any(mock_cpu))
+        {
+            let _ = writeln!(
+                out,
+                "\nthe benchmark process's CPU per GB consumed, s (the mock cluster's threads; \
+                 the clients):\n{:<6} {:<20} {:>20} {:>20}",
+                "pool", "path", "mock cluster", "clients"
+            );
+            for pool in &self.pools {
+                for p in pool.paths.iter().filter(|p| mock_cpu(p)) {
+                    let _ = writeln!(
+                        out,
+                        "{:<6} {:<20} {:>20} {:>20}",
+                        pool.pool,
+                        p.path.name(),
+                        spread(p.medians.consume_mock_cpu_s_per_gb, 2),
+                        spread(p.medians.consume_client_cpu_s_per_gb, 2),
+                    );
+                }
             }
         }
         let _ = writeln!(out);
