@@ -281,4 +281,30 @@ mod tests {
     fn reads_own_cpu() {
         assert!(super::own_cpu_seconds() >= 0.0);
     }
+
+    #[test]
+    fn counts_only_the_named_threads() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let busy = std::thread::Builder::new()
+            .name("tg-test-busy".into())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+                }
+                tx.send(()).unwrap();
+                let _ = stop_rx.recv();
+            })
+            .unwrap();
+        rx.recv().unwrap();
+        let named = super::own_threads_cpu_seconds("tg-test-busy");
+        let none = super::own_threads_cpu_seconds("no-such-thread");
+        stop_tx.send(()).unwrap();
+        busy.join().unwrap();
+        // 0.3 s of spinning, counted in clock ticks (10 ms).
+        assert!(named >= 0.1, "named thread: {named} s");
+        assert_eq!(none, 0.0);
+    }
 }

@@ -468,6 +468,41 @@ fn spread(s: Option<Stat>, decimals: usize) -> String {
 }
 
 impl Report {
+    /// Two figures per pool and path, for the paths `figures` gives them for; nothing when none.
+    fn pair_table(
+        &self,
+        out: &mut String,
+        title: &str,
+        heads: (&str, &str),
+        figures: impl Fn(&PathResult) -> Option<(Option<Stat>, Option<Stat>)>,
+    ) {
+        let rows: Vec<_> = self
+            .pools
+            .iter()
+            .filter(|pool| pool.skipped.is_none())
+            .flat_map(|pool| pool.paths.iter().map(move |p| (pool.pool, p)))
+            .filter_map(|(pool, p)| Some((pool, p.path.name(), figures(p)?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\n{title}:\n{:<6} {:<20} {:>20} {:>20}",
+            "pool", "path", heads.0, heads.1
+        );
+        for (pool, path, (a, b)) in rows {
+            let _ = writeln!(
+                out,
+                "{:<6} {:<20} {:>20} {:>20}",
+                pool,
+                path,
+                spread(a, 2),
+                spread(b, 2)
+            );
+        }
+    }
+
     pub fn table(&self) -> String {
         let mut out = String::new();
         let s = &self.settings;
@@ -537,49 +572,27 @@ impl Report {
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "\nmean request round trip seen by the client (librdkafka statistics), ms:\n\
-             {:<6} {:<20} {:>20} {:>20}",
-            "pool", "path", "produce", "consume"
+        self.pair_table(
+            &mut out,
+            "mean request round trip seen by the client (librdkafka statistics), ms",
+            ("produce", "consume"),
+            |p| {
+                (p.status != "not supported")
+                    .then_some((p.medians.produce_rtt_avg_ms, p.medians.consume_rtt_avg_ms))
+            },
         );
-        for pool in self.pools.iter().filter(|p| p.skipped.is_none()) {
-            for p in pool.paths.iter().filter(|p| p.status != "not supported") {
-                let _ = writeln!(
-                    out,
-                    "{:<6} {:<20} {:>20} {:>20}",
-                    pool.pool,
-                    p.path.name(),
-                    spread(p.medians.produce_rtt_avg_ms, 2),
-                    spread(p.medians.consume_rtt_avg_ms, 2),
-                );
-            }
-        }
-        let mock_cpu = |p: &PathResult| p.medians.consume_mock_cpu_s_per_gb.is_some();
-        if self
-            .pools
-            .iter()
-            .any(|pool| pool.paths.iter().any(mock_cpu))
-        {
-            let _ = writeln!(
-                out,
-                "\nthe benchmark process's CPU per GB consumed, s (the mock cluster's threads; \
-                 the clients):\n{:<6} {:<20} {:>20} {:>20}",
-                "pool", "path", "mock cluster", "clients"
-            );
-            for pool in &self.pools {
-                for p in pool.paths.iter().filter(|p| mock_cpu(p)) {
-                    let _ = writeln!(
-                        out,
-                        "{:<6} {:<20} {:>20} {:>20}",
-                        pool.pool,
-                        p.path.name(),
-                        spread(p.medians.consume_mock_cpu_s_per_gb, 2),
-                        spread(p.medians.consume_client_cpu_s_per_gb, 2),
-                    );
-                }
-            }
-        }
+        self.pair_table(
+            &mut out,
+            "the benchmark process's CPU per GB consumed, s (the mock cluster's threads; the \
+             clients)",
+            ("mock cluster", "clients"),
+            |p| {
+                let m = &p.medians;
+                m.consume_mock_cpu_s_per_gb
+                    .is_some()
+                    .then_some((m.consume_mock_cpu_s_per_gb, m.consume_client_cpu_s_per_gb))
+            },
+        );
         let _ = writeln!(out);
         for pool in &self.pools {
             let Some(sm) = &pool.summary else { continue };
