@@ -16,7 +16,7 @@ use anyhow::Result;
 use tollgate_load_tests::procs::{self, Child};
 
 use crate::gateway::{self, Gateway, Started};
-use crate::pool::{Pool, PoolKind};
+use crate::pool::{Pool, PoolKind, MOCK_THREADS};
 use crate::report::{CpuUse, PathKind, PathResult, Phase, PoolResult, Stat, ThroughputRound};
 use crate::workload::{self, Endpoint, Spread};
 use crate::Args;
@@ -65,6 +65,7 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
         paths: Vec::new(),
         summary: None,
     };
+    let pool_cpus = crate::pin::placement(args).and_then(|p| p.pool);
     let started = std::fs::create_dir_all(work)
         .map_err(anyhow::Error::from)
         .and_then(|()| match kind {
@@ -78,9 +79,9 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
                         warmed / 1_000_000
                     );
                 }
-                Pool::mock(args.spread_leaders)
+                Pool::mock(args.spread_leaders, pool_cpus.as_deref())
             }
-            PoolKind::Tansu => Pool::tansu(&args.tansu, work),
+            PoolKind::Tansu => Pool::tansu(&args.tansu, work, pool_cpus.as_deref()),
         });
     let mut pool = match started {
         Ok(p) => p,
@@ -123,7 +124,7 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             &pool.gateway_bootstrap,
             metering,
             gateway_lanes,
-            crate::pin::gateway_cpus(args),
+            crate::pin::placement(args).map(|p| p.gateway),
             &dir,
         ) {
             Ok(Started::Running(gw)) => {
@@ -479,9 +480,6 @@ fn measured<T>(
     };
     (result, cpu)
 }
-
-/// librdkafka names the mock cluster's thread so.
-const MOCK_THREADS: &str = "rdk:mock";
 
 fn phase<T>(bytes: u64, result: T, mut cpu: CpuUse) -> Phase<T> {
     cpu.gateway_s_per_gb = cpu

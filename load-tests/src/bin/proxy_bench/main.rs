@@ -126,11 +126,12 @@ pub struct Args {
     /// reused, and warms the memory the mock's runs keep).
     #[arg(long, env = "TOLLGATE_BENCH_MALLOC_AS_IS")]
     pub malloc_as_is: bool,
-    /// Give the gateway cores of its own, as it has when deployed: this process (the clients,
-    /// and the mock cluster) and the pool's process run on CPU 0 on every path, the gateway on
-    /// the other CPUs (`taskset`). Without it every process shares every core, and the CPU the
-    /// gateway uses is taken from the client and the pool: on a 2-core machine that, not the
-    /// gateway's latency, sets the throughput ratio.
+    /// Give the gateway cores of its own, as it has when deployed: the clients run on CPU 0 on
+    /// every path, the pool (tansu's process, or the mock cluster's thread) on CPU 1 when the
+    /// machine has three CPUs or more, else beside the clients on CPU 0, and the gateway on the
+    /// rest (`taskset`). Without it every process shares every core, and the CPU the gateway
+    /// uses is taken from the client and the pool: on a 2-core machine that, not the gateway's
+    /// latency, sets the throughput ratio.
     #[arg(long, env = "TOLLGATE_BENCH_PIN")]
     pub pin: bool,
     /// Where the JSON report goes.
@@ -217,12 +218,7 @@ fn run(args: &Args) -> Result<()> {
                 .collect(),
             librdkafka: rdkafka::util::get_rdkafka_version().1,
             gateway: tollgate.display().to_string(),
-            pin: pin::gateway_cpus(args).map(|cpus| {
-                format!(
-                    "client and pool on CPU {}, gateway on CPUs {cpus}",
-                    pin::BENCH_CPUS
-                )
-            }),
+            pin: pin::placement(args).map(|p| p.describe()),
             malloc: if malloc::tuned() {
                 malloc::TUNABLES.into()
             } else {

@@ -12,7 +12,7 @@
 //! `--spread-leaders` it has three, leaders spread, for when the gateway splits requests per
 //! leader.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +21,9 @@ use rdkafka::producer::DefaultProducerContext;
 use tollgate_load_tests::procs::{self, Child};
 
 use crate::workload::{self, Endpoint};
+
+/// librdkafka names the mock cluster's thread so.
+pub const MOCK_THREADS: &str = "rdk:mock";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,9 +56,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn mock(spread_leaders: bool) -> Result<Pool> {
+    /// The mock cluster, in this process; `cpus`: where its thread runs (`--pin` on three CPUs
+    /// or more), else wherever this process does.
+    pub fn mock(spread_leaders: bool, cpus: Option<&str>) -> Result<Pool> {
         let brokers = if spread_leaders { 3 } else { 1 };
         let mock = MockCluster::new(brokers).context("creating librdkafka's mock cluster")?;
+        if let Some(cpus) = cpus {
+            if crate::pin::pin_threads(MOCK_THREADS, cpus)? == 0 {
+                bail!("found no {MOCK_THREADS} thread to move to CPUs {cpus}");
+            }
+        }
         let bootstrap = mock.bootstrap_servers();
         Ok(Pool {
             kind: PoolKind::Mock,
@@ -67,7 +77,9 @@ impl Pool {
         })
     }
 
-    pub fn tansu(program: &str, work: &Path) -> Result<Pool> {
+    /// One tansu broker with its memory engine; `cpus`: where it runs (`--pin` on three CPUs or
+    /// more), else wherever this process does.
+    pub fn tansu(program: &str, work: &Path, cpus: Option<&str>) -> Result<Pool> {
         let Some(path) = procs::resolve(program) else {
             bail!(
                 "tansu not found ({program}): install it (`cargo install tansu --version 0.6.0 \
@@ -86,9 +98,21 @@ impl Pool {
             "memory://tansu/",
         ]
         .map(String::from);
+        // taskset execs tansu: the pid, and its CPU time, are tansu's.
+        let (program, args) = match cpus {
+            Some(cpus) => (
+                PathBuf::from("taskset"),
+                ["-c", cpus, &path.to_string_lossy()]
+                    .map(String::from)
+                    .into_iter()
+                    .chain(args)
+                    .collect(),
+            ),
+            None => (path, args.to_vec()),
+        };
         let mut child = Child::spawn(
             "tansu",
-            &path,
+            &program,
             &args,
             &[("RUST_LOG", "warn")],
             work.join("tansu.log"),
