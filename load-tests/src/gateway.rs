@@ -103,16 +103,7 @@ impl Launch {
         args.extend(self.extra_args.iter().cloned());
         let mut envs = vec![("NO_COLOR", "1")];
         envs.extend(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let (program, args) = match &self.cpus {
-            // taskset execs the gateway: the pid, and its CPU time, are the gateway's.
-            Some(cpus) => {
-                let mut pinned = vec!["-c".to_owned(), cpus.clone()];
-                pinned.push(self.bin.display().to_string());
-                pinned.extend(args);
-                (PathBuf::from("taskset"), pinned)
-            }
-            None => (self.bin.clone(), args),
-        };
+        let (program, args) = procs::on_cpus(&self.bin, args, self.cpus.as_deref());
         let mut process = Child::spawn("tollgate", &program, &args, &envs, dir.join(LOG_FILE))?;
         let deadline = Instant::now() + self.startup_timeout;
         process

@@ -233,6 +233,20 @@ pub fn own_threads_cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
+/// `program` and `args`, run on `cpus` (a `taskset -c` list) when given. taskset execs the
+/// program: the pid, and its CPU time, are the program's.
+pub fn on_cpus(program: &Path, args: Vec<String>, cpus: Option<&str>) -> (PathBuf, Vec<String>) {
+    match cpus {
+        Some(cpus) => {
+            let mut pinned = vec!["-c".to_owned(), cpus.to_owned()];
+            pinned.push(program.display().to_string());
+            pinned.extend(args);
+            (PathBuf::from("taskset"), pinned)
+        }
+        None => (program.to_path_buf(), args),
+    }
+}
+
 /// A loopback address nothing listens on right now.
 pub fn free_addr() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;

@@ -12,7 +12,7 @@
 //! `--spread-leaders` it has three, leaders spread, for when the gateway splits requests per
 //! leader.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -98,18 +98,7 @@ impl Pool {
             "memory://tansu/",
         ]
         .map(String::from);
-        // taskset execs tansu: the pid, and its CPU time, are tansu's.
-        let (program, args) = match cpus {
-            Some(cpus) => (
-                PathBuf::from("taskset"),
-                ["-c", cpus, &path.to_string_lossy()]
-                    .map(String::from)
-                    .into_iter()
-                    .chain(args)
-                    .collect(),
-            ),
-            None => (path, args.to_vec()),
-        };
+        let (program, args) = procs::on_cpus(&path, args.to_vec(), cpus);
         let mut child = Child::spawn(
             "tansu",
             &program,
