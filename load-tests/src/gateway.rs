@@ -103,8 +103,9 @@ impl Launch {
         args.extend(self.extra_args.iter().cloned());
         let mut envs = vec![("NO_COLOR", "1")];
         envs.extend(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let (program, args) = procs::on_cpus(&self.bin, args, self.cpus.as_deref());
-        let mut process = Child::spawn("tollgate", &program, &args, &envs, dir.join(LOG_FILE))?;
+        let mut cmd = procs::command_on(&self.bin, self.cpus.as_deref());
+        cmd.args(&args).envs(envs);
+        let mut process = Child::spawn_command("tollgate", cmd, dir.join(LOG_FILE))?;
         let deadline = Instant::now() + self.startup_timeout;
         process
             .wait_listening(admin_addr, deadline)

@@ -233,17 +233,16 @@ pub fn own_threads_cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
-/// `program` and `args`, run on `cpus` (a `taskset -c` list) when given. taskset execs the
-/// program: the pid, and its CPU time, are the program's.
-pub fn on_cpus(program: &Path, args: Vec<String>, cpus: Option<&str>) -> (PathBuf, Vec<String>) {
+/// A command for `program`, to run on `cpus` (a `taskset -c` list) when given. taskset execs
+/// the program: the pid, and its CPU time, are the program's.
+pub fn command_on(program: &Path, cpus: Option<&str>) -> Command {
     match cpus {
         Some(cpus) => {
-            let mut pinned = vec!["-c".to_owned(), cpus.to_owned()];
-            pinned.push(program.display().to_string());
-            pinned.extend(args);
-            (PathBuf::from("taskset"), pinned)
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(program);
+            cmd
         }
-        None => (program.to_path_buf(), args),
+        None => Command::new(program),
     }
 }
 

@@ -121,7 +121,7 @@ impl Relay {
             out.put_i16(error_code);
             out.put_i32(0);
         }
-        out.put_array_len(Some(topics), flexible);
+        out.put_nullable_len(Some(topics), flexible);
 
         let mut moved: Vec<String> = Vec::new();
         let mut delivered = 0u64;
@@ -145,7 +145,7 @@ impl Relay {
                 String::from_utf8_lossy(&name).into_owned()
             };
             let partitions = input.array_len(flexible).await?;
-            out.put_array_len(Some(partitions), flexible);
+            out.put_nullable_len(Some(partitions), flexible);
             for _ in 0..partitions {
                 out.put_i32(input.i32().await?); // partition index
                 let error_code = input.i16().await?;
@@ -157,7 +157,7 @@ impl Relay {
                 let offsets = if version >= 5 { 24 } else { 16 };
                 out.put_slice(&input.bytes(offsets).await?);
                 let aborted = input.nullable_len(flexible).await?;
-                out.put_array_len(aborted, flexible);
+                out.put_nullable_len(aborted, flexible);
                 for _ in 0..aborted.unwrap_or(0) {
                     out.put_slice(&input.bytes(16).await?); // producer id, first offset
                     if flexible {
@@ -170,7 +170,7 @@ impl Relay {
                     out.put_i32(-1); // preferred read replica: a pool broker id
                 }
                 let records = input.nullable_len(flexible).await?;
-                out.put_array_len(records, flexible);
+                out.put_nullable_len(records, flexible);
                 if let Some(n) = records {
                     let mut walk = BatchWalk::new(n);
                     input
@@ -541,7 +541,8 @@ impl<'a, W: AsyncWrite + Unpin> Output<'a, W> {
         put_uvarint_in(&mut self.pending, v, uvarint_len(v));
     }
 
-    fn put_array_len(&mut self, n: Option<usize>, flexible: bool) {
+    /// An array's or a byte field's length (Kafka encodes both alike); `None` is null.
+    fn put_nullable_len(&mut self, n: Option<usize>, flexible: bool) {
         match (n, flexible) {
             (Some(n), true) => self.put_uvarint(n as u32 + 1),
             (None, true) => self.put_u8(0),

@@ -35,15 +35,10 @@ pub fn reexec(tune: bool, cpus: Option<&str>) -> std::io::Error {
         Err(e) => return e,
     };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let mut cmd = match cpus {
-        Some(cpus) => {
-            let mut cmd = std::process::Command::new("taskset");
-            cmd.args(["-c", cpus]).arg(exe);
-            cmd.env(crate::pin::MARK, cpus);
-            cmd
-        }
-        None => std::process::Command::new(exe),
-    };
+    let mut cmd = tollgate_load_tests::procs::command_on(&exe, cpus);
+    if let Some(cpus) = cpus {
+        cmd.env(crate::pin::MARK, cpus);
+    }
     cmd.args(args);
     if tune {
         cmd.env("GLIBC_TUNABLES", TUNABLES).env(MARK, "1");

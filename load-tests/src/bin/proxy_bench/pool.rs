@@ -88,7 +88,8 @@ impl Pool {
         };
         let addr = procs::free_addr()?;
         let url = format!("tcp://{addr}");
-        let args = [
+        let mut cmd = procs::command_on(&path, cpus);
+        cmd.args([
             "broker",
             "--listener-url",
             &url,
@@ -96,16 +97,9 @@ impl Pool {
             &url,
             "--storage-engine",
             "memory://tansu/",
-        ]
-        .map(String::from);
-        let (program, args) = procs::on_cpus(&path, args.to_vec(), cpus);
-        let mut child = Child::spawn(
-            "tansu",
-            &program,
-            &args,
-            &[("RUST_LOG", "warn")],
-            work.join("tansu.log"),
-        )?;
+        ])
+        .env("RUST_LOG", "warn");
+        let mut child = Child::spawn_command("tansu", cmd, work.join("tansu.log"))?;
         child.wait_listening(addr, Instant::now() + Duration::from_secs(20))?;
         Ok(Pool {
             kind: PoolKind::Tansu,
