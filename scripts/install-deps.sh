@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's run and test commands need, and only what is missing:
-#   apt     redis-server, kcat, and cmake/g++ (librdkafka for the benchmark) from Debian
+#   apt     redis-server, kcat, and librdkafka's build tools and headers, from Debian (by package)
 #   tansu   the broker the dev stack runs, with vendor/tansu-storage patched in
 #           (cargo install, ~15 minutes on 2 cores)
 #   python  the end-to-end suite's Python packages (tests/requirements.txt)
@@ -19,21 +19,36 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# Debian packages, by name: checked with `dpkg -s`, never by whether some command exists (a
+# command can be present while the headers a build needs are not).
+APT_PACKAGES=(
+    redis-server          # the meter's and ledger's shared store in the e2e suite
+    kcat                  # one of the e2e suite's client stacks
+    # librdkafka, built from source by the rdkafka crate (load-tests, gateway tests): its CMake
+    # build needs these headers and tools.
+    cmake g++ make pkg-config
+    libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev libzstd-dev
+    # tansu's build (cargo install): OpenSSL headers and a C toolchain, listed above.
+)
+
 install_apt() {
     local missing=()
-    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-    command -v kcat >/dev/null 2>&1 || missing+=(kcat)
-    # The proxy benchmark (load-tests) builds librdkafka from source through the rdkafka crate.
-    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-    command -v g++ >/dev/null 2>&1 || missing+=(g++)
+    local pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
+    done
     if [ ${#missing[@]} -eq 0 ]; then
-        log "apt: redis-server, kcat, cmake and g++ present"
+        log "apt: ${APT_PACKAGES[*]} installed"
         return
     fi
     log "apt: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -q
     as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+    for pkg in "${missing[@]}"; do
+        dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' \
+            || { log "apt: $pkg still not installed"; exit 1; }
+    done
 }
 
 # tansu is installed with vendor/tansu-storage patched in (vendor/README.md says what and why).
