@@ -24,6 +24,7 @@ pub mod closing;
 pub mod connection;
 pub mod devpool;
 pub mod frame;
+pub mod limits;
 pub mod listener;
 pub mod metering;
 pub mod policy;

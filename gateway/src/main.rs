@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+use tollgate_gateway::limits::Limits;
 use tollgate_gateway::run::{self, Common};
 
 #[derive(Parser)]
@@ -81,6 +84,37 @@ struct CommonArgs {
     /// serving the same tenants needs the same key. Generated in the data dir when not given.
     #[arg(long, env = "TOLLGATE_TOKEN_SIGNING_KEY_FILE")]
     token_signing_key_file: Option<PathBuf>,
+    /// Milliseconds a new connection has to finish SASL authentication.
+    #[arg(long, env = "TOLLGATE_SASL_TIMEOUT_MS", default_value_t = 10_000)]
+    sasl_timeout_ms: u64,
+    /// Milliseconds an authenticated connection may go without a request before it is closed
+    /// (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT_MS", default_value_t = 600_000)]
+    idle_timeout_ms: u64,
+    /// Milliseconds a client may take no bytes of its answers before it is closed.
+    #[arg(long, env = "TOLLGATE_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    write_timeout_ms: u64,
+    /// Most open connections from one source address (0: no limit).
+    #[arg(
+        long,
+        env = "TOLLGATE_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 3_000
+    )]
+    max_connections_per_source: usize,
+    /// New connections per second from one source address, bursts of twice that (0: no limit).
+    #[arg(
+        long,
+        env = "TOLLGATE_CONNECTION_ATTEMPTS_PER_SOURCE",
+        default_value_t = 100
+    )]
+    connection_attempts_per_source: u32,
+    /// Longest a fetch may wait at the pool for data, in milliseconds; a client's larger
+    /// max_wait_ms is lowered to it.
+    #[arg(long, env = "TOLLGATE_MAX_FETCH_WAIT_MS", default_value_t = 5_000)]
+    max_fetch_wait_ms: u64,
+    /// Most array elements (topics, partitions, groups, ids) in one request.
+    #[arg(long, env = "TOLLGATE_MAX_REQUEST_ELEMENTS", default_value_t = 10_000)]
+    max_request_elements: usize,
     /// Count no bytes: only to measure what metering costs. Usage and bills will be wrong.
     #[arg(long, hide = true)]
     no_metering: bool,
@@ -153,6 +187,16 @@ impl TryFrom<CommonArgs> for Common {
             billing_grace: std::time::Duration::from_secs(a.billing_grace_seconds),
             token_signing_key_file: a.token_signing_key_file,
             metering: !a.no_metering,
+            limits: Limits {
+                sasl_deadline: Duration::from_millis(a.sasl_timeout_ms),
+                idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+                write_stall: Duration::from_millis(a.write_timeout_ms),
+                connections_per_source: a.max_connections_per_source,
+                connection_attempts_per_source: a.connection_attempts_per_source,
+                max_fetch_wait: Duration::from_millis(a.max_fetch_wait_ms),
+                max_request_elements: a.max_request_elements,
+                ..Limits::default()
+            },
         })
     }
 }

@@ -54,6 +54,8 @@ pub struct Common {
     pub token_signing_key_file: Option<PathBuf>,
     /// False only in benchmarks measuring metering's cost (`--no-metering`).
     pub metering: bool,
+    /// What one client, source or request may cost.
+    pub limits: crate::limits::Limits,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -323,6 +325,7 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
             max_frame_bytes: common.max_frame_bytes,
             max_sasl_frame_bytes: 512 * 1024,
             max_in_flight: 64,
+            limits: common.limits.clone(),
             pool_kind,
         },
         pool.clone(),

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
+use crate::limits::Limits;
 use crate::metering::Metering;
 use crate::router::{PoolKind, Router};
 use crate::tenancy::Registry;
@@ -54,6 +57,8 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// How partitions map to the pool's brokers.
     pub pool_kind: PoolKind,
+    /// What one client, source or request may cost.
+    pub limits: Limits,
 }
 
 #[derive(Clone)]
@@ -67,6 +72,9 @@ struct Inner {
     registry: Registry,
     tokens: Arc<Tokens>,
     metering: Arc<Metering>,
+    /// Each cluster's budget of request bytes in flight ([`Limits::cluster_bytes_in_flight`]),
+    /// kept apart from the registry's `Cluster` values, which an update replaces.
+    cluster_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<Semaphore>>>,
 }
 
 impl Gateway {
@@ -89,12 +97,31 @@ impl Gateway {
                 registry,
                 tokens,
                 metering,
+                cluster_bytes: Default::default(),
             }),
         }
     }
 
     pub fn metering(&self) -> &Arc<Metering> {
         &self.inner.metering
+    }
+
+    /// The budget of request bytes in flight of `cluster`'s connections. Deleted clusters'
+    /// budgets are dropped once the table holds twice as many as there are clusters.
+    pub fn cluster_bytes(&self, cluster: &uuid::Uuid) -> Arc<Semaphore> {
+        let mut budgets = self.inner.cluster_bytes.lock().expect("poisoned");
+        if budgets.len() > 2 * self.inner.registry.len() + 16 {
+            let registry = &self.inner.registry;
+            budgets.retain(|id, _| registry.get(id).is_some());
+        }
+        budgets
+            .entry(*cluster)
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.inner.config.limits.cluster_bytes_in_flight,
+                ))
+            })
+            .clone()
     }
 
     pub fn config(&self) -> &GatewayConfig {

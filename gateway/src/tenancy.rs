@@ -188,6 +188,14 @@ impl Registry {
             .remove(id)
     }
 
+    pub fn len(&self) -> usize {
+        self.clusters.read().expect("registry lock poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn all(&self) -> Vec<Arc<Cluster>> {
         self.clusters
             .read()

@@ -233,6 +233,7 @@ mod tests {
                 max_frame_bytes: 1 << 20,
                 max_sasl_frame_bytes: 1 << 16,
                 max_in_flight: 1,
+                limits: Default::default(),
                 pool_kind: crate::router::PoolKind::Stateless,
             },
             Pool::new(Timeouts::default()),

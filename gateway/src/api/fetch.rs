@@ -52,6 +52,12 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     req.session_id = 0;
     req.session_epoch = -1;
     req.forgotten_topics_data.clear();
+    // A long poll holds a pool connection of its own for as long as it waits: capped, so one
+    // tenant's parked fetches cannot hold the pool's connections (see `Limits::max_fetch_wait`).
+    let cap = ctx.gw.config().limits.max_fetch_wait.as_millis();
+    req.max_wait_ms = req
+        .max_wait_ms
+        .clamp(0, i32::try_from(cap).unwrap_or(i32::MAX));
 
     // From v13 topics are named by id only: resolve each to the tenant's name first, so
     // authorization and refusals work on names as in older versions.
@@ -134,6 +140,10 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     let shares = (parts.parts.len() as i32).max(1);
     let part_max_bytes = (template.max_bytes / shares).max(1);
     let min_bytes = template.min_bytes.max(0) as u64;
+    // Each part waits for its share of min_bytes, not all of it: the parts together answer
+    // once they hold min_bytes (see `long_poll`), and a part holding its share answers early
+    // instead of sitting out max_wait_ms for bytes the other parts have.
+    let part_min_bytes = (template.min_bytes.max(0) as u64).div_ceil(shares as u64) as i32;
     let sent = dispatch::<_, _, FetchResponse>(
         ctx,
         parts,
@@ -144,6 +154,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
             let mut r = template.clone();
             r.topics = topics;
             r.max_bytes = part_max_bytes;
+            r.min_bytes = part_min_bytes;
             r
         },
         |r: FetchRequest| r.topics,

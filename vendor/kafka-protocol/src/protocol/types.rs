@@ -18,6 +18,39 @@ fn capped_capacity(claimed: usize, remaining: usize) -> usize {
     claimed.min(remaining)
 }
 
+// Tollgate patch: a budget of array elements for one decode, so that a request claiming (and
+// carrying) millions of tiny elements is refused when its array lengths are read, before the
+// elements are decoded: decoding them would cost tens of bytes of memory per byte of request.
+std::thread_local! {
+    static ELEMENT_BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tollgate patch: runs `decode` with at most `budget` array elements (summed over every array,
+/// at any depth) allowed; an array that would exceed it fails the decode with a message saying
+/// so. Budgets nest: the outer one is restored afterwards.
+pub fn with_element_budget<T>(budget: usize, decode: impl FnOnce() -> T) -> T {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ELEMENT_BUDGET.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(ELEMENT_BUDGET.with(|b| b.replace(Some(budget))));
+    decode()
+}
+
+/// Tollgate patch: charges `n` elements of an array about to be decoded to the budget, if any.
+fn charge_elements(n: usize) -> Result<()> {
+    ELEMENT_BUDGET.with(|b| match b.get() {
+        None => Ok(()),
+        Some(left) if n <= left => {
+            b.set(Some(left - n));
+            Ok(())
+        }
+        Some(_) => bail!("request has more array elements than the gateway accepts in one request"),
+    })
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -993,6 +1026,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                charge_elements(n as usize)?; // Tollgate patch
                 let mut result = Vec::with_capacity(capped_capacity(n as usize, buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1101,6 +1135,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                charge_elements((n - 1) as usize)?; // Tollgate patch
                 let mut result = Vec::with_capacity(capped_capacity((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);

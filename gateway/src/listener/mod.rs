@@ -1,8 +1,12 @@
 //! The Kafka listener: accepts connections and hands each to [`crate::connection::serve`].
 //!
-//! A semaphore bounds live connections; shutdown is a broadcast that every connection task
+//! A semaphore bounds live connections and [`sources`] the connections and connection
+//! attempts of each source address; shutdown is a broadcast that every connection task
 //! listens to, and "all connections finished" is observed by waiting for every permit to come
-//! back (mini-redis's design).
+//! back (mini-redis's design), for at most [`DRAIN`]: a client that does not read its last
+//! answers cannot hold the gateway's stop (and its final usage flush) hostage.
+
+pub mod sources;
 
 use std::sync::Arc;
 
@@ -10,6 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 use crate::state::Gateway;
+use sources::Sources;
+
+/// How long a stopping gateway lets connections finish the answers already dispatched.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Listener {
     /// One per lane (see [`crate::state::GatewayConfig::lanes`]); every one serves everything.
@@ -23,6 +31,11 @@ impl Listener {
     /// finish and waits for them.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let limit = Arc::new(Semaphore::new(self.max_connections));
+        let limits = &self.gateway.config().limits;
+        let sources = Sources::new(
+            limits.connections_per_source,
+            limits.connection_attempts_per_source,
+        );
         let (notify, _) = broadcast::channel::<()>(1);
         let (stop, stopped) = watch::channel(false);
         let accepting: Vec<_> = self
@@ -33,6 +46,7 @@ impl Listener {
                     listener,
                     self.gateway.clone(),
                     limit.clone(),
+                    sources.clone(),
                     notify.clone(),
                     stopped.clone(),
                 ))
@@ -45,7 +59,13 @@ impl Listener {
         }
         let _ = notify.send(());
         // Every permit back means every connection task has finished.
-        let _ = limit.acquire_many(self.max_connections as u32).await;
+        let all = limit.acquire_many(self.max_connections as u32);
+        if tokio::time::timeout(DRAIN, all).await.is_err() {
+            tracing::warn!(
+                open = self.max_connections - limit.available_permits(),
+                "connections still open after the drain period; stopping without them"
+            );
+        }
     }
 }
 
@@ -54,6 +74,7 @@ async fn accept(
     listener: TcpListener,
     gateway: Gateway,
     limit: Arc<Semaphore>,
+    sources: Sources,
     notify: broadcast::Sender<()>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -74,11 +95,22 @@ async fn accept(
             },
             _ = until_stopped(&mut stopped) => break,
         };
+        let source = match sources.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(guard) => guard,
+            Err(refusal) => {
+                // Closed before a byte is read: the cheapest answer to a flood. Logged at
+                // debug only, since a flood would otherwise flood the log too.
+                tracing::debug!(%peer, %refusal, "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let rx = notify.subscribe();
         tokio::spawn(async move {
             crate::connection::serve(gw, stream, peer.to_string(), rx).await;
+            drop(source);
             drop(permit);
         });
     }

@@ -6,16 +6,29 @@
 //! pool works on them.
 //!
 //! Until SASL authentication succeeds only ApiVersions, SaslHandshake and SaslAuthenticate are
-//! accepted, and frames are limited to `max_sasl_frame_bytes`. After it, a request is served
-//! only while the token's session lasts and its cluster exists; after that the connection is
-//! closed (KIP-368), unless the client re-authenticated in time. Anything the gateway does not
-//! handle is refused and the connection closed: a client that sends what it was not offered is
-//! either broken or probing.
+//! even decoded, frames are limited to `max_sasl_frame_bytes`, and the whole exchange must end
+//! within [`Limits::sasl_deadline`] of the accept. After it, the connection lives while the
+//! token's session lasts and its cluster exists, and is closed when either ends (KIP-368),
+//! unless the client re-authenticated in time, or after [`Limits::idle_timeout`] without a
+//! request. A client that takes no bytes of its answers for [`Limits::write_stall`] is closed
+//! ([`stall`]).
+//!
+//! What one connection may cost is bounded before the work is done: a request's frame size
+//! (records only in Produce), its array elements (counted while decoding, before any
+//! per-element work), and the request bytes in flight per connection and per cluster, which
+//! are held by reading the socket no further until earlier answers are written (back-pressure,
+//! never more buffering).
+//!
+//! Anything the gateway does not handle is refused by closing the connection, as Kafka does
+//! for a request it cannot parse: there is no valid answer to a request of an API or version
+//! that was not offered, and a client that sends one is either broken or probing.
+
+mod stall;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, RequestKind, ResponseKind, SaslAuthenticateRequest,
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
@@ -23,12 +36,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
 use crate::api::relay::RelayError;
 use crate::api::{self, versions, Answer, Ctx, Reply};
 use crate::authz::Session;
 use crate::frame::{decode_request_header, Frame, FrameReader, RawHeader};
+use crate::limits::Limits;
 use crate::sasl::{self, Mechanism};
 use crate::state::Gateway;
 
@@ -45,6 +60,10 @@ pub enum CloseReason {
     AuthFailed(String),
     #[error("session expired")]
     SessionExpired,
+    #[error("no SASL authentication within {0:?} of connecting")]
+    SaslDeadline(std::time::Duration),
+    #[error("idle for {0:?}")]
+    Idle(std::time::Duration),
     #[error("cluster was deleted")]
     ClusterGone,
     #[error("pool error: {0}")]
@@ -64,8 +83,20 @@ enum Outgoing {
         correlation_id: i32,
         reply:
             crate::pool_admin::BoxFuture<'static, Result<Answer, crate::upstream::UpstreamError>>,
+        /// The request's share of the bytes in flight, given back once its answer is written.
+        _held: InFlight,
     },
 }
+
+/// A request's bytes counted against its connection's and its cluster's budget.
+struct InFlight {
+    _connection: OwnedSemaphorePermit,
+    _cluster: OwnedSemaphorePermit,
+}
+
+/// How often an authenticated connection with nothing to read checks that its cluster still
+/// exists: a deleted cluster's connections close within this long.
+const CLUSTER_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Read buffer kept between a client's frames (see [`FrameReader`]): enough for the produce
 /// requests of a busy producer, small enough for many thousands of connections.
@@ -90,9 +121,17 @@ pub async fn serve<S>(
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = FrameReader::new(reader, CLIENT_READ_RETAIN);
     let (tx, rx) = mpsc::channel::<Outgoing>(gw.config().max_in_flight.max(1));
-    let mut writer_task = tokio::spawn(write_loop(writer, rx));
+    let limits = gw.config().limits.clone();
+    let mut writer_task = tokio::spawn(write_loop(
+        stall::StallTimeout::new(writer, limits.write_stall),
+        rx,
+    ));
     let mut conn = Connection {
         id: NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        connection_bytes: Arc::new(tokio::sync::Semaphore::new(
+            limits.connection_bytes_in_flight,
+        )),
+        limits,
         gw,
         session: None,
         mechanism: None,
@@ -120,8 +159,8 @@ pub async fn serve<S>(
     }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    writer: tokio::io::WriteHalf<W>,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: W,
     mut rx: mpsc::Receiver<Outgoing>,
 ) -> Result<(), CloseReason> {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
@@ -135,6 +174,7 @@ async fn write_loop<W: AsyncWrite>(
                     version,
                     correlation_id,
                     reply,
+                    _held,
                 } => {
                     // Flush what is written before waiting on the pool.
                     writer.flush().await.map_err(CloseReason::Write)?;
@@ -177,6 +217,9 @@ static NEXT_CLIENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 struct Connection {
     id: u64,
     gw: Gateway,
+    limits: Limits,
+    /// Request bytes of this connection in flight ([`Limits::connection_bytes_in_flight`]).
+    connection_bytes: Arc<tokio::sync::Semaphore>,
     session: Option<Arc<Session>>,
     /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
     mechanism: Option<Mechanism>,
@@ -190,13 +233,31 @@ impl Connection {
         &mut self,
         reader: &mut FrameReader<R>,
     ) -> CloseReason {
+        // Absolute: a peer trickling a frame a byte at a time does not extend it.
+        let sasl_deadline = Instant::now() + self.limits.sasl_deadline;
         loop {
+            let idle_deadline = Instant::now() + self.limits.idle_timeout;
             let limit = if self.session.is_some() {
                 self.gw.config().max_frame_bytes
             } else {
                 self.gw.config().max_sasl_frame_bytes
             };
-            let frame = match reader.next(limit).await {
+            // `FrameReader::next` keeps what it read when dropped, so waking to check the
+            // session loses nothing.
+            let read = loop {
+                let wake = match &self.session {
+                    None => sasl_deadline,
+                    Some(_) => idle_deadline.min(Instant::now() + CLUSTER_CHECK),
+                };
+                tokio::select! {
+                    read = reader.next(limit) => break read,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+                if let Some(reason) = self.ended(sasl_deadline, idle_deadline) {
+                    return reason;
+                }
+            };
+            let frame = match read {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return CloseReason::ClientClosed,
                 Err(e) => return e.into(),
@@ -205,6 +266,47 @@ impl Connection {
                 return reason;
             }
         }
+    }
+
+    /// Why the connection must close now, if it must: no authentication in time, the session
+    /// or its cluster gone, or idle too long.
+    fn ended(&self, sasl_deadline: Instant, idle_deadline: Instant) -> Option<CloseReason> {
+        let now = Instant::now();
+        let Some(session) = &self.session else {
+            return (now >= sasl_deadline)
+                .then_some(CloseReason::SaslDeadline(self.limits.sasl_deadline));
+        };
+        if now_ms() >= session.expires_at_ms {
+            return Some(CloseReason::SessionExpired);
+        }
+        if self.gw.registry().get(&session.cluster.id).is_none() {
+            return Some(CloseReason::ClusterGone);
+        }
+        (now >= idle_deadline).then_some(CloseReason::Idle(self.limits.idle_timeout))
+    }
+
+    /// Counts `bytes` of a request against the connection's and the cluster's budgets,
+    /// waiting (reading nothing more from this client) until earlier requests' answers are
+    /// written. A request larger than a budget takes all of it.
+    async fn hold(&self, cluster: &uuid::Uuid, bytes: usize) -> Result<InFlight, CloseReason> {
+        let closed = |_| CloseReason::Shutdown;
+        let want = |budget: usize| bytes.clamp(1, budget.max(1)) as u32;
+        let connection = self
+            .connection_bytes
+            .clone()
+            .acquire_many_owned(want(self.limits.connection_bytes_in_flight))
+            .await
+            .map_err(closed)?;
+        let cluster = self
+            .gw
+            .cluster_bytes(cluster)
+            .acquire_many_owned(want(self.limits.cluster_bytes_in_flight))
+            .await
+            .map_err(closed)?;
+        Ok(InFlight {
+            _connection: connection,
+            _cluster: cluster,
+        })
     }
 
     async fn send(&self, out: Outgoing) -> Result<(), CloseReason> {
@@ -229,16 +331,11 @@ impl Connection {
         self.send(Outgoing::Ready(frame)).await
     }
 
-    /// Tells a client that sent something unsupported so, in the shape every header version
-    /// shares (correlation id, then an error code), and closes.
-    async fn refuse(&self, raw: RawHeader, why: impl Into<String>) -> CloseReason {
-        let mut buf = BytesMut::with_capacity(10);
-        buf.put_i32(6);
-        buf.put_i32(raw.correlation_id);
-        buf.put_i16(ResponseError::UnsupportedVersion.code());
-        let _ = self
-            .send(Outgoing::Ready(Frame::from_bytes(buf.freeze())))
-            .await;
+    /// Refuses a request by closing the connection, as Kafka does for one it cannot parse:
+    /// there is no valid answer to an API or version that was not offered (a bare error code
+    /// is no response of any API, and clients fail decoding it). Answers already dispatched
+    /// are still written.
+    fn refuse(raw: RawHeader, why: impl Into<String>) -> CloseReason {
         CloseReason::Refused {
             api: raw.api_key,
             version: raw.api_version,
@@ -261,7 +358,7 @@ impl Connection {
             }
         };
         let Ok(api) = ApiKey::try_from(raw.api_key) else {
-            return Err(self.refuse(raw, "unknown API key").await);
+            return Err(Self::refuse(raw, "unknown API key"));
         };
         let version = raw.api_version;
         // ApiVersions of a version we do not know is answered, not refused (KIP-511): the
@@ -293,20 +390,41 @@ impl Connection {
                 )
                 .await;
         }
-        if !versions::is_supported(self.gw.router().pool(), api, version) {
-            return Err(self.refuse(raw, "API or version not offered").await);
+        let sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+        if self.session.is_none() && !sasl {
+            return Err(Self::refuse(raw, "request before SASL authentication"));
         }
+        if !versions::is_supported(self.gw.router().pool(), api, version) {
+            return Err(Self::refuse(raw, "API or version not offered"));
+        }
+        if api != ApiKey::Produce && frame.len() > self.limits.max_control_frame_bytes {
+            return Err(Self::refuse(
+                raw,
+                format!(
+                    "request of {} bytes; requests without records may have at most {}",
+                    frame.len(),
+                    self.limits.max_control_frame_bytes
+                ),
+            ));
+        }
+        let size = frame.len();
         let (_, header) = decode_request_header(&mut frame).map_err(|e| CloseReason::Refused {
             api: raw.api_key,
             version,
             why: e.to_string(),
         })?;
-        let request =
-            RequestKind::decode(api, &mut frame, version).map_err(|e| CloseReason::Refused {
-                api: raw.api_key,
-                version,
-                why: format!("malformed request: {e}"),
-            })?;
+        let request = kafka_protocol::protocol::types::with_element_budget(
+            self.limits.max_request_elements,
+            || RequestKind::decode(api, &mut frame, version),
+        )
+        .map_err(|e| CloseReason::Refused {
+            api: raw.api_key,
+            version,
+            why: format!(
+                "malformed request: {e} (at most {} array elements)",
+                self.limits.max_request_elements
+            ),
+        })?;
         let correlation_id = header.correlation_id;
         match request {
             RequestKind::SaslHandshake(req) => self.handshake(version, correlation_id, req).await,
@@ -315,11 +433,7 @@ impl Connection {
             }
             request => {
                 let Some(session) = self.session.clone() else {
-                    return Err(CloseReason::Refused {
-                        api: raw.api_key,
-                        version,
-                        why: "request before SASL authentication".into(),
-                    });
+                    return Err(Self::refuse(raw, "request before SASL authentication"));
                 };
                 if now_ms() >= session.expires_at_ms {
                     return Err(CloseReason::SessionExpired);
@@ -327,6 +441,7 @@ impl Connection {
                 if self.gw.registry().get(&session.cluster.id).is_none() {
                     return Err(CloseReason::ClusterGone);
                 }
+                let held = self.hold(&session.cluster.id, size).await?;
                 let ctx = Ctx {
                     gw: self.gw.clone(),
                     session,
@@ -340,6 +455,7 @@ impl Connection {
                             version,
                             correlation_id,
                             reply,
+                            _held: held,
                         })
                         .await
                     }
