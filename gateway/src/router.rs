@@ -347,14 +347,20 @@ impl Router {
         }
     }
 
-    /// A request to `broker` failed. When it could not be reached, routing stops using it
-    /// until the pool's prober sees it answer again; leaders it held are asked for anew, and
-    /// coordinators on it are forgotten.
+    /// A request to `broker` failed. Leaders it held are asked for anew and coordinators on it
+    /// are forgotten. Only a broker that refuses connections is taken out of the routing
+    /// (until the prober sees it answer again): a dropped connection or one slow answer is
+    /// not a dead broker (tansu drops a connection over one bad request), and taking the
+    /// broker away from every tenant over one tenant's request would let that tenant make
+    /// the pool look down for all. The prober, on a connection of its own, notices a broker
+    /// that stopped answering altogether.
     pub fn broker_failed(&self, broker: &Broker, error: &UpstreamError) {
         if !is_network(error) {
             return;
         }
-        self.pool.mark_down(broker.addr(), &error.to_string());
+        if matches!(error, UpstreamError::Connect { .. }) {
+            self.pool.mark_down(broker.addr(), &error.to_string());
+        }
         self.coordinators
             .lock()
             .expect("poisoned")

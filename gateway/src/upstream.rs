@@ -442,7 +442,8 @@ fn uvarint(b: &[u8], at: &mut usize) -> Option<u32> {
 pub enum Lane {
     /// One multiplexed connection, so one client's produces keep their order.
     Produce = 0,
-    /// A connection per fetch in flight, up to 64 per broker.
+    /// A connection per request in flight, for requests a broker may hold for long (fetches
+    /// long-poll, JoinGroup and SyncGroup wait for the rebalance), up to 64 per broker.
     Fetch = 1,
     /// One multiplexed connection for everything else.
     Control = 2,
@@ -452,7 +453,11 @@ impl Lane {
     pub fn of(api: ApiKey) -> Lane {
         match api {
             ApiKey::Produce => Lane::Produce,
-            ApiKey::Fetch => Lane::Fetch,
+            // A JoinGroup is held by the broker until the group has rejoined (minutes, during
+            // a rebalance), and Apache Kafka reads nothing more from that connection meanwhile:
+            // on the shared control connection it would stall every other tenant's
+            // heartbeats and commits, and their groups would rebalance too.
+            ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup => Lane::Fetch,
             _ => Lane::Control,
         }
     }
@@ -585,6 +590,8 @@ pub struct Broker {
     produce: [tokio::sync::Mutex<Option<Connection>>; PRODUCE_CONNECTIONS],
     control: tokio::sync::Mutex<Option<Connection>>,
     fetch: Arc<FetchLane>,
+    /// The prober's own connection ([`Pool::run_prober`]).
+    probe_conn: Mutex<Option<Connection>>,
     /// Held across a connect, so a broker that does not accept costs one connect at a time,
     /// and the connects queued behind a failed one fail at once.
     connecting: tokio::sync::Mutex<()>,
@@ -861,6 +868,7 @@ impl Broker {
             produce: Default::default(),
             control: Default::default(),
             fetch: Default::default(),
+            probe_conn: Default::default(),
             connecting: Default::default(),
             connect_failure: Default::default(),
             timeouts,
@@ -1078,6 +1086,27 @@ impl Broker {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect())
+    }
+
+    /// Asks for ApiVersions on the broker's probe connection (opened if needed), which no
+    /// other request uses.
+    async fn probe_kept(&self) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
+        let kept = self.probe_conn.lock().expect("poisoned").clone();
+        let conn = match kept.filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.addr, PROBE_CONNECT).await?;
+                *self.probe_conn.lock().expect("poisoned") = Some(c.clone());
+                c
+            }
+        };
+        self.api_versions_on(Some(&conn)).await
+    }
+
+    fn drop_probe_connection(&self) {
+        if let Some(c) = self.probe_conn.lock().expect("poisoned").take() {
+            c.abandon("probe unanswered");
+        }
     }
 
     /// Asks for ApiVersions on a connection of its own, with short timeouts: whether the broker
@@ -1317,11 +1346,10 @@ impl Pool {
     ///
     /// - a down broker is asked for ApiVersions on a connection of its own (1 s to connect);
     ///   when it answers it is live again.
-    /// - a live broker is asked for ApiVersions on its Control lane, which also replaces a
-    ///   control connection the broker dropped. If that answer does not come (it may be queued
-    ///   behind a long request such as a JoinGroup) a connection of its own decides, and the
-    ///   broker is down if that fails too. A broker that died while no request touched it is
-    ///   noticed within about one interval.
+    /// - a live broker is asked for ApiVersions on its probe connection, which carries nothing
+    ///   else, so no tenant's request can delay it. If that answer does not come, a fresh
+    ///   connection decides, and the broker is down if that fails too. A broker that died
+    ///   while no request touched it is noticed within about one interval.
     pub async fn run_prober(self, interval: Duration, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut ticks = tokio::time::interval(interval);
@@ -1358,10 +1386,13 @@ impl Pool {
 
     async fn probe(&self, broker: &Arc<Broker>, live: bool, interval: Duration) {
         if live {
+            // On the broker's probe connection, which carries nothing but probes: tenants'
+            // requests (long polls, held JoinGroups) can never queue a probe behind them.
             let wait = interval.max(PROBE_ANSWER);
-            if let Ok(Ok(_)) = tokio::time::timeout(wait, broker.api_versions()).await {
+            if let Ok(Ok(_)) = tokio::time::timeout(wait, broker.probe_kept()).await {
                 return;
             }
+            broker.drop_probe_connection();
         }
         match broker.probe().await {
             Ok(versions) => self.answered(broker, &versions, false),

@@ -9,7 +9,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::upstream::Pool;
+use crate::router::{PoolKind, Router};
 
 /// Where the API is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,17 @@ pub const HANDLED: &[(ApiKey, i16, i16, Served)] = &[
     (ApiKey::TxnOffsetCommit, 0, 5, Served::Pool),
 ];
 
+/// APIs a stateless pool (tansu on its SQLite engine) cannot serve safely, whatever it
+/// advertises: tansu 0.6's SQLite engine panics on DeleteRecords and wedges the broker for
+/// every tenant. Neither advertised nor accepted there.
+const UNSAFE_ON_STATELESS: &[ApiKey] = &[ApiKey::DeleteRecords];
+
 /// The versions of `api` the gateway advertises now, if any.
-pub fn advertised(pool: &Pool, api: ApiKey) -> Option<(i16, i16)> {
+pub fn advertised(router: &Router, api: ApiKey) -> Option<(i16, i16)> {
+    if router.kind() == PoolKind::Stateless && UNSAFE_ON_STATELESS.contains(&api) {
+        return None;
+    }
+    let pool = router.pool();
     let &(_, min, max, served) = HANDLED.iter().find(|(k, ..)| *k == api)?;
     let (min, max) = match served {
         Served::Locally => (min, max),
@@ -71,15 +80,15 @@ pub fn advertised(pool: &Pool, api: ApiKey) -> Option<(i16, i16)> {
     (min <= max).then_some((min, max))
 }
 
-pub fn is_supported(pool: &Pool, api: ApiKey, version: i16) -> bool {
-    advertised(pool, api).is_some_and(|(min, max)| (min..=max).contains(&version))
+pub fn is_supported(router: &Router, api: ApiKey, version: i16) -> bool {
+    advertised(router, api).is_some_and(|(min, max)| (min..=max).contains(&version))
 }
 
-pub fn api_versions(pool: &Pool, _req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+pub fn api_versions(router: &Router, _req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
     let api_keys = HANDLED
         .iter()
         .filter_map(|(api, ..)| {
-            advertised(pool, *api).map(|(min, max)| {
+            advertised(router, *api).map(|(min, max)| {
                 ApiVersion::default()
                     .with_api_key(*api as i16)
                     .with_min_version(min)

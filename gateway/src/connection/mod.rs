@@ -380,7 +380,7 @@ impl Connection {
             } else {
                 ApiVersionsRequest::default()
             };
-            let resp = versions::api_versions(self.gw.router().pool(), &req, version);
+            let resp = versions::api_versions(self.gw.router(), &req, version);
             return self
                 .send_now(
                     api,
@@ -394,7 +394,7 @@ impl Connection {
         if self.session.is_none() && !sasl {
             return Err(Self::refuse(raw, "request before SASL authentication"));
         }
-        if !versions::is_supported(self.gw.router().pool(), api, version) {
+        if !versions::is_supported(self.gw.router(), api, version) {
             return Err(Self::refuse(raw, "API or version not offered"));
         }
         if api != ApiKey::Produce && frame.len() > self.limits.max_control_frame_bytes {
