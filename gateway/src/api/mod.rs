@@ -24,6 +24,7 @@ pub mod groups;
 pub mod produce;
 pub mod relay;
 pub mod split;
+pub mod topic_policy;
 pub mod topics;
 pub mod txn;
 pub mod versions;

@@ -17,15 +17,24 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::split::forward_gathered;
+use super::topic_policy;
 use super::{
     forward_any, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
     UNKNOWN_TOPIC_ID,
 };
 use crate::authz::Action;
+use crate::router::PoolKind;
 use crate::upstream::UpstreamError;
 
 /// Config resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
 const TOPIC_RESOURCE: i8 = 2;
+/// DescribeConfigs' `config_source` for a default (Kafka's `ConfigSource.DEFAULT_CONFIG`);
+/// 2 to 4 are the brokers' dynamic, default-dynamic and static settings.
+const DEFAULT_CONFIG_SOURCE: i8 = 5;
+
+fn refusal(r: topic_policy::Refusal) -> (i16, Option<StrBytes>) {
+    (r.code, Some(StrBytes::from_string(r.message)))
+}
 
 fn message(code: i16) -> Option<StrBytes> {
     let text = match code {
@@ -44,23 +53,53 @@ pub async fn create_topics(
     mut req: CreateTopicsRequest,
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
+    // Partitions the cluster has, as last reconciled with the pool, plus what this request
+    // already took: the limit holds across the request's topics.
+    let mut in_use = ctx.gw.metering().partitions(&ctx.session.cluster.id);
+    let max_message_bytes = ctx.session.cluster.max_message_bytes;
+    // The operator's choice, not the tenant's: the broker default on Apache Kafka (KIP-464,
+    // v4+), and 1 on a stateless pool, whose shared store is the replication.
+    let replication_factor = match ctx.gw.router().kind() {
+        PoolKind::Leader if version >= 4 => -1,
+        _ => 1,
+    };
     req.topics.retain_mut(|t| {
+        if t.num_partitions == -1 {
+            // Counted exactly, whatever the pool's default.
+            t.num_partitions = 1;
+        }
         let verdict = if !t.assignments.is_empty() {
-            Err(INVALID_REQUEST)
+            Err((INVALID_REQUEST, message(INVALID_REQUEST)))
         } else {
             ctx.admit_topic(Action::CreateTopic, &t.name)
+                .map_err(|code| (code, message(code)))
+                .and_then(|p| {
+                    for c in &t.configs {
+                        topic_policy::check_config(
+                            c.name.as_str(),
+                            c.value.as_ref().map(|v| v.as_str()),
+                            max_message_bytes,
+                        )
+                        .map_err(refusal)?;
+                    }
+                    let adding = u64::try_from(t.num_partitions).unwrap_or(0);
+                    topic_policy::check_partitions(in_use, adding).map_err(refusal)?;
+                    in_use += adding;
+                    Ok(p)
+                })
         };
         match verdict {
             Ok(p) => {
                 t.name = p;
+                t.replication_factor = replication_factor;
                 true
             }
-            Err(code) => {
+            Err((code, message)) => {
                 refused.push(
                     CreatableTopicResult::default()
                         .with_name(t.name.clone())
                         .with_error_code(code)
-                        .with_error_message(message(code))
+                        .with_error_message(message)
                         .with_num_partitions(-1)
                         .with_replication_factor(-1),
                 );
@@ -242,23 +281,33 @@ pub async fn create_partitions(
     mut req: CreatePartitionsRequest,
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
+    // `count` is a topic's new total, and its current count is the pool's to know: counting
+    // all of it against the cluster's limit refuses early rather than ever late.
+    let mut in_use = ctx.gw.metering().partitions(&ctx.session.cluster.id);
     req.topics.retain_mut(|t| {
         let verdict = if t.assignments.is_some() {
-            Err(INVALID_REQUEST)
+            Err((INVALID_REQUEST, message(INVALID_REQUEST)))
         } else {
             ctx.admit_topic(Action::AlterTopic, &t.name)
+                .map_err(|code| (code, message(code)))
+                .and_then(|p| {
+                    let adding = u64::try_from(t.count).unwrap_or(0);
+                    topic_policy::check_partitions(in_use, adding).map_err(refusal)?;
+                    in_use += adding;
+                    Ok(p)
+                })
         };
         match verdict {
             Ok(p) => {
                 t.name = p;
                 true
             }
-            Err(code) => {
+            Err((code, message)) => {
                 refused.push(
                     CreatePartitionsTopicResult::default()
                         .with_name(t.name.clone())
                         .with_error_code(code)
-                        .with_error_message(message(code)),
+                        .with_error_message(message),
                 );
                 false
             }
@@ -358,6 +407,14 @@ pub async fn describe_configs(
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
         unmap_configs(&ctx, &mut resp.results, |r| &mut r.resource_name);
+        // Synonyms name the brokers' own settings, and a broker-level source says the pool
+        // was configured: to the tenant, what it did not set on the topic is a default.
+        for config in resp.results.iter_mut().flat_map(|r| r.configs.iter_mut()) {
+            config.synonyms.clear();
+            if matches!(config.config_source, 2..=4) {
+                config.config_source = DEFAULT_CONFIG_SOURCE;
+            }
+        }
         resp.results.extend(refused);
         Ok(ResponseKind::DescribeConfigs(resp))
     }))
@@ -368,7 +425,7 @@ pub async fn incremental_alter_configs(
     version: i16,
     mut req: IncrementalAlterConfigsRequest,
 ) -> Result<Reply, UpstreamError> {
-    let refused: Vec<_> = admit_configs(
+    let mut refused: Vec<_> = admit_configs(
         ctx,
         Action::AlterTopicDynamicConfiguration,
         &mut req.resources,
@@ -383,6 +440,30 @@ pub async fn incremental_alter_configs(
             .with_error_message(message(code))
     })
     .collect();
+    // Every change of an admitted topic must keep to the topic policy; one refused change
+    // refuses its resource whole, as a broker's AlterConfigPolicy does.
+    let max_message_bytes = ctx.session.cluster.max_message_bytes;
+    req.resources.retain(|r| {
+        let verdict = r.configs.iter().try_for_each(|c| {
+            // Deleting (op 1) returns a config to its default: allowed for allowed names.
+            let value =
+                (c.config_operation != 1).then(|| c.value.as_ref().map_or("", |v| v.as_str()));
+            topic_policy::check_config(c.name.as_str(), value, max_message_bytes)
+        });
+        match verdict {
+            Ok(()) => true,
+            Err(e) => {
+                refused.push(
+                    AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(ctx.back(r.resource_name.as_str()).unwrap_or_default())
+                        .with_error_code(e.code)
+                        .with_error_message(Some(StrBytes::from_string(e.message))),
+                );
+                false
+            }
+        }
+    });
     if req.resources.is_empty() {
         let resp = IncrementalAlterConfigsResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::IncrementalAlterConfigs(resp)));

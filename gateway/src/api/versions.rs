@@ -84,7 +84,11 @@ pub fn is_supported(router: &Router, api: ApiKey, version: i16) -> bool {
     advertised(router, api).is_some_and(|(min, max)| (min..=max).contains(&version))
 }
 
-pub fn api_versions(router: &Router, _req: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
+pub fn api_versions(
+    router: &Router,
+    _req: &ApiVersionsRequest,
+    version: i16,
+) -> ApiVersionsResponse {
     let api_keys = HANDLED
         .iter()
         .filter_map(|(api, ..)| {
