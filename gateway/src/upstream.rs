@@ -9,12 +9,13 @@
 //!   sent them, while other clients' produces are not queued behind them (Apache Kafka answers
 //!   a produce with acks=all only once it is replicated, and reads nothing more from that
 //!   connection meanwhile).
-//! - Control: one multiplexed connection, shared by every client connection.
+//! - Control: one multiplexed connection, shared by every client connection, for requests a
+//!   broker answers at once (never JoinGroup or SyncGroup, which it may hold for minutes).
 //!   Requests from any number of clients are written in the order they are dispatched, each under
 //!   a correlation id of the gateway's own, and the replies are matched back by that id. A
 //!   thousand tenant connections cost each broker at most nine connections per gateway (plus
 //!   the fetch connections below).
-//! - Fetch: a set of exclusive connections. A fetch long-polls (up to its `max_wait_ms`), so on a
+//! - Fetch: a set of exclusive connections, for fetches, JoinGroups and SyncGroups. A fetch long-polls (up to its `max_wait_ms`), so on a
 //!   shared connection it would hold every other client's fetch to that broker until it ends.
 //!   Each fetch borrows an idle connection, or opens one, and gives it back when its answer has
 //!   arrived. Past `FETCH_CONNECTIONS` (64) per broker, fetches share the least loaded one rather
