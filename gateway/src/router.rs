@@ -360,6 +360,9 @@ impl Router {
         }
         if matches!(error, UpstreamError::Connect { .. }) {
             self.pool.mark_down(broker.addr(), &error.to_string());
+        } else {
+            // Checked at once on a fresh connection: down only if that fails too.
+            self.pool.suspect(broker.addr());
         }
         self.coordinators
             .lock()

@@ -593,6 +593,8 @@ pub struct Broker {
     fetch: Arc<FetchLane>,
     /// The prober's own connection ([`Pool::run_prober`]).
     probe_conn: Mutex<Option<Connection>>,
+    /// A [`Pool::suspect`] check is under way.
+    checking: std::sync::atomic::AtomicBool,
     /// Held across a connect, so a broker that does not accept costs one connect at a time,
     /// and the connects queued behind a failed one fail at once.
     connecting: tokio::sync::Mutex<()>,
@@ -870,6 +872,7 @@ impl Broker {
             control: Default::default(),
             fetch: Default::default(),
             probe_conn: Default::default(),
+            checking: Default::default(),
             connecting: Default::default(),
             connect_failure: Default::default(),
             timeouts,
@@ -1269,6 +1272,30 @@ impl Pool {
             self.changed();
             tracing::warn!(broker = addr, reason, "pool broker is down");
         }
+    }
+
+    /// A request to `addr` failed on an open connection (dropped, or no answer in time): asks
+    /// the broker at once on a fresh connection, and marks it down only if that fails too.
+    /// One check per broker at a time, however many requests failed.
+    pub fn suspect(&self, addr: &str) {
+        let Some(broker) = self.broker(addr) else {
+            return;
+        };
+        if broker.checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            broker.checking.store(false, Ordering::Release);
+            return;
+        };
+        let pool = self.clone();
+        runtime.spawn(async move {
+            match broker.probe().await {
+                Ok(versions) => pool.answered(&broker, &versions, false),
+                Err(e) => pool.mark_down(&broker.addr, &e.to_string()),
+            }
+            broker.checking.store(false, Ordering::Release);
+        });
     }
 
     pub fn remove_broker(&self, addr: &str) {
