@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's run and test commands need, and only what is missing:
 #   apt     redis-server, kcat, and librdkafka's build tools and headers, from Debian (by package)
-#   tansu   the broker the dev stack runs, with vendor/tansu-storage patched in
+#   tansu   the broker the dev stack runs, with vendor/tansu-storage and vendor/tansu-broker patched in
 #           (cargo install, ~15 minutes on 2 cores)
 #   python  the end-to-end suite's Python packages (tests/requirements.txt)
 # Usage: scripts/install-deps.sh [apt] [tansu] [python]   (no argument: all of them)
@@ -51,18 +51,23 @@ install_apt() {
     done
 }
 
-# tansu is installed with vendor/tansu-storage patched in (vendor/README.md says what and why).
+# tansu is installed with vendor/tansu-storage and vendor/tansu-broker patched in (vendor/README.md
+# says what and why).
 # A stock tansu 0.6.0 reports the same version, so the version alone cannot tell them apart:
 # after a successful install, a marker beside the binary records the patch's hash and the
 # binary's own hash. Any other tansu (no marker, another patch, or the binary replaced since,
 # e.g. by a plain `cargo install tansu`) is reinstalled.
-TANSU_PATCH_DIR="$PWD/vendor/tansu-storage"
+TANSU_VENDOR="$PWD/vendor"
+TANSU_PATCHED=(tansu-storage tansu-broker)
 TANSU_MARKER="${CARGO_HOME:-$HOME/.cargo}/bin/.tansu-tollgate-patch"
 
 tansu_patch_hash() {
-    [ -d "$TANSU_PATCH_DIR" ] || { log "$TANSU_PATCH_DIR is missing: it is part of the checkout"; exit 1; }
-    # Every file of the patched crate, by relative path, in a fixed order.
-    (cd "$TANSU_PATCH_DIR" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
+    local crate
+    for crate in "${TANSU_PATCHED[@]}"; do
+        [ -d "$TANSU_VENDOR/$crate" ] || { log "$TANSU_VENDOR/$crate is missing: it is part of the checkout"; exit 1; }
+    done
+    # Every file of the patched crates, by path relative to vendor/, in a fixed order.
+    (cd "$TANSU_VENDOR" && find "${TANSU_PATCHED[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) \
         | sha256sum | cut -d' ' -f1
 }
 
@@ -89,14 +94,15 @@ install_tansu() {
     if command -v tansu >/dev/null 2>&1; then
         log "tansu at $(command -v tansu) is not tansu $TANSU_VERSION with this checkout's patch; reinstalling"
     fi
-    log "tansu: installing $TANSU_VERSION with vendor/tansu-storage (about 15 minutes on 2 cores)"
+    log "tansu: installing $TANSU_VERSION with vendor/tansu-storage and vendor/tansu-broker (about 15 minutes on 2 cores)"
     rm -f "$TANSU_MARKER"
     # --locked: without it the crate does not compile. dynostore: without it the memory engine
     # refuses to start. libsql: the SQLite engine the dev stack's shared pool uses. --force: a
     # stock tansu 0.6.0 counts as installed for cargo, which does not track the patch.
     cargo install tansu --version "$TANSU_VERSION" --locked --force \
         --features "dynostore libsql postgres" \
-        --config "patch.crates-io.tansu-storage.path=\"$TANSU_PATCH_DIR\""
+        --config "patch.crates-io.tansu-storage.path=\"$TANSU_VENDOR/tansu-storage\"" \
+        --config "patch.crates-io.tansu-broker.path=\"$TANSU_VENDOR/tansu-broker\""
     command -v tansu >/dev/null 2>&1 || { log "tansu still not on PATH after install"; exit 1; }
     tansu_marker_text >"$TANSU_MARKER"
     tansu_ok || { log "tansu $TANSU_VERSION not found as installed after install"; exit 1; }

@@ -98,23 +98,27 @@ def find_tansu() -> str:
     pytest.exit("tansu not found: run scripts/install-deps.sh tansu", returncode=3)
 
 
+#: The tansu crates scripts/install-deps.sh patches in from vendor/ (its TANSU_PATCHED).
+TANSU_PATCHED = ("tansu-storage", "tansu-broker")
+
+
 def tansu_patch_status(tansu: str) -> str:
     """Whether `tansu` is the build scripts/install-deps.sh made with this checkout's
-    vendor/tansu-storage patched in (it leaves a marker beside the binary); a stock tansu 0.6.0
+    vendor/tansu-storage and vendor/tansu-broker patched in (it leaves a marker beside the binary); a stock tansu 0.6.0
     deletes every topic on DeleteTopics and fails DescribeGroups on the SQLite engine."""
     path = Path(shutil.which(tansu) or tansu)
     marker = path.parent / ".tansu-tollgate-patch"
     if not marker.exists():
         return "patch unknown (no install-deps marker beside it)"
-    patch_dir = REPO / "vendor" / "tansu-storage"
-    files = sorted((p for p in patch_dir.rglob("*") if p.is_file()),
-                   key=lambda p: os.fsencode("./" + str(p.relative_to(patch_dir))))
-    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{p.relative_to(patch_dir)}\n"
+    vendor = REPO / "vendor"
+    files = sorted((p for crate in TANSU_PATCHED for p in (vendor / crate).rglob("*") if p.is_file()),
+                   key=lambda p: os.fsencode(str(p.relative_to(vendor))))
+    listing = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(vendor)}\n"
                       for p in files)
     expected = (f"patch {hashlib.sha256(listing.encode()).hexdigest()}\n"
                 f"binary {hashlib.sha256(path.read_bytes()).hexdigest()}")
     if marker.read_text().strip() == expected:
-        return "patched with this checkout's vendor/tansu-storage"
+        return "patched with this checkout's vendor/tansu-storage and vendor/tansu-broker"
     return "NOT this checkout's patch (marker differs): run scripts/install-deps.sh tansu"
 
 

@@ -2376,11 +2376,21 @@ where
 
         debug!(?member_id, ?self.members);
 
+        // Tollgate patch: a formed group answered its leader's JoinGroup with unchanged protocol
+        // metadata as "existing": same generation, still formed, and the SyncGroup that followed
+        // discarded the leader's new assignments and handed back the stored ones. A leader
+        // rejoins when its view of the subscribed topics changed (kafka-python does when the
+        // topic's metadata arrives after its first assignment, which it made empty), so it kept
+        // its stale assignment for ever. As in Kafka, a leader's JoinGroup starts a rebalance:
+        // it takes the branch below that re-forms the group (a new generation, or for a static
+        // member the same one, as for changed metadata), where SyncGroup stores new assignments.
+        let is_leader = self.state.leader == member_id;
+
         match self.members.get_mut(&member_id) {
             Some(Member {
                 join_response: JoinGroupResponseMember { metadata, .. },
                 ..
-            }) if *metadata == protocol.metadata => {
+            }) if *metadata == protocol.metadata && !is_leader => {
                 debug!(
                     member_metadata = "existing",
                     member_id,
