@@ -1079,17 +1079,32 @@ impl From<&NamedGroupDetail> for describe_groups_response::DescribedGroup {
             } => {
                 let group_state = ConsumerGroupState::from(group_detail).to_string();
 
+                // Tollgate patch: every member was described with empty metadata and
+                // assignment, no group instance id, and the group with no protocol. The group
+                // keeps each member's metadata (of the chosen protocol) and, once formed, the
+                // leader's assignments: describe them, as Kafka does. The coordinator does not
+                // keep client ids or hosts; those stay empty.
+                let assignments = match &group_detail.state {
+                    GroupState::Formed { assignments, .. } => Some(assignments),
+                    GroupState::Forming { .. } => None,
+                };
+
                 let members = group_detail
                     .members
-                    .keys()
-                    .map(|member_id| {
+                    .iter()
+                    .map(|(member_id, member)| {
                         describe_groups_response::DescribedGroupMember::default()
                             .member_id(member_id.into())
-                            .group_instance_id(None)
+                            .group_instance_id(member.join_response.group_instance_id.clone())
                             .client_id("".into())
                             .client_host("".into())
-                            .member_metadata(Bytes::new())
-                            .member_assignment(Bytes::new())
+                            .member_metadata(member.join_response.metadata.clone())
+                            .member_assignment(
+                                assignments
+                                    .and_then(|assignments| assignments.get(member_id))
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            )
                     })
                     .collect::<Vec<_>>();
 
@@ -1098,7 +1113,7 @@ impl From<&NamedGroupDetail> for describe_groups_response::DescribedGroup {
                     .group_id(name.clone())
                     .group_state(group_state)
                     .protocol_type(group_detail.state.protocol_type().unwrap_or_default())
-                    .protocol_data("".into())
+                    .protocol_data(group_detail.state.protocol_name().unwrap_or_default())
                     .members(Some(members))
                     .authorized_operations(Some(-1))
             }
