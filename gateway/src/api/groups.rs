@@ -5,6 +5,9 @@
 //! own retry (it re-runs FindCoordinator) finds the new one. The member metadata and
 //! assignments inside JoinGroup and SyncGroup are opaque to brokers and carry the tenant's own
 //! topic names, so they pass untouched.
+//!
+//! Batched requests (OffsetFetch v8+, DescribeGroups, DeleteGroups) are split per coordinator:
+//! each coordinator is sent the groups it serves, concurrently, and the answers are merged.
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -15,6 +18,7 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -22,13 +26,16 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use super::{
     forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, NOT_COORDINATOR, TXN_DENIED,
 };
 use crate::authz::Action;
 use crate::router::{is_network, PoolKind, GROUP, TRANSACTION};
-use crate::upstream::UpstreamError;
+use crate::upstream::{Broker, UpstreamError};
 
 /// Sends a single-group request to its coordinator. `refuse` builds the answer for an error
 /// code found before the pool answers, and `code` reads the answer's error code.
@@ -78,6 +85,102 @@ where
         }
         Ok(wrap(resp))
     }))
+}
+
+/// Items by destination (in the order each destination first appears), and the items that
+/// have none, with the error code to answer for them.
+type Split<B, T> = (Vec<(B, Vec<T>)>, Vec<(T, i16)>);
+
+/// Splits items by where they go, keeping the order in which each destination first appears
+/// and the items' order within it. Items whose destination is `Err(code)` are set apart with
+/// that code.
+fn split_by<T, B>(routed: Vec<(T, Result<B, i16>)>, same: impl Fn(&B, &B) -> bool) -> Split<B, T> {
+    let mut parts: Vec<(B, Vec<T>)> = Vec::new();
+    let mut failed = Vec::new();
+    for (item, dest) in routed {
+        match dest {
+            Ok(dest) => match parts.iter_mut().find(|(b, _)| same(b, &dest)) {
+                Some((_, items)) => items.push(item),
+                None => parts.push((dest, vec![item])),
+            },
+            Err(code) => failed.push((item, code)),
+        }
+    }
+    (parts, failed)
+}
+
+/// The items of a batched group request, split by the coordinator of each one's group
+/// (`key`: its physical group id), and the items whose coordinator is not known, with the
+/// error code to answer for them.
+async fn split_by_coordinator<T>(
+    ctx: &Ctx,
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> Result<Split<Arc<Broker>, T>, UpstreamError> {
+    let mut routed = Vec::with_capacity(items.len());
+    for item in items {
+        let answer = ctx.gw.router().coordinator(GROUP, &key(&item)).await?;
+        let dest = answer.broker.ok_or(answer.error_code);
+        routed.push((item, dest));
+    }
+    Ok(split_by(routed, |a: &Arc<Broker>, b| a.addr() == b.addr()))
+}
+
+type PartAnswer<Resp> = Pin<Box<dyn Future<Output = Result<Resp, UpstreamError>> + Send>>;
+
+/// A part sent: its coordinator, its physical group ids, and the answer to wait for (None:
+/// the coordinator could not be reached).
+type Sent<Resp> = (Arc<Broker>, Vec<String>, Option<PartAnswer<Resp>>);
+
+/// Sends each part (its coordinator, the physical group ids it carries, its request) to its
+/// coordinator, all of them before waiting for any, and resolves to one answer per part, in
+/// the parts' order, with the part's group ids:
+/// `Err(NOT_COORDINATOR)` for a part whose coordinator could not be reached or stopped
+/// answering (the client looks the coordinator up again, and by then the router has moved
+/// on).
+async fn to_coordinators<Req, Resp>(
+    ctx: &Ctx,
+    api: ApiKey,
+    version: i16,
+    parts: Vec<(Arc<Broker>, Vec<String>, Req)>,
+) -> Result<
+    impl Future<Output = Result<Vec<(Vec<String>, Result<Resp, i16>)>, UpstreamError>> + Send,
+    UpstreamError,
+>
+where
+    Req: Encodable + 'static,
+    Resp: Decodable + Send + 'static,
+{
+    let mut sent: Vec<Sent<Resp>> = Vec::with_capacity(parts.len());
+    for (broker, keys, req) in parts {
+        match forward::<_, Resp>(&broker, api, version, &req).await {
+            Ok(p) => sent.push((broker, keys, Some(Box::pin(p)))),
+            Err(e) if is_network(&e) => {
+                ctx.gw.router().broker_failed(&broker, &e);
+                sent.push((broker, keys, None));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let ctx = ctx.clone();
+    Ok(async move {
+        let mut answers = Vec::with_capacity(sent.len());
+        for (broker, keys, pending) in sent {
+            let answer = match pending {
+                None => Err(NOT_COORDINATOR),
+                Some(p) => match p.await {
+                    Ok(resp) => Ok(resp),
+                    Err(e) if is_network(&e) => {
+                        ctx.gw.router().broker_failed(&broker, &e);
+                        Err(NOT_COORDINATOR)
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            answers.push((keys, answer));
+        }
+        Ok(answers)
+    })
 }
 
 pub async fn find_coordinator(
@@ -349,9 +452,8 @@ pub async fn offset_fetch(
     }))
 }
 
-/// OffsetFetch v8+: several groups in one request. All of them are sent to the coordinator of
-/// the first; on a pool where groups have different coordinators the others answer
-/// NOT_COORDINATOR and the client retries them (splitting per coordinator is issue 4's).
+/// OffsetFetch v8+: several groups in one request, sent to their coordinators in one request
+/// per coordinator.
 async fn offset_fetch_batched(
     ctx: &Ctx,
     version: i16,
@@ -412,32 +514,49 @@ async fn offset_fetch_batched(
         let resp = OffsetFetchResponse::default().with_groups(refused);
         return Ok(Reply::now(ResponseKind::OffsetFetch(resp)));
     }
-    let key = req.groups[0].group_id.0.to_string();
-    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
-    let Some(broker) = answer.broker else {
-        let code = answer.error_code;
-        let mut groups: Vec<_> = req
-            .groups
-            .iter()
-            .map(|g| {
-                let mut id = g.group_id.clone();
-                ctx.group_back(&mut id);
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(id)
-                    .with_error_code(code)
-            })
-            .collect();
-        groups.extend(refused);
-        let resp = OffsetFetchResponse::default().with_groups(groups);
-        return Ok(Reply::now(ResponseKind::OffsetFetch(resp)));
+    let groups = std::mem::take(&mut req.groups);
+    let key = |g: &OffsetFetchRequestGroup| g.group_id.0.to_string();
+    let (parts, unrouted) = split_by_coordinator(ctx, groups, key).await?;
+    let failed = |id: &GroupId, code| {
+        OffsetFetchResponseGroup::default()
+            .with_group_id(id.clone())
+            .with_error_code(code)
     };
-    let pending =
-        forward::<_, OffsetFetchResponse>(&broker, ApiKey::OffsetFetch, version, &req).await?;
+    let mut unanswered: Vec<_> = unrouted
+        .iter()
+        .map(|(g, code)| failed(&g.group_id, *code))
+        .collect();
+    let parts = parts
+        .into_iter()
+        .map(|(broker, groups)| {
+            let keys = groups.iter().map(key).collect();
+            (broker, keys, req.clone().with_groups(groups))
+        })
+        .collect();
+    let answers =
+        to_coordinators::<_, OffsetFetchResponse>(ctx, ApiKey::OffsetFetch, version, parts).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
-        let mut resp = pending.await?;
-        if resp.groups.iter().any(|g| g.error_code == NOT_COORDINATOR) {
-            ctx.gw.router().coordinator_moved(GROUP, &key);
+        let mut resp = OffsetFetchResponse::default();
+        for (keys, answer) in answers.await? {
+            match answer {
+                Ok(part) => {
+                    resp.throttle_time_ms = resp.throttle_time_ms.max(part.throttle_time_ms);
+                    resp.groups.extend(part.groups);
+                }
+                Err(code) => unanswered.extend(
+                    keys.into_iter()
+                        .map(|k| failed(&GroupId(StrBytes::from_string(k)), code)),
+                ),
+            }
+        }
+        resp.groups.extend(unanswered);
+        for g in resp
+            .groups
+            .iter()
+            .filter(|g| g.error_code == NOT_COORDINATOR)
+        {
+            ctx.gw.router().coordinator_moved(GROUP, &g.group_id.0);
         }
         resp.groups.retain_mut(|g| ctx.group_back(&mut g.group_id));
         for g in &mut resp.groups {
@@ -484,34 +603,50 @@ pub async fn describe_groups(
         return Ok(Reply::now(ResponseKind::DescribeGroups(resp)));
     }
     req.include_authorized_operations = false;
-    let key = req.groups[0].0.to_string();
-    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
-    let Some(broker) = answer.broker else {
-        let code = answer.error_code;
-        let mut groups: Vec<_> = req
-            .groups
-            .iter()
-            .map(|g| {
-                let mut id = g.clone();
-                ctx.group_back(&mut id);
-                DescribedGroup::default()
-                    .with_group_id(id)
-                    .with_error_code(code)
-            })
-            .collect();
-        groups.extend(refused);
-        return Ok(Reply::now(ResponseKind::DescribeGroups(
-            DescribeGroupsResponse::default().with_groups(groups),
-        )));
+    let groups = std::mem::take(&mut req.groups);
+    let key = |g: &GroupId| g.0.to_string();
+    let (parts, unrouted) = split_by_coordinator(ctx, groups, key).await?;
+    let failed = |id: GroupId, code| {
+        DescribedGroup::default()
+            .with_group_id(id)
+            .with_error_code(code)
     };
-    let pending =
-        forward::<_, DescribeGroupsResponse>(&broker, ApiKey::DescribeGroups, version, &req)
+    let mut unanswered: Vec<_> = unrouted
+        .into_iter()
+        .map(|(g, code)| failed(g, code))
+        .collect();
+    let parts = parts
+        .into_iter()
+        .map(|(broker, groups)| {
+            let keys = groups.iter().map(key).collect();
+            (broker, keys, req.clone().with_groups(groups))
+        })
+        .collect();
+    let answers =
+        to_coordinators::<_, DescribeGroupsResponse>(ctx, ApiKey::DescribeGroups, version, parts)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
-        let mut resp = pending.await?;
-        if resp.groups.iter().any(|g| g.error_code == NOT_COORDINATOR) {
-            ctx.gw.router().coordinator_moved(GROUP, &key);
+        let mut resp = DescribeGroupsResponse::default();
+        for (keys, answer) in answers.await? {
+            match answer {
+                Ok(part) => {
+                    resp.throttle_time_ms = resp.throttle_time_ms.max(part.throttle_time_ms);
+                    resp.groups.extend(part.groups);
+                }
+                Err(code) => unanswered.extend(
+                    keys.into_iter()
+                        .map(|k| failed(GroupId(StrBytes::from_string(k)), code)),
+                ),
+            }
+        }
+        resp.groups.extend(unanswered);
+        for g in resp
+            .groups
+            .iter()
+            .filter(|g| g.error_code == NOT_COORDINATOR)
+        {
+            ctx.gw.router().coordinator_moved(GROUP, &g.group_id.0);
         }
         resp.groups.retain_mut(|g| ctx.group_back(&mut g.group_id));
         for g in &mut resp.groups {
@@ -614,33 +749,50 @@ pub async fn delete_groups(
         let resp = DeleteGroupsResponse::default().with_results(refused);
         return Ok(Reply::now(ResponseKind::DeleteGroups(resp)));
     }
-    let key = req.groups_names[0].0.to_string();
-    let answer = ctx.gw.router().coordinator(GROUP, &key).await?;
-    let Some(broker) = answer.broker else {
-        let code = answer.error_code;
-        let mut results: Vec<_> = req
-            .groups_names
-            .iter()
-            .map(|g| {
-                let mut id = g.clone();
-                ctx.group_back(&mut id);
-                DeletableGroupResult::default()
-                    .with_group_id(id)
-                    .with_error_code(code)
-            })
-            .collect();
-        results.extend(refused);
-        return Ok(Reply::now(ResponseKind::DeleteGroups(
-            DeleteGroupsResponse::default().with_results(results),
-        )));
+    let groups = std::mem::take(&mut req.groups_names);
+    let key = |g: &GroupId| g.0.to_string();
+    let (parts, unrouted) = split_by_coordinator(ctx, groups, key).await?;
+    let failed = |id: GroupId, code| {
+        DeletableGroupResult::default()
+            .with_group_id(id)
+            .with_error_code(code)
     };
-    let pending =
-        forward::<_, DeleteGroupsResponse>(&broker, ApiKey::DeleteGroups, version, &req).await?;
+    let mut unanswered: Vec<_> = unrouted
+        .into_iter()
+        .map(|(g, code)| failed(g, code))
+        .collect();
+    let parts = parts
+        .into_iter()
+        .map(|(broker, groups_names)| {
+            let keys = groups_names.iter().map(key).collect();
+            (broker, keys, req.clone().with_groups_names(groups_names))
+        })
+        .collect();
+    let answers =
+        to_coordinators::<_, DeleteGroupsResponse>(ctx, ApiKey::DeleteGroups, version, parts)
+            .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
-        let mut resp = pending.await?;
-        if resp.results.iter().any(|g| g.error_code == NOT_COORDINATOR) {
-            ctx.gw.router().coordinator_moved(GROUP, &key);
+        let mut resp = DeleteGroupsResponse::default();
+        for (keys, answer) in answers.await? {
+            match answer {
+                Ok(part) => {
+                    resp.throttle_time_ms = resp.throttle_time_ms.max(part.throttle_time_ms);
+                    resp.results.extend(part.results);
+                }
+                Err(code) => unanswered.extend(
+                    keys.into_iter()
+                        .map(|k| failed(GroupId(StrBytes::from_string(k)), code)),
+                ),
+            }
+        }
+        resp.results.extend(unanswered);
+        for g in resp
+            .results
+            .iter()
+            .filter(|g| g.error_code == NOT_COORDINATOR)
+        {
+            ctx.gw.router().coordinator_moved(GROUP, &g.group_id.0);
         }
         resp.results.retain_mut(|g| ctx.group_back(&mut g.group_id));
         resp.results.extend(refused);
@@ -706,4 +858,45 @@ pub async fn offset_delete(
         resp.topics.extend(refused);
         Ok(ResponseKind::OffsetDelete(resp))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Groups of a batched request whose coordinators differ are sent one request per
+    /// coordinator, each with exactly its groups in request order; a group whose coordinator
+    /// is unknown is answered with its own error code and sent nowhere.
+    #[test]
+    fn a_batch_is_split_per_coordinator() {
+        let not_available = ResponseError::CoordinatorNotAvailable.code();
+        let routed = vec![
+            ("g0", Ok("broker-a:9092")),
+            ("g1", Ok("broker-b:9092")),
+            ("g2", Ok("broker-a:9092")),
+            ("g3", Err(not_available)),
+            ("g4", Ok("broker-b:9092")),
+            ("g5", Ok("broker-c:9092")),
+        ];
+        let (parts, failed) = split_by(routed, |a, b| a == b);
+        assert_eq!(
+            parts,
+            vec![
+                ("broker-a:9092", vec!["g0", "g2"]),
+                ("broker-b:9092", vec!["g1", "g4"]),
+                ("broker-c:9092", vec!["g5"]),
+            ]
+        );
+        assert_eq!(failed, vec![("g3", not_available)]);
+    }
+
+    #[test]
+    fn one_coordinator_gets_the_whole_batch() {
+        let routed = vec![("g0", Ok(1)), ("g1", Ok(1)), ("g2", Ok(1))];
+        let (parts, failed) = split_by(routed, |a, b| a == b);
+        assert_eq!(parts, vec![(1, vec!["g0", "g1", "g2"])]);
+        assert!(failed.is_empty());
+        let (parts, failed) = split_by(Vec::<(&str, Result<i32, i16>)>::new(), |a, b| a == b);
+        assert!(parts.is_empty() && failed.is_empty());
+    }
 }
