@@ -651,14 +651,82 @@ pub async fn describe_groups(
         resp.groups.retain_mut(|g| ctx.group_back(&mut g.group_id));
         for g in &mut resp.groups {
             g.authorized_operations = i32::MIN;
+            let consumer = g.protocol_type.as_str() == "consumer";
             for m in &mut g.members {
                 // The host a member connected from, as the pool saw it, is the gateway's.
                 m.client_host = StrBytes::from_static_str("");
+                if consumer {
+                    let back = |name: &str| ctx.back(name);
+                    m.member_metadata = subscription_back(&m.member_metadata, back);
+                    m.member_assignment = assignment_back(&m.member_assignment, back);
+                }
             }
         }
         resp.groups.extend(refused);
         Ok(ResponseKind::DescribeGroups(resp))
     }))
+}
+
+/// The newest consumer-protocol version this gateway decodes.
+const CONSUMER_PROTOCOL_MAX: i16 = 3;
+
+/// Decodes consumer-protocol bytes (an i16 version, then the message), lets `edit` rename
+/// topics, and encodes them again in the same version. Bytes that are not the consumer
+/// protocol in a version this gateway knows are the members' own, and are left as they are.
+fn consumer_bytes<M: Encodable + Decodable>(
+    bytes: &bytes::Bytes,
+    edit: impl FnOnce(&mut M),
+) -> bytes::Bytes {
+    let mut buf = bytes.clone();
+    if buf.len() < 2 {
+        return bytes.clone();
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    if !(0..=CONSUMER_PROTOCOL_MAX).contains(&version) {
+        return bytes.clone();
+    }
+    let _ = bytes::Buf::get_i16(&mut buf);
+    let Ok(mut msg) = M::decode(&mut buf, version) else {
+        return bytes.clone();
+    };
+    edit(&mut msg);
+    let mut out = bytes::BytesMut::with_capacity(bytes.len());
+    out.extend_from_slice(&version.to_be_bytes());
+    match msg.encode(&mut out, version) {
+        Ok(()) => out.freeze(),
+        Err(_) => bytes::Bytes::new(),
+    }
+}
+
+/// A member's subscription with this cluster's pool topic names (`back`: the tenant's name
+/// for a pool name of this cluster) given back the tenant's names.
+fn subscription_back(
+    bytes: &bytes::Bytes,
+    back: impl Fn(&str) -> Option<StrBytes>,
+) -> bytes::Bytes {
+    consumer_bytes(bytes, |s: &mut ConsumerProtocolSubscription| {
+        for t in &mut s.topics {
+            if let Some(name) = back(t.as_str()) {
+                *t = name;
+            }
+        }
+        for p in &mut s.owned_partitions {
+            if let Some(name) = back(p.topic.0.as_str()) {
+                p.topic.0 = name;
+            }
+        }
+    })
+}
+
+/// A member's assignment, renamed as [`subscription_back`] does.
+fn assignment_back(bytes: &bytes::Bytes, back: impl Fn(&str) -> Option<StrBytes>) -> bytes::Bytes {
+    consumer_bytes(bytes, |a: &mut ConsumerProtocolAssignment| {
+        for p in &mut a.assigned_partitions {
+            if let Some(name) = back(p.topic.0.as_str()) {
+                p.topic.0 = name;
+            }
+        }
+    })
 }
 
 /// On a leader-based pool every broker coordinates some groups, so the listing asks all of
@@ -863,6 +931,70 @@ pub async fn offset_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encoded<M: Encodable>(msg: &M, version: i16) -> bytes::Bytes {
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(&version.to_be_bytes());
+        msg.encode(&mut out, version).unwrap();
+        out.freeze()
+    }
+
+    fn back(name: &str) -> Option<StrBytes> {
+        name.strip_prefix("tg-00ff-")
+            .map(|n| StrBytes::from_string(n.to_owned()))
+    }
+
+    /// Consumer-protocol metadata and assignments in DescribeGroups name the tenant's topics,
+    /// never the pool's; other names and undecodable bytes are left alone.
+    #[test]
+    fn consumer_protocol_topics_are_named_back() {
+        use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as Assigned;
+        use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as Owned;
+        for version in 0..=CONSUMER_PROTOCOL_MAX {
+            let sub = ConsumerProtocolSubscription::default()
+                .with_topics(vec!["tg-00ff-orders".into(), "plain".into()])
+                .with_owned_partitions(if version >= 1 {
+                    vec![Owned::default()
+                        .with_topic(TopicName("tg-00ff-orders".into()))
+                        .with_partitions(vec![0, 2])]
+                } else {
+                    vec![]
+                });
+            let got = subscription_back(&encoded(&sub, version), back);
+            let mut buf = got.slice(2..);
+            let decoded = ConsumerProtocolSubscription::decode(&mut buf, version).unwrap();
+            assert_eq!(got[..2], version.to_be_bytes());
+            assert_eq!(
+                decoded.topics,
+                vec![StrBytes::from("orders"), "plain".into()]
+            );
+            if version >= 1 {
+                assert_eq!(decoded.owned_partitions[0].topic.0.as_str(), "orders");
+                assert_eq!(decoded.owned_partitions[0].partitions, vec![0, 2]);
+            }
+
+            let asg = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+                Assigned::default()
+                    .with_topic(TopicName("tg-00ff-orders".into()))
+                    .with_partitions(vec![1]),
+            ]);
+            let got = assignment_back(&encoded(&asg, version), back);
+            let mut buf = got.slice(2..);
+            let decoded = ConsumerProtocolAssignment::decode(&mut buf, version).unwrap();
+            assert_eq!(decoded.assigned_partitions[0].topic.0.as_str(), "orders");
+            assert_eq!(decoded.assigned_partitions[0].partitions, vec![1]);
+        }
+        for junk in [
+            &b""[..],
+            &b"\x00"[..],
+            &b"\x00\x00\xff"[..],
+            &b"\x7f\x00abc"[..],
+        ] {
+            let junk = bytes::Bytes::copy_from_slice(junk);
+            assert_eq!(subscription_back(&junk, back), junk);
+            assert_eq!(assignment_back(&junk, back), junk);
+        }
+    }
 
     /// Groups of a batched request whose coordinators differ are sent one request per
     /// coordinator, each with exactly its groups in request order; a group whose coordinator
