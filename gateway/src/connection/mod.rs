@@ -131,6 +131,7 @@ pub async fn serve<S>(
         connection_bytes: Arc::new(tokio::sync::Semaphore::new(
             limits.connection_bytes_in_flight,
         )),
+        cluster_bytes: None,
         limits,
         gw,
         session: None,
@@ -220,6 +221,8 @@ struct Connection {
     limits: Limits,
     /// Request bytes of this connection in flight ([`Limits::connection_bytes_in_flight`]).
     connection_bytes: Arc<tokio::sync::Semaphore>,
+    /// The session's cluster's budget, looked up once per cluster rather than per request.
+    cluster_bytes: Option<(uuid::Uuid, Arc<tokio::sync::Semaphore>)>,
     session: Option<Arc<Session>>,
     /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
     mechanism: Option<Mechanism>,
@@ -288,7 +291,7 @@ impl Connection {
     /// Counts `bytes` of a request against the connection's and the cluster's budgets,
     /// waiting (reading nothing more from this client) until earlier requests' answers are
     /// written. A request larger than a budget takes all of it.
-    async fn hold(&self, cluster: &uuid::Uuid, bytes: usize) -> Result<InFlight, CloseReason> {
+    async fn hold(&mut self, cluster: &uuid::Uuid, bytes: usize) -> Result<InFlight, CloseReason> {
         let closed = |_| CloseReason::Shutdown;
         let want = |budget: usize| bytes.clamp(1, budget.max(1)) as u32;
         let connection = self
@@ -297,9 +300,15 @@ impl Connection {
             .acquire_many_owned(want(self.limits.connection_bytes_in_flight))
             .await
             .map_err(closed)?;
-        let cluster = self
-            .gw
-            .cluster_bytes(cluster)
+        let budget = match &self.cluster_bytes {
+            Some((id, budget)) if id == cluster => budget.clone(),
+            _ => {
+                let budget = self.gw.cluster_bytes(cluster);
+                self.cluster_bytes = Some((*cluster, budget.clone()));
+                budget
+            }
+        };
+        let cluster = budget
             .acquire_many_owned(want(self.limits.cluster_bytes_in_flight))
             .await
             .map_err(closed)?;
