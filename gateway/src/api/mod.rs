@@ -19,10 +19,12 @@
 //! client reach the pool in the order the client sent them.
 
 pub mod cluster;
+pub mod errors;
 pub mod fetch;
 pub mod groups;
 pub mod produce;
 pub mod relay;
+pub mod scrub;
 pub mod split;
 pub mod topic_policy;
 pub mod topics;
