@@ -17,8 +17,9 @@ PARTITIONS = 3
 CONSUME_TIMEOUT = 60.0
 
 
-def flow_kafka_python_plain(conn: Conn, topic: str, group: str) -> float:
-    """Returns the seconds from the consumer's creation to its last expected record."""
+def flow_kafka_python_plain(conn: Conn, topic: str, group: str, describe=None) -> float:
+    """Returns the seconds from the consumer's creation to its last expected record.
+    `describe(consumer)`, if given, runs while the consumer is still in the group."""
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from kafka.admin import NewTopic
 
@@ -56,6 +57,8 @@ def flow_kafka_python_plain(conn: Conn, topic: str, group: str) -> float:
         extra = consumer.poll(timeout_ms=1000)
         assert not extra, f"records after all {N}: {extra}"
         assert dict(got) == expected
+        if describe is not None:
+            describe(consumer)
     finally:
         consumer.close()
     return took
@@ -65,3 +68,36 @@ def test_kafka_python_plain_group_consumer(new_tenant):
     tc = new_tenant()
     took = flow_kafka_python_plain(tc.conn(), "plain-orders", "g-plain")
     print(f"kafka-python plain consumer: {N} records in {took:.2f}s")
+
+
+def test_describe_groups_members_carry_their_assignment(new_tenant):
+    """DescribeGroups on a live group: the member is described with its assignment (every
+    partition of the tenant's topic, by the tenant's name) and the group with its protocol."""
+    from confluent_kafka.admin import AdminClient
+
+    tc = new_tenant()
+    conn = tc.conn()
+    topic, group = "described", "g-described"
+
+    def describe(_consumer):
+        admin = AdminClient(conn.confluent())
+
+        def described():
+            desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+            members = desc.members
+            if len(members) != 1 or members[0].assignment is None:
+                return None
+            if not members[0].assignment.topic_partitions:
+                return None
+            return desc
+
+        desc = wait_until(described, 30, f"{group} described with its member's assignment")
+        assert desc.group_id == group
+        assert desc.partition_assignor in ("range", "roundrobin"), desc.partition_assignor
+        parts = {(tp.topic, tp.partition) for tp in desc.members[0].assignment.topic_partitions}
+        assert parts == {(topic, p) for p in range(PARTITIONS)}, parts
+        m = desc.members[0]
+        for field in (m.member_id, m.client_id, m.host):
+            assert "tg-" not in (field or ""), (m.member_id, m.client_id, m.host)
+
+    flow_kafka_python_plain(conn, topic, group, describe=describe)
