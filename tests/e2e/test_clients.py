@@ -168,13 +168,10 @@ def flow_kafka_python(conn: Conn, topic: str, group: str, tag: str) -> None:
         assert {m.topic for m in metas} == {topic}
         assert len(metas) == N
 
-        # Workaround for a pool defect (tansu 0.6.0's group coordinator, reproduced on a bare
-        # tansu broker without the gateway): a member that rejoins with new subscription
-        # metadata keeps generation 0, and SyncGroup hands back its previous, empty,
-        # assignment. kafka-python subscribed by name joins first with an empty subscription
-        # (it has no metadata for the topic yet) and rejoins once metadata arrives, so it never
-        # gets partitions. Loading the topic's metadata before subscribing, with the ordinary
-        # client API, makes the first JoinGroup already carry the topic.
+        # Metadata loaded before subscribing, as a client that checks its topic first does.
+        # test_groups.py runs the plain pattern (topic given to the constructor, no metadata
+        # loaded), which tansu 0.6.0's coordinator used to starve (vendor/README.md,
+        # tansu-broker).
         consumer = KafkaConsumer(**conn.kafka_python(
             group_id=group, auto_offset_reset="earliest", enable_auto_commit=False))
         try:
