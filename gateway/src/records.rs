@@ -8,6 +8,8 @@
 const BATCH_LENGTH_AT: usize = 8;
 const MAGIC_AT: usize = 16;
 const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 const BATCH_HEADER_LEN: usize = 61;
 
 /// What the gateway needs to know of a partition's records, read from batch headers alone.
@@ -62,6 +64,32 @@ pub fn summarize(records: &[u8]) -> Result<BatchSummary, CorruptBatches> {
     Ok(s)
 }
 
+/// Where a producer's batch sits in its sequence for a partition (KIP-98): the producer id,
+/// its epoch, and the sequence number of the batch's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSequence {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// The producer sequence of the first batch of a produce partition's records, if it has one
+/// (idempotent and transactional producers; a plain producer's batches carry -1). Clients send
+/// one batch per partition per request, so the first batch is where the request sits in the
+/// producer's sequence. Records already walked by [`summarize`].
+pub fn first_sequence(records: &[u8]) -> Option<ProducerSequence> {
+    let header = records.get(..BATCH_HEADER_LEN)?;
+    let field = |at: usize, len: usize| &header[at..at + len];
+    let producer_id = i64::from_be_bytes(field(PRODUCER_ID_AT, 8).try_into().ok()?);
+    let epoch = i16::from_be_bytes(field(PRODUCER_EPOCH_AT, 2).try_into().ok()?);
+    let base_sequence = i32::from_be_bytes(field(BASE_SEQUENCE_AT, 4).try_into().ok()?);
+    (producer_id >= 0).then_some(ProducerSequence {
+        producer_id,
+        epoch,
+        base_sequence,
+    })
+}
+
 /// Bytes of the complete batches at the start of a fetched partition's records. A fetch may end
 /// in a truncated batch (the broker stops at the size limit); clients discard it, so it is not
 /// delivered and not metered.
@@ -109,6 +137,25 @@ mod tests {
         assert_eq!(s.largest, 300);
         assert!(s.has_producer_id);
         assert_eq!(summarize(&[]).unwrap().batches, 0);
+    }
+
+    #[test]
+    fn the_first_batch_says_where_the_request_sits_in_its_producers_sequence() {
+        let mut records = batch(100, 42);
+        records[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&3i16.to_be_bytes());
+        records[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&1234i32.to_be_bytes());
+        records.extend(batch(100, 42));
+        assert_eq!(
+            first_sequence(&records),
+            Some(ProducerSequence {
+                producer_id: 42,
+                epoch: 3,
+                base_sequence: 1234
+            })
+        );
+        assert_eq!(first_sequence(&batch(100, -1)), None);
+        assert_eq!(first_sequence(&records[..40]), None);
+        assert_eq!(first_sequence(&[]), None);
     }
 
     #[test]

@@ -75,6 +75,8 @@ struct Inner {
     /// Each cluster's budget of request bytes in flight ([`Limits::cluster_bytes_in_flight`]),
     /// kept apart from the registry's `Cluster` values, which an update replaces.
     cluster_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<Semaphore>>>,
+    /// Each producer's partitions' batches in flight and failed ([`crate::api::produce::order`]).
+    produce_sequences: Arc<crate::api::produce::order::Sequences>,
 }
 
 impl Gateway {
@@ -98,6 +100,7 @@ impl Gateway {
                 tokens,
                 metering,
                 cluster_bytes: Default::default(),
+                produce_sequences: Default::default(),
             }),
         }
     }
@@ -122,6 +125,12 @@ impl Gateway {
                 ))
             })
             .clone()
+    }
+
+    /// Where every producer's batches in flight went, and which failed (keyed by pool names,
+    /// so one cluster's producers never touch another's).
+    pub fn produce_sequences(&self) -> &Arc<crate::api::produce::order::Sequences> {
+        &self.inner.produce_sequences
     }
 
     pub fn config(&self) -> &GatewayConfig {

@@ -150,6 +150,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         ApiKey::Fetch,
         version,
         max_wait,
+        true,
         |topics| {
             let mut r = template.clone();
             r.topics = topics;

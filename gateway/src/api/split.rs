@@ -65,13 +65,24 @@ pub struct Split<T> {
 /// Groups `topics` (with physical names) by the broker serving each partition, keeping the
 /// request's order within each group.
 pub async fn split<T: Partitioned>(router: &Router, topics: Vec<T>) -> Split<T> {
-    let routes = {
-        let keys: Vec<(&str, i32)> = topics
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(move |p| (t.topic(), T::index(p))))
-            .collect();
-        router.route(&keys).await
-    };
+    let routes = router.route(&keys(&topics)).await;
+    split_routed(topics, routes)
+}
+
+/// Each partition of `topics` as (physical topic, partition), in the request's order: what
+/// [`Router::route`] takes.
+pub fn keys<T: Partitioned>(topics: &[T]) -> Vec<(&str, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(move |p| (t.topic(), T::index(p))))
+        .collect()
+}
+
+/// [`split`] with the routes already chosen, one per partition in the order of [`keys`].
+pub fn split_routed<T: Partitioned>(
+    topics: Vec<T>,
+    routes: Vec<Result<Arc<Broker>, UpstreamError>>,
+) -> Split<T> {
     if let Some(Ok(first)) = routes.first() {
         if routes
             .iter()
@@ -170,11 +181,12 @@ impl<R> Sent<R> {
 /// wait (a produce's timeout_ms, a fetch's max_wait_ms).
 pub const ANSWER_MARGIN: Duration = Duration::from_secs(10);
 
-/// Sends each part to its broker, in order. A part whose broker cannot be reached is routed
-/// once more: nothing was sent, so a second try cannot duplicate anything, and on a stateless
-/// pool it reaches another broker. `build` makes the request for a part's topics, and
-/// `unbuild` takes them back out of a request that was never sent. Produces travel on the
-/// produce connection `ctx`'s client keeps to.
+/// Sends each part to its broker, in order. With `reroute`, a part whose broker cannot be
+/// reached is routed once more: nothing was sent, so a second try cannot duplicate anything,
+/// and on a stateless pool it reaches another broker (produces behind an unanswered earlier
+/// produce pass `false`: see [`super::produce::order`]). `build` makes the request for a
+/// part's topics, and `unbuild` takes them back out of a request that was never sent. Produces
+/// travel on the produce connection `ctx`'s client keeps to.
 #[allow(clippy::too_many_arguments)]
 pub async fn dispatch<T, Req, Resp>(
     ctx: &super::Ctx,
@@ -182,6 +194,7 @@ pub async fn dispatch<T, Req, Resp>(
     api: ApiKey,
     version: i16,
     wait: Duration,
+    reroute: bool,
     build: impl Fn(Vec<T>) -> Req,
     unbuild: impl Fn(Req) -> Vec<T>,
 ) -> Vec<Sent<Resp>>
@@ -197,7 +210,7 @@ where
         let sheet = sheet(&topics);
         let req = build(topics);
         match send::<Req, Resp>(&broker, ctx.client, api, version, wait, &req).await {
-            Err(e) if e.nothing_sent() => {
+            Err(e) if reroute && e.nothing_sent() => {
                 router.broker_failed(&broker, &e);
                 again.extend(unbuild(req));
             }
@@ -507,7 +520,17 @@ where
 {
     let router = ctx.gw.router();
     let parts = split(router, topics).await;
-    let sent = dispatch(ctx, parts, api, version, Duration::ZERO, build, unbuild).await;
+    let sent = dispatch(
+        ctx,
+        parts,
+        api,
+        version,
+        Duration::ZERO,
+        true,
+        build,
+        unbuild,
+    )
+    .await;
     let ctx = ctx.clone();
     super::Reply::later(async move {
         let merged: Resp = gather(ctx.gw.router(), sent, possibly_written).await;

@@ -1,8 +1,10 @@
 //! Produce: authorization per topic, the cluster's message size limit, and names.
 //!
 //! Record batches are never decoded: their headers are read in place (see [`crate::records`])
-//! to enforce `max_message_bytes`, to tell idempotent writes apart and to meter bytes in, and
-//! the bytes are forwarded as they came.
+//! to enforce `max_message_bytes`, to tell idempotent writes apart, to keep each producer's
+//! batches in order ([`order`]) and to meter bytes in, and the bytes are forwarded as they came.
+
+pub mod order;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -15,9 +17,9 @@ use std::time::Duration;
 
 use kafka_protocol::protocol::StrBytes;
 
-use crate::records::{summarize, CorruptBatches};
+use crate::records::{first_sequence, summarize, CorruptBatches, ProducerSequence};
 
-use super::split::{dispatch, failure_code, leader_moved, split, Outcome};
+use super::split::{dispatch, failure_code, keys, leader_moved, split, split_routed, Outcome};
 use super::{topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
 use crate::authz::Action;
 use crate::upstream::UpstreamError;
@@ -52,6 +54,7 @@ pub async fn produce(
     };
     let transactional = req.transactional_id.is_some();
     let may_idempotent = ctx.session.may_cluster(Action::WriteDataIdempotently);
+    let sequences = ctx.gw.produce_sequences();
 
     // v13 names topics by id only; see fetch.
     let by_id = version >= 13;
@@ -98,6 +101,12 @@ pub async fn produce(
                     Ok(s) if s.has_producer_id && !transactional && !may_idempotent => {
                         Some(CLUSTER_DENIED)
                     }
+                    Ok(_)
+                        if first_sequence(records)
+                            .is_some_and(|seq| sequences.behind(&topic.name.0, p.index, seq)) =>
+                    {
+                        Some(ResponseError::NotLeaderOrFollower.code())
+                    }
                     Ok(_) => None,
                 };
                 if let Some(code) = code {
@@ -122,18 +131,25 @@ pub async fn produce(
         let resp = ProduceResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::Produce(resp)));
     }
-    // Batch bytes per forwarded partition, metered once the pool says it took them.
-    let sizes: Vec<(uuid::Uuid, TopicName, i32, u64)> = accepted
+    // Batch bytes per forwarded partition, metered once the pool says it took them, and
+    // where each sits in its producer's sequence, to keep the gap if the pool fails it.
+    let sizes: Vec<(uuid::Uuid, TopicName, i32, u64, Option<ProducerSequence>)> = accepted
         .iter()
         .flat_map(|t| {
             t.partition_data.iter().map(|p| {
-                let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
-                (t.topic_id, t.name.clone(), p.index, bytes)
+                let records = p.records.as_deref().unwrap_or_default();
+                let bytes = records.len() as u64;
+                (
+                    t.topic_id,
+                    t.name.clone(),
+                    p.index,
+                    bytes,
+                    first_sequence(records),
+                )
             })
         })
         .collect();
     let router = ctx.gw.router();
-    let parts = split(router, accepted).await;
     let template = req;
     let build = |topics| {
         let mut r = template.clone();
@@ -144,6 +160,7 @@ pub async fn produce(
         // Nothing will say whether the pool took them; with acks=0 the client does not ask
         // either, and what was forwarded is metered. A part whose broker is gone is lost, as
         // acks=0 allows.
+        let parts = split(router, accepted).await;
         let mut forwarded = 0;
         for (broker, topics) in parts.parts {
             let bytes: u64 = topics
@@ -164,13 +181,29 @@ pub async fn produce(
         }
         return Ok(Reply::Nothing);
     }
+    // Routed by the router, except where the producer has an earlier batch unanswered.
+    let keys = keys(&accepted);
+    let mut routes = router.route(&keys).await;
+    let routed: Vec<order::Routed<'_>> = keys
+        .iter()
+        .zip(&sizes)
+        .map(|(&(topic, index), s)| (topic, index, s.4))
+        .collect();
+    let holding = sequences.hold(&routed, &mut routes, ctx.client);
+    let parts = split_routed(accepted, routes);
     let wait = Duration::from_millis(template.timeout_ms.max(0) as u64);
+    // Followed batches take their predecessors' pool connection, so the broker reads them after.
+    let mut sending = ctx.clone();
+    if let Some(client) = holding.client {
+        sending.client = client;
+    }
     let sent = dispatch::<_, _, ProduceResponse>(
-        ctx,
+        &sending,
         parts,
         ApiKey::Produce,
         version,
         wait,
+        !holding.followed,
         build,
         |r: ProduceRequest| r.topic_data,
     )
@@ -187,6 +220,21 @@ pub async fn produce(
         };
         let mut resp = ProduceResponse::default();
         let mut accepted_bytes = 0;
+        let sequences = ctx.gw.produce_sequences();
+        // A batch answered with a retriable error opens a gap its producer's later batches
+        // must not jump.
+        let gap = |name: &TopicName, index: i32, code: i16| {
+            if !ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable()) {
+                return;
+            }
+            if let Some(seq) = sizes
+                .iter()
+                .find(|s| s.2 == index && s.1 == *name)
+                .and_then(|s| s.4)
+            {
+                sequences.failed(&name.0, index, seq);
+            }
+        };
         for part in sent {
             match part.outcome(router).await {
                 Outcome::Answered(answer) => {
@@ -201,8 +249,11 @@ pub async fn produce(
                                     .iter()
                                     .find(|s| s.2 == p.index && s.1 == name)
                                     .map_or(0, |s| s.3);
-                            } else if leader_moved(p.error_code) {
-                                router.leaders_moved(&name.0);
+                            } else {
+                                gap(&name, p.index, p.error_code);
+                                if leader_moved(p.error_code) {
+                                    router.leaders_moved(&name.0);
+                                }
                             }
                         }
                         merge_topic(&mut resp.responses, t);
@@ -211,11 +262,15 @@ pub async fn produce(
                 Outcome::Failed { sheet, error } => {
                     let code = failure_code(&error, true);
                     for s in sheet {
+                        let name = TopicName(StrBytes::from_string(s.topic.clone()));
+                        for &index in &s.partitions {
+                            gap(&name, index, code);
+                        }
                         router.leaders_moved(&s.topic);
                         merge_topic(
                             &mut resp.responses,
                             refusal(
-                                TopicName(StrBytes::from_string(s.topic)),
+                                name,
                                 s.topic_id,
                                 s.partitions.into_iter().map(|i| (i, code)),
                             ),
@@ -224,6 +279,8 @@ pub async fn produce(
                 }
             }
         }
+        // Every part is answered: later produces of these partitions are routed afresh.
+        drop(holding);
         if let Some(counters) = &ctx.session.counters {
             counters.add_in(accepted_bytes);
         }
