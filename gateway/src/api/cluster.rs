@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{forward_any, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED, UNKNOWN_TOPIC_ID};
 use crate::authz::Action;
-use crate::upstream::UpstreamError;
+use crate::pool::UpstreamError;
 
 pub async fn metadata(
     ctx: &Ctx,
@@ -208,10 +208,10 @@ mod tests {
     use super::*;
     use crate::authz::Session;
     use crate::metering::Metering;
+    use crate::pool::{Pool, Timeouts};
     use crate::state::{Gateway, GatewayConfig, Node};
     use crate::tenancy::{Cluster, Registry};
     use crate::token::{Claims, Tokens};
-    use crate::upstream::{Pool, Timeouts};
 
     /// A context with no pool behind it: enough for rewrites, which do no I/O.
     fn ctx(policy: &str) -> Ctx {
@@ -234,7 +234,7 @@ mod tests {
                 max_sasl_frame_bytes: 1 << 16,
                 max_in_flight: 1,
                 limits: Default::default(),
-                pool_kind: crate::router::PoolKind::Stateless,
+                pool_kind: crate::pool::PoolKind::Stateless,
             },
             Pool::new(Timeouts::default()),
             Registry::default(),

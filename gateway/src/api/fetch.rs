@@ -40,7 +40,7 @@ use super::split::{
 };
 use super::{topic_of_id, Answer, Ctx, Reply};
 use crate::authz::Action;
-use crate::upstream::{Broker, PendingReply, UpstreamError};
+use crate::pool::{Broker, PendingReply, UpstreamError};
 
 /// A consumer's replica id in requests that also serve followers.
 const CONSUMER: i32 = -1;

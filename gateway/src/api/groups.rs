@@ -34,8 +34,7 @@ use super::{
     forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, NOT_COORDINATOR, TXN_DENIED,
 };
 use crate::authz::Action;
-use crate::router::{is_network, PoolKind, GROUP, TRANSACTION};
-use crate::upstream::{Broker, UpstreamError};
+use crate::pool::{is_network, Broker, PoolKind, UpstreamError, GROUP, TRANSACTION};
 
 /// Sends a single-group request to its coordinator. `refuse` builds the answer for an error
 /// code found before the pool answers, and `code` reads the answer's error code.

@@ -41,10 +41,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use crate::authz::{Action, Session};
+use crate::pool::{Broker, UpstreamError};
 use crate::pool_admin::BoxFuture;
 use crate::state::Gateway;
 use crate::tenancy::NameError;
-use crate::upstream::{Broker, UpstreamError};
 
 /// A handler's answer.
 pub enum Reply {
@@ -91,7 +91,7 @@ pub struct Ctx {
     pub gw: Gateway,
     pub session: Arc<Session>,
     /// The client connection, unique in this process: its produces keep to one of each pool
-    /// broker's produce connections ([`crate::upstream::Broker::dispatch_for`]).
+    /// broker's produce connections ([`crate::pool::Broker::dispatch_for`]).
     pub client: u64,
 }
 

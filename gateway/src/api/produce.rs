@@ -20,7 +20,7 @@ use crate::records::{summarize, CorruptBatches};
 use super::split::{dispatch, failure_code, leader_moved, split, Outcome};
 use super::{topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
 use crate::authz::Action;
-use crate::upstream::UpstreamError;
+use crate::pool::UpstreamError;
 
 pub async fn produce(
     ctx: &Ctx,

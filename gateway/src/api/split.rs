@@ -20,8 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::router::Router;
-use crate::upstream::{Broker, UpstreamError};
+use crate::pool::{Broker, Router, UpstreamError};
 
 /// A topic entry of a request: its (physical) name, id and partitions.
 pub trait Partitioned: Clone {

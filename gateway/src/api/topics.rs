@@ -23,8 +23,7 @@ use super::{
     UNKNOWN_TOPIC_ID,
 };
 use crate::authz::Action;
-use crate::router::PoolKind;
-use crate::upstream::UpstreamError;
+use crate::pool::{PoolKind, UpstreamError};
 
 /// Config resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
 const TOPIC_RESOURCE: i8 = 2;

@@ -11,15 +11,9 @@
 //!   of topic and partition. The assignment is stable while the set of live brokers is, and a
 //!   broker joining or leaving moves only its own share.
 //!
-//! Requests about several partitions are split per broker by [`crate::api::split`].
-//!
-//! Group and transaction requests go to the coordinator the pool names for the (physical)
-//! key, asked of the broker the key hashes to and cached until a response says NOT_COORDINATOR
-//! or the coordinator stops answering.
-//!
-//! Topic ids are resolved to physical names through a cache filled from every metadata and
-//! create-topics answer that passes through, so a tenant's request by id can be checked
-//! against its namespace before it goes anywhere.
+//! Requests about several partitions are split per broker by [`crate::api::split`]. The
+//! [`Router`] also finds coordinators ([`super::coordinators`]) and resolves topic ids
+//! ([`super::topic_ids`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -27,20 +21,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
-    TopicName,
-};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::upstream::{Broker, Pool, UpstreamError};
-
-pub const GROUP: i8 = 0;
-pub const TRANSACTION: i8 = 1;
-
-const COORDINATOR_NOT_AVAILABLE: i16 =
-    kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
+use super::broker::Broker;
+use super::error::{is_network, UpstreamError};
+use super::membership::Pool;
 
 /// How partitions map to pool brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +55,6 @@ impl std::str::FromStr for PoolKind {
 /// not one per client request.
 const LEADER_REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// What the pool answered for a coordinator lookup.
-#[derive(Clone)]
-pub struct CoordinatorAnswer {
-    pub error_code: i16,
-    pub error_message: Option<StrBytes>,
-    /// Set when `error_code` is 0.
-    pub broker: Option<Arc<Broker>>,
-}
-
 /// Leaders of one topic's partitions, by pool node id (-1: none).
 struct TopicLeaders {
     leaders: Vec<i32>,
@@ -92,12 +70,13 @@ struct Leaders {
     topics: HashMap<String, TopicLeaders>,
 }
 
+/// Which pool broker serves a request, and what the gateway learned from the pool to decide it.
 pub struct Router {
-    pool: Pool,
+    pub(super) pool: Pool,
     kind: PoolKind,
     leaders: RwLock<Leaders>,
-    coordinators: Mutex<HashMap<(i8, String), Arc<Broker>>>,
-    topic_ids: RwLock<HashMap<Uuid, String>>,
+    pub(super) coordinators: Mutex<HashMap<(i8, String), Arc<Broker>>>,
+    pub(super) topic_ids: RwLock<HashMap<Uuid, String>>,
 }
 
 impl Router {
@@ -201,7 +180,7 @@ impl Router {
     }
 
     /// The pool broker at `addr`, connecting to it first if the pool has not met it yet.
-    async fn broker_at(&self, addr: &str) -> Result<Arc<Broker>, UpstreamError> {
+    pub(super) async fn broker_at(&self, addr: &str) -> Result<Arc<Broker>, UpstreamError> {
         if let Some(b) = self.pool.broker(addr) {
             return Ok(b);
         }
@@ -383,164 +362,6 @@ impl Router {
             }
         }
     }
-
-    /// The pool's coordinator for a physical group id or transactional id.
-    pub async fn coordinator(
-        &self,
-        key_type: i8,
-        key: &str,
-    ) -> Result<CoordinatorAnswer, UpstreamError> {
-        let cache_key = (key_type, key.to_owned());
-        {
-            let mut cache = self.coordinators.lock().expect("poisoned");
-            match cache.get(&cache_key) {
-                Some(b) if self.pool.is_live(b.addr()) => {
-                    return Ok(CoordinatorAnswer {
-                        error_code: 0,
-                        error_message: None,
-                        broker: Some(b.clone()),
-                    });
-                }
-                // Its broker stopped answering: ask where the key lives now.
-                Some(_) => {
-                    cache.remove(&cache_key);
-                }
-                None => {}
-            }
-        }
-        // On a stateless pool the broker asked becomes the coordinator, so the key's hash
-        // spreads groups over the brokers; a leader-based pool answers the same from any.
-        let asked = self.pick(key.as_bytes())?;
-        let found = match self.find_coordinator(&asked, key_type, key).await {
-            Ok(found) => found,
-            // The broker asked is gone: the client's retry will ask another.
-            Err(e) if is_network(&e) => {
-                self.broker_failed(&asked, &e);
-                return Ok(CoordinatorAnswer {
-                    error_code: COORDINATOR_NOT_AVAILABLE,
-                    error_message: None,
-                    broker: None,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let (error_code, error_message, addr) = found;
-        if error_code != 0 {
-            return Ok(CoordinatorAnswer {
-                error_code,
-                error_message,
-                broker: None,
-            });
-        }
-        let broker = match self.broker_at(&addr).await {
-            Ok(b) => b,
-            Err(e) if is_network(&e) => {
-                return Ok(CoordinatorAnswer {
-                    error_code: COORDINATOR_NOT_AVAILABLE,
-                    error_message: None,
-                    broker: None,
-                })
-            }
-            Err(e) => return Err(e),
-        };
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .insert(cache_key, broker.clone());
-        Ok(CoordinatorAnswer {
-            error_code: 0,
-            error_message: None,
-            broker: Some(broker),
-        })
-    }
-
-    /// FindCoordinator for one key: (error code, message, coordinator address).
-    async fn find_coordinator(
-        &self,
-        asked: &Broker,
-        key_type: i8,
-        key: &str,
-    ) -> Result<(i16, Option<StrBytes>, String), UpstreamError> {
-        let (_, max) = self
-            .pool
-            .versions(ApiKey::FindCoordinator)
-            .ok_or_else(|| UpstreamError::Encode("pool does not support FindCoordinator".into()))?;
-        let key_str = StrBytes::from_string(key.to_owned());
-        let (error_code, error_message, host, port) = if max >= 4 {
-            let version = max.min(6);
-            let req = FindCoordinatorRequest::default()
-                .with_key_type(key_type)
-                .with_coordinator_keys(vec![key_str]);
-            let resp: FindCoordinatorResponse = asked.call(version, &req).await?;
-            let c = resp
-                .coordinators
-                .into_iter()
-                .next()
-                .ok_or_else(|| UpstreamError::Decode {
-                    addr: asked.addr().to_owned(),
-                    reason: "FindCoordinator answered no coordinator".into(),
-                })?;
-            (c.error_code, c.error_message, c.host, c.port)
-        } else {
-            let req = FindCoordinatorRequest::default()
-                .with_key_type(key_type)
-                .with_key(key_str);
-            let resp: FindCoordinatorResponse = asked.call(max, &req).await?;
-            (resp.error_code, resp.error_message, resp.host, resp.port)
-        };
-        Ok((
-            error_code,
-            error_message,
-            format!("{}:{}", host.as_str(), port),
-        ))
-    }
-
-    /// Forgets a cached coordinator, after the pool said it is not (or no longer) the one.
-    pub fn coordinator_moved(&self, key_type: i8, key: &str) {
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .remove(&(key_type, key.to_owned()));
-    }
-
-    /// Records topic ids seen in a pool answer.
-    pub fn learn_topic_ids<'a>(&self, pairs: impl IntoIterator<Item = (Uuid, &'a str)>) {
-        let mut ids = self.topic_ids.write().expect("poisoned");
-        for (id, name) in pairs {
-            if !id.is_nil() {
-                ids.insert(id, name.to_owned());
-            }
-        }
-    }
-
-    pub fn forget_topic_id(&self, id: &Uuid) {
-        self.topic_ids.write().expect("poisoned").remove(id);
-    }
-
-    /// The physical name behind a topic id, asking the pool when the cache does not know it.
-    pub async fn topic_name(&self, id: Uuid) -> Result<Option<String>, UpstreamError> {
-        if id.is_nil() {
-            return Ok(None);
-        }
-        if let Some(name) = self.topic_ids.read().expect("poisoned").get(&id) {
-            return Ok(Some(name.clone()));
-        }
-        let (_, max) = self
-            .pool
-            .versions(ApiKey::Metadata)
-            .ok_or_else(|| UpstreamError::Encode("pool does not support Metadata".into()))?;
-        let version = max.min(12);
-        // Every topic: a rare path (an id this gateway has not seen in any answer yet), and
-        // not every pool can look topics up by id.
-        let req = MetadataRequest::default().with_topics(None);
-        let resp: MetadataResponse = self.call_any(version, &req).await?;
-        self.learn_topic_ids(
-            resp.topics
-                .iter()
-                .filter_map(|t| t.name.as_ref().map(|n| (t.topic_id, n.as_str()))),
-        );
-        Ok(self.topic_ids.read().expect("poisoned").get(&id).cloned())
-    }
 }
 
 /// Rendezvous weight of `broker` for a key: the live broker with the highest weight serves it.
@@ -552,15 +373,6 @@ fn weight(broker: &str, key: &[u8], partition: i32) -> u64 {
     h.finish()
 }
 
-/// Whether a failure says the broker could not be reached or stopped answering (as opposed
-/// to a message that could not be encoded or decoded).
-pub fn is_network(e: &UpstreamError) -> bool {
-    matches!(
-        e,
-        UpstreamError::Connect { .. } | UpstreamError::Io { .. } | UpstreamError::Timeout { .. }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     //! Routing over real tansu brokers (memory engine): the pool is never mocked.
@@ -568,8 +380,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::upstream::tests::Tansu;
-    use crate::upstream::Timeouts;
+    use crate::pool::testing::Tansu;
+    use crate::pool::Timeouts;
 
     /// Where each of 6 topics x 10 partitions goes, as broker addresses.
     async fn placement(router: &Router) -> HashMap<(String, i32), String> {
