@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{forward_any, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED, UNKNOWN_TOPIC_ID};
+use super::{forward_any, topics_of_ids, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
 use crate::authz::Action;
 use crate::pool::UpstreamError;
 
@@ -35,21 +35,20 @@ pub async fn metadata(
     } else {
         let mut wanted = Vec::new();
         let mut may_create = true;
-        for mut t in req.topics.take().unwrap_or_default() {
+        let topics = req.topics.take().unwrap_or_default();
+        // By id, the name is null or (as some encoders write it) empty.
+        let named_by_id = topics
+            .iter()
+            .filter(|t| t.name.as_ref().is_none_or(|n| n.0.is_empty()));
+        let ids = topics_of_ids(ctx, named_by_id.map(|t| t.topic_id)).await?;
+        for mut t in topics {
             // By id: resolve to our name first, so authorization and mapping are uniform.
-            // By id, the name is null or (as some encoders write it) empty.
             let name = match &t.name {
                 Some(n) if !n.0.is_empty() || t.topic_id.is_nil() => n.clone(),
-                _ => match ctx.gw.router().topic_name(t.topic_id).await? {
-                    Some(physical) => match ctx.back(&physical) {
-                        Some(n) => TopicName(n),
-                        None => {
-                            refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
-                            continue;
-                        }
-                    },
-                    None => {
-                        refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
+                _ => match ids.get(ctx, t.topic_id) {
+                    Ok(n) => n,
+                    Err(code) => {
+                        refused.push(error_topic(None, t.topic_id, code));
                         continue;
                     }
                 },

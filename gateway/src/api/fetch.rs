@@ -38,7 +38,7 @@ use super::split::{
     dispatch, failure_code, forward_gathered, leader_moved, sheet, split, Outcome, Sent, Sheet,
     ANSWER_MARGIN,
 };
-use super::{topic_of_id, Answer, Ctx, Reply};
+use super::{topics_of_ids, Answer, Ctx, Reply};
 use crate::authz::Action;
 use crate::pool::{Broker, PendingReply, UpstreamError};
 
@@ -64,8 +64,9 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     let by_id = version >= 13;
     let mut id_codes = Vec::with_capacity(req.topics.len());
     if by_id {
+        let ids = topics_of_ids(ctx, req.topics.iter().map(|t| t.topic_id)).await?;
         for t in &mut req.topics {
-            match topic_of_id(ctx, t.topic_id).await? {
+            match ids.get(ctx, t.topic_id) {
                 Ok(name) => {
                     t.topic = name;
                     id_codes.push(None);

@@ -31,6 +31,7 @@ pub mod topics;
 pub mod txn;
 pub mod versions;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -187,17 +188,30 @@ impl Ctx {
     }
 }
 
-/// The tenant's name for a topic that a request names by id (Produce v13, Fetch v13+), or
-/// UNKNOWN_TOPIC_ID when the id is unknown or another cluster's: both look the same.
-pub async fn topic_of_id(
+/// The topics a request names by id (Produce v13, Fetch v13+, Metadata and DeleteTopics by
+/// id), looked up together before the request's topics are gone through one by one: the ids
+/// no cache knows cost the pool one Metadata request between them, however many there are.
+/// Nil ids (requests by name) cost nothing.
+pub async fn topics_of_ids(
     ctx: &Ctx,
-    id: uuid::Uuid,
-) -> Result<Result<TopicName, i16>, UpstreamError> {
-    let physical = ctx.gw.router().topic_name(id).await?;
-    Ok(physical
-        .and_then(|p| ctx.back(&p))
-        .map(TopicName)
-        .ok_or(UNKNOWN_TOPIC_ID))
+    ids: impl IntoIterator<Item = uuid::Uuid>,
+) -> Result<TopicsById, UpstreamError> {
+    Ok(TopicsById(ctx.gw.router().topic_names(ids).await?))
+}
+
+/// Physical topic names by id, from [`topics_of_ids`].
+pub struct TopicsById(HashMap<uuid::Uuid, Option<String>>);
+
+impl TopicsById {
+    /// The tenant's name for the topic `id` names, or UNKNOWN_TOPIC_ID when the id is unknown
+    /// or another cluster's: both look the same.
+    pub fn get(&self, ctx: &Ctx, id: uuid::Uuid) -> Result<TopicName, i16> {
+        self.0
+            .get(&id)
+            .and_then(|p| ctx.back(p.as_deref()?))
+            .map(TopicName)
+            .ok_or(UNKNOWN_TOPIC_ID)
+    }
 }
 
 /// Sends `req` to `broker` now, and returns the future of its decoded answer.

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::records::{summarize, CorruptBatches};
 
 use super::split::{dispatch, failure_code, leader_moved, split, Outcome};
-use super::{topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
+use super::{topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
 use crate::authz::Action;
 use crate::pool::UpstreamError;
 
@@ -55,11 +55,12 @@ pub async fn produce(
 
     // v13 names topics by id only; see fetch.
     let by_id = version >= 13;
+    let ids = topics_of_ids(ctx, req.topic_data.iter().map(|t| t.topic_id)).await?;
     let mut refused: Vec<TopicProduceResponse> = Vec::new();
     let mut accepted = Vec::with_capacity(req.topic_data.len());
     for mut topic in std::mem::take(&mut req.topic_data) {
         let id_code = if by_id {
-            match topic_of_id(ctx, topic.topic_id).await? {
+            match ids.get(ctx, topic.topic_id) {
                 Ok(name) => {
                     topic.name = name;
                     None

@@ -2,23 +2,33 @@
 //!
 //! Group and transaction requests go to the coordinator the pool names for the (physical)
 //! key, asked of the broker the key hashes to and cached until a response says NOT_COORDINATOR
-//! or the coordinator stops answering.
+//! or the coordinator stops answering. Tenants choose the keys, so the cache holds at most
+//! [`COORDINATORS_CAPACITY`] of them, the least recently used going first
+//! ([`super::cache`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::broker::Broker;
-use super::error::{is_network, UpstreamError};
-use super::routing::Router;
+use super::cache::BoundedCache;
+use super::error::UpstreamError;
+use super::membership::Pool;
 
 /// FindCoordinator's key type for a group id.
 pub const GROUP: i8 = 0;
 /// FindCoordinator's key type for a transactional id.
 pub const TRANSACTION: i8 = 1;
 
-const COORDINATOR_NOT_AVAILABLE: i16 =
+/// Coordinators kept, by (key type, physical group or transactional id). Every group request
+/// (a member's heartbeat every few seconds) looks its coordinator up, and a miss costs one
+/// FindCoordinator; ids are chosen by tenants, up to `tenancy::MAX_TENANT_ID_NAME` (1,024
+/// bytes): about 18 MiB if every id were that long, well under 1 MiB for real ids (tens of
+/// bytes), for the active groups and transactional ids of hundreds of clusters.
+pub const COORDINATORS_CAPACITY: usize = 16_384;
+
+pub(super) const COORDINATOR_NOT_AVAILABLE: i16 =
     kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
 
 /// What the pool answered for a coordinator lookup.
@@ -30,86 +40,68 @@ pub struct CoordinatorAnswer {
     pub broker: Option<Arc<Broker>>,
 }
 
-impl Router {
-    /// The pool's coordinator for a physical group id or transactional id.
-    pub async fn coordinator(
-        &self,
-        key_type: i8,
-        key: &str,
-    ) -> Result<CoordinatorAnswer, UpstreamError> {
+/// The coordinators found so far, by (key type, physical key).
+pub(super) struct Coordinators {
+    cache: Mutex<BoundedCache<(i8, String), Arc<Broker>>>,
+}
+
+impl Coordinators {
+    pub(super) fn new(capacity: usize) -> Self {
+        Coordinators {
+            cache: Mutex::new(BoundedCache::new(capacity)),
+        }
+    }
+
+    /// The coordinator found for the key, if its broker is still live. One that stopped
+    /// answering is forgotten: where the key lives now must be asked.
+    pub(super) fn cached(&self, key_type: i8, key: &str, pool: &Pool) -> Option<Arc<Broker>> {
         let cache_key = (key_type, key.to_owned());
-        {
-            let mut cache = self.coordinators.lock().expect("poisoned");
-            match cache.get(&cache_key) {
-                Some(b) if self.pool.is_live(b.addr()) => {
-                    return Ok(CoordinatorAnswer {
-                        error_code: 0,
-                        error_message: None,
-                        broker: Some(b.clone()),
-                    });
-                }
-                // Its broker stopped answering: ask where the key lives now.
-                Some(_) => {
-                    cache.remove(&cache_key);
-                }
-                None => {}
+        let mut cache = self.cache.lock().expect("poisoned");
+        match cache.get(&cache_key) {
+            Some(b) if pool.is_live(b.addr()) => Some(b.clone()),
+            Some(_) => {
+                cache.remove(&cache_key);
+                None
             }
+            None => None,
         }
-        // On a stateless pool the broker asked becomes the coordinator, so the key's hash
-        // spreads groups over the brokers; a leader-based pool answers the same from any.
-        let asked = self.pick(key.as_bytes())?;
-        let found = match self.find_coordinator(&asked, key_type, key).await {
-            Ok(found) => found,
-            // The broker asked is gone: the client's retry will ask another.
-            Err(e) if is_network(&e) => {
-                self.broker_failed(&asked, &e);
-                return Ok(CoordinatorAnswer {
-                    error_code: COORDINATOR_NOT_AVAILABLE,
-                    error_message: None,
-                    broker: None,
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let (error_code, error_message, addr) = found;
-        if error_code != 0 {
-            return Ok(CoordinatorAnswer {
-                error_code,
-                error_message,
-                broker: None,
-            });
-        }
-        let broker = match self.broker_at(&addr).await {
-            Ok(b) => b,
-            Err(e) if is_network(&e) => {
-                return Ok(CoordinatorAnswer {
-                    error_code: COORDINATOR_NOT_AVAILABLE,
-                    error_message: None,
-                    broker: None,
-                })
-            }
-            Err(e) => return Err(e),
-        };
-        self.coordinators
+    }
+
+    pub(super) fn remember(&self, key_type: i8, key: &str, broker: Arc<Broker>) {
+        self.cache
             .lock()
             .expect("poisoned")
-            .insert(cache_key, broker.clone());
-        Ok(CoordinatorAnswer {
-            error_code: 0,
-            error_message: None,
-            broker: Some(broker),
-        })
+            .insert((key_type, key.to_owned()), broker);
+    }
+
+    pub(super) fn forget(&self, key_type: i8, key: &str) {
+        self.cache
+            .lock()
+            .expect("poisoned")
+            .remove(&(key_type, key.to_owned()));
+    }
+
+    /// Forgets every key whose coordinator is the broker at `addr`.
+    pub(super) fn forget_broker(&self, addr: &str) {
+        self.cache
+            .lock()
+            .expect("poisoned")
+            .retain(|_, b| b.addr() != addr);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.cache.lock().expect("poisoned").len()
     }
 
     /// FindCoordinator for one key: (error code, message, coordinator address).
-    async fn find_coordinator(
-        &self,
+    pub(super) async fn find(
+        pool: &Pool,
         asked: &Broker,
         key_type: i8,
         key: &str,
     ) -> Result<(i16, Option<StrBytes>, String), UpstreamError> {
-        let (_, max) = self
-            .pool
+        let (_, max) = pool
             .versions(ApiKey::FindCoordinator)
             .ok_or_else(|| UpstreamError::Encode("pool does not support FindCoordinator".into()))?;
         let key_str = StrBytes::from_string(key.to_owned());
@@ -140,13 +132,5 @@ impl Router {
             error_message,
             format!("{}:{}", host.as_str(), port),
         ))
-    }
-
-    /// Forgets a cached coordinator, after the pool said it is not (or no longer) the one.
-    pub fn coordinator_moved(&self, key_type: i8, key: &str) {
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .remove(&(key_type, key.to_owned()));
     }
 }

@@ -16,15 +16,19 @@
 //!   versions they all support.
 //! - [`health`]: the prober that brings down brokers back and notices live ones that stopped
 //!   answering, and the check after a failed request.
-//! - [`routing`]: which broker serves a partition ([`Router`]): the leader on a leader-based
-//!   pool, the rendezvous winner on a stateless one ([`PoolKind`]).
-//! - [`coordinators`]: the group and transaction coordinators the pool names, looked up and
-//!   cached.
-//! - [`topic_ids`]: topic ids resolved to the pool's topic names.
+//! - [`cache`]: the bounded map behind every cache keyed by what tenants send.
+//! - [`coordinators`]: the group and transaction coordinators the pool names, and the bounded
+//!   cache of them.
+//! - [`topic_ids`]: topic ids resolved to the pool's topic names: bounded caches of names and
+//!   of ids the pool does not know, and one resolution at a time for every id waiting.
+//! - [`routing`]: which broker serves a request ([`Router`]): for a partition, the leader on a
+//!   leader-based pool, the rendezvous winner on a stateless one ([`PoolKind`]); for a group
+//!   or transaction, its coordinator.
 //!
-//! Each module uses only those above it, but for [`routing`], which the two after it extend.
+//! Each module uses only modules listed before it.
 
 pub mod broker;
+pub mod cache;
 pub mod connection;
 pub mod coordinators;
 pub mod error;

@@ -1,26 +1,35 @@
 //! What the pool's tests share: real tansu brokers (memory engine), as the integration tests
-//! use: the pool is never mocked where a real broker can show the behaviour. tansu comes from
-//! `TOLLGATE_TANSU` or `tansu` on PATH.
+//! use, and a fake broker only where a real one cannot show what is under test (how many
+//! requests reached it, what their headers carried). tansu comes from `TOLLGATE_TANSU` or
+//! `tansu` on PATH.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
-    ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
+    FetchResponse, FindCoordinatorResponse, MetadataResponse, ProduceRequest, ProduceResponse,
+    ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use uuid::Uuid;
 
 use super::{Broker, PendingReply, Pool, Timeouts};
+use crate::frame::{decode_request_header, Frame, FrameReader};
 
 /// Fetch by topic name (v13 names topics by id).
 pub(crate) const FETCH: i16 = 12;
@@ -187,4 +196,120 @@ pub(crate) async fn produce_for(
     let pending = pending.await.unwrap().expect("a reply");
     let resp: ProduceResponse = pending.decode(PRODUCE).await.unwrap();
     resp.responses[0].partition_responses[0].error_code
+}
+
+/// A pool broker that answers ApiVersions, Metadata (listing `topics`) and FindCoordinator
+/// (naming itself), ignores every other request, and records what reached it. Only for what
+/// a real broker cannot show: how many requests reached it.
+pub(crate) struct FakeBroker {
+    pub(crate) addr: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+/// A request that reached a [`FakeBroker`].
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) api: ApiKey,
+}
+
+impl FakeBroker {
+    /// Listens on a free port; each Metadata answer is held `metadata_delay` first.
+    pub(crate) async fn start(topics: Vec<(Uuid, String)>, metadata_delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let topics = Arc::new(topics);
+        let recorded = seen.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (topics, seen) = (topics.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let mut socket = FrameReader::new(socket, 1 << 20);
+                    while let Ok(Some(mut frame)) = socket.next(1 << 20).await {
+                        let (api, header) = decode_request_header(&mut frame).unwrap();
+                        seen.lock().unwrap().push(Seen { api });
+                        let version = header.request_api_version;
+                        let body = match api {
+                            ApiKey::ApiVersions => ResponseKind::ApiVersions(versions()),
+                            ApiKey::Metadata => {
+                                tokio::time::sleep(metadata_delay).await;
+                                ResponseKind::Metadata(metadata(addr, &topics))
+                            }
+                            ApiKey::FindCoordinator => {
+                                ResponseKind::FindCoordinator(coordinator(addr))
+                            }
+                            _ => continue,
+                        };
+                        let id = header.correlation_id;
+                        let out = Frame::response(api, version, id, &body).unwrap();
+                        let out = out.to_bytes_mut();
+                        if socket.get_mut().write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FakeBroker {
+            addr: addr.to_string(),
+            seen,
+            accepting,
+        }
+    }
+
+    /// How many `api` requests reached it.
+    pub(crate) fn count(&self, api: ApiKey) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.api == api)
+            .count()
+    }
+}
+
+impl Drop for FakeBroker {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+fn versions() -> ApiVersionsResponse {
+    let api = |key: ApiKey, max: i16| {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(0)
+            .with_max_version(max)
+    };
+    ApiVersionsResponse::default().with_api_keys(vec![
+        api(ApiKey::ApiVersions, 3),
+        api(ApiKey::Metadata, 12),
+        api(ApiKey::FindCoordinator, 4),
+    ])
+}
+
+fn metadata(addr: SocketAddr, topics: &[(Uuid, String)]) -> MetadataResponse {
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(1))
+            .with_host(StrBytes::from_string(addr.ip().to_string()))
+            .with_port(i32::from(addr.port()))])
+        .with_topics(
+            topics
+                .iter()
+                .map(|(id, topic)| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name(topic)))
+                        .with_topic_id(*id)
+                })
+                .collect(),
+        )
+}
+
+fn coordinator(addr: SocketAddr) -> FindCoordinatorResponse {
+    FindCoordinatorResponse::default().with_coordinators(vec![Coordinator::default()
+        .with_node_id(BrokerId(1))
+        .with_host(StrBytes::from_string(addr.ip().to_string()))
+        .with_port(i32::from(addr.port()))])
 }
