@@ -198,6 +198,8 @@ pub fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) ->
 mod tests {
     use std::sync::Arc;
 
+    use std::time::Duration;
+
     use bytes::BytesMut;
     use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
     use kafka_protocol::protocol::{Decodable, Encodable};
@@ -207,13 +209,19 @@ mod tests {
     use super::*;
     use crate::authz::Session;
     use crate::metering::Metering;
-    use crate::pool::{Pool, Timeouts};
+    use crate::pool::testing::FakeBroker;
+    use crate::pool::{Caller, Pool, Timeouts};
     use crate::state::{Gateway, GatewayConfig, Node};
     use crate::tenancy::{Cluster, Registry};
     use crate::token::{Claims, Tokens};
 
     /// A context with no pool behind it: enough for rewrites, which do no I/O.
     fn ctx(policy: &str) -> Ctx {
+        ctx_on(policy, Pool::new(Timeouts::default()))
+    }
+
+    /// A context for cluster `0xa` on `pool`.
+    fn ctx_on(policy: &str, pool: Pool) -> Ctx {
         let dir = std::env::temp_dir().join(format!("tollgate-unit-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let metering = Arc::new(Metering::new(
@@ -235,7 +243,7 @@ mod tests {
                 limits: Default::default(),
                 pool_kind: crate::pool::PoolKind::Stateless,
             },
-            Pool::new(Timeouts::default()),
+            pool,
             Registry::default(),
             Arc::new(Tokens::hs256("t", b"0123456789abcdef0123456789abcdef")),
             metering.clone(),
@@ -258,11 +266,12 @@ mod tests {
             policy: serde_json::from_str(policy).unwrap(),
         };
         let counters = metering.counters(cluster.id, "svc");
+        let client = Caller::tenant(0, cluster.id);
         let session = Session::new(claims, cluster, "local".into(), counters);
         Ctx {
             gw,
             session: Arc::new(session),
-            client: 0,
+            client,
         }
     }
 
@@ -330,5 +339,32 @@ mod tests {
                 assert_eq!(decoded.cluster_id.as_deref(), Some(expected.as_str()));
             }
         }
+    }
+
+    /// The pool learns which cluster a request is for from its client id, and nothing of the
+    /// client's own (handlers are never given it). What reached the broker is what is under
+    /// test, which only a fake broker records.
+    #[tokio::test]
+    async fn a_forwarded_request_names_the_cluster_to_the_pool() {
+        let fake = FakeBroker::start(Vec::new(), Duration::ZERO).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.expect("the fake answers");
+        let ctx = ctx_on(
+            r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#,
+            pool,
+        );
+        let every_topic = MetadataRequest::default().with_topics(None);
+        let Reply::Later(answer) = metadata(&ctx, 12, every_topic).await.unwrap() else {
+            panic!("metadata is asked of the pool");
+        };
+        assert!(answer.await.is_ok());
+        let asked: Vec<_> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.api == ApiKey::Metadata)
+            .map(|s| s.client_id)
+            .collect();
+        let cluster = Uuid::from_u128(0xa).hyphenated();
+        assert_eq!(asked, [Some(format!("tollgate/{cluster}"))]);
     }
 }

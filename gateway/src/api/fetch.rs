@@ -122,7 +122,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         let sheet = sheet(&topics);
         template.topics = topics;
         match broker
-            .dispatch_streamed(ApiKey::Fetch, version, &template)
+            .dispatch_streamed(ctx.client, ApiKey::Fetch, version, &template)
             .await
         {
             Ok(pending) => {

@@ -42,7 +42,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use crate::authz::{Action, Session};
-use crate::pool::{Broker, UpstreamError};
+use crate::pool::{Broker, Caller, UpstreamError};
 use crate::pool_admin::BoxFuture;
 use crate::state::Gateway;
 use crate::tenancy::NameError;
@@ -91,9 +91,10 @@ impl Reply {
 pub struct Ctx {
     pub gw: Gateway,
     pub session: Arc<Session>,
-    /// The client connection, unique in this process: its produces keep to one of each pool
-    /// broker's produce connections ([`crate::pool::Broker::dispatch_for`]).
-    pub client: u64,
+    /// Who the pool is asked for: the client connection, unique in this process (its produces
+    /// keep to one of each pool broker's produce connections), and its cluster, which the
+    /// pool sees as the requests' client id ([`Caller`]).
+    pub client: Caller,
 }
 
 pub const NONE: i16 = 0;
@@ -214,8 +215,9 @@ impl TopicsById {
     }
 }
 
-/// Sends `req` to `broker` now, and returns the future of its decoded answer.
+/// Sends `req` to `broker` now, for this client, and returns the future of its decoded answer.
 pub async fn forward<Req, Resp>(
+    ctx: &Ctx,
     broker: &Broker,
     api: ApiKey,
     version: i16,
@@ -226,7 +228,7 @@ where
     Resp: Decodable + Send + 'static,
 {
     let mut pending = broker
-        .dispatch(api, version, req, true)
+        .dispatch_for(ctx.client, api, version, req, true)
         .await?
         .expect("a reply was asked for");
     if let Some(wait) = longest_wait(api) {
@@ -263,7 +265,7 @@ where
     let mut tries = 0;
     loop {
         let broker = router.any()?;
-        match forward::<Req, Resp>(&broker, api, version, req).await {
+        match forward::<Req, Resp>(ctx, &broker, api, version, req).await {
             Err(e) if e.nothing_sent() && tries < 2 => {
                 router.broker_failed(&broker, &e);
                 tries += 1;

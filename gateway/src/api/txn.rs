@@ -129,6 +129,7 @@ pub async fn add_partitions_to_txn(
         return Ok(Reply::now(ResponseKind::AddPartitionsToTxn(resp)));
     };
     let pending = forward::<_, AddPartitionsToTxnResponse>(
+        ctx,
         &broker,
         ApiKey::AddPartitionsToTxn,
         version,
@@ -288,7 +289,7 @@ pub async fn txn_offset_commit(
         return Ok(Reply::now(ResponseKind::TxnOffsetCommit(resp)));
     };
     let pending =
-        forward::<_, TxnOffsetCommitResponse>(&broker, ApiKey::TxnOffsetCommit, version, &req)
+        forward::<_, TxnOffsetCommitResponse>(ctx, &broker, ApiKey::TxnOffsetCommit, version, &req)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {

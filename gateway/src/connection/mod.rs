@@ -452,8 +452,8 @@ impl Connection {
                 let held = self.hold(&session.cluster.id, size).await?;
                 let ctx = Ctx {
                     gw: self.gw.clone(),
+                    client: crate::pool::Caller::tenant(self.id, session.cluster.id),
                     session,
-                    client: self.id,
                 };
                 match api::handle(&ctx, version, request).await? {
                     Reply::Now(body) => self.send_now(api, version, correlation_id, *body).await,

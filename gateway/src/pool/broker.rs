@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use super::connection::{Connection, Outbound};
 use super::error::UpstreamError;
@@ -48,6 +49,68 @@ use crate::frame::Frame;
 pub const PRODUCE_CONNECTIONS: usize = 8;
 /// How long after a failed connect further connects fail at once with its error.
 const CONNECT_FAILURE_HOLD: Duration = Duration::from_millis(250);
+
+/// The client id of the gateway's own requests (probes, metadata refreshes, coordinator and
+/// topic id lookups, the admin API's), and the start of every other.
+const GATEWAY_CLIENT_ID: &str = "tollgate";
+/// `tollgate/` and a cluster id, hyphenated.
+const CLUSTER_CLIENT_ID_LEN: usize = GATEWAY_CLIENT_ID.len() + 1 + 36;
+
+/// Who a request goes to the pool for.
+///
+/// Requests sent on a tenant's behalf carry the client id `tollgate/<cluster id>`, so the
+/// pool's own quotas, logs and metrics can tell the clusters apart; the gateway's own requests
+/// carry `tollgate`. The client id a tenant's client sent is never passed on: it is free text
+/// the tenant chooses, and could name anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The client connection, unique in this process: its produces keep to one of each
+    /// broker's produce connections, so they arrive in order.
+    pub connection: u64,
+    /// The tenant cluster the request is for; `None` for the gateway's own requests.
+    pub cluster: Option<Uuid>,
+}
+
+impl Caller {
+    /// The gateway itself.
+    pub const GATEWAY: Caller = Caller {
+        connection: 0,
+        cluster: None,
+    };
+
+    /// Client connection `connection`, of cluster `cluster`.
+    pub fn tenant(connection: u64, cluster: Uuid) -> Caller {
+        Caller {
+            connection,
+            cluster: Some(cluster),
+        }
+    }
+
+    /// The client id the pool sees, written into `buf` for a cluster (no allocation on the
+    /// request path).
+    fn client_id(self, buf: &mut [u8; CLUSTER_CLIENT_ID_LEN]) -> &str {
+        let Some(cluster) = self.cluster else {
+            return GATEWAY_CLIENT_ID;
+        };
+        let (prefix, id) = buf.split_at_mut(GATEWAY_CLIENT_ID.len() + 1);
+        prefix[..GATEWAY_CLIENT_ID.len()].copy_from_slice(GATEWAY_CLIENT_ID.as_bytes());
+        prefix[GATEWAY_CLIENT_ID.len()] = b'/';
+        cluster.hyphenated().encode_lower(id);
+        std::str::from_utf8(buf).expect("ASCII")
+    }
+
+    /// `body` as a request frame from this caller.
+    fn request<M: Encodable + 'static>(
+        self,
+        api: ApiKey,
+        version: i16,
+        body: &M,
+    ) -> Result<Frame, UpstreamError> {
+        let mut buf = [0; CLUSTER_CLIENT_ID_LEN];
+        Frame::request(api, version, self.client_id(&mut buf), body)
+            .map_err(|e| UpstreamError::Encode(e.to_string()))
+    }
+}
 
 /// Which of a broker's connections a request travels on.
 ///
@@ -161,10 +224,11 @@ impl Broker {
         result
     }
 
-    /// A connection of `lane`; on the produce lane, the one `client` keeps to.
-    async fn lease(&self, lane: Lane, client: u64) -> Result<Lease, UpstreamError> {
+    /// A connection of `lane`; on the produce lane, the one client connection `connection`
+    /// keeps to.
+    async fn lease(&self, lane: Lane, connection: u64) -> Result<Lease, UpstreamError> {
         let slot = match lane {
-            Lane::Produce => &self.produce[(client % PRODUCE_CONNECTIONS as u64) as usize],
+            Lane::Produce => &self.produce[(connection % PRODUCE_CONNECTIONS as u64) as usize],
             Lane::Control => &self.control,
             Lane::Fetch => return self.fetch_lease().await,
         };
@@ -195,48 +259,37 @@ impl Broker {
         })
     }
 
-    /// Queues `body` for this broker. Requests dispatched one after another from one task reach
-    /// the broker in that order (fetches excepted: each may take a connection of its own),
-    /// which idempotent producers rely on. Returns `None` for requests that expect no answer.
-    pub async fn dispatch<M: Encodable + 'static>(
-        &self,
-        api: ApiKey,
-        version: i16,
-        body: &M,
-        expects_reply: bool,
-    ) -> Result<Option<PendingReply>, UpstreamError> {
-        self.dispatch_for(0, api, version, body, expects_reply)
-            .await
-    }
-
-    /// [`Broker::dispatch`] for client connection `client`: its produces all travel on the
-    /// same connection, so they reach the broker in the order it dispatched them.
+    /// Queues `body` for this broker, sent for `caller` (whose client id it carries).
+    /// Requests dispatched one after another from one task reach the broker in that order
+    /// (fetches excepted: each may take a connection of its own), which idempotent producers
+    /// rely on: a client connection's produces all travel on the same connection. Returns
+    /// `None` for requests that expect no answer.
     pub async fn dispatch_for<M: Encodable + 'static>(
         &self,
-        client: u64,
+        caller: Caller,
         api: ApiKey,
         version: i16,
         body: &M,
         expects_reply: bool,
     ) -> Result<Option<PendingReply>, UpstreamError> {
-        let frame = Frame::request(api, version, "tollgate", body)
-            .map_err(|e| UpstreamError::Encode(e.to_string()))?;
-        let lease = self.lease(Lane::of(api), client).await?;
+        let frame = caller.request(api, version, body)?;
+        let lease = self.lease(Lane::of(api), caller.connection).await?;
         self.send(lease, api, version, frame, expects_reply, false)
             .await
     }
 
-    /// [`Broker::dispatch`] for a caller that reads the answer with [`PendingReply::stream`]:
-    /// a large answer on a connection of its own is then handed over as it arrives.
+    /// [`Broker::dispatch_for`] for a caller that reads the answer with
+    /// [`PendingReply::stream`]: a large answer on a connection of its own is then handed over
+    /// as it arrives.
     pub async fn dispatch_streamed<M: Encodable + 'static>(
         &self,
+        caller: Caller,
         api: ApiKey,
         version: i16,
         body: &M,
     ) -> Result<PendingReply, UpstreamError> {
-        let frame = Frame::request(api, version, "tollgate", body)
-            .map_err(|e| UpstreamError::Encode(e.to_string()))?;
-        let lease = self.lease(Lane::of(api), 0).await?;
+        let frame = caller.request(api, version, body)?;
+        let lease = self.lease(Lane::of(api), caller.connection).await?;
         let stream = lease.exclusive;
         let pending = self.send(lease, api, version, frame, true, stream).await?;
         Ok(pending.expect("a reply was asked for"))
@@ -276,7 +329,8 @@ impl Broker {
         Ok(rx.map(|rx| PendingReply::new(self.addr.clone(), self.timeouts.request, rx, lease)))
     }
 
-    /// Sends a request and waits for its decoded response.
+    /// Sends a request of the gateway's own (client id `tollgate`) and waits for its decoded
+    /// response.
     pub async fn call<R: Request + 'static>(
         &self,
         version: i16,
@@ -293,8 +347,7 @@ impl Broker {
         req: &R,
     ) -> Result<R::Response, UpstreamError> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| UpstreamError::Encode("api key".into()))?;
-        let frame = Frame::request(api, version, "tollgate", req)
-            .map_err(|e| UpstreamError::Encode(e.to_string()))?;
+        let frame = Caller::GATEWAY.request(api, version, req)?;
         let lease = match conn {
             Some(c) => Lease::shared(c.clone()),
             None => self.lease(Lane::of(api), 0).await?,
@@ -316,7 +369,7 @@ impl Broker {
         conn: Option<&Connection>,
     ) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
         let req = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str("tollgate"))
+            .with_client_software_name(StrBytes::from_static_str(GATEWAY_CLIENT_ID))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let mut resp: ApiVersionsResponse = self.call_on(conn, 3, &req).await?;
         // KIP-511: a broker that does not know v3 answers UNSUPPORTED_VERSION in the v0 format;
@@ -358,13 +411,15 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
-    //! Against real tansu brokers (memory engine), as the integration tests are: the pool is
-    //! never mocked. tansu comes from `TOLLGATE_TANSU` or `tansu` on PATH.
+    //! Against real tansu brokers (memory engine), as the integration tests are; a stand-in
+    //! only where a real broker cannot show what is under test, as each such test says. tansu
+    //! comes from `TOLLGATE_TANSU` or `tansu` on PATH.
 
     use super::*;
     use crate::pool::testing::*;
+    use crate::pool::Pool;
     use bytes::Bytes;
-    use kafka_protocol::messages::MetadataRequest;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
     #[tokio::test]
     async fn each_client_keeps_to_one_produce_connection_and_clients_spread_over_several() {
@@ -404,7 +459,8 @@ mod tests {
         });
         let broker = Broker::new(&addr, Timeouts::default());
         let req = MetadataRequest::default();
-        let metadata = || broker.dispatch(ApiKey::Metadata, METADATA, &req, true);
+        let metadata =
+            || broker.dispatch_for(Caller::GATEWAY, ApiKey::Metadata, METADATA, &req, true);
         let first = metadata().await.unwrap().unwrap();
         let second = metadata().await.unwrap().unwrap();
         let timed_out = first
@@ -441,7 +497,7 @@ mod tests {
         let broker = Broker::new(&addr, Timeouts::default());
         let req = MetadataRequest::default();
         let refused = broker
-            .dispatch(ApiKey::Metadata, METADATA, &req, true)
+            .dispatch_for(Caller::GATEWAY, ApiKey::Metadata, METADATA, &req, true)
             .await
             .err()
             .expect("nothing listens");
@@ -454,13 +510,19 @@ mod tests {
         // Something listens now, but so soon after the failure no lane tries again.
         let _listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
         let again = broker
-            .dispatch(ApiKey::Metadata, METADATA, &req, true)
+            .dispatch_for(Caller::GATEWAY, ApiKey::Metadata, METADATA, &req, true)
             .await
             .err()
             .expect("not tried");
         assert_eq!(again.to_string(), refused.to_string());
         let again = broker
-            .dispatch(ApiKey::Fetch, FETCH, &fetch_request("t", 0), true)
+            .dispatch_for(
+                Caller::GATEWAY,
+                ApiKey::Fetch,
+                FETCH,
+                &fetch_request("t", 0),
+                true,
+            )
             .await
             .err()
             .expect("not tried");
@@ -468,8 +530,53 @@ mod tests {
 
         tokio::time::sleep(CONNECT_FAILURE_HOLD).await;
         assert!(broker
-            .dispatch(ApiKey::Metadata, METADATA, &req, true)
+            .dispatch_for(Caller::GATEWAY, ApiKey::Metadata, METADATA, &req, true)
             .await
             .is_ok());
+    }
+
+    #[test]
+    fn the_client_id_names_the_cluster_or_the_gateway() {
+        let cluster = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let mut buf = [0; CLUSTER_CLIENT_ID_LEN];
+        assert_eq!(
+            Caller::tenant(7, cluster).client_id(&mut buf),
+            "tollgate/01234567-89ab-cdef-0123-456789abcdef"
+        );
+        assert_eq!(Caller::GATEWAY.client_id(&mut buf), "tollgate");
+    }
+
+    /// What reached the broker is what is under test, which only a fake broker records.
+    #[tokio::test]
+    async fn requests_for_a_cluster_carry_its_client_id_and_the_gateways_own_carry_tollgate() {
+        let fake = FakeBroker::start(Vec::new(), Duration::ZERO).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.expect("the fake answers");
+        let broker = pool.broker(&fake.addr).unwrap();
+        let cluster = Uuid::new_v4();
+        let tenant = Caller::tenant(3, cluster);
+        let req = MetadataRequest::default();
+
+        let pending = broker.dispatch_for(tenant, ApiKey::Metadata, METADATA, &req, true);
+        pending.await.unwrap().unwrap().body().await.unwrap();
+        let pending = broker.dispatch_streamed(tenant, ApiKey::Metadata, METADATA, &req);
+        pending.await.unwrap().body().await.unwrap();
+        let _: MetadataResponse = broker.call(METADATA, &req).await.unwrap();
+
+        let own = Some("tollgate".to_string());
+        let theirs = Some(format!("tollgate/{}", cluster.hyphenated()));
+        let seen = |api, client_id: &Option<String>| Seen {
+            api,
+            client_id: client_id.clone(),
+        };
+        assert_eq!(
+            fake.seen(),
+            [
+                seen(ApiKey::ApiVersions, &own),
+                seen(ApiKey::Metadata, &theirs),
+                seen(ApiKey::Metadata, &theirs),
+                seen(ApiKey::Metadata, &own),
+            ]
+        );
     }
 }

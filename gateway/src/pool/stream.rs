@@ -284,6 +284,7 @@ mod tests {
     use super::*;
     use crate::pool::connection::STREAM_MIN;
     use crate::pool::testing::*;
+    use crate::pool::Caller;
     use kafka_protocol::messages::{ApiKey, FetchResponse};
 
     #[tokio::test]
@@ -297,7 +298,9 @@ mod tests {
         assert_eq!(produce_values(&broker, "big", &values).await, 0);
         let req = fetch_request("big", 0);
 
-        let pending = broker.dispatch_streamed(ApiKey::Fetch, FETCH, &req).await;
+        let pending = broker
+            .dispatch_streamed(Caller::GATEWAY, ApiKey::Fetch, FETCH, &req)
+            .await;
         let mut stream = pending.unwrap().stream().await.unwrap();
         assert!(
             stream.len() > STREAM_MIN,
@@ -324,7 +327,9 @@ mod tests {
         );
 
         // Given up on midway: the rest would hold up the connection's next fetch, so it goes.
-        let pending = broker.dispatch_streamed(ApiKey::Fetch, FETCH, &req).await;
+        let pending = broker
+            .dispatch_streamed(Caller::GATEWAY, ApiKey::Fetch, FETCH, &req)
+            .await;
         let mut stream = pending.unwrap().stream().await.unwrap();
         stream.next().await.unwrap().expect("a first chunk");
         assert!(!stream.is_done());

@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use super::{Broker, PendingReply, Pool, Timeouts};
+use super::{Broker, Caller, PendingReply, Pool, Timeouts};
 use crate::frame::{decode_request_header, Frame, FrameReader};
 
 /// Fetch by topic name (v13 names topics by id).
@@ -135,7 +135,9 @@ pub(crate) fn fetch_request(topic: &str, max_wait_ms: i32) -> FetchRequest {
 
 pub(crate) async fn fetch(broker: &Broker, topic: &str, max_wait_ms: i32) -> PendingReply {
     let req = fetch_request(topic, max_wait_ms);
-    let pending = broker.dispatch(ApiKey::Fetch, FETCH, &req, true).await;
+    let pending = broker
+        .dispatch_for(Caller::GATEWAY, ApiKey::Fetch, FETCH, &req, true)
+        .await;
     pending.expect("fetch sent").expect("a reply")
 }
 
@@ -192,7 +194,16 @@ pub(crate) async fn produce_for(
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(batch.freeze()))])]);
-    let pending = broker.dispatch_for(client, ApiKey::Produce, PRODUCE, &req, true);
+    let pending = broker.dispatch_for(
+        Caller {
+            connection: client,
+            ..Caller::GATEWAY
+        },
+        ApiKey::Produce,
+        PRODUCE,
+        &req,
+        true,
+    );
     let pending = pending.await.unwrap().expect("a reply");
     let resp: ProduceResponse = pending.decode(PRODUCE).await.unwrap();
     resp.responses[0].partition_responses[0].error_code
@@ -200,7 +211,7 @@ pub(crate) async fn produce_for(
 
 /// A pool broker that answers ApiVersions, Metadata (listing `topics`) and FindCoordinator
 /// (naming itself), ignores every other request, and records what reached it. Only for what
-/// a real broker cannot show: how many requests reached it.
+/// a real broker cannot show: how many requests reached it, and what their headers carried.
 pub(crate) struct FakeBroker {
     pub(crate) addr: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -208,9 +219,10 @@ pub(crate) struct FakeBroker {
 }
 
 /// A request that reached a [`FakeBroker`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Seen {
     pub(crate) api: ApiKey,
+    pub(crate) client_id: Option<String>,
 }
 
 impl FakeBroker {
@@ -228,7 +240,10 @@ impl FakeBroker {
                     let mut socket = FrameReader::new(socket, 1 << 20);
                     while let Ok(Some(mut frame)) = socket.next(1 << 20).await {
                         let (api, header) = decode_request_header(&mut frame).unwrap();
-                        seen.lock().unwrap().push(Seen { api });
+                        seen.lock().unwrap().push(Seen {
+                            api,
+                            client_id: header.client_id.as_ref().map(|c| c.to_string()),
+                        });
                         let version = header.request_api_version;
                         let body = match api {
                             ApiKey::ApiVersions => ResponseKind::ApiVersions(versions()),
@@ -256,6 +271,11 @@ impl FakeBroker {
             seen,
             accepting,
         }
+    }
+
+    /// Every request that reached it, in order.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// How many `api` requests reached it.
