@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::upstream::Pool;
+use crate::pool::Pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevPoolError {

@@ -6,10 +6,11 @@
 //!   with [`sasl`] and [`token`], and runs each request through [`api`], whose handlers
 //!   authorize with [`authz`] (the [`policy`] of the token) and map names with [`tenancy`];
 //!   [`records`] reads record batch headers for limits and metering.
-//! - [`router`] picks the pool broker for each partition (leaders of a leader-based pool,
-//!   rendezvous hashing over a stateless one) and [`api::split`] splits requests per broker;
-//!   [`upstream`] keeps multiplexed connections to the pool's brokers (a pool of exclusive ones
-//!   for long-polling fetches) and probes which brokers are live.
+//! - [`pool`] talks to the broker pool: its router picks the pool broker for each partition
+//!   (leaders of a leader-based pool, rendezvous hashing over a stateless one), and
+//!   [`api::split`] splits requests per broker. It keeps multiplexed connections to the pool's
+//!   brokers (a pool of exclusive ones for long-polling fetches), the set of brokers that make
+//!   up the pool, and probes which of them are live.
 //! - [`state`] is the handle every connection shares; [`metering`] feeds the `meter` crate;
 //!   [`closing`] bills closed hours into the `billing` ledger; [`sync`] shares clusters between
 //!   gateway instances.
@@ -28,13 +29,12 @@ pub mod limits;
 pub mod listener;
 pub mod metering;
 pub mod policy;
+pub mod pool;
 pub mod pool_admin;
 pub mod records;
-pub mod router;
 pub mod run;
 pub mod sasl;
 pub mod state;
 pub mod sync;
 pub mod tenancy;
 pub mod token;
-pub mod upstream;

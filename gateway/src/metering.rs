@@ -25,8 +25,8 @@ use tollgate_meter::{hour_of, HOUR};
 use uuid::Uuid;
 
 use crate::admin::Store;
+use crate::pool::UpstreamError;
 use crate::state::Gateway;
-use crate::upstream::UpstreamError;
 
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 const STORAGE_EVERY: Duration = Duration::from_secs(60);

@@ -36,7 +36,7 @@ impl PoolAdmin for RouterPoolAdmin {
             };
             let router = self.gateway.router();
             let pool = router.pool();
-            let unavailable = |e: crate::upstream::UpstreamError| {
+            let unavailable = |e: crate::pool::UpstreamError| {
                 tracing::warn!(error = %e, "pool cleanup failed");
                 "the broker pool is unavailable; retry the request".to_string()
             };

@@ -14,12 +14,11 @@ use crate::admin::{self, Admin, AdminConfig, Store};
 use crate::devpool::DevPool;
 use crate::listener::Listener;
 use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
+use crate::pool::{Pool, PoolKind, Timeouts};
 use crate::pool_admin::RouterPoolAdmin;
-use crate::router::PoolKind;
 use crate::state::{presented_nodes, Gateway, GatewayConfig, Node};
 use crate::tenancy::Registry;
 use crate::token::Tokens;
-use crate::upstream::{Pool, Timeouts};
 
 /// How often the pool's brokers are checked: a broker that dies is out of the routing within
 /// about this long even when no request touches it, and one that starts is taken in.

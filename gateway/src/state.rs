@@ -7,10 +7,9 @@ use tokio::sync::Semaphore;
 
 use crate::limits::Limits;
 use crate::metering::Metering;
-use crate::router::{PoolKind, Router};
+use crate::pool::{Pool, PoolKind, Router};
 use crate::tenancy::Registry;
 use crate::token::Tokens;
-use crate::upstream::Pool;
 
 /// A gateway node as clients see it: one of "the cluster's brokers".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +157,7 @@ impl Gateway {
 
     /// The node clients should see as leader of `partition` of the tenant's `topic`, given
     /// which of the `brokers` serving pool brokers serves it (`at`, from
-    /// [`crate::router::Router::placement`]).
+    /// [`crate::pool::Router::placement`]).
     ///
     /// The address is spread by hashing, as coordinators are. The lane follows the pool
     /// broker: with at least as many brokers as lanes, broker `b` is on lane `b % lanes`;

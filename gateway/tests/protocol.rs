@@ -26,10 +26,10 @@ use tollgate_gateway::frame::{encode_request, set_correlation_id};
 use tollgate_gateway::listener::Listener;
 use tollgate_gateway::metering::Metering;
 use tollgate_gateway::policy::Policy;
+use tollgate_gateway::pool::{Pool, Timeouts};
 use tollgate_gateway::state::{Gateway, GatewayConfig, Node};
 use tollgate_gateway::tenancy::{Cluster, Registry};
 use tollgate_gateway::token::Tokens;
-use tollgate_gateway::upstream::{Pool, Timeouts};
 use tollgate_meter::embedded::EmbeddedStore;
 use tollgate_meter::store::UsageStore;
 use uuid::Uuid;
@@ -144,7 +144,7 @@ impl Stack {
                 max_sasl_frame_bytes: 64 * 1024,
                 max_in_flight: 16,
                 limits: Default::default(),
-                pool_kind: tollgate_gateway::router::PoolKind::Stateless,
+                pool_kind: tollgate_gateway::pool::PoolKind::Stateless,
             },
             pool,
             registry.clone(),

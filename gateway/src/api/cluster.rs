@@ -13,9 +13,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{forward_any, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED, UNKNOWN_TOPIC_ID};
+use super::{forward_any, topics_of_ids, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
 use crate::authz::Action;
-use crate::upstream::UpstreamError;
+use crate::pool::UpstreamError;
 
 pub async fn metadata(
     ctx: &Ctx,
@@ -35,21 +35,20 @@ pub async fn metadata(
     } else {
         let mut wanted = Vec::new();
         let mut may_create = true;
-        for mut t in req.topics.take().unwrap_or_default() {
+        let topics = req.topics.take().unwrap_or_default();
+        // By id, the name is null or (as some encoders write it) empty.
+        let named_by_id = topics
+            .iter()
+            .filter(|t| t.name.as_ref().is_none_or(|n| n.0.is_empty()));
+        let ids = topics_of_ids(ctx, named_by_id.map(|t| t.topic_id)).await?;
+        for mut t in topics {
             // By id: resolve to our name first, so authorization and mapping are uniform.
-            // By id, the name is null or (as some encoders write it) empty.
             let name = match &t.name {
                 Some(n) if !n.0.is_empty() || t.topic_id.is_nil() => n.clone(),
-                _ => match ctx.gw.router().topic_name(t.topic_id).await? {
-                    Some(physical) => match ctx.back(&physical) {
-                        Some(n) => TopicName(n),
-                        None => {
-                            refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
-                            continue;
-                        }
-                    },
-                    None => {
-                        refused.push(error_topic(None, t.topic_id, UNKNOWN_TOPIC_ID));
+                _ => match ids.get(ctx, t.topic_id) {
+                    Ok(n) => n,
+                    Err(code) => {
+                        refused.push(error_topic(None, t.topic_id, code));
                         continue;
                     }
                 },
@@ -199,6 +198,8 @@ pub fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) ->
 mod tests {
     use std::sync::Arc;
 
+    use std::time::Duration;
+
     use bytes::BytesMut;
     use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
     use kafka_protocol::protocol::{Decodable, Encodable};
@@ -208,13 +209,19 @@ mod tests {
     use super::*;
     use crate::authz::Session;
     use crate::metering::Metering;
+    use crate::pool::testing::FakeBroker;
+    use crate::pool::{Caller, Pool, Timeouts};
     use crate::state::{Gateway, GatewayConfig, Node};
     use crate::tenancy::{Cluster, Registry};
     use crate::token::{Claims, Tokens};
-    use crate::upstream::{Pool, Timeouts};
 
     /// A context with no pool behind it: enough for rewrites, which do no I/O.
     fn ctx(policy: &str) -> Ctx {
+        ctx_on(policy, Pool::new(Timeouts::default()))
+    }
+
+    /// A context for cluster `0xa` on `pool`.
+    fn ctx_on(policy: &str, pool: Pool) -> Ctx {
         let dir = std::env::temp_dir().join(format!("tollgate-unit-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let metering = Arc::new(Metering::new(
@@ -234,9 +241,9 @@ mod tests {
                 max_sasl_frame_bytes: 1 << 16,
                 max_in_flight: 1,
                 limits: Default::default(),
-                pool_kind: crate::router::PoolKind::Stateless,
+                pool_kind: crate::pool::PoolKind::Stateless,
             },
-            Pool::new(Timeouts::default()),
+            pool,
             Registry::default(),
             Arc::new(Tokens::hs256("t", b"0123456789abcdef0123456789abcdef")),
             metering.clone(),
@@ -259,11 +266,12 @@ mod tests {
             policy: serde_json::from_str(policy).unwrap(),
         };
         let counters = metering.counters(cluster.id, "svc");
+        let client = Caller::tenant(0, cluster.id);
         let session = Session::new(claims, cluster, "local".into(), counters);
         Ctx {
             gw,
             session: Arc::new(session),
-            client: 0,
+            client,
         }
     }
 
@@ -331,5 +339,32 @@ mod tests {
                 assert_eq!(decoded.cluster_id.as_deref(), Some(expected.as_str()));
             }
         }
+    }
+
+    /// The pool learns which cluster a request is for from its client id, and nothing of the
+    /// client's own (handlers are never given it). What reached the broker is what is under
+    /// test, which only a fake broker records.
+    #[tokio::test]
+    async fn a_forwarded_request_names_the_cluster_to_the_pool() {
+        let fake = FakeBroker::start(Vec::new(), Duration::ZERO).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.expect("the fake answers");
+        let ctx = ctx_on(
+            r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#,
+            pool,
+        );
+        let every_topic = MetadataRequest::default().with_topics(None);
+        let Reply::Later(answer) = metadata(&ctx, 12, every_topic).await.unwrap() else {
+            panic!("metadata is asked of the pool");
+        };
+        assert!(answer.await.is_ok());
+        let asked: Vec<_> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.api == ApiKey::Metadata)
+            .map(|s| s.client_id)
+            .collect();
+        let cluster = Uuid::from_u128(0xa).hyphenated();
+        assert_eq!(asked, [Some(format!("tollgate/{cluster}"))]);
     }
 }

@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 
 use super::scrub::message;
 use super::split::failure_code;
-use crate::upstream::UpstreamError;
+use crate::pool::UpstreamError;
 
 /// Kafka's `Node.noNode()`: the coordinator or leader is not known.
 const NO_NODE: i32 = -1;

@@ -38,9 +38,9 @@ use super::split::{
     dispatch, failure_code, forward_gathered, leader_moved, sheet, split, Outcome, Sent, Sheet,
     ANSWER_MARGIN,
 };
-use super::{topic_of_id, Answer, Ctx, Reply};
+use super::{topics_of_ids, Answer, Ctx, Reply};
 use crate::authz::Action;
-use crate::upstream::{Broker, PendingReply, UpstreamError};
+use crate::pool::{Broker, PendingReply, UpstreamError};
 
 /// A consumer's replica id in requests that also serve followers.
 const CONSUMER: i32 = -1;
@@ -64,8 +64,9 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
     let by_id = version >= 13;
     let mut id_codes = Vec::with_capacity(req.topics.len());
     if by_id {
+        let ids = topics_of_ids(ctx, req.topics.iter().map(|t| t.topic_id)).await?;
         for t in &mut req.topics {
-            match topic_of_id(ctx, t.topic_id).await? {
+            match ids.get(ctx, t.topic_id) {
                 Ok(name) => {
                     t.topic = name;
                     id_codes.push(None);
@@ -121,7 +122,7 @@ pub async fn fetch(ctx: &Ctx, version: i16, mut req: FetchRequest) -> Result<Rep
         let sheet = sheet(&topics);
         template.topics = topics;
         match broker
-            .dispatch_streamed(ApiKey::Fetch, version, &template)
+            .dispatch_streamed(ctx.client, ApiKey::Fetch, version, &template)
             .await
         {
             Ok(pending) => {

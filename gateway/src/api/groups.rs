@@ -34,8 +34,7 @@ use super::{
     forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, NOT_COORDINATOR, TXN_DENIED,
 };
 use crate::authz::Action;
-use crate::router::{is_network, PoolKind, GROUP, TRANSACTION};
-use crate::upstream::{Broker, UpstreamError};
+use crate::pool::{is_network, Broker, PoolKind, UpstreamError, GROUP, TRANSACTION};
 
 /// Sends a single-group request to its coordinator. `refuse` builds the answer for an error
 /// code found before the pool answers, and `code` reads the answer's error code.
@@ -61,7 +60,7 @@ where
     };
     // A coordinator that cannot be reached or stops answering is answered as NOT_COORDINATOR:
     // the client looks the coordinator up again, and by then the router has moved on.
-    let pending = match forward::<_, Resp>(&broker, api, version, req).await {
+    let pending = match forward::<_, Resp>(ctx, &broker, api, version, req).await {
         Ok(p) => p,
         Err(e) if is_network(&e) => {
             ctx.gw.router().broker_failed(&broker, &e);
@@ -153,7 +152,7 @@ where
 {
     let mut sent: Vec<Sent<Resp>> = Vec::with_capacity(parts.len());
     for (broker, keys, req) in parts {
-        match forward::<_, Resp>(&broker, api, version, &req).await {
+        match forward::<_, Resp>(ctx, &broker, api, version, &req).await {
             Ok(p) => sent.push((broker, keys, Some(Box::pin(p)))),
             Err(e) if is_network(&e) => {
                 ctx.gw.router().broker_failed(&broker, &e);
@@ -366,7 +365,8 @@ pub async fn offset_commit(
         return Ok(Reply::now(ResponseKind::OffsetCommit(resp)));
     };
     let pending =
-        forward::<_, OffsetCommitResponse>(&broker, ApiKey::OffsetCommit, version, &req).await?;
+        forward::<_, OffsetCommitResponse>(ctx, &broker, ApiKey::OffsetCommit, version, &req)
+            .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
@@ -437,7 +437,7 @@ pub async fn offset_fetch(
         ))));
     };
     let pending =
-        forward::<_, OffsetFetchResponse>(&broker, ApiKey::OffsetFetch, version, &req).await?;
+        forward::<_, OffsetFetchResponse>(ctx, &broker, ApiKey::OffsetFetch, version, &req).await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
@@ -749,7 +749,7 @@ pub async fn list_groups(
     let mut pending = Vec::new();
     for broker in brokers {
         let answer =
-            forward::<_, ListGroupsResponse>(&broker, ApiKey::ListGroups, version, &req).await;
+            forward::<_, ListGroupsResponse>(ctx, &broker, ApiKey::ListGroups, version, &req).await;
         pending.push((broker, answer));
     }
     let ctx = ctx.clone();
@@ -915,7 +915,8 @@ pub async fn offset_delete(
         ))));
     };
     let pending =
-        forward::<_, OffsetDeleteResponse>(&broker, ApiKey::OffsetDelete, version, &req).await?;
+        forward::<_, OffsetDeleteResponse>(ctx, &broker, ApiKey::OffsetDelete, version, &req)
+            .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;

@@ -31,6 +31,7 @@ pub mod topics;
 pub mod txn;
 pub mod versions;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -41,10 +42,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use crate::authz::{Action, Session};
+use crate::pool::{Broker, Caller, UpstreamError};
 use crate::pool_admin::BoxFuture;
 use crate::state::Gateway;
 use crate::tenancy::NameError;
-use crate::upstream::{Broker, UpstreamError};
 
 /// A handler's answer.
 pub enum Reply {
@@ -90,9 +91,10 @@ impl Reply {
 pub struct Ctx {
     pub gw: Gateway,
     pub session: Arc<Session>,
-    /// The client connection, unique in this process: its produces keep to one of each pool
-    /// broker's produce connections ([`crate::upstream::Broker::dispatch_for`]).
-    pub client: u64,
+    /// Who the pool is asked for: the client connection, unique in this process (its produces
+    /// keep to one of each pool broker's produce connections), and its cluster, which the
+    /// pool sees as the requests' client id ([`Caller`]).
+    pub client: Caller,
 }
 
 pub const NONE: i16 = 0;
@@ -187,21 +189,35 @@ impl Ctx {
     }
 }
 
-/// The tenant's name for a topic that a request names by id (Produce v13, Fetch v13+), or
-/// UNKNOWN_TOPIC_ID when the id is unknown or another cluster's: both look the same.
-pub async fn topic_of_id(
+/// The topics a request names by id (Produce v13, Fetch v13+, Metadata and DeleteTopics by
+/// id), looked up together before the request's topics are gone through one by one: the ids
+/// no cache knows cost the pool one Metadata request between them, however many there are.
+/// Nil ids (requests by name) cost nothing.
+pub async fn topics_of_ids(
     ctx: &Ctx,
-    id: uuid::Uuid,
-) -> Result<Result<TopicName, i16>, UpstreamError> {
-    let physical = ctx.gw.router().topic_name(id).await?;
-    Ok(physical
-        .and_then(|p| ctx.back(&p))
-        .map(TopicName)
-        .ok_or(UNKNOWN_TOPIC_ID))
+    ids: impl IntoIterator<Item = uuid::Uuid>,
+) -> Result<TopicsById, UpstreamError> {
+    Ok(TopicsById(ctx.gw.router().topic_names(ids).await?))
 }
 
-/// Sends `req` to `broker` now, and returns the future of its decoded answer.
+/// Physical topic names by id, from [`topics_of_ids`].
+pub struct TopicsById(HashMap<uuid::Uuid, Option<String>>);
+
+impl TopicsById {
+    /// The tenant's name for the topic `id` names, or UNKNOWN_TOPIC_ID when the id is unknown
+    /// or another cluster's: both look the same.
+    pub fn get(&self, ctx: &Ctx, id: uuid::Uuid) -> Result<TopicName, i16> {
+        self.0
+            .get(&id)
+            .and_then(|p| ctx.back(p.as_deref()?))
+            .map(TopicName)
+            .ok_or(UNKNOWN_TOPIC_ID)
+    }
+}
+
+/// Sends `req` to `broker` now, for this client, and returns the future of its decoded answer.
 pub async fn forward<Req, Resp>(
+    ctx: &Ctx,
     broker: &Broker,
     api: ApiKey,
     version: i16,
@@ -212,7 +228,7 @@ where
     Resp: Decodable + Send + 'static,
 {
     let mut pending = broker
-        .dispatch(api, version, req, true)
+        .dispatch_for(ctx.client, api, version, req, true)
         .await?
         .expect("a reply was asked for");
     if let Some(wait) = longest_wait(api) {
@@ -249,7 +265,7 @@ where
     let mut tries = 0;
     loop {
         let broker = router.any()?;
-        match forward::<Req, Resp>(&broker, api, version, req).await {
+        match forward::<Req, Resp>(ctx, &broker, api, version, req).await {
             Err(e) if e.nothing_sent() && tries < 2 => {
                 router.broker_failed(&broker, &e);
                 tries += 1;

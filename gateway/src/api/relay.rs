@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::split::leader_moved;
 use crate::frame::Frame;
-use crate::upstream::{BodyStream, UpstreamError};
+use crate::pool::{BodyStream, UpstreamError};
 
 /// The tag of the padding field: far above any tag Kafka's FetchResponse defines (0, for node
 /// endpoints), and two bytes as a varint.

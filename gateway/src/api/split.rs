@@ -20,8 +20,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::router::Router;
-use crate::upstream::{Broker, UpstreamError};
+use crate::pool::{Broker, Caller, Router, UpstreamError};
 
 /// A topic entry of a request: its (physical) name, id and partitions.
 pub trait Partitioned: Clone {
@@ -248,7 +247,7 @@ where
 
 async fn send<Req, Resp>(
     broker: &Broker,
-    client: u64,
+    client: Caller,
     api: ApiKey,
     version: i16,
     wait: Duration,

@@ -19,12 +19,11 @@ use kafka_protocol::protocol::StrBytes;
 use super::split::forward_gathered;
 use super::topic_policy;
 use super::{
-    forward_any, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
-    UNKNOWN_TOPIC_ID,
+    forward_any, topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC,
+    TOPIC_DENIED,
 };
 use crate::authz::Action;
-use crate::router::PoolKind;
-use crate::upstream::UpstreamError;
+use crate::pool::{PoolKind, UpstreamError};
 
 /// Config resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
 const TOPIC_RESOURCE: i8 = 2;
@@ -149,22 +148,18 @@ pub async fn delete_topics(
             .map(|n| (Some(n), uuid::Uuid::nil()))
             .collect()
     };
+    let named_by_id = entries.iter().filter(|(name, _)| name.is_none());
+    let ids = topics_of_ids(ctx, named_by_id.map(|(_, id)| *id)).await?;
     for (name, id) in entries {
         let name = match name {
             Some(n) => n,
-            None => match ctx
-                .gw
-                .router()
-                .topic_name(id)
-                .await?
-                .and_then(|p| ctx.back(&p))
-            {
-                Some(n) => TopicName(n),
-                None => {
+            None => match ids.get(ctx, id) {
+                Ok(n) => n,
+                Err(code) => {
                     refused.push(
                         DeletableTopicResult::default()
                             .with_topic_id(id)
-                            .with_error_code(UNKNOWN_TOPIC_ID),
+                            .with_error_code(code),
                     );
                     continue;
                 }

@@ -13,8 +13,7 @@ use kafka_protocol::messages::*;
 use super::groups::to_coordinator;
 use super::{forward, forward_any, Ctx, Reply, CLUSTER_DENIED, NOT_COORDINATOR};
 use crate::authz::Action;
-use crate::router::{GROUP, TRANSACTION};
-use crate::upstream::UpstreamError;
+use crate::pool::{UpstreamError, GROUP, TRANSACTION};
 
 pub async fn init_producer_id(
     ctx: &Ctx,
@@ -130,6 +129,7 @@ pub async fn add_partitions_to_txn(
         return Ok(Reply::now(ResponseKind::AddPartitionsToTxn(resp)));
     };
     let pending = forward::<_, AddPartitionsToTxnResponse>(
+        ctx,
         &broker,
         ApiKey::AddPartitionsToTxn,
         version,
@@ -289,7 +289,7 @@ pub async fn txn_offset_commit(
         return Ok(Reply::now(ResponseKind::TxnOffsetCommit(resp)));
     };
     let pending =
-        forward::<_, TxnOffsetCommitResponse>(&broker, ApiKey::TxnOffsetCommit, version, &req)
+        forward::<_, TxnOffsetCommitResponse>(ctx, &broker, ApiKey::TxnOffsetCommit, version, &req)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {

@@ -9,7 +9,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use crate::router::{PoolKind, Router};
+use crate::pool::{PoolKind, Router};
 
 /// Where the API is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

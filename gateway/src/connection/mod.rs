@@ -67,7 +67,7 @@ pub enum CloseReason {
     #[error("cluster was deleted")]
     ClusterGone,
     #[error("pool error: {0}")]
-    Upstream(#[from] crate::upstream::UpstreamError),
+    Upstream(#[from] crate::pool::UpstreamError),
     #[error("write failed: {0}")]
     Write(std::io::Error),
     #[error("gateway is shutting down")]
@@ -81,8 +81,7 @@ enum Outgoing {
         api: ApiKey,
         version: i16,
         correlation_id: i32,
-        reply:
-            crate::pool_admin::BoxFuture<'static, Result<Answer, crate::upstream::UpstreamError>>,
+        reply: crate::pool_admin::BoxFuture<'static, Result<Answer, crate::pool::UpstreamError>>,
         /// The request's share of the bytes in flight, given back once its answer is written.
         _held: InFlight,
     },
@@ -182,7 +181,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     match reply.await? {
                         Answer::Message(body) => {
                             Frame::response(api, version, correlation_id, &body).map_err(|e| {
-                                CloseReason::Upstream(crate::upstream::UpstreamError::Encode(
+                                CloseReason::Upstream(crate::pool::UpstreamError::Encode(
                                     e.to_string(),
                                 ))
                             })?
@@ -335,7 +334,7 @@ impl Connection {
         body: ResponseKind,
     ) -> Result<(), CloseReason> {
         let frame = Frame::response(api, version, correlation_id, &body).map_err(|e| {
-            CloseReason::Upstream(crate::upstream::UpstreamError::Encode(e.to_string()))
+            CloseReason::Upstream(crate::pool::UpstreamError::Encode(e.to_string()))
         })?;
         self.send(Outgoing::Ready(frame)).await
     }
@@ -453,8 +452,8 @@ impl Connection {
                 let held = self.hold(&session.cluster.id, size).await?;
                 let ctx = Ctx {
                     gw: self.gw.clone(),
+                    client: crate::pool::Caller::tenant(self.id, session.cluster.id),
                     session,
-                    client: self.id,
                 };
                 match api::handle(&ctx, version, request).await? {
                     Reply::Now(body) => self.send_now(api, version, correlation_id, *body).await,

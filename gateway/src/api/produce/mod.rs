@@ -20,9 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 use crate::records::{first_sequence, summarize, CorruptBatches, ProducerSequence};
 
 use super::split::{dispatch, failure_code, keys, leader_moved, split, split_routed, Outcome};
-use super::{topic_of_id, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
+use super::{topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
 use crate::authz::Action;
-use crate::upstream::UpstreamError;
+use crate::pool::UpstreamError;
 
 pub async fn produce(
     ctx: &Ctx,
@@ -58,11 +58,12 @@ pub async fn produce(
 
     // v13 names topics by id only; see fetch.
     let by_id = version >= 13;
+    let ids = topics_of_ids(ctx, req.topic_data.iter().map(|t| t.topic_id)).await?;
     let mut refused: Vec<TopicProduceResponse> = Vec::new();
     let mut accepted = Vec::with_capacity(req.topic_data.len());
     for mut topic in std::mem::take(&mut req.topic_data) {
         let id_code = if by_id {
-            match topic_of_id(ctx, topic.topic_id).await? {
+            match ids.get(ctx, topic.topic_id) {
                 Ok(name) => {
                     topic.name = name;
                     None
@@ -189,13 +190,13 @@ pub async fn produce(
         .zip(&sizes)
         .map(|(&(topic, index), s)| (topic, index, s.4))
         .collect();
-    let holding = sequences.hold(&routed, &mut routes, ctx.client);
+    let holding = sequences.hold(&routed, &mut routes, ctx.client.connection);
     let parts = split_routed(accepted, routes);
     let wait = Duration::from_millis(template.timeout_ms.max(0) as u64);
     // Followed batches take their predecessors' pool connection, so the broker reads them after.
     let mut sending = ctx.clone();
     if let Some(client) = holding.client {
-        sending.client = client;
+        sending.client.connection = client;
     }
     let sent = dispatch::<_, _, ProduceResponse>(
         &sending,

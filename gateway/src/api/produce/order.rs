@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pool::{Broker, UpstreamError};
 use crate::records::ProducerSequence;
-use crate::upstream::{Broker, UpstreamError};
 
 /// Pool topic name, partition index, producer id.
 type Key = (String, i32, i64);
@@ -230,7 +230,7 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::Timeouts;
+    use crate::pool::Timeouts;
 
     fn seq(producer_id: i64, epoch: i16, base_sequence: i32) -> ProducerSequence {
         ProducerSequence {

@@ -5,7 +5,9 @@
 //! - **Leader-based** (Apache Kafka, librdkafka's mock cluster): every partition has one leader.
 //!   Leaders are learned from the pool's metadata (from every Metadata answer that passes
 //!   through, and asked for when a request names a topic the cache does not know) and
-//!   forgotten when an answer says the leader moved, so the next request asks again.
+//!   forgotten when an answer says the leader moved, so the next request asks again. At most
+//!   [`LEADER_TOPICS_CAPACITY`] topics are kept, the least recently used going first; a
+//!   topic that was dropped is asked for again, as an unknown one is.
 //! - **Stateless** (tansu brokers sharing one store, each claiming every partition): a
 //!   partition is served by the live broker that wins a rendezvous (highest random weight) hash
 //!   of topic and partition. The assignment is stable while the set of live brokers is, and a
@@ -13,34 +15,29 @@
 //!
 //! Requests about several partitions are split per broker by [`crate::api::split`].
 //!
-//! Group and transaction requests go to the coordinator the pool names for the (physical)
-//! key, asked of the broker the key hashes to and cached until a response says NOT_COORDINATOR
-//! or the coordinator stops answering.
-//!
-//! Topic ids are resolved to physical names through a cache filled from every metadata and
-//! create-topics answer that passes through, so a tenant's request by id can be checked
-//! against its namespace before it goes anywhere.
+//! The router also sends group and transaction requests to their coordinators
+//! ([`super::coordinators`], which keeps what the pool named) and resolves topic ids
+//! ([`super::topic_ids`], which keeps what the pool answered and sends one resolution at a
+//! time).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
-    TopicName,
-};
+use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::upstream::{Broker, Pool, UpstreamError};
-
-pub const GROUP: i8 = 0;
-pub const TRANSACTION: i8 = 1;
-
-const COORDINATOR_NOT_AVAILABLE: i16 =
-    kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
+use super::broker::Broker;
+use super::cache::BoundedCache;
+use super::coordinators::{
+    CoordinatorAnswer, Coordinators, COORDINATORS_CAPACITY, COORDINATOR_NOT_AVAILABLE,
+};
+use super::error::{is_network, UpstreamError};
+use super::membership::Pool;
+use super::topic_ids::{TopicIds, MISSING_TOPIC_IDS_CAPACITY, TOPIC_IDS_CAPACITY};
 
 /// How partitions map to pool brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +65,12 @@ impl std::str::FromStr for PoolKind {
 /// not one per client request.
 const LEADER_REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// What the pool answered for a coordinator lookup.
-#[derive(Clone)]
-pub struct CoordinatorAnswer {
-    pub error_code: i16,
-    pub error_message: Option<StrBytes>,
-    /// Set when `error_code` is 0.
-    pub broker: Option<Arc<Broker>>,
-}
+/// Topics whose leaders are kept. An entry is one pool topic the gateway routed to or saw in a
+/// Metadata answer (a tenant asking for every topic brings in the whole pool's); a miss costs
+/// one Metadata request for the topics of the request that missed. Room for every topic of 27
+/// clusters at the 2,400 partitions each may have (`api::topic_policy`), and the entries
+/// carry 4 bytes per partition besides the name: a few MiB for a pool that size.
+pub const LEADER_TOPICS_CAPACITY: usize = 65_536;
 
 /// Leaders of one topic's partitions, by pool node id (-1: none).
 struct TopicLeaders {
@@ -85,29 +80,57 @@ struct TopicLeaders {
     stale: bool,
 }
 
-#[derive(Default)]
 struct Leaders {
     /// Pool node id -> `host:port`, from the latest metadata.
     nodes: HashMap<i32, String>,
-    topics: HashMap<String, TopicLeaders>,
+    topics: BoundedCache<String, TopicLeaders>,
 }
 
+/// How many entries each of the router's caches keyed by what tenants send may hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    pub(super) leader_topics: usize,
+    pub(super) coordinators: usize,
+    pub(super) topic_ids: usize,
+    pub(super) missing_topic_ids: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            leader_topics: LEADER_TOPICS_CAPACITY,
+            coordinators: COORDINATORS_CAPACITY,
+            topic_ids: TOPIC_IDS_CAPACITY,
+            missing_topic_ids: MISSING_TOPIC_IDS_CAPACITY,
+        }
+    }
+}
+
+/// Which pool broker serves a request, and what the gateway learned from the pool to decide it.
 pub struct Router {
     pool: Pool,
     kind: PoolKind,
     leaders: RwLock<Leaders>,
-    coordinators: Mutex<HashMap<(i8, String), Arc<Broker>>>,
-    topic_ids: RwLock<HashMap<Uuid, String>>,
+    coordinators: Coordinators,
+    topic_ids: TopicIds,
 }
 
 impl Router {
     pub fn new(pool: Pool, kind: PoolKind) -> Self {
+        Router::with_bounds(pool, kind, Bounds::default())
+    }
+
+    /// A router whose caches hold at most `bounds` entries: for tests, with small bounds.
+    pub(super) fn with_bounds(pool: Pool, kind: PoolKind, bounds: Bounds) -> Self {
         Router {
             pool,
             kind,
-            leaders: RwLock::default(),
-            coordinators: Mutex::default(),
-            topic_ids: RwLock::default(),
+            leaders: RwLock::new(Leaders {
+                nodes: HashMap::new(),
+                topics: BoundedCache::new(bounds.leader_topics),
+            }),
+            coordinators: Coordinators::new(bounds.coordinators),
+            topic_ids: TopicIds::new(bounds.topic_ids, bounds.missing_topic_ids),
         }
     }
 
@@ -364,10 +387,7 @@ impl Router {
             // Checked at once on a fresh connection: down only if that fails too.
             self.pool.suspect(broker.addr());
         }
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .retain(|_, b| b.addr() != broker.addr());
+        self.coordinators.forget_broker(broker.addr());
         if self.kind == PoolKind::Leader {
             let mut leaders = self.leaders.write().expect("poisoned");
             let nodes: Vec<i32> = leaders
@@ -390,28 +410,17 @@ impl Router {
         key_type: i8,
         key: &str,
     ) -> Result<CoordinatorAnswer, UpstreamError> {
-        let cache_key = (key_type, key.to_owned());
-        {
-            let mut cache = self.coordinators.lock().expect("poisoned");
-            match cache.get(&cache_key) {
-                Some(b) if self.pool.is_live(b.addr()) => {
-                    return Ok(CoordinatorAnswer {
-                        error_code: 0,
-                        error_message: None,
-                        broker: Some(b.clone()),
-                    });
-                }
-                // Its broker stopped answering: ask where the key lives now.
-                Some(_) => {
-                    cache.remove(&cache_key);
-                }
-                None => {}
-            }
+        if let Some(b) = self.coordinators.cached(key_type, key, &self.pool) {
+            return Ok(CoordinatorAnswer {
+                error_code: 0,
+                error_message: None,
+                broker: Some(b),
+            });
         }
         // On a stateless pool the broker asked becomes the coordinator, so the key's hash
         // spreads groups over the brokers; a leader-based pool answers the same from any.
         let asked = self.pick(key.as_bytes())?;
-        let found = match self.find_coordinator(&asked, key_type, key).await {
+        let found = match Coordinators::find(&self.pool, &asked, key_type, key).await {
             Ok(found) => found,
             // The broker asked is gone: the client's retry will ask another.
             Err(e) if is_network(&e) => {
@@ -443,10 +452,7 @@ impl Router {
             }
             Err(e) => return Err(e),
         };
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .insert(cache_key, broker.clone());
+        self.coordinators.remember(key_type, key, broker.clone());
         Ok(CoordinatorAnswer {
             error_code: 0,
             error_message: None,
@@ -454,92 +460,44 @@ impl Router {
         })
     }
 
-    /// FindCoordinator for one key: (error code, message, coordinator address).
-    async fn find_coordinator(
-        &self,
-        asked: &Broker,
-        key_type: i8,
-        key: &str,
-    ) -> Result<(i16, Option<StrBytes>, String), UpstreamError> {
-        let (_, max) = self
-            .pool
-            .versions(ApiKey::FindCoordinator)
-            .ok_or_else(|| UpstreamError::Encode("pool does not support FindCoordinator".into()))?;
-        let key_str = StrBytes::from_string(key.to_owned());
-        let (error_code, error_message, host, port) = if max >= 4 {
-            let version = max.min(6);
-            let req = FindCoordinatorRequest::default()
-                .with_key_type(key_type)
-                .with_coordinator_keys(vec![key_str]);
-            let resp: FindCoordinatorResponse = asked.call(version, &req).await?;
-            let c = resp
-                .coordinators
-                .into_iter()
-                .next()
-                .ok_or_else(|| UpstreamError::Decode {
-                    addr: asked.addr().to_owned(),
-                    reason: "FindCoordinator answered no coordinator".into(),
-                })?;
-            (c.error_code, c.error_message, c.host, c.port)
-        } else {
-            let req = FindCoordinatorRequest::default()
-                .with_key_type(key_type)
-                .with_key(key_str);
-            let resp: FindCoordinatorResponse = asked.call(max, &req).await?;
-            (resp.error_code, resp.error_message, resp.host, resp.port)
-        };
-        Ok((
-            error_code,
-            error_message,
-            format!("{}:{}", host.as_str(), port),
-        ))
-    }
-
     /// Forgets a cached coordinator, after the pool said it is not (or no longer) the one.
     pub fn coordinator_moved(&self, key_type: i8, key: &str) {
-        self.coordinators
-            .lock()
-            .expect("poisoned")
-            .remove(&(key_type, key.to_owned()));
+        self.coordinators.forget(key_type, key);
     }
 
     /// Records topic ids seen in a pool answer.
     pub fn learn_topic_ids<'a>(&self, pairs: impl IntoIterator<Item = (Uuid, &'a str)>) {
-        let mut ids = self.topic_ids.write().expect("poisoned");
-        for (id, name) in pairs {
-            if !id.is_nil() {
-                ids.insert(id, name.to_owned());
-            }
-        }
+        self.topic_ids.learn(pairs);
     }
 
     pub fn forget_topic_id(&self, id: &Uuid) {
-        self.topic_ids.write().expect("poisoned").remove(id);
+        self.topic_ids.forget(id);
     }
 
-    /// The physical name behind a topic id, asking the pool when the cache does not know it.
+    /// The physical name behind a topic id, asking the pool when the caches do not know it.
     pub async fn topic_name(&self, id: Uuid) -> Result<Option<String>, UpstreamError> {
-        if id.is_nil() {
-            return Ok(None);
-        }
-        if let Some(name) = self.topic_ids.read().expect("poisoned").get(&id) {
-            return Ok(Some(name.clone()));
-        }
+        Ok(self.topic_names([id]).await?.remove(&id).flatten())
+    }
+
+    /// The physical names behind topic ids (`None` for an id the pool does not know, and for
+    /// the nil id). The ids the caches do not know are asked of the pool together, in one
+    /// Metadata request shared with every other caller waiting at the time
+    /// ([`super::topic_ids`]).
+    pub async fn topic_names(
+        &self,
+        ids: impl IntoIterator<Item = Uuid>,
+    ) -> Result<HashMap<Uuid, Option<String>>, UpstreamError> {
+        self.topic_ids.names(ids, || self.every_topic()).await
+    }
+
+    /// Metadata for every topic of the pool: not every pool can look topics up by id.
+    async fn every_topic(&self) -> Result<MetadataResponse, UpstreamError> {
         let (_, max) = self
             .pool
             .versions(ApiKey::Metadata)
             .ok_or_else(|| UpstreamError::Encode("pool does not support Metadata".into()))?;
-        let version = max.min(12);
-        // Every topic: a rare path (an id this gateway has not seen in any answer yet), and
-        // not every pool can look topics up by id.
         let req = MetadataRequest::default().with_topics(None);
-        let resp: MetadataResponse = self.call_any(version, &req).await?;
-        self.learn_topic_ids(
-            resp.topics
-                .iter()
-                .filter_map(|t| t.name.as_ref().map(|n| (t.topic_id, n.as_str()))),
-        );
-        Ok(self.topic_ids.read().expect("poisoned").get(&id).cloned())
+        self.call_any(max.min(12), &req).await
     }
 }
 
@@ -552,15 +510,6 @@ fn weight(broker: &str, key: &[u8], partition: i32) -> u64 {
     h.finish()
 }
 
-/// Whether a failure says the broker could not be reached or stopped answering (as opposed
-/// to a message that could not be encoded or decoded).
-pub fn is_network(e: &UpstreamError) -> bool {
-    matches!(
-        e,
-        UpstreamError::Connect { .. } | UpstreamError::Io { .. } | UpstreamError::Timeout { .. }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     //! Routing over real tansu brokers (memory engine): the pool is never mocked.
@@ -568,8 +517,12 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::upstream::tests::Tansu;
-    use crate::upstream::Timeouts;
+    use crate::pool::testing::{FakeBroker, Tansu};
+    use crate::pool::{Timeouts, GROUP};
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::BrokerId;
 
     /// Where each of 6 topics x 10 partitions goes, as broker addresses.
     async fn placement(router: &Router) -> HashMap<(String, i32), String> {
@@ -637,5 +590,111 @@ mod tests {
         assert!(routes
             .iter()
             .all(|r| matches!(r, Err(UpstreamError::NoBrokers))));
+    }
+
+    fn small(leader_topics: usize, coordinators: usize) -> Bounds {
+        Bounds {
+            leader_topics,
+            coordinators,
+            ..Bounds::default()
+        }
+    }
+
+    #[test]
+    fn the_leader_cache_keeps_at_most_its_bound_of_topics() {
+        let router = Router::with_bounds(
+            Pool::new(Timeouts::default()),
+            PoolKind::Leader,
+            small(8, 1),
+        );
+        let topic = |i: usize| {
+            MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(format!("tg-t-{i}")))))
+                .with_partitions(vec![MetadataResponsePartition::default()
+                    .with_partition_index(0)
+                    .with_leader_id(BrokerId(1))])
+        };
+        // Every topic of a large pool at once, as a tenant listing every topic brings in.
+        router.learn_metadata(
+            &MetadataResponse::default().with_topics((0..100).map(topic).collect()),
+        );
+        assert_eq!(router.leaders.read().unwrap().topics.len(), 8);
+        // A topic routed to stays while others come and go.
+        router.learn_metadata(&MetadataResponse::default().with_topics(vec![topic(1000)]));
+        for i in 100..200 {
+            assert_eq!(
+                router.placement("tg-t-1000", &[0]).0,
+                [None],
+                "no node is known"
+            );
+            assert!(
+                router
+                    .leaders
+                    .read()
+                    .unwrap()
+                    .topics
+                    .get("tg-t-1000")
+                    .is_some(),
+                "at {i}"
+            );
+            router.learn_metadata(&MetadataResponse::default().with_topics(vec![topic(i)]));
+        }
+        assert_eq!(router.leaders.read().unwrap().topics.len(), 8);
+    }
+
+    async fn coordinator_of(router: &Router, key: &str) -> String {
+        let answer = router.coordinator(GROUP, key).await.unwrap();
+        assert_eq!(answer.error_code, 0);
+        answer.broker.expect("a coordinator").addr().to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_coordinator_cache_keeps_at_most_its_bound_and_a_group_in_use_stays() {
+        let fake = FakeBroker::start(Vec::new(), Duration::ZERO).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.expect("the fake answers");
+        let router = Router::with_bounds(pool, PoolKind::Stateless, small(1, 4));
+
+        for i in 0..50 {
+            assert_eq!(coordinator_of(&router, "tg-g-busy").await, fake.addr);
+            assert_eq!(
+                coordinator_of(&router, &format!("tg-g-{i}")).await,
+                fake.addr
+            );
+            assert!(router.coordinators.len() <= 4);
+        }
+        // One FindCoordinator per made-up group, one for the group in use.
+        assert_eq!(fake.count(ApiKey::FindCoordinator), 51);
+    }
+
+    #[tokio::test]
+    async fn unknown_topic_ids_from_many_requests_at_once_cost_the_pool_two_metadata_requests() {
+        let known = Uuid::new_v4();
+        let topics = vec![(known, "tg-t-known".to_string())];
+        // Answers late enough that every lookup below is waiting before the first is answered.
+        let fake = FakeBroker::start(topics, Duration::from_millis(200)).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.expect("the fake answers");
+        let router = Arc::new(Router::new(pool, PoolKind::Stateless));
+
+        let mut lookups = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let router = router.clone();
+            lookups.spawn(async move { router.topic_name(Uuid::new_v4()).await });
+        }
+        let known_too = router.clone();
+        lookups.spawn(async move { known_too.topic_name(known).await });
+        let mut named = Vec::new();
+        while let Some(answer) = lookups.join_next().await {
+            named.extend(answer.unwrap().expect("the pool answered"));
+        }
+        assert_eq!(named, ["tg-t-known"]);
+        let asked = fake.count(ApiKey::Metadata);
+        assert!((1..=2).contains(&asked), "{asked} Metadata requests");
+
+        // Asked again, all of them come from the caches.
+        let again = router.topic_names([known, Uuid::nil()]).await.unwrap();
+        assert_eq!(again[&known].as_deref(), Some("tg-t-known"));
+        assert_eq!(fake.count(ApiKey::Metadata), asked);
     }
 }

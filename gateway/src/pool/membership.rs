@@ -1,0 +1,238 @@
+//! The pool's changeable set of brokers ([`Pool`]), which of them are live, and what they all
+//! support. Brokers join and leave the pool here and nowhere else, so whatever scales the pool
+//! calls these:
+//!
+//! - [`Pool::add_broker`] registers a broker that must answer now; [`Pool::add_configured`] one
+//!   that may come later, as down. [`Pool::remove_broker`] forgets one.
+//! - [`Pool::brokers`] lists the live ones (what routing uses), [`Pool::all_brokers`] every
+//!   registered one, [`Pool::broker`] finds one by address, live or not.
+//! - [`Pool::mark_down`] is for a caller that found a broker unreachable; [`Pool::run_prober`]
+//!   ([`super::health`]) brings down brokers back when they answer, and notices live ones that
+//!   stopped answering.
+//! - [`Pool::generation`] changes with every change of membership or liveness, so callers can
+//!   drop what they cached about the pool.
+//! - [`Pool::versions`] is what every broker that ever answered supports.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use kafka_protocol::messages::ApiKey;
+
+use super::broker::{Broker, Timeouts};
+use super::error::UpstreamError;
+
+/// The pool's brokers, which of them are live, and what they all support. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    members: RwLock<Vec<Member>>,
+    /// The intersection over every broker that ever answered, per API key: a request version
+    /// we forward must be understood by whichever broker ends up serving it. `None` until one
+    /// answers.
+    versions: RwLock<Option<HashMap<i16, (i16, i16)>>>,
+    generation: AtomicU64,
+    timeouts: Timeouts,
+}
+
+struct Member {
+    broker: Arc<Broker>,
+    live: bool,
+    /// Its versions are in the intersection.
+    answered: bool,
+}
+
+impl Pool {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Pool {
+            inner: Arc::new(PoolInner {
+                members: RwLock::default(),
+                versions: RwLock::default(),
+                generation: AtomicU64::new(0),
+                timeouts,
+            }),
+        }
+    }
+
+    /// Counts a change of membership or liveness; called with `members` locked for writing.
+    fn changed(&self) {
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Adds a broker after learning its API versions, live. Adding a live address again is a
+    /// no-op; a registered but down one is asked again, and is live if it answers.
+    pub async fn add_broker(&self, addr: &str) -> Result<(), UpstreamError> {
+        if self.is_live(addr) {
+            return Ok(());
+        }
+        let broker = self
+            .broker(addr)
+            .unwrap_or_else(|| Arc::new(Broker::new(addr, self.inner.timeouts)));
+        let versions = broker.api_versions().await?;
+        self.answered(&broker, &versions, true);
+        Ok(())
+    }
+
+    /// Registers a broker that may not be reachable yet, down, without asking it anything: no
+    /// request is routed to it until the prober ([`Pool::run_prober`]) hears from it.
+    /// Registering an address twice is a no-op.
+    pub fn add_configured(&self, addr: &str) {
+        let mut members = self.inner.members.write().expect("poisoned");
+        if members.iter().any(|m| m.broker.addr == addr) {
+            return;
+        }
+        members.push(Member {
+            broker: Arc::new(Broker::new(addr, self.inner.timeouts)),
+            live: false,
+            answered: false,
+        });
+        self.changed();
+        tracing::info!(
+            broker = addr,
+            "pool broker registered, down until it answers"
+        );
+    }
+
+    /// Records that `broker` answered ApiVersions: its versions join the intersection the first
+    /// time, and it is live. `register` adds it if missing (`add_broker`); otherwise a broker
+    /// removed while it was being probed stays removed.
+    pub(super) fn answered(
+        &self,
+        broker: &Arc<Broker>,
+        versions: &HashMap<i16, (i16, i16)>,
+        register: bool,
+    ) {
+        let mut members = self.inner.members.write().expect("poisoned");
+        let i = match members.iter().position(|m| m.broker.addr == broker.addr) {
+            Some(i) => i,
+            None if register => {
+                members.push(Member {
+                    broker: broker.clone(),
+                    live: false,
+                    answered: false,
+                });
+                members.len() - 1
+            }
+            None => return,
+        };
+        let member = &mut members[i];
+        if !member.answered {
+            member.answered = true;
+            let mut all = self.inner.versions.write().expect("poisoned");
+            match &mut *all {
+                None => *all = Some(versions.clone()),
+                Some(all) => {
+                    all.retain(|k, _| versions.contains_key(k));
+                    for (k, (min, max)) in all.iter_mut() {
+                        let (bmin, bmax) = versions[k];
+                        *min = (*min).max(bmin);
+                        *max = (*max).min(bmax);
+                    }
+                }
+            }
+        }
+        if !member.live {
+            member.live = true;
+            self.changed();
+            tracing::info!(broker = %broker.addr, "pool broker is live");
+        }
+    }
+
+    /// Records that a request found `addr` unreachable (a connect failed, a connection
+    /// dropped): no request is routed to it until the prober hears from it again.
+    pub fn mark_down(&self, addr: &str, reason: &str) {
+        let mut members = self.inner.members.write().expect("poisoned");
+        if let Some(m) = members.iter_mut().find(|m| m.broker.addr == addr && m.live) {
+            m.live = false;
+            self.changed();
+            tracing::warn!(broker = addr, reason, "pool broker is down");
+        }
+    }
+
+    /// Forgets the broker at `addr`, live or down.
+    pub fn remove_broker(&self, addr: &str) {
+        let mut members = self.inner.members.write().expect("poisoned");
+        let before = members.len();
+        members.retain(|m| m.broker.addr != addr);
+        if members.len() != before {
+            self.changed();
+            tracing::info!(broker = addr, "pool broker removed");
+        }
+    }
+
+    /// The live brokers: the ones to route requests to.
+    pub fn brokers(&self) -> Vec<Arc<Broker>> {
+        self.inner
+            .members
+            .read()
+            .expect("poisoned")
+            .iter()
+            .filter(|m| m.live)
+            .map(|m| m.broker.clone())
+            .collect()
+    }
+
+    /// Every registered broker, and whether it is live.
+    pub(super) fn members(&self) -> Vec<(Arc<Broker>, bool)> {
+        self.inner
+            .members
+            .read()
+            .expect("poisoned")
+            .iter()
+            .map(|m| (m.broker.clone(), m.live))
+            .collect()
+    }
+
+    /// Every registered broker, live or down.
+    pub fn all_brokers(&self) -> Vec<Arc<Broker>> {
+        self.inner
+            .members
+            .read()
+            .expect("poisoned")
+            .iter()
+            .map(|m| m.broker.clone())
+            .collect()
+    }
+
+    /// The registered broker at `addr`, live or down.
+    pub fn broker(&self, addr: &str) -> Option<Arc<Broker>> {
+        self.inner
+            .members
+            .read()
+            .expect("poisoned")
+            .iter()
+            .find(|m| m.broker.addr == addr)
+            .map(|m| m.broker.clone())
+    }
+
+    pub fn is_live(&self, addr: &str) -> bool {
+        self.inner
+            .members
+            .read()
+            .expect("poisoned")
+            .iter()
+            .any(|m| m.broker.addr == addr && m.live)
+    }
+
+    /// Changes whenever a broker is added, removed, goes down or comes back: a caller that
+    /// cached something about the pool (coordinators, a topic's broker) drops it when this is
+    /// not the value it cached under.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// The versions of `api` every pool broker that ever answered supports.
+    pub fn versions(&self, api: ApiKey) -> Option<(i16, i16)> {
+        self.inner
+            .versions
+            .read()
+            .expect("poisoned")
+            .as_ref()?
+            .get(&(api as i16))
+            .copied()
+            .filter(|(min, max)| min <= max)
+    }
+}
