@@ -73,8 +73,10 @@ impl Launch {
     pub fn start(&self) -> Result<Gateway> {
         let dir = &self.dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let kafka = procs::free_port_run(self.lanes)?;
-        let admin_addr = procs::free_addr()?;
+        // One run of free ports for the lanes and the admin API: picked apart, the admin port
+        // could be one a lane is about to take (both come from the same ephemeral range).
+        let kafka = procs::free_port_run(self.lanes + 1)?;
+        let admin_addr = SocketAddr::new(kafka.ip(), kafka.port() + self.lanes as u16);
         let admin_token = format!(
             "load-tests-{}-{}",
             std::process::id(),
