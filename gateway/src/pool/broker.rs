@@ -18,10 +18,11 @@
 //! - Fetch: a set of exclusive connections, for fetches, JoinGroups and SyncGroups. A fetch
 //!   long-polls (up to its `max_wait_ms`), so on a shared connection it would hold every other
 //!   client's fetch to that broker until it ends. Each fetch borrows an idle connection, or
-//!   opens one, and gives it back when its answer has arrived ([`super::lease`]). Past
-//!   `FETCH_CONNECTIONS` (64) per broker, fetches share the least loaded one rather than wait
-//!   for one to come free: dispatching never blocks on other clients' fetches, and the pool
-//!   sees a bounded number of connections.
+//!   opens one, and gives it back when its answer has arrived ([`super::lease`]). Past its
+//!   cluster's share (32 of 64 per broker, or the broker's 64 once it holds 4), a request
+//!   shares the least loaded of its own cluster's connections rather than wait for one to come
+//!   free: dispatching never blocks on other tenants' requests, and the pool sees a bounded
+//!   number of connections.
 //!
 //! A request that gets no answer in time ([`PendingReply::with_timeout`], else
 //! [`Timeouts::request`]) closes the connection it travelled on and fails the other requests
@@ -125,7 +126,8 @@ pub enum Lane {
     /// One multiplexed connection, so one client's produces keep their order.
     Produce = 0,
     /// A connection per request in flight, for requests a broker may hold for long (fetches
-    /// long-poll, JoinGroup and SyncGroup wait for the rebalance), up to 64 per broker.
+    /// long-poll, JoinGroup and SyncGroup wait for the rebalance), shared only within a
+    /// cluster past its share ([`super::lease`]).
     Fetch = 1,
     /// One multiplexed connection for everything else.
     Control = 2,
@@ -226,11 +228,13 @@ impl Broker {
 
     /// A connection of `lane`; on the produce lane, the one client connection `connection`
     /// keeps to.
-    async fn lease(&self, lane: Lane, connection: u64) -> Result<Lease, UpstreamError> {
+    async fn lease(&self, lane: Lane, caller: Caller) -> Result<Lease, UpstreamError> {
         let slot = match lane {
-            Lane::Produce => &self.produce[(connection % PRODUCE_CONNECTIONS as u64) as usize],
+            Lane::Produce => {
+                &self.produce[(caller.connection % PRODUCE_CONNECTIONS as u64) as usize]
+            }
             Lane::Control => &self.control,
-            Lane::Fetch => return self.fetch_lease().await,
+            Lane::Fetch => return self.fetch_lease(caller.cluster).await,
         };
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
@@ -241,13 +245,14 @@ impl Broker {
         Ok(Lease::shared(c))
     }
 
-    async fn fetch_lease(&self) -> Result<Lease, UpstreamError> {
-        let (conn, exclusive) = match self.fetch.borrow() {
+    /// A fetch connection for a request of `cluster` ([`FetchLane`] says how they are shared).
+    async fn fetch_lease(&self, cluster: Option<Uuid>) -> Result<Lease, UpstreamError> {
+        let (conn, exclusive) = match self.fetch.borrow(cluster) {
             Borrowed::Conn(c, exclusive) => (c, exclusive),
             Borrowed::Open => {
-                let _slot = Opening(&self.fetch);
+                let _slot = Opening(&self.fetch, cluster);
                 let c = self.open().await?;
-                self.fetch.lend_new(&c);
+                self.fetch.lend_new(&c, cluster);
                 (c, true)
             }
         };
@@ -273,7 +278,7 @@ impl Broker {
         expects_reply: bool,
     ) -> Result<Option<PendingReply>, UpstreamError> {
         let frame = caller.request(api, version, body)?;
-        let lease = self.lease(Lane::of(api), caller.connection).await?;
+        let lease = self.lease(Lane::of(api), caller).await?;
         self.send(lease, api, version, frame, expects_reply, false)
             .await
     }
@@ -289,7 +294,7 @@ impl Broker {
         body: &M,
     ) -> Result<PendingReply, UpstreamError> {
         let frame = caller.request(api, version, body)?;
-        let lease = self.lease(Lane::of(api), caller.connection).await?;
+        let lease = self.lease(Lane::of(api), caller).await?;
         let stream = lease.exclusive;
         let pending = self.send(lease, api, version, frame, true, stream).await?;
         Ok(pending.expect("a reply was asked for"))
@@ -350,7 +355,7 @@ impl Broker {
         let frame = Caller::GATEWAY.request(api, version, req)?;
         let lease = match conn {
             Some(c) => Lease::shared(c.clone()),
-            None => self.lease(Lane::of(api), 0).await?,
+            None => self.lease(Lane::of(api), Caller::GATEWAY).await?,
         };
         let pending = self
             .send(lease, api, version, frame, true, false)
@@ -406,6 +411,11 @@ impl Broker {
     #[cfg(test)]
     pub(super) fn fetch_connections(&self) -> (usize, usize) {
         self.fetch.open_connections()
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_fetch_caps(&self, caps: super::lease::FetchCaps) {
+        self.fetch.set_caps(caps)
     }
 }
 
