@@ -10,7 +10,8 @@
 //!   a produce with acks=all only once it is replicated, and reads nothing more from that
 //!   connection meanwhile).
 //! - Control: one multiplexed connection, shared by every client connection, for requests a
-//!   broker answers at once (never JoinGroup or SyncGroup, which it may hold for minutes).
+//!   broker answers at once (never JoinGroup or SyncGroup, which it may hold for minutes, nor
+//!   topic changes, which it answers once the controller has made them).
 //!   Requests from any number of clients are written in the order they are dispatched, each under
 //!   a correlation id of the gateway's own, and the replies are matched back by that id. A
 //!   thousand tenant connections cost each broker at most nine connections per gateway (plus
@@ -126,8 +127,8 @@ pub enum Lane {
     /// One multiplexed connection, so one client's produces keep their order.
     Produce = 0,
     /// A connection per request in flight, for requests a broker may hold for long (fetches
-    /// long-poll, JoinGroup and SyncGroup wait for the rebalance), shared only within a
-    /// cluster past its share ([`super::lease`]).
+    /// long-poll, JoinGroup and SyncGroup wait for the rebalance, topic changes for the
+    /// controller), shared only within a cluster past its share ([`super::lease`]).
     Fetch = 1,
     /// One multiplexed connection for everything else.
     Control = 2,
@@ -142,6 +143,14 @@ impl Lane {
             // on the shared control connection it would stall every other tenant's
             // heartbeats and commits, and their groups would rebalance too.
             ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup => Lane::Fetch,
+            // Apache Kafka answers these only once the change is done (CreateTopics,
+            // DeleteTopics and CreatePartitions when the controller has applied it, within the
+            // request's timeout_ms; DeleteRecords when every replica has moved its log start),
+            // so they are held too, if usually for less.
+            ApiKey::CreateTopics
+            | ApiKey::DeleteTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::DeleteRecords => Lane::Fetch,
             _ => Lane::Control,
         }
     }
@@ -543,6 +552,25 @@ mod tests {
             .dispatch_for(Caller::GATEWAY, ApiKey::Metadata, METADATA, &req, true)
             .await
             .is_ok());
+    }
+
+    #[test]
+    fn requests_a_broker_may_hold_never_take_the_shared_control_connection() {
+        for api in [
+            ApiKey::Fetch,
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::CreateTopics,
+            ApiKey::DeleteTopics,
+            ApiKey::CreatePartitions,
+            ApiKey::DeleteRecords,
+        ] {
+            assert_eq!(Lane::of(api), Lane::Fetch, "{api:?}");
+        }
+        for api in [ApiKey::Heartbeat, ApiKey::OffsetCommit, ApiKey::Metadata] {
+            assert_eq!(Lane::of(api), Lane::Control, "{api:?}");
+        }
+        assert_eq!(Lane::of(ApiKey::Produce), Lane::Produce);
     }
 
     #[test]
