@@ -102,12 +102,6 @@ pub async fn produce(
                     Ok(s) if s.has_producer_id && !transactional && !may_idempotent => {
                         Some(CLUSTER_DENIED)
                     }
-                    Ok(_)
-                        if first_sequence(records)
-                            .is_some_and(|seq| sequences.behind(&topic.name.0, p.index, seq)) =>
-                    {
-                        Some(ResponseError::NotLeaderOrFollower.code())
-                    }
                     Ok(_) => None,
                 };
                 if let Some(code) = code {
@@ -125,6 +119,42 @@ pub async fn produce(
     }
 
     let acks = req.acks;
+    // A producer's requests for a partition are routed and queued in the order they came
+    // ([`order`]); acks=0 asks for no order, since nothing tells the client what was written.
+    let admitted = if acks != 0 && !accepted.is_empty() {
+        let partitions: Vec<order::Routed<'_>> = accepted
+            .iter()
+            .flat_map(|t| {
+                t.partition_data.iter().map(|p| {
+                    let records = p.records.as_deref().unwrap_or_default();
+                    (t.name.0.as_str(), p.index, first_sequence(records))
+                })
+            })
+            .collect();
+        let admitted = sequences.admit(&partitions).await;
+        // Batches sent before their producer learnt that an earlier one failed.
+        for t in &mut accepted {
+            let mut behind = Vec::new();
+            t.partition_data.retain(|p| {
+                let records = p.records.as_deref().unwrap_or_default();
+                let is_behind = first_sequence(records)
+                    .is_some_and(|seq| sequences.behind(&t.name.0, p.index, seq));
+                if is_behind {
+                    behind.push((p.index, ResponseError::NotLeaderOrFollower.code()));
+                }
+                !is_behind
+            });
+            if !behind.is_empty() {
+                let mut name = t.name.clone();
+                ctx.topic_back(&mut name);
+                refused.push(refusal(name, t.topic_id, behind));
+            }
+        }
+        accepted.retain(|t| !t.partition_data.is_empty());
+        Some(admitted)
+    } else {
+        None
+    };
     if accepted.is_empty() {
         if acks == 0 {
             return Ok(Reply::Nothing);
@@ -209,6 +239,8 @@ pub async fn produce(
         |r: ProduceRequest| r.topic_data,
     )
     .await;
+    // Queued on their pool connections: the producer's next request may be routed.
+    drop(admitted);
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let router = ctx.gw.router();

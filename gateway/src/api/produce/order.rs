@@ -16,13 +16,20 @@
 //! records are acknowledged without ever being written. Two rules, per pool partition and
 //! producer id, give clients a broker's guarantee whatever the pool checks:
 //!
+//! - Admission: a producer's requests for a partition are routed and queued on their pool
+//!   connection one at a time, in the order they reached the gateway, even when they came on
+//!   different client connections (a client moving a partition to another gateway node)
+//!   ([`Sequences::admit`]).
 //! - Pins: while a batch is unanswered, the producer's later batches for the partition go to
 //!   the same broker, on the same pool connection, and are never routed elsewhere when it
 //!   cannot be reached ([`Sequences::hold`]).
 //! - Gaps: once the gateway has answered a batch with a retriable error, the producer's later
 //!   batches for the partition (sent before it saw the error) are refused with
 //!   NOT_LEADER_OR_FOLLOWER until the failed batch comes again, on any connection
-//!   ([`Sequences::behind`]). Clients retry them in order after it.
+//!   ([`Sequences::behind`]). Clients retry them in order after it. A gap closes by itself
+//!   after [`GAP_TTL`]: requests sent before the client saw the failure arrive well within
+//!   it, and a retry the gateway never sees (it went to another gateway instance) must not
+//!   stall the partition until the producer gives up.
 //!
 //! Keys hold pool topic names, so one cluster's producers never touch another's entries.
 
@@ -45,8 +52,22 @@ pub struct Sequences {
 
 #[derive(Default)]
 struct Entry {
+    /// Held by the request of this producer and partition being routed and queued.
+    gate: Arc<tokio::sync::Mutex<()>>,
     pin: Option<Pin>,
     gap: Option<Gap>,
+}
+
+impl Entry {
+    /// Nothing in flight, no gap, no request admitted or waiting: the entry can go.
+    fn idle(&self) -> bool {
+        self.pin.is_none() && self.gap.is_none() && Arc::strong_count(&self.gate) == 1
+    }
+
+    /// The gap, if it is still open.
+    fn open_gap(&self) -> Option<&Gap> {
+        self.gap.as_ref().filter(|g| g.at.elapsed() < GAP_TTL)
+    }
 }
 
 /// Where a producer's unanswered batches for a partition went.
@@ -65,13 +86,13 @@ struct Gap {
 }
 
 /// Entries kept at most. An entry lives while a batch is unanswered (bounded by the bytes in
-/// flight) or from a failure to its retry (usually milliseconds), so a gateway holds far fewer
-/// unless producers vanish right after failures; those age out ([`GAP_KEPT`]).
+/// flight) or from a failure to its retry (usually milliseconds, at most [`GAP_TTL`]), so a
+/// gateway holds far fewer.
 const MAX_ENTRIES: usize = 65_536;
-/// A gap this old is dropped when the table is full: clients give a batch up well before
-/// (librdkafka's `message.timeout.ms` and Java's `delivery.timeout.ms` default to 300 s and
-/// 120 s) and then move to a new epoch, which closes the gap anyway.
-const GAP_KEPT: Duration = Duration::from_secs(300);
+/// How long a gap stays open without the failed batch failing again. Requests a client sent
+/// before it read the failure arrive within a round trip of it; its retry comes after a
+/// metadata refresh and `retry.backoff.ms` (100 ms by default in librdkafka and Java).
+pub const GAP_TTL: Duration = Duration::from_secs(5);
 
 /// A request's partition as [`Sequences::hold`] takes it: pool topic, partition, and its
 /// first batch's producer sequence (none for producers without an id, which are not pinned).
@@ -93,7 +114,46 @@ pub struct Holding {
     pub client: Option<u64>,
 }
 
+/// A request's turn to be routed and queued for its producers' partitions; the next request
+/// of the same producer and partition waits until this is dropped.
+pub struct Admitted {
+    sequences: Arc<Sequences>,
+    keys: Vec<Key>,
+    turns: Vec<tokio::sync::OwnedMutexGuard<()>>,
+}
+
 impl Sequences {
+    /// Waits for this request's turn on each of its producer partitions, in the order requests
+    /// asked: call it before anything else that waits, and drop what it returns once the
+    /// request is queued on its pool connections.
+    pub async fn admit(self: &Arc<Self>, partitions: &[Routed<'_>]) -> Admitted {
+        let mut keys: Vec<Key> = partitions
+            .iter()
+            .filter_map(|(topic, index, seq)| {
+                Some(((*topic).to_owned(), *index, seq.as_ref()?.producer_id))
+            })
+            .collect();
+        // One order for every request, so two requests never wait on each other's turns.
+        keys.sort_unstable();
+        keys.dedup();
+        let gates: Vec<_> = {
+            let mut table = self.table.lock().expect("poisoned");
+            keys.retain(|k| room(&mut table, k));
+            keys.iter()
+                .map(|k| table.entry(k.clone()).or_default().gate.clone())
+                .collect()
+        };
+        let mut turns = Vec::with_capacity(gates.len());
+        for gate in gates {
+            turns.push(gate.lock_owned().await);
+        }
+        Admitted {
+            sequences: self.clone(),
+            keys,
+            turns,
+        }
+    }
+
     /// Replaces the router's choice for each partition of `partitions` whose producer has an
     /// unanswered batch for it with that batch's broker, and pins every routed partition to
     /// its broker until the returned [`Held`] is dropped. `client` is the connection sending
@@ -113,12 +173,21 @@ impl Sequences {
             followed: false,
             client: None,
         };
-        for ((topic, index, seq), route) in partitions.iter().zip(routes.iter_mut()) {
-            let Some(seq) = seq else { continue };
-            let key = ((*topic).to_owned(), *index, seq.producer_id);
+        let key = |(topic, index, seq): &Routed<'_>| {
+            seq.map(|seq| ((*topic).to_owned(), *index, seq.producer_id))
+        };
+        // The request travels on the pool connection of the batches it follows, if any, and
+        // so do the batches that will follow its own.
+        let sending = partitions
+            .iter()
+            .filter_map(key)
+            .find_map(|k| table.get(&k)?.pin.as_ref().map(|p| p.client));
+        holding.client = sending;
+        let sending = sending.unwrap_or(client);
+        for (partition, route) in partitions.iter().zip(routes.iter_mut()) {
+            let Some(key) = key(partition) else { continue };
             if let Some(pin) = table.get_mut(&key).and_then(|e| e.pin.as_mut()) {
                 holding.followed = true;
-                holding.client.get_or_insert(pin.client);
                 *route = Ok(pin.broker.clone());
                 pin.unanswered += 1;
             } else {
@@ -128,7 +197,7 @@ impl Sequences {
                 }
                 table.entry(key.clone()).or_default().pin = Some(Pin {
                     broker: broker.clone(),
-                    client,
+                    client: sending,
                     unanswered: 1,
                 });
             }
@@ -151,12 +220,12 @@ impl Sequences {
         let Some(entry) = table.get_mut(&key) else {
             return false;
         };
-        match &entry.gap {
-            None => false,
+        match entry.open_gap() {
             Some(g) if g.epoch == seq.epoch && seq.base_sequence > g.base_sequence => true,
-            Some(_) => {
+            None if entry.gap.is_none() => false,
+            _ => {
                 entry.gap = None;
-                if entry.pin.is_none() {
+                if entry.idle() {
                     table.remove(&key);
                 }
                 false
@@ -172,9 +241,15 @@ impl Sequences {
             return;
         }
         let entry = table.entry(key).or_default();
+        let open = entry.open_gap().is_some();
         match &mut entry.gap {
-            // The earliest failed batch of the epoch is the one the client retries first.
-            Some(g) if g.epoch == seq.epoch && g.base_sequence <= seq.base_sequence => {}
+            // The earliest failed batch of the epoch is the one the client retries first; the
+            // gap stays open while it keeps failing.
+            Some(g) if open && g.epoch == seq.epoch && g.base_sequence <= seq.base_sequence => {
+                if g.base_sequence == seq.base_sequence {
+                    g.at = Instant::now();
+                }
+            }
             gap => {
                 *gap = Some(Gap {
                     epoch: seq.epoch,
@@ -191,15 +266,14 @@ impl Sequences {
     }
 }
 
-/// Whether `key` has or may get an entry: a full table first drops old gaps, and past that
+/// Whether `key` has or may get an entry: a full table first drops closed gaps, and past that
 /// tracks nothing new (the pool's own sequence check is then all there is).
 fn room(table: &mut HashMap<Key, Entry>, key: &Key) -> bool {
     if table.len() < MAX_ENTRIES || table.contains_key(key) {
         return true;
     }
-    table.retain(|_, e| {
-        e.pin.is_some() || e.gap.as_ref().is_some_and(|g| g.at.elapsed() < GAP_KEPT)
-    });
+    table
+        .retain(|_, e| e.pin.is_some() || e.open_gap().is_some() || Arc::strong_count(&e.gate) > 1);
     if table.len() < MAX_ENTRIES {
         return true;
     }
@@ -220,7 +294,20 @@ impl Drop for Held {
                     entry.pin = None;
                 }
             }
-            if entry.pin.is_none() && entry.gap.is_none() {
+            if entry.idle() {
+                table.remove(key);
+            }
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        // The turns first: an entry whose gate is still held is not idle.
+        self.turns.clear();
+        let mut table = self.sequences.table.lock().expect("poisoned");
+        for key in &self.keys {
+            if table.get(key).is_some_and(Entry::idle) {
                 table.remove(key);
             }
         }
@@ -280,6 +367,70 @@ mod tests {
         assert!(!s.behind("t", 0, seq(MAX_ENTRIES as i64 + 5, 0, 6)));
     }
 
+    #[test]
+    fn a_gap_closes_by_itself_after_its_ttl_unless_the_batch_fails_again() {
+        let s = Sequences::default();
+        s.failed("t", 0, seq(7, 0, 10));
+        let age = |s: &Sequences| {
+            let mut table = s.table.lock().unwrap();
+            let gap = table.values_mut().next().unwrap().gap.as_mut().unwrap();
+            gap.at = Instant::now().checked_sub(GAP_TTL).unwrap();
+        };
+        // The failed batch failed again: the gap is as young as that.
+        age(&s);
+        s.failed("t", 0, seq(7, 0, 10));
+        assert!(s.behind("t", 0, seq(7, 0, 15)));
+        // Its retry went where this gateway does not see it: the gap lapses.
+        age(&s);
+        assert!(!s.behind("t", 0, seq(7, 0, 15)));
+        assert_eq!(s.len(), 0);
+        // A later failure after a lapsed gap opens a new one at its own sequence.
+        s.failed("t", 0, seq(7, 0, 10));
+        age(&s);
+        s.failed("t", 0, seq(7, 0, 20));
+        assert!(!s.behind("t", 0, seq(7, 0, 15)));
+    }
+
+    #[tokio::test]
+    async fn a_producers_requests_for_a_partition_are_admitted_one_at_a_time_in_order() {
+        let s = Arc::new(Sequences::default());
+        let first = s
+            .admit(&[("t", 0, Some(seq(7, 0, 0))), ("t", 1, None)])
+            .await;
+        // Another producer, or another partition, goes at once.
+        drop(s.admit(&[("t", 0, Some(seq(8, 0, 0)))]).await);
+        drop(s.admit(&[("t", 2, Some(seq(7, 0, 0)))]).await);
+        // The same producer and partition waits for the first to be queued, and the requests
+        // after it wait in the order they asked.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiting = Vec::new();
+        for n in 0..3 {
+            let (mine, tx) = (s.clone(), tx.clone());
+            waiting.push(tokio::spawn(async move {
+                let turn = mine.admit(&[("t", 0, Some(seq(7, 0, 5 * (n + 1))))]).await;
+                tx.send(n).unwrap();
+                drop(turn);
+            }));
+            // Each has asked before the next one asks.
+            while Arc::strong_count(&s.table.lock().unwrap()[&("t".to_owned(), 0, 7)].gate)
+                < 3 + n as usize
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "none admitted while the first holds its turn"
+        );
+        drop(first);
+        for w in waiting {
+            w.await.unwrap();
+        }
+        let order: Vec<i32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(order, [0, 1, 2]);
+        assert_eq!(s.len(), 0);
+    }
+
     fn broker(addr: &str) -> Arc<Broker> {
         Arc::new(Broker::new(addr.to_owned(), Timeouts::default()))
     }
@@ -310,6 +461,10 @@ mod tests {
         );
         assert!(second.followed);
         assert_eq!(second.client, Some(1));
+        // Producer 8's batch travelled on connection 1's pool connection: its next one follows.
+        let third_of_8 = s.hold(&[("t", 0, Some(seq(8, 0, 10)))], &mut [Ok(old.clone())], 3);
+        assert_eq!(third_of_8.client, Some(1));
+        drop(third_of_8);
         assert_eq!(addr(&routes[0]), old.addr());
         assert_eq!(addr(&routes[1]), new.addr());
         assert_eq!(addr(&routes[2]), new.addr());
