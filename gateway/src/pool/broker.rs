@@ -256,20 +256,21 @@ impl Broker {
 
     /// A fetch connection for a request of `cluster` ([`FetchLane`] says how they are shared).
     async fn fetch_lease(&self, cluster: Option<Uuid>) -> Result<Lease, UpstreamError> {
-        let (conn, exclusive) = match self.fetch.borrow(cluster) {
-            Borrowed::Conn(c, exclusive) => (c, exclusive),
+        let (conn, ahead) = match self.fetch.borrow(cluster) {
+            Borrowed::Conn(c, ahead) => (c, ahead),
             Borrowed::Open => {
                 let _slot = Opening(&self.fetch, cluster);
                 let c = self.open().await?;
                 self.fetch.lend_new(&c, cluster);
-                (c, true)
+                (c, 0)
             }
         };
         Ok(Lease {
             conn,
             fetch: Some(self.fetch.clone()),
             busy: false,
-            exclusive,
+            exclusive: ahead == 0,
+            ahead,
         })
     }
 

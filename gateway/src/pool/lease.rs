@@ -71,8 +71,9 @@ struct Lent {
 }
 
 pub(super) enum Borrowed {
-    /// A connection, and whether this request has it to itself.
-    Conn(Connection, bool),
+    /// A connection, and how many requests are ahead of this one on it (none: it has the
+    /// connection to itself).
+    Conn(Connection, u32),
     /// None to lend: open one (a slot is reserved in `opening`).
     Open,
 }
@@ -89,7 +90,7 @@ impl FetchLane {
                 owner,
                 requests: 1,
             });
-            return Borrowed::Conn(conn, true);
+            return Borrowed::Conn(conn, 0);
         }
         let caps = s.caps;
         let total = s.lent.len() + s.opening.len();
@@ -102,8 +103,9 @@ impl FetchLane {
             .min_by_key(|l| l.requests);
         match shared {
             Some(l) if own >= caps.reserved && (own >= caps.per_cluster || total >= caps.total) => {
+                let ahead = u32::try_from(l.requests).unwrap_or(u32::MAX);
                 l.requests += 1;
-                Borrowed::Conn(l.conn.clone(), false)
+                Borrowed::Conn(l.conn.clone(), ahead)
             }
             // Under its share, or nothing of its own to share yet.
             _ => {
@@ -175,6 +177,10 @@ pub(super) struct Lease {
     /// No other request shares the connection while this one is in flight: its answer may be
     /// streamed, at the pace of whoever reads it, without holding up anyone else's.
     pub(super) exclusive: bool,
+    /// Requests the broker holds on this connection before it reads this one (a cluster's
+    /// fetch connection shared past its share): each may take its own whole wait, so the
+    /// request's timeout is as many times longer ([`super::PendingReply`]).
+    pub(super) ahead: u32,
 }
 
 impl Lease {
@@ -184,6 +190,8 @@ impl Lease {
             fetch: None,
             busy: false,
             exclusive: false,
+            // Multiplexed lanes carry requests a broker answers at once.
+            ahead: 0,
         }
     }
 
@@ -225,6 +233,37 @@ mod tests {
             .await
             .expect("fetch sent")
             .expect("a reply")
+    }
+
+    #[tokio::test]
+    async fn a_request_queued_behind_another_waits_for_both_before_timing_out() {
+        let tansu = Tansu::start().await;
+        let (_pool, broker) = live_broker(&tansu).await;
+        create_topic(&broker, "quiet").await;
+        broker.set_fetch_caps(FetchCaps {
+            total: 1,
+            per_cluster: 1,
+            reserved: 1,
+        });
+        let a = Uuid::new_v4();
+        // Each long poll gets its wait and a margin; the second shares the first's connection
+        // and is read by the broker only once the first is answered.
+        let timeout = std::time::Duration::from_millis(1500);
+        let first = fetch_of(&broker, a, 1000).await.with_timeout(timeout);
+        let second = fetch_of(&broker, a, 1000).await.with_timeout(timeout);
+        assert_eq!(broker.fetch_connections(), (0, 1), "one connection, shared");
+        let (first, second) = tokio::join!(
+            first.decode::<FetchResponse>(FETCH),
+            second.decode::<FetchResponse>(FETCH)
+        );
+        assert_eq!(
+            fetched(&first.expect("the first long poll ends empty")),
+            (0, false)
+        );
+        assert_eq!(
+            fetched(&second.expect("the second is not timed out")),
+            (0, false)
+        );
     }
 
     #[tokio::test]

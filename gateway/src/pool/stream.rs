@@ -24,6 +24,8 @@ pub struct PendingReply {
     timeout: Duration,
     /// When the request was queued for writing; the timeout runs from here.
     sent: Instant,
+    /// Requests held ahead of this one on its connection ([`Lease::ahead`]).
+    ahead: u32,
     /// `None` once answered or timed out.
     rx: Option<oneshot::Receiver<Result<Arrival, UpstreamError>>>,
     lease: Option<Lease>,
@@ -41,13 +43,14 @@ impl PendingReply {
             addr,
             timeout,
             sent: Instant::now(),
+            ahead: lease.ahead,
             rx: Some(rx),
             lease: Some(lease),
         }
     }
 
     /// Sets how long, from dispatch, to wait for the answer: for a fetch, its `max_wait_ms`
-    /// and a margin. When it passes, the request fails with [`UpstreamError::Timeout`] and the
+    /// and a margin (times one more than the requests held ahead of it on a shared connection). When it passes, the request fails with [`UpstreamError::Timeout`] and the
     /// connection it travelled on is closed (other requests on it fail with
     /// [`UpstreamError::Io`]): a broker that stopped answering would otherwise hold every
     /// later request sent on it.
@@ -57,8 +60,10 @@ impl PendingReply {
     }
 
     fn deadline(&self) -> tokio::time::Instant {
-        // A timeout too long to add is as good as none: a year.
-        let at = (self.sent.checked_add(self.timeout))
+        // Each request ahead on the connection may take its own whole wait before the broker
+        // reads this one. A timeout too long to add is as good as none: a year.
+        let at = (self.timeout.checked_mul(self.ahead.saturating_add(1)))
+            .and_then(|t| self.sent.checked_add(t))
             .unwrap_or_else(|| self.sent + Duration::from_secs(365 * 24 * 3600));
         tokio::time::Instant::from_std(at)
     }
