@@ -452,7 +452,8 @@ impl Connection {
                 let held = self.hold(&session.cluster.id, size).await?;
                 let ctx = Ctx {
                     gw: self.gw.clone(),
-                    client: crate::pool::Caller::tenant(self.id, session.cluster.id),
+                    client: crate::pool::Caller::tenant(self.id, session.cluster.id)
+                        .with_client_id(header.client_id.as_deref()),
                     session,
                 };
                 match api::handle(&ctx, version, request).await? {

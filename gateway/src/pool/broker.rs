@@ -57,13 +57,22 @@ const CONNECT_FAILURE_HOLD: Duration = Duration::from_millis(250);
 const GATEWAY_CLIENT_ID: &str = "tollgate";
 /// `tollgate/` and a cluster id, hyphenated.
 const CLUSTER_CLIENT_ID_LEN: usize = GATEWAY_CLIENT_ID.len() + 1 + 36;
+/// The most of a client's own client id a JoinGroup carries ([`ClientTag`]): librdkafka's and
+/// Java's defaults (`rdkafka`, `consumer-<group>-<n>`) and typical service names fit.
+const CLIENT_TAG_LEN: usize = 48;
+/// `tollgate/<cluster id>/` and a client tag.
+const MAX_CLIENT_ID_LEN: usize = CLUSTER_CLIENT_ID_LEN + 1 + CLIENT_TAG_LEN;
 
 /// Who a request goes to the pool for.
 ///
 /// Requests sent on a tenant's behalf carry the client id `tollgate/<cluster id>`, so the
 /// pool's own quotas, logs and metrics can tell the clusters apart; the gateway's own requests
-/// carry `tollgate`. The client id a tenant's client sent is never passed on: it is free text
-/// the tenant chooses, and could name anything.
+/// carry `tollgate`. The client id a tenant's client sent is free text the tenant chooses and
+/// is not passed on as it is; only JoinGroup carries a tidied prefix of it
+/// (`tollgate/<cluster id>/<tag>`, [`ClientTag`]), because the group coordinator names the
+/// member after it (`<client id>-<uuid>`) and the consumer assignors order members by that
+/// name: librdkafka's and Java's range and round-robin assignors give the member whose
+/// `client.id` sorts first the first partitions, as they do against Kafka directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     /// The client connection, unique in this process: its produces keep to one of each
@@ -71,6 +80,41 @@ pub struct Caller {
     pub connection: u64,
     /// The tenant cluster the request is for; `None` for the gateway's own requests.
     pub cluster: Option<Uuid>,
+    /// The client's own client id, tidied, for JoinGroup.
+    pub tag: ClientTag,
+}
+
+/// A prefix of a client's client id, at most [`CLIENT_TAG_LEN`] bytes of `[A-Za-z0-9._-]`
+/// (any other byte becomes `_`): nothing the pool's logs could misread, and the same order
+/// as the client ids themselves for the ids clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTag {
+    bytes: [u8; CLIENT_TAG_LEN],
+    len: u8,
+}
+
+impl ClientTag {
+    pub const NONE: ClientTag = ClientTag {
+        bytes: [0; CLIENT_TAG_LEN],
+        len: 0,
+    };
+
+    pub fn new(client_id: &str) -> ClientTag {
+        let mut tag = ClientTag::NONE;
+        for (slot, b) in tag.bytes.iter_mut().zip(client_id.bytes()) {
+            *slot = if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                b
+            } else {
+                b'_'
+            };
+            tag.len += 1;
+        }
+        tag
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("ASCII")
+    }
 }
 
 impl Caller {
@@ -78,6 +122,7 @@ impl Caller {
     pub const GATEWAY: Caller = Caller {
         connection: 0,
         cluster: None,
+        tag: ClientTag::NONE,
     };
 
     /// Client connection `connection`, of cluster `cluster`.
@@ -85,20 +130,36 @@ impl Caller {
         Caller {
             connection,
             cluster: Some(cluster),
+            tag: ClientTag::NONE,
         }
     }
 
-    /// The client id the pool sees, written into `buf` for a cluster (no allocation on the
+    /// This caller, for a client whose own client id is `client_id`.
+    pub fn with_client_id(self, client_id: Option<&str>) -> Caller {
+        Caller {
+            tag: client_id.map_or(ClientTag::NONE, ClientTag::new),
+            ..self
+        }
+    }
+
+    /// The client id the pool sees for `api`, written into `buf` (no allocation on the
     /// request path).
-    fn client_id(self, buf: &mut [u8; CLUSTER_CLIENT_ID_LEN]) -> &str {
+    fn client_id(self, api: ApiKey, buf: &mut [u8; MAX_CLIENT_ID_LEN]) -> &str {
         let Some(cluster) = self.cluster else {
             return GATEWAY_CLIENT_ID;
         };
-        let (prefix, id) = buf.split_at_mut(GATEWAY_CLIENT_ID.len() + 1);
+        let (prefix, rest) = buf.split_at_mut(GATEWAY_CLIENT_ID.len() + 1);
         prefix[..GATEWAY_CLIENT_ID.len()].copy_from_slice(GATEWAY_CLIENT_ID.as_bytes());
         prefix[GATEWAY_CLIENT_ID.len()] = b'/';
-        cluster.hyphenated().encode_lower(id);
-        std::str::from_utf8(buf).expect("ASCII")
+        cluster.hyphenated().encode_lower(&mut rest[..36]);
+        let mut len = CLUSTER_CLIENT_ID_LEN;
+        let tag = self.tag.as_str();
+        if api == ApiKey::JoinGroup && !tag.is_empty() {
+            buf[len] = b'/';
+            buf[len + 1..len + 1 + tag.len()].copy_from_slice(tag.as_bytes());
+            len += 1 + tag.len();
+        }
+        std::str::from_utf8(&buf[..len]).expect("ASCII")
     }
 
     /// `body` as a request frame from this caller.
@@ -108,8 +169,8 @@ impl Caller {
         version: i16,
         body: &M,
     ) -> Result<Frame, UpstreamError> {
-        let mut buf = [0; CLUSTER_CLIENT_ID_LEN];
-        Frame::request(api, version, self.client_id(&mut buf), body)
+        let mut buf = [0; MAX_CLIENT_ID_LEN];
+        Frame::request(api, version, self.client_id(api, &mut buf), body)
             .map_err(|e| UpstreamError::Encode(e.to_string()))
     }
 }
@@ -577,12 +638,35 @@ mod tests {
     #[test]
     fn the_client_id_names_the_cluster_or_the_gateway() {
         let cluster = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        let mut buf = [0; CLUSTER_CLIENT_ID_LEN];
+        let mut buf = [0; MAX_CLIENT_ID_LEN];
+        let tenant = Caller::tenant(7, cluster).with_client_id(Some("c0 orders/\u{e9}"));
         assert_eq!(
-            Caller::tenant(7, cluster).client_id(&mut buf),
+            tenant.client_id(ApiKey::Produce, &mut buf),
             "tollgate/01234567-89ab-cdef-0123-456789abcdef"
         );
-        assert_eq!(Caller::GATEWAY.client_id(&mut buf), "tollgate");
+        // JoinGroup names the member: the client's own id, tidied, sorts the members.
+        assert_eq!(
+            tenant.client_id(ApiKey::JoinGroup, &mut buf),
+            "tollgate/01234567-89ab-cdef-0123-456789abcdef/c0_orders___"
+        );
+        let long = "x".repeat(500);
+        let tagged = Caller::tenant(7, cluster).with_client_id(Some(&long));
+        assert_eq!(
+            tagged.client_id(ApiKey::JoinGroup, &mut buf).len(),
+            MAX_CLIENT_ID_LEN
+        );
+        assert_eq!(
+            Caller::tenant(7, cluster)
+                .with_client_id(None)
+                .client_id(ApiKey::JoinGroup, &mut buf),
+            "tollgate/01234567-89ab-cdef-0123-456789abcdef"
+        );
+        assert_eq!(
+            Caller::GATEWAY.client_id(ApiKey::JoinGroup, &mut buf),
+            "tollgate"
+        );
+        let order = |id: &str| ClientTag::new(id).as_str().to_owned();
+        assert!(order("c0") < order("c1") && order("consumer-1") < order("consumer-2"));
     }
 
     /// What reached the broker is what is under test, which only a fake broker records.

@@ -41,7 +41,7 @@ pub mod stream;
 pub(crate) mod testing;
 pub mod topic_ids;
 
-pub use broker::{Broker, Caller, Lane, Timeouts, PRODUCE_CONNECTIONS};
+pub use broker::{Broker, Caller, ClientTag, Lane, Timeouts, PRODUCE_CONNECTIONS};
 pub use coordinators::{CoordinatorAnswer, GROUP, TRANSACTION};
 pub use error::{is_network, UpstreamError};
 pub use membership::Pool;
