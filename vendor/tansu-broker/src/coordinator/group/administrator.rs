@@ -1570,6 +1570,38 @@ where
             .into())
     }
 
+    // Tollgate patch: OffsetCommit was never checked against the group, so a member at a
+    // generation the group had left behind (librdkafka's 0118_commit_rebalance: a member still
+    // working on generation 1 when the group had re-formed at 2 without it), a member that had
+    // left (librdkafka commits with an empty member id after its LeaveGroup), or a commit with
+    // no member id into a group with members, was stored as if from the partitions' owner.
+    // As in Kafka (ClassicGroup::validateOffsetCommit): a commit without a generation (-1) into
+    // a group without members is a standalone commit; otherwise the member must be in the group
+    // (UNKNOWN_MEMBER_ID) and at a real generation no newer than the group's, in a formed group
+    // (Kafka's Stable) the group's own (ILLEGAL_GENERATION). A forming group (Kafka's
+    // PreparingRebalance and CompletingRebalance, without the barrier) takes an older one too:
+    // tansu bumps the generation when a member joins, not when the rebalance completes, so a
+    // member committing on revoke before it rejoins, which Kafka accepts, holds an older
+    // generation there; and as tansu keeps the generation on some rebalances (a member's missed
+    // heartbeat, a static member's new metadata), a member at the current generation may not
+    // have rejoined either, so it is not answered REBALANCE_IN_PROGRESS.
+    fn offset_commit_refusal(&self, detail: &OffsetCommit<'_>, formed: bool) -> Option<ErrorCode> {
+        let generation_id = detail.generation_id_or_member_epoch.unwrap_or(-1);
+
+        if generation_id < 0 && self.members.is_empty() {
+            None
+        } else if !self.members.contains_key(detail.member_id.unwrap_or("")) {
+            Some(ErrorCode::UnknownMemberId)
+        } else if generation_id < 0
+            || generation_id > self.generation_id
+            || (formed && generation_id != self.generation_id)
+        {
+            Some(ErrorCode::IllegalGeneration)
+        } else {
+            None
+        }
+    }
+
     async fn commit_offset(&mut self, detail: &OffsetCommit<'_>) -> Result<Body> {
         let retention_time_ms = detail.retention_time_ms.map_or(Ok(None), |ms| {
             u64::try_from(ms)
@@ -1658,6 +1690,32 @@ where
                 .into())
         }
     }
+}
+
+// Tollgate patch: an OffsetCommitResponse refusing every partition of the request.
+fn offset_commit_refused(detail: &OffsetCommit<'_>, error_code: ErrorCode) -> Body {
+    OffsetCommitResponse::default()
+        .throttle_time_ms(Some(0))
+        .topics(detail.topics.map(|topics| {
+            topics
+                .iter()
+                .map(|topic| {
+                    OffsetCommitResponseTopic::default()
+                        .name(topic.name.clone())
+                        .partitions(topic.partitions.as_ref().map(|partitions| {
+                            partitions
+                                .iter()
+                                .map(|partition| {
+                                    OffsetCommitResponsePartition::default()
+                                        .partition_index(partition.partition_index)
+                                        .error_code(error_code.into())
+                                })
+                                .collect()
+                        }))
+                })
+                .collect()
+        }))
+        .into()
 }
 
 #[derive(Clone, Debug, Default, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -2175,6 +2233,12 @@ where
     ) -> (Self::OffsetCommitState, Body) {
         let _ = now;
         debug!(?detail);
+
+        // Tollgate patch: see offset_commit_refusal.
+        if let Some(error_code) = self.offset_commit_refusal(detail, false) {
+            debug!(?error_code, self.generation_id);
+            return (self, offset_commit_refused(detail, error_code));
+        }
 
         match self.commit_offset(detail).await {
             Ok(body) => (self, body),
@@ -2794,6 +2858,12 @@ where
         detail: &OffsetCommit<'_>,
     ) -> (Self::OffsetCommitState, Body) {
         let _ = now;
+
+        // Tollgate patch: see offset_commit_refusal.
+        if let Some(error_code) = self.offset_commit_refusal(detail, true) {
+            debug!(?error_code, self.generation_id);
+            return (self, offset_commit_refused(detail, error_code));
+        }
 
         match self.commit_offset(detail).await {
             Ok(body) => (self, body),
