@@ -24,9 +24,12 @@
 //! - [`routing`]: which broker serves a request ([`Router`]): for a partition, the leader on a
 //!   leader-based pool, the rendezvous winner on a stateless one ([`PoolKind`]); for a group
 //!   or transaction, its coordinator.
+//! - [`autoscale`]: how many brokers the pool should have, from its load and a policy; uses
+//!   none of the above.
 //!
 //! Each module uses only modules listed before it.
 
+pub mod autoscale;
 pub mod broker;
 pub mod cache;
 pub mod connection;
