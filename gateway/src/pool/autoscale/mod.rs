@@ -5,13 +5,18 @@
 //! - [`decide`]: the decision ([`Decider`]): how many brokers the pool should have, from its
 //!   load and the policy. It reads no clock and touches no pool, so the live autoscaler and
 //!   the simulator make the same decisions from the same samples.
+//! - [`trace`]: load traces (the history's format, CSV or JSON) and synthetic ones.
+//! - [`simulate`]: a trace replayed against a policy on brokers of a given capacity: cost,
+//!   time short of capacity, latency, thrashing.
 //!
 //! Still to come (issue 12): the signals sampled from the pool, the actuators that start and
-//! stop brokers, draining on scale-in, the admin endpoints, the history, and the simulator
-//! and tuner.
+//! stop brokers, draining on scale-in, the admin endpoints, the history, the command line and
+//! its reports, and the tuner.
 
 pub mod decide;
 pub mod policy;
+pub mod simulate;
+pub mod trace;
 
 pub use decide::{Decider, Decision, Load};
 pub use policy::{Mode, Policy, PolicyError, Signal, Targets};
