@@ -26,6 +26,114 @@ enum Command {
     Dev(DevArgs),
     /// The gateway against an existing Kafka pool.
     Serve(ServeArgs),
+    /// Autoscaling policies replayed against load traces, offline.
+    #[command(subcommand)]
+    Autoscale(AutoscaleCommand),
+}
+
+#[derive(Subcommand)]
+enum AutoscaleCommand {
+    /// Writes a synthetic load trace (CSV, the history's format).
+    Trace(TraceArgs),
+    /// Replays a trace against one or more policies: DIR/report.json and DIR/report.html.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// flat, diurnal, weekly, bursts, flash-crowd or ramp.
+    #[arg(long)]
+    synthetic: String,
+    /// How long the trace is.
+    #[arg(long, default_value_t = 1)]
+    days: u64,
+    /// Seconds between samples (the live history keeps one every 10 s).
+    #[arg(long, default_value_t = 10)]
+    step_seconds: u64,
+    /// Bytes in per second at the shape's peak.
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    peak_bytes_in_per_second: u64,
+    /// Bytes out per second at the peak.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    peak_bytes_out_per_second: u64,
+    /// Requests per second at the peak.
+    #[arg(long, default_value_t = 10_000)]
+    peak_requests_per_second: u64,
+    /// Client connections at the peak.
+    #[arg(long, default_value_t = 2_000)]
+    peak_connections: u64,
+    /// Where to write the trace.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The trace: CSV or the JSON of `GET /v1/pool/history`.
+    #[arg(long)]
+    trace: PathBuf,
+    /// One broker's capacity, start and drain seconds, price and latency curve (JSON).
+    #[arg(long)]
+    capacity: PathBuf,
+    /// A policy (JSON); repeat to compare several.
+    #[arg(long, required = true)]
+    policy: Vec<PathBuf>,
+    /// Where the reports go.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tollgate_gateway::pool::autoscale::{report, simulate, trace, Load, Policy};
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    match command {
+        AutoscaleCommand::Trace(a) => {
+            let shape = trace::Shape::parse(&a.synthetic).map_err(anyhow::Error::msg)?;
+            let peak = Load {
+                bytes_in_per_second: a.peak_bytes_in_per_second,
+                bytes_out_per_second: a.peak_bytes_out_per_second,
+                requests_per_second: a.peak_requests_per_second,
+                connections: a.peak_connections,
+            };
+            let samples = trace::synthetic(shape, a.days * 86_400, a.step_seconds, &peak);
+            std::fs::write(&a.out, trace::to_csv(&samples))
+                .with_context(|| format!("writing {}", a.out.display()))?;
+            eprintln!("{} samples written to {}", samples.len(), a.out.display());
+        }
+        AutoscaleCommand::Simulate(a) => {
+            let samples = trace::parse(&read(&a.trace)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
+            let capacity = simulate::Capacity::from_json(&read(&a.capacity)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.capacity.display()))?;
+            let mut runs = Vec::new();
+            for path in &a.policy {
+                let policy =
+                    Policy::from_json(&read(path)?).with_context(|| path.display().to_string())?;
+                let outcome = simulate::simulate(&samples, &policy, &capacity);
+                eprintln!(
+                    "{}: cost {}, short {} s, {} scale events, {} reversals, p99 {} ms",
+                    path.display(),
+                    outcome.cost.round_dp(4),
+                    outcome.short_seconds,
+                    outcome.decisions.len(),
+                    outcome.reversals,
+                    outcome.p99_latency_ms
+                );
+                runs.push(report::Run {
+                    name: path.display().to_string(),
+                    policy,
+                    outcome,
+                });
+            }
+            report::write(&a.out, &samples, &capacity, &runs)
+                .with_context(|| format!("writing the report in {}", a.out.display()))?;
+            eprintln!("report: {}", a.out.join("report.html").display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -219,6 +327,7 @@ async fn main() -> std::process::ExitCode {
             Ok(common) => run::serve(common, a.pool_bootstrap, a.pool_kind).await,
             Err(e) => Err(e),
         },
+        Command::Autoscale(a) => autoscale(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,13 +8,14 @@
 //! - [`trace`]: load traces (the history's format, CSV or JSON) and synthetic ones.
 //! - [`simulate`]: a trace replayed against a policy on brokers of a given capacity: cost,
 //!   time short of capacity, latency, thrashing.
+//! - [`report`]: the simulator's `report.json` and `report.html`.
 //!
 //! Still to come (issue 12): the signals sampled from the pool, the actuators that start and
-//! stop brokers, draining on scale-in, the admin endpoints, the history, the command line and
-//! its reports, and the tuner.
+//! stop brokers, draining on scale-in, the admin endpoints, the history, and the tuner.
 
 pub mod decide;
 pub mod policy;
+pub mod report;
 pub mod simulate;
 pub mod trace;
 
