@@ -96,23 +96,33 @@ impl Decider {
         self.policy = policy;
     }
 
-    /// How many brokers the pool should have at `now`, with `current` brokers carrying `load`.
+    /// How many brokers the pool should have at `now`, with `current` brokers carrying `load`,
+    /// with the numbers and the rule that decided, in words.
     pub fn decide(&mut self, now: u64, current: u32, load: &Load) -> Decision {
+        let step = self.step(now, current, load);
+        self.explain(now, current, load, &step)
+    }
+
+    /// [`Decider::decide`] without the words: what the simulator calls at every sample, so
+    /// that replaying a month costs no formatting. Its decisions are [`Decider::decide`]'s.
+    pub fn step(&mut self, now: u64, current: u32, load: &Load) -> Step {
         let p = &self.policy;
         let started = *self.started.get_or_insert(now);
         let (min, max) = (p.min_brokers, p.max_brokers);
         let serving = current.max(1);
 
         // Per signal: utilization at the current size, and the brokers it asks for.
-        let mut utilization = Vec::new();
+        let mut utilization = [None; Signal::ALL.len()];
         let mut wanted: Option<(Signal, u32)> = None;
+        let mut within = true;
         for (signal, target) in p.target_per_broker.iter() {
             let load = load.get(signal);
             let u = load as f64 / (f64::from(serving) * target as f64);
-            utilization.push((signal, u));
+            utilization[signal as usize] = Some(u);
             let asks = if (u - 1.0).abs() <= p.tolerance {
                 serving
             } else {
+                within = false;
                 u32::try_from(load.div_ceil(target)).unwrap_or(u32::MAX)
             };
             if wanted.is_none_or(|(_, most)| asks > most) {
@@ -120,9 +130,6 @@ impl Decider {
             }
         }
         let (signal, asked) = wanted.map_or((None, serving), |(s, n)| (Some(s), n));
-        let within = utilization
-            .iter()
-            .all(|(_, u)| (u - 1.0).abs() <= p.tolerance);
         let recommended = asked.clamp(min, max);
 
         self.recent.push_back((now, recommended));
@@ -143,109 +150,161 @@ impl Decider {
                 .filter(move |(t, _)| now.saturating_sub(*t) <= u64::from(seconds))
                 .map(|(_, n)| *n)
         };
-
-        let numbers = match signal {
-            Some(s) => {
-                let u = utilization
-                    .iter()
-                    .find(|(x, _)| *x == s)
-                    .map_or(0.0, |(_, u)| *u);
-                format!(
-                    "{s} {} over {current} broker(s) is {u:.2} of the target {} per broker",
-                    load.get(s),
-                    p.target_per_broker.get(s).unwrap_or(0)
-                )
-            }
-            None => "no signal".to_owned(),
-        };
-        let decide = |to: u32, rule: String| Decision {
-            time: now,
-            from_brokers: current,
-            to_brokers: to,
+        let done = |to: u32, rule: Rule| Step {
+            to,
             signal,
-            utilization: utilization.clone(),
-            reason: format!("{numbers}: {rule}"),
+            recommended,
+            utilization,
+            rule,
         };
 
         // Outside the bounds (a new policy, or a pool started at another size): back inside.
         if current < min || current > max {
-            let to = current.clamp(min, max);
-            return decide(to, format!("the policy allows {min} to {max} brokers"));
+            return done(current.clamp(min, max), Rule::Bounds);
         }
         if recommended > current {
             let steady = in_window(p.scale_up.stabilization_seconds)
                 .min()
                 .unwrap_or(current);
-            let step_limit = current.saturating_add(p.scale_up.max_step);
-            let to = steady.min(step_limit).max(current);
+            let to = steady
+                .min(current.saturating_add(p.scale_up.max_step))
+                .max(current);
             let rule = if to == current {
-                format!(
-                    "{recommended} recommended, but not for the whole {} s scale-up window",
-                    p.scale_up.stabilization_seconds
-                )
+                Rule::UpWindow
             } else if to < steady {
-                format!(
-                    "{recommended} recommended, at most {} added at once",
-                    p.scale_up.max_step
-                )
+                Rule::UpStep
             } else {
-                format!("{recommended} recommended")
+                Rule::Up
             };
-            return decide(to, rule);
+            return done(to, rule);
         }
         if recommended < current {
             let window = p.scale_down.stabilization_seconds;
             if now.saturating_sub(started) < u64::from(window) {
-                return decide(
-                    current,
-                    format!(
-                        "{recommended} recommended, but the {window} s scale-down window has not \
-                         been watched whole yet"
-                    ),
-                );
+                return done(current, Rule::DownUnwatched);
             }
             let steady = in_window(window).max().unwrap_or(current);
             if steady >= current {
-                return decide(
-                    current,
-                    format!(
-                        "{recommended} recommended, but {steady} was within the last {window} s"
-                    ),
-                );
+                return done(current, Rule::DownWindow(steady));
             }
-            if let Some(last) = self.last_scale_down {
-                let period = p.scale_down.period_seconds;
-                if now.saturating_sub(last) < u64::from(period) {
-                    return decide(
-                        current,
-                        format!(
-                            "{recommended} recommended, but the last scale-down was under \
-                             {period} s ago"
-                        ),
-                    );
-                }
+            if self.last_scale_down.is_some_and(|last| {
+                now.saturating_sub(last) < u64::from(p.scale_down.period_seconds)
+            }) {
+                return done(current, Rule::DownPeriod);
             }
             let to = steady
                 .max(current.saturating_sub(p.scale_down.max_step))
                 .max(min);
             self.last_scale_down = Some(now);
-            let rule = if to > steady {
-                format!(
-                    "{recommended} recommended, at most {} removed at once",
-                    p.scale_down.max_step
-                )
-            } else {
-                format!("{recommended} recommended for the whole {window} s window")
-            };
-            return decide(to, rule);
+            return done(
+                to,
+                if to > steady {
+                    Rule::DownStep
+                } else {
+                    Rule::Down
+                },
+            );
         }
-        let rule = if within {
-            format!("within the tolerance of {}", p.tolerance)
-        } else {
-            format!("{recommended} recommended, which the pool has")
-        };
-        decide(current, rule)
+        done(current, if within { Rule::Within } else { Rule::Has })
     }
+
+    /// A [`Step`] in words, with the numbers behind it.
+    pub fn explain(&self, now: u64, current: u32, load: &Load, step: &Step) -> Decision {
+        let p = &self.policy;
+        let r = step.recommended;
+        let numbers = match step.signal {
+            Some(s) => format!(
+                "{s} {} over {current} broker(s) is {:.2} of the target {} per broker",
+                load.get(s),
+                step.utilization[s as usize].unwrap_or(0.0),
+                p.target_per_broker.get(s).unwrap_or(0)
+            ),
+            None => "no signal".to_owned(),
+        };
+        let (up, down) = (&p.scale_up, &p.scale_down);
+        let rule = match step.rule {
+            Rule::Bounds => format!(
+                "the policy allows {} to {} brokers",
+                p.min_brokers, p.max_brokers
+            ),
+            Rule::UpWindow => format!(
+                "{r} recommended, but not for the whole {} s scale-up window",
+                up.stabilization_seconds
+            ),
+            Rule::UpStep => format!("{r} recommended, at most {} added at once", up.max_step),
+            Rule::Up => format!("{r} recommended"),
+            Rule::DownUnwatched => format!(
+                "{r} recommended, but the {} s scale-down window has not been watched whole yet",
+                down.stabilization_seconds
+            ),
+            Rule::DownWindow(steady) => format!(
+                "{r} recommended, but {steady} was within the last {} s",
+                down.stabilization_seconds
+            ),
+            Rule::DownPeriod => format!(
+                "{r} recommended, but the last scale-down was under {} s ago",
+                down.period_seconds
+            ),
+            Rule::DownStep => {
+                format!("{r} recommended, at most {} removed at once", down.max_step)
+            }
+            Rule::Down => format!(
+                "{r} recommended for the whole {} s window",
+                down.stabilization_seconds
+            ),
+            Rule::Within => format!("within the tolerance of {}", p.tolerance),
+            Rule::Has => format!("{r} recommended, which the pool has"),
+        };
+        Decision {
+            time: now,
+            from_brokers: current,
+            to_brokers: step.to,
+            signal: step.signal,
+            utilization: Signal::ALL
+                .iter()
+                .filter_map(|s| step.utilization[*s as usize].map(|u| (*s, u)))
+                .collect(),
+            reason: format!("{numbers}: {rule}"),
+        }
+    }
+}
+
+/// What [`Decider::step`] decided, before it is put in words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub to: u32,
+    /// The signal that asked for the most brokers.
+    pub signal: Option<Signal>,
+    /// What the signals asked for, within the bounds, before windows and steps.
+    pub recommended: u32,
+    /// Per signal (indexed as [`Signal::ALL`]), for the signals the policy follows.
+    pub utilization: [Option<f64>; Signal::ALL.len()],
+    pub rule: Rule,
+}
+
+/// Which rule of the policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The pool was outside `[min_brokers, max_brokers]`.
+    Bounds,
+    /// More wanted, but not for the whole scale-up window.
+    UpWindow,
+    /// More wanted, limited by the scale-up step.
+    UpStep,
+    Up,
+    /// Fewer wanted, but the decider has not seen a whole scale-down window yet.
+    DownUnwatched,
+    /// Fewer wanted now, but this many within the scale-down window.
+    DownWindow(u32),
+    /// Fewer wanted, but the last scale-down is too recent.
+    DownPeriod,
+    /// Fewer wanted, limited by the scale-down step.
+    DownStep,
+    Down,
+    /// Every signal within the tolerance.
+    Within,
+    /// The pool has what the signals ask for.
+    Has,
 }
 
 #[cfg(test)]

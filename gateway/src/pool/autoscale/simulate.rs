@@ -160,9 +160,10 @@ pub fn simulate(trace: &[Sample], policy: &Policy, capacity: &Capacity) -> Outco
         }
         let load = sample.load();
         if now >= next_decision {
-            let decision = decider.decide(now, desired, &load);
-            if decision.changes() {
-                let to = decision.to_brokers;
+            let step = decider.step(now, desired, &load);
+            if step.to != desired {
+                let decision = decider.explain(now, desired, &load, &step);
+                let to = step.to;
                 if to > desired {
                     let ready = now + u64::from(capacity.start_seconds);
                     starting.extend(std::iter::repeat_n(ready, (to - desired) as usize));
