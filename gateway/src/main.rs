@@ -37,6 +37,35 @@ enum AutoscaleCommand {
     Trace(TraceArgs),
     /// Replays a trace against one or more policies: DIR/report.json and DIR/report.html.
     Simulate(SimulateArgs),
+    /// Replays a trace against every policy of a grid and recommends the cheapest that meets
+    /// the objectives: DIR/recommended-policy.json, DIR/report.json, DIR/report.html.
+    Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// The trace: CSV or the JSON of `GET /v1/pool/history`.
+    #[arg(long)]
+    trace: PathBuf,
+    /// One broker's capacity, start and drain seconds, price and latency curve (JSON).
+    #[arg(long)]
+    capacity: PathBuf,
+    /// The values to try per policy field (JSON); 720 candidates around common practice when
+    /// not given.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Seconds short of capacity the recommended policy may have over the trace.
+    #[arg(long, default_value_t = 0)]
+    slo_short_seconds: u64,
+    /// p99 latency (ms, from the capacity curve) the recommended policy must stay within.
+    #[arg(long)]
+    slo_p99_ms: Option<u32>,
+    /// Reversals (a scale-up and a scale-down within 10 minutes) it may have.
+    #[arg(long)]
+    slo_reversals: Option<usize>,
+    /// Where the reports go.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -85,7 +114,7 @@ struct SimulateArgs {
 
 fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
     use anyhow::Context;
-    use tollgate_gateway::pool::autoscale::{report, simulate, trace, Load, Policy};
+    use tollgate_gateway::pool::autoscale::{report, simulate, trace, tune, Load, Policy};
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     };
@@ -131,6 +160,74 @@ fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
             report::write(&a.out, &samples, &capacity, &runs)
                 .with_context(|| format!("writing the report in {}", a.out.display()))?;
             eprintln!("report: {}", a.out.join("report.html").display());
+        }
+        AutoscaleCommand::Tune(a) => {
+            let samples = trace::parse(&read(&a.trace)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
+            let capacity = simulate::Capacity::from_json(&read(&a.capacity)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.capacity.display()))?;
+            let grid: tune::Grid = match &a.grid {
+                Some(path) => serde_json::from_str(&read(path)?)
+                    .with_context(|| format!("grid {}", path.display()))?,
+                None => tune::Grid::default(),
+            };
+            let objectives = tune::Objectives {
+                short_seconds: a.slo_short_seconds,
+                p99_latency_ms: a.slo_p99_ms,
+                reversals: a.slo_reversals,
+            };
+            let started = std::time::Instant::now();
+            let progress = |done: usize, total: usize| {
+                if done % (total / 10).max(1) == 0 || done == total {
+                    eprintln!("tune: {done} of {total} policies simulated");
+                }
+            };
+            let tuning = tune::tune(&samples, &capacity, &grid, objectives, &progress)
+                .map_err(anyhow::Error::msg)?;
+            let best = &tuning.candidates[0];
+            eprintln!(
+                "tune: {} candidates over {} samples in {:.1} s; {}: cost {}, short {} s, p99 {} ms, {} reversals",
+                tuning.candidates.len(),
+                samples.len(),
+                started.elapsed().as_secs_f64(),
+                if tuning.met {
+                    "recommended"
+                } else {
+                    "no candidate met the objectives; least short"
+                },
+                best.cost.round_dp(4),
+                best.short_seconds,
+                best.p99_latency_ms,
+                best.reversals
+            );
+            std::fs::create_dir_all(&a.out)
+                .with_context(|| format!("creating {}", a.out.display()))?;
+            let write = |name: &str, text: String| {
+                let path = a.out.join(name);
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+            };
+            write(
+                "recommended-policy.json",
+                serde_json::to_string_pretty(&best.policy)?,
+            )?;
+            let runs: Vec<report::Run> = [
+                ("recommended", &best.policy),
+                ("default", &Policy::default()),
+            ]
+            .into_iter()
+            .map(|(name, policy)| report::Run {
+                name: name.to_owned(),
+                policy: policy.clone(),
+                outcome: simulate::simulate(&samples, policy, &capacity),
+            })
+            .collect();
+            report::write(&a.out, &samples, &capacity, &runs)
+                .with_context(|| format!("writing the report in {}", a.out.display()))?;
+            write("candidates.json", serde_json::to_string_pretty(&tuning)?)?;
+            eprintln!(
+                "recommended policy: {}",
+                a.out.join("recommended-policy.json").display()
+            );
         }
     }
     Ok(())

@@ -186,3 +186,83 @@ fn a_bad_policy_or_trace_is_refused_with_a_message_and_no_report() {
     assert!(!out.join("report.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tune_recommends_a_policy_that_simulate_and_the_policy_reader_accept() {
+    let dir = scratch();
+    let trace = dir.join("day.csv").display().to_string();
+    assert!(tollgate(&[
+        "autoscale",
+        "trace",
+        "--synthetic",
+        "diurnal",
+        "--step-seconds",
+        "60",
+        "--peak-bytes-in-per-second",
+        "400",
+        "--out",
+        &trace,
+    ])
+    .status
+    .success());
+    let capacity = write(
+        &dir,
+        "capacity.json",
+        r#"{"per_broker": {"bytes_in_per_second": 100, "bytes_out_per_second": 1073741824,
+                           "requests_per_second": 1000000, "connections": 100000},
+            "start_seconds": 60, "drain_seconds": 60, "price_per_broker_hour": "1",
+            "latency_ms": [[0.0, 2], [1.0, 20]]}"#,
+    );
+    let grid = write(
+        &dir,
+        "grid.json",
+        r#"{"target_utilization": [0.6, 0.95], "tolerance": [0.1],
+            "scale_up_stabilization_seconds": [0], "scale_up_max_step": [2],
+            "scale_down_stabilization_seconds": [300], "scale_down_max_step": [1],
+            "scale_down_period_seconds": [60]}"#,
+    );
+    let out = dir.join("tuned");
+    let ran = tollgate(&[
+        "autoscale",
+        "tune",
+        "--trace",
+        &trace,
+        "--capacity",
+        &capacity,
+        "--grid",
+        &grid,
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let said = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{said}");
+    assert!(said.contains("2 candidates over 1440 samples"), "{said}");
+    let recommended = std::fs::read_to_string(out.join("recommended-policy.json")).unwrap();
+    let policy = tollgate_gateway::pool::autoscale::Policy::from_json(&recommended).unwrap();
+    // The 95% target is short of capacity while each new broker starts; 60% is not.
+    assert_eq!(policy.target_per_broker.bytes_in_per_second, Some(60));
+    let candidates: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("candidates.json")).unwrap())
+            .unwrap();
+    assert_eq!(candidates["met"], true);
+    assert_eq!(candidates["candidates"][1]["meets_objectives"], false);
+    assert!(out.join("report.html").exists() && out.join("report.json").exists());
+    let again = tollgate(&[
+        "autoscale",
+        "simulate",
+        "--trace",
+        &trace,
+        "--capacity",
+        &capacity,
+        "--policy",
+        &out.join("recommended-policy.json").display().to_string(),
+        "--out",
+        &dir.join("check").display().to_string(),
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

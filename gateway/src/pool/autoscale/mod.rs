@@ -9,15 +9,18 @@
 //! - [`simulate`]: a trace replayed against a policy on brokers of a given capacity: cost,
 //!   time short of capacity, latency, thrashing.
 //! - [`report`]: the simulator's `report.json` and `report.html`.
+//! - [`tune`]: every policy of a grid simulated, the cheapest meeting the objectives
+//!   recommended.
 //!
 //! Still to come (issue 12): the signals sampled from the pool, the actuators that start and
-//! stop brokers, draining on scale-in, the admin endpoints, the history, and the tuner.
+//! stop brokers, draining on scale-in, the admin endpoints and the history.
 
 pub mod decide;
 pub mod policy;
 pub mod report;
 pub mod simulate;
 pub mod trace;
+pub mod tune;
 
 pub use decide::{Decider, Decision, Load};
 pub use policy::{Mode, Policy, PolicyError, Signal, Targets};
