@@ -282,6 +282,12 @@ struct CommonArgs {
     /// data_in_gb, data_out_gb, decimals as strings); the documented rates when not given.
     #[arg(long, env = "TOLLGATE_RATE_CARD")]
     rate_card: Option<PathBuf>,
+    /// Turns the autoscaler on with the policy in FILE (JSON, CONTRACT "Pool and
+    /// autoscaling"): it samples the load every `interval_seconds`, decides, and records its
+    /// decisions (`GET /v1/pool/events`) and the load (`GET /v1/pool/history`). No actuator
+    /// yet: the pool keeps its size.
+    #[arg(long, env = "TOLLGATE_AUTOSCALE_POLICY")]
+    autoscale_policy: Option<PathBuf>,
     /// Seconds after its end an hour waits for late usage before it is billed.
     #[arg(long, env = "TOLLGATE_BILLING_GRACE_SECONDS", default_value_t = 600)]
     billing_grace_seconds: u64,
@@ -375,6 +381,18 @@ impl TryFrom<CommonArgs> for Common {
         rates
             .validate()
             .map_err(|e| anyhow::anyhow!("rate card: {e}"))?;
+        let autoscale_policy = match &a.autoscale_policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("reading autoscaling policy {}: {e}", path.display())
+                })?;
+                Some(
+                    tollgate_gateway::pool::autoscale::Policy::from_json(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
         Ok(Common {
             kafka_listen: a.kafka_listen,
             advertise: a.advertise,
@@ -392,6 +410,7 @@ impl TryFrom<CommonArgs> for Common {
             billing_grace: std::time::Duration::from_secs(a.billing_grace_seconds),
             token_signing_key_file: a.token_signing_key_file,
             metering: !a.no_metering,
+            autoscale_policy,
             limits: Limits {
                 sasl_deadline: Duration::from_millis(a.sasl_timeout_ms),
                 idle_timeout: Duration::from_millis(a.idle_timeout_ms),

@@ -55,6 +55,8 @@ pub struct Common {
     pub metering: bool,
     /// What one client, source or request may cost.
     pub limits: crate::limits::Limits,
+    /// Turns the autoscaler on with this policy (`--autoscale-policy FILE`).
+    pub autoscale_policy: Option<crate::pool::autoscale::Policy>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -360,6 +362,14 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
         rates: common.rates.clone(),
         grace: common.billing_grace,
     });
+    let autoscaler = common
+        .autoscale_policy
+        .clone()
+        .map(|policy| crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone()));
+    let admin = admin.with_pool(crate::admin::pool::PoolView {
+        pool: pool.clone(),
+        autoscaler: autoscaler.clone(),
+    });
     match admin.retry_pending_cleanups().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -400,6 +410,11 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
         }
         None => None,
     };
+    let autoscaler_task = autoscaler.map(|a| {
+        let pool = pool.clone();
+        let brokers = move || u32::try_from(pool.brokers().len()).unwrap_or(u32::MAX);
+        tokio::spawn(a.run(brokers, stopped(stop_rx.clone())))
+    });
     let prober_task = tokio::spawn(pool.run_prober(PROBE_INTERVAL, stopped(stop_rx.clone())));
     let refresh_task = tokio::spawn(
         metering
@@ -429,6 +444,9 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
     let _ = kafka_task.await;
     let _ = refresh_task.await;
     let _ = prober_task.await;
+    if let Some(t) = autoscaler_task {
+        let _ = t.await;
+    }
     let _ = closer_task.await;
     if let Some(t) = sync_task {
         let _ = t.await;

@@ -76,6 +76,8 @@ struct Inner {
     cluster_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<Semaphore>>>,
     /// Each producer's partitions' batches in flight and failed ([`crate::api::produce::order`]).
     produce_sequences: Arc<crate::api::produce::order::Sequences>,
+    /// The load the autoscaler samples.
+    signals: Arc<crate::pool::autoscale::Signals>,
 }
 
 impl Gateway {
@@ -100,6 +102,7 @@ impl Gateway {
                 metering,
                 cluster_bytes: Default::default(),
                 produce_sequences: Default::default(),
+                signals: Default::default(),
             }),
         }
     }
@@ -130,6 +133,11 @@ impl Gateway {
     /// so one cluster's producers never touch another's).
     pub fn produce_sequences(&self) -> &Arc<crate::api::produce::order::Sequences> {
         &self.inner.produce_sequences
+    }
+
+    /// Requests, bytes and connections as they happen, for the autoscaler.
+    pub fn signals(&self) -> &Arc<crate::pool::autoscale::Signals> {
+        &self.inner.signals
     }
 
     pub fn config(&self) -> &GatewayConfig {

@@ -18,6 +18,10 @@
 //! | `GET` | `/v1/usage?cluster=&from=&to=` | 200 `{"cluster", "hours": [...], "storage_estimated"}` |
 //! | `GET` | `/v1/usage/principals?cluster=&from=&to=` | 200 `{"cluster", "principals": [...]}` |
 //! | `GET` | `/v1/billing/report?tenant=&from=&to=[&format=csv]` | 200 the tenant's report, JSON or CSV |
+//! | `GET` | `/v1/pool` | 200 `{"brokers", "desired_brokers", "policy", "utilization"}` |
+//! | `GET` | `/v1/pool/events?from=&to=` | 200 `{"events": [...]}`; 404 without an autoscaler |
+//! | `GET` | `/v1/pool/history?from=&to=[&format=csv]` | 200 `{"samples": [...]}` or CSV, the trace format |
+//! | `PUT` | `/v1/pool/policy` | 200 the policy now in force; 400 saying what to change |
 //!
 //! Anything else is a 404 (unknown path) or 405 (known path, other method). Bodies are limited
 //! to 1 MiB (413) and must be JSON without unknown fields (400).
@@ -28,6 +32,7 @@
 pub mod billing;
 mod clusters;
 mod http;
+pub mod pool;
 pub mod store;
 mod tenants;
 mod tokens;
@@ -105,6 +110,8 @@ struct Inner {
     usage: std::sync::OnceLock<Arc<dyn tollgate_meter::store::UsageStore>>,
     /// The ledger and rate card behind the billing report; set once at startup.
     billing: std::sync::OnceLock<billing::Billing>,
+    /// The pool and its autoscaler, for the `/v1/pool` endpoints; set once at startup.
+    pool_view: std::sync::OnceLock<pool::PoolView>,
     /// Held from a store write until the registry reflects it, so that two concurrent changes
     /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
     writes: Mutex<()>,
@@ -142,6 +149,7 @@ impl Admin {
                 pool,
                 usage: std::sync::OnceLock::new(),
                 billing: std::sync::OnceLock::new(),
+                pool_view: std::sync::OnceLock::new(),
                 writes: Mutex::new(()),
             }),
         }
@@ -150,6 +158,12 @@ impl Admin {
     /// Attaches the ledger and rates the billing report reads.
     pub fn with_billing(self, billing: billing::Billing) -> Admin {
         let _ = self.inner.billing.set(billing);
+        self
+    }
+
+    /// Attaches the pool (and its autoscaler, if one runs) the pool endpoints read.
+    pub fn with_pool(self, view: pool::PoolView) -> Admin {
+        let _ = self.inner.pool_view.set(view);
         self
     }
 
@@ -247,6 +261,22 @@ impl Admin {
             ["billing", "report"] => match method {
                 Method::GET => billing::report(self, request.uri().query()).await,
                 _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["pool"] => match method {
+                Method::GET => pool::get(self).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["pool", "events"] => match method {
+                Method::GET => pool::events(self, request.uri().query()).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["pool", "history"] => match method {
+                Method::GET => pool::history(self, request.uri().query()).await,
+                _ => Err(ApiError::method_not_allowed("GET")),
+            },
+            ["pool", "policy"] => match method {
+                Method::PUT => pool::put_policy(self, request).await,
+                _ => Err(ApiError::method_not_allowed("PUT")),
             },
             ["usage", "principals"] => match method {
                 Method::GET => usage::principals(self, request.uri().query()).await,

@@ -65,6 +65,10 @@ impl Harness {
     }
 
     async fn with_pool(pool: FakePool) -> Harness {
+        Self::with_view(pool, None).await
+    }
+
+    async fn with_view(pool: FakePool, view: Option<super::pool::PoolView>) -> Harness {
         let dir = TempDir::new();
         let store = Store::open(&dir.0).unwrap();
         let registry = Registry::default();
@@ -84,6 +88,10 @@ impl Harness {
             tokens.clone(),
             pool.clone(),
         );
+        let admin = match view {
+            Some(view) => admin.with_pool(view),
+            None => admin,
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -712,4 +720,119 @@ async fn shutdown_finishes_requests_in_flight_and_stops_accepting() {
     pool.gate.as_ref().unwrap().notify_one();
     assert_eq!(delete.await.unwrap().status, 204);
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_pool_its_autoscaler_events_history_and_policy() {
+    use crate::pool::autoscale::{Autoscaler, Policy, Signals};
+    let pool = crate::pool::Pool::new(crate::pool::Timeouts::default());
+    // A broker that never answers: registered, down.
+    pool.add_configured("127.0.0.1:1");
+    let signals = Arc::new(Signals::default());
+    let policy = Policy::from_json(
+        r#"{"max_brokers": 4, "target_per_broker": {"bytes_in_per_second": 100}}"#,
+    )
+    .unwrap();
+    let autoscaler = Autoscaler::new(policy, signals.clone());
+    autoscaler.tick(1_700_000_000, 1, 0);
+    signals.bytes_in(3_000);
+    let decision = autoscaler.tick(1_700_000_010, 1, 3).unwrap();
+    assert_eq!(decision.to_brokers, 3);
+    let h = Harness::with_view(
+        FakePool::default(),
+        Some(super::pool::PoolView {
+            pool,
+            autoscaler: Some(autoscaler),
+        }),
+    )
+    .await;
+
+    let got = h.call("GET", "/v1/pool", None).await.json();
+    assert_eq!(
+        got["brokers"],
+        json!([{"address": "127.0.0.1:1", "state": "down"}])
+    );
+    assert_eq!(got["desired_brokers"], 3);
+    assert_eq!(got["policy"]["max_brokers"], 4);
+    assert_eq!(got["utilization"]["bytes_in_per_second"], 3.0);
+
+    let events = h.call("GET", "/v1/pool/events", None).await.json();
+    let event = &events["events"][0];
+    assert_eq!(event["time"], rfc3339(1_700_000_010).unwrap());
+    assert_eq!(
+        (event["from_brokers"].clone(), event["to_brokers"].clone()),
+        (json!(1), json!(3))
+    );
+    assert_eq!(event["signal"], "bytes_in_per_second");
+    assert_eq!(event["applied"], false);
+    assert!(
+        event["reason"].as_str().unwrap().contains("3 recommended"),
+        "{event}"
+    );
+    let later = format!("/v1/pool/events?from={}", rfc3339(1_700_000_011).unwrap());
+    assert_eq!(
+        h.call("GET", &later, None).await.json()["events"],
+        json!([])
+    );
+
+    let history = h.call("GET", "/v1/pool/history", None).await.json();
+    assert_eq!(history["samples"][0]["bytes_in_per_second"], 300);
+    let csv = h.call("GET", "/v1/pool/history?format=csv", None).await;
+    assert_eq!(csv.status, 200);
+    let trace = crate::pool::autoscale::trace::parse(&csv.body).unwrap();
+    assert_eq!((trace.len(), trace[0].partitions), (1, 3));
+    h.call("GET", "/v1/pool/history?format=xml", None)
+        .await
+        .error(400, "invalid");
+
+    let bad = h
+        .call(
+            "PUT",
+            "/v1/pool/policy",
+            Some(r#"{"min_brokers": 5, "max_brokers": 2}"#),
+        )
+        .await
+        .error(400, "invalid");
+    assert!(
+        bad.contains("max_brokers (2) must be at least min_brokers (5)"),
+        "{bad}"
+    );
+    let unknown = h
+        .call("PUT", "/v1/pool/policy", Some(r#"{"max_broker": 2}"#))
+        .await
+        .error(400, "invalid");
+    assert!(unknown.contains("max_broker"), "{unknown}");
+    let put = h
+        .call(
+            "PUT",
+            "/v1/pool/policy",
+            Some(r#"{"max_brokers": 6, "mode": "shadow"}"#),
+        )
+        .await;
+    assert_eq!(put.status, 200);
+    assert_eq!(put.json()["mode"], "shadow");
+    assert_eq!(
+        h.call("GET", "/v1/pool", None).await.json()["policy"]["max_brokers"],
+        6
+    );
+}
+
+#[tokio::test]
+async fn without_an_autoscaler_the_pool_is_shown_and_its_endpoints_say_how_to_turn_it_on() {
+    let pool = crate::pool::Pool::new(crate::pool::Timeouts::default());
+    let h = Harness::with_view(
+        FakePool::default(),
+        Some(super::pool::PoolView {
+            pool,
+            autoscaler: None,
+        }),
+    )
+    .await;
+    let got = h.call("GET", "/v1/pool", None).await.json();
+    assert_eq!(got["policy"], Value::Null);
+    let off = h
+        .call("GET", "/v1/pool/events", None)
+        .await
+        .error(404, "not_found");
+    assert!(off.contains("--autoscale-policy"), "{off}");
 }

@@ -196,6 +196,7 @@ fn relayed(
                         for topic in &relayed.moved {
                             gw.router().leaders_moved(topic);
                         }
+                        gw.signals().bytes_out(relayed.delivered);
                         if let Some(counters) = counters {
                             counters.add_out(relayed.delivered);
                         }
@@ -246,14 +247,15 @@ fn merged(
             Polled::Pending(sheet) => merge_sheet(&mut resp.responses, sheet, 0),
         }
     }
+    let delivered: u64 = resp
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_deref())
+        .map(crate::records::complete_batch_bytes)
+        .sum();
+    ctx.gw.signals().bytes_out(delivered);
     if let Some(counters) = &ctx.session.counters {
-        let delivered: u64 = resp
-            .responses
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .filter_map(|p| p.records.as_deref())
-            .map(crate::records::complete_batch_bytes)
-            .sum();
         counters.add_out(delivered);
     }
     resp.session_id = 0;

@@ -117,6 +117,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let _counted = gw.signals().connection();
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = FrameReader::new(reader, CLIENT_READ_RETAIN);
     let (tx, rx) = mpsc::channel::<Outgoing>(gw.config().max_in_flight.max(1));
@@ -449,6 +450,7 @@ impl Connection {
                 if self.gw.registry().get(&session.cluster.id).is_none() {
                     return Err(CloseReason::ClusterGone);
                 }
+                self.gw.signals().request();
                 let held = self.hold(&session.cluster.id, size).await?;
                 let ctx = Ctx {
                     gw: self.gw.clone(),

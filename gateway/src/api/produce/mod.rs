@@ -207,6 +207,7 @@ pub async fn produce(
                 Err(e) => router.broker_failed(&broker, &e),
             }
         }
+        ctx.gw.signals().bytes_in(forwarded);
         if let Some(c) = &ctx.session.counters {
             c.add_in(forwarded);
         }
@@ -314,6 +315,7 @@ pub async fn produce(
         }
         // Every part is answered: later produces of these partitions are routed afresh.
         drop(holding);
+        ctx.gw.signals().bytes_in(accepted_bytes);
         if let Some(counters) = &ctx.session.counters {
             counters.add_in(accepted_bytes);
         }

@@ -11,11 +11,14 @@
 //! - [`report`]: the simulator's `report.json` and `report.html`.
 //! - [`tune`]: every policy of a grid simulated, the cheapest meeting the objectives
 //!   recommended.
+//! - [`live`]: the gateway's load as it happens ([`Signals`]), sampled and decided on every
+//!   interval ([`Autoscaler`]), with its events and history.
 //!
-//! Still to come (issue 12): the signals sampled from the pool, the actuators that start and
-//! stop brokers, draining on scale-in, the admin endpoints and the history.
+//! Still to come (issue 12): the actuators that start and stop brokers, and draining on
+//! scale-in.
 
 pub mod decide;
+pub mod live;
 pub mod policy;
 pub mod report;
 pub mod simulate;
@@ -23,4 +26,5 @@ pub mod trace;
 pub mod tune;
 
 pub use decide::{Decider, Decision, Load};
+pub use live::{Autoscaler, Signals};
 pub use policy::{Mode, Policy, PolicyError, Signal, Targets};

@@ -1,0 +1,324 @@
+//! The live autoscaler: the gateway's load sampled every interval, decided on by the same
+//! [`Decider`] as the simulator, every resize recorded as an event and every sample kept as
+//! history (the trace `tollgate autoscale simulate` and `tune` read).
+//!
+//! What resizes the pool is an actuator (issue 12, still to come: `tollgate dev`'s tansu
+//! brokers, an operator's command, Kubernetes). Until one is configured, decisions are
+//! recorded with `applied: false` whatever the policy's mode, and the log says so once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::decide::{Decider, Decision, Load};
+use super::policy::{Mode, Policy};
+use super::trace::Sample;
+
+/// The gateway's load as it happens: plain atomics, bumped on the data path where the request
+/// already is, read by the autoscaler every interval.
+#[derive(Debug, Default)]
+pub struct Signals {
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Connections open now (a gauge: opened minus closed).
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl Signals {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record bytes the pool took (produce) ...
+    pub fn bytes_in(&self, bytes: u64) {
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// ... and record bytes delivered to clients (fetch).
+    pub fn bytes_out(&self, bytes: u64) {
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a client connection until the returned guard is dropped.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            connections: self
+                .opened
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.closed.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Keeps a connection counted in [`Signals`].
+pub struct ConnectionGuard(Arc<Signals>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    requests: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    connections: u64,
+}
+
+/// A decision that resized (or, in shadow mode, would have resized) the pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Whether the pool was asked to change.
+    pub applied: bool,
+}
+
+/// Events kept: a scale event every few minutes for a month is far fewer.
+const MAX_EVENTS: usize = 10_000;
+/// Samples kept: 30 days at the default 10 s history resolution.
+pub const MAX_SAMPLES: usize = 30 * 86_400 / 10;
+
+/// The autoscaler's state, shared by its task and the admin API. Cheap to clone.
+#[derive(Clone)]
+pub struct Autoscaler {
+    signals: Arc<Signals>,
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    decider: Decider,
+    /// The size the autoscaler last wanted.
+    desired: Option<u32>,
+    last: Option<(u64, Totals)>,
+    latest: Option<Decision>,
+    events: VecDeque<Event>,
+    history: VecDeque<Sample>,
+    told_no_actuator: bool,
+}
+
+impl Autoscaler {
+    /// An autoscaler with `policy` (checked by [`Policy::validate`]) over `signals`.
+    pub fn new(policy: Policy, signals: Arc<Signals>) -> Autoscaler {
+        Autoscaler {
+            signals,
+            state: Arc::new(Mutex::new(State {
+                decider: Decider::new(policy),
+                desired: None,
+                last: None,
+                latest: None,
+                events: VecDeque::new(),
+                history: VecDeque::new(),
+                told_no_actuator: false,
+            })),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.lock().decider.policy().clone()
+    }
+
+    /// Replaces the policy in force; the next decision uses it.
+    pub fn set_policy(&self, policy: Policy) {
+        self.lock().decider.set_policy(policy);
+    }
+
+    /// Samples the load at `now` (seconds) with `brokers` in the pool, decides, and records
+    /// the sample and any resize. The first call only starts the rates.
+    pub fn tick(&self, now: u64, brokers: u32, partitions: u64) -> Option<Decision> {
+        let totals = self.signals.totals();
+        let mut state = self.lock();
+        let (then, before) = state.last.replace((now, totals))?;
+        let elapsed = now.saturating_sub(then).max(1);
+        let rate = |now: u64, before: u64| now.saturating_sub(before) / elapsed;
+        let load = Load {
+            bytes_in_per_second: rate(totals.bytes_in, before.bytes_in),
+            bytes_out_per_second: rate(totals.bytes_out, before.bytes_out),
+            requests_per_second: rate(totals.requests, before.requests),
+            connections: totals.connections,
+        };
+        if state.history.len() == MAX_SAMPLES {
+            state.history.pop_front();
+        }
+        state.history.push_back(Sample {
+            time: now,
+            brokers,
+            bytes_in_per_second: load.bytes_in_per_second,
+            bytes_out_per_second: load.bytes_out_per_second,
+            requests_per_second: load.requests_per_second,
+            connections: load.connections,
+            partitions,
+        });
+        // Decide from what the autoscaler asked for last, as HPA decides from the replica
+        // count it set: brokers still starting count.
+        let current = state.desired.unwrap_or(brokers);
+        let decision = state.decider.decide(now, current, &load);
+        state.latest = Some(decision.clone());
+        if decision.changes() {
+            let mode = state.decider.policy().mode;
+            if mode == Mode::Apply && !state.told_no_actuator {
+                state.told_no_actuator = true;
+                tracing::warn!(
+                    "autoscaling policy in apply mode, but this pool has no actuator yet: \
+                     decisions are recorded, the pool keeps its size"
+                );
+            }
+            tracing::info!(
+                from = decision.from_brokers,
+                to = decision.to_brokers,
+                reason = %decision.reason,
+                "autoscaler decision"
+            );
+            if state.events.len() == MAX_EVENTS {
+                state.events.pop_front();
+            }
+            state.events.push_back(Event {
+                decision: decision.clone(),
+                applied: false,
+            });
+            state.desired = Some(decision.to_brokers);
+        }
+        Some(decision)
+    }
+
+    /// The size wanted now, and the last decision (with each signal's utilization).
+    pub fn latest(&self) -> (Option<u32>, Option<Decision>) {
+        let state = self.lock();
+        (state.desired, state.latest.clone())
+    }
+
+    /// Events from `from` to `to` (seconds, inclusive).
+    pub fn events(&self, from: u64, to: u64) -> Vec<Event> {
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| (from..=to).contains(&e.decision.time))
+            .cloned()
+            .collect()
+    }
+
+    /// Samples from `from` to `to` (seconds, inclusive).
+    pub fn history(&self, from: u64, to: u64) -> Vec<Sample> {
+        self.lock()
+            .history
+            .iter()
+            .filter(|s| (from..=to).contains(&s.time))
+            .copied()
+            .collect()
+    }
+
+    /// Ticks every policy interval until `stop`, with the pool's size from `brokers`.
+    pub async fn run(
+        self,
+        brokers: impl Fn() -> u32 + Send,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.tick(now, brokers(), 0);
+            let interval = Duration::from_secs(u64::from(self.policy().interval_seconds));
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::autoscale::policy::{ScaleUp, Targets};
+    use crate::pool::autoscale::trace;
+
+    fn policy() -> Policy {
+        Policy {
+            min_brokers: 1,
+            max_brokers: 5,
+            target_per_broker: Targets {
+                bytes_in_per_second: Some(1_000),
+                connections: Some(10),
+                ..Targets::default()
+            },
+            scale_up: ScaleUp {
+                stabilization_seconds: 0,
+                max_step: 4,
+            },
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn the_load_is_sampled_as_rates_decided_on_and_kept_as_a_trace() {
+        let signals = Arc::new(Signals::default());
+        let a = Autoscaler::new(policy(), signals.clone());
+        assert!(
+            a.tick(100, 1, 0).is_none(),
+            "the first tick starts the rates"
+        );
+        let _open: Vec<_> = (0..3).map(|_| signals.connection()).collect();
+        signals.bytes_in(30_000);
+        signals.bytes_out(5_000);
+        (0..50).for_each(|_| signals.request());
+        // 30,000 bytes in over 10 s: 3,000/s, three brokers' worth.
+        let d = a.tick(110, 1, 12).expect("a decision");
+        assert_eq!((d.from_brokers, d.to_brokers), (1, 3), "{}", d.reason);
+        let history = a.history(0, u64::MAX);
+        assert_eq!(
+            history,
+            [Sample {
+                time: 110,
+                brokers: 1,
+                bytes_in_per_second: 3_000,
+                bytes_out_per_second: 500,
+                requests_per_second: 5,
+                connections: 3,
+                partitions: 12,
+            }]
+        );
+        // The next decision starts from what was asked for, not the pool's unchanged size.
+        signals.bytes_in(30_000);
+        let again = a.tick(120, 1, 12).unwrap();
+        assert_eq!((again.from_brokers, again.to_brokers), (3, 3));
+        let events = a.events(0, u64::MAX);
+        assert_eq!(events.len(), 1);
+        assert!(!events[0].applied, "no actuator: recorded, not applied");
+        assert_eq!(a.latest().0, Some(3));
+        // The history is the simulator's trace format.
+        let csv = trace::to_csv(&a.history(0, u64::MAX));
+        assert_eq!(trace::parse(&csv).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn closed_connections_leave_the_gauge() {
+        let signals = Arc::new(Signals::default());
+        let a = signals.connection();
+        let b = signals.connection();
+        drop(a);
+        assert_eq!(signals.totals().connections, 1);
+        drop(b);
+        assert_eq!(signals.totals().connections, 0);
+    }
+}
