@@ -17,12 +17,14 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::policy::{Policy, Signal};
 
-/// The pool's load over the last interval, per signal: rates per second and counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// A figure per signal: the pool's load over the last interval (rates per second and counts),
+/// or what one broker carries ([`super::simulate::Capacity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Load {
     pub bytes_in_per_second: u64,
     pub bytes_out_per_second: u64,

@@ -22,7 +22,7 @@ use super::trace::Sample;
 #[serde(deny_unknown_fields)]
 pub struct Capacity {
     /// What one broker carries at most, per signal.
-    pub per_broker: PerBroker,
+    pub per_broker: Load,
     /// From the decision to serving.
     pub start_seconds: u32,
     /// From the decision to stopped, paid for but no longer serving.
@@ -32,26 +32,6 @@ pub struct Capacity {
     /// Latency (ms) at utilizations from 0 upwards: `[[0.0, 2], [0.8, 5], [1.0, 50]]`;
     /// interpolated between points, the last point's beyond it.
     pub latency_ms: Vec<(f64, u32)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerBroker {
-    pub bytes_in_per_second: u64,
-    pub bytes_out_per_second: u64,
-    pub requests_per_second: u64,
-    pub connections: u64,
-}
-
-impl PerBroker {
-    fn get(&self, signal: Signal) -> u64 {
-        match signal {
-            Signal::BytesInPerSecond => self.bytes_in_per_second,
-            Signal::BytesOutPerSecond => self.bytes_out_per_second,
-            Signal::RequestsPerSecond => self.requests_per_second,
-            Signal::Connections => self.connections,
-        }
-    }
 }
 
 impl Capacity {
