@@ -312,6 +312,53 @@ mod tests {
     }
 
     #[test]
+    fn the_recorded_history_replayed_through_the_simulator_makes_the_live_decisions() {
+        // A live run: a load that rises, holds and falls, sampled every interval (5 s).
+        let signals = Arc::new(Signals::default());
+        let mut policy = policy();
+        policy.scale_down.stabilization_seconds = 30;
+        policy.scale_down.period_seconds = 10;
+        let live = Autoscaler::new(policy.clone(), signals.clone());
+        live.tick(1_000, 1, 0);
+        let per_tick = [
+            5, 12, 20, 35, 35, 35, 30, 8, 3, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1,
+        ];
+        for (i, kb_per_s) in per_tick.iter().enumerate() {
+            signals.bytes_in(kb_per_s * 1_000 * 5);
+            live.tick(1_005 + 5 * i as u64, 1, 0);
+        }
+        let live_events: Vec<(u64, u32, u32)> = live
+            .events(0, u64::MAX)
+            .iter()
+            .map(|e| {
+                (
+                    e.decision.time,
+                    e.decision.from_brokers,
+                    e.decision.to_brokers,
+                )
+            })
+            .collect();
+        assert!(live_events.len() >= 3, "{live_events:?}");
+
+        // The same samples through the simulator, from the exported CSV.
+        let history = trace::parse(&trace::to_csv(&live.history(0, u64::MAX))).unwrap();
+        let capacity = crate::pool::autoscale::simulate::Capacity::from_json(
+            r#"{"per_broker": {"bytes_in_per_second": 1000, "bytes_out_per_second": 1000,
+                               "requests_per_second": 1000, "connections": 1000},
+                "start_seconds": 0, "drain_seconds": 0, "price_per_broker_hour": "1",
+                "latency_ms": [[0.0, 1]]}"#,
+        )
+        .unwrap();
+        let replayed: Vec<(u64, u32, u32)> =
+            crate::pool::autoscale::simulate::simulate(&history, &policy, &capacity)
+                .decisions
+                .iter()
+                .map(|d| (d.time, d.from_brokers, d.to_brokers))
+                .collect();
+        assert_eq!(replayed, live_events);
+    }
+
+    #[test]
     fn closed_connections_leave_the_gauge() {
         let signals = Arc::new(Signals::default());
         let a = signals.connection();
