@@ -2,8 +2,8 @@
 //!
 //! tansu brokers are stateless over their storage engine, so any number of them on one file
 //! form a pool in which every broker serves every partition. The supervisor starts them on free
-//! loopback ports, restarts one that dies (on the same port, so routing is unaffected), and
-//! stops them all on shutdown.
+//! loopback ports, restarts one that dies (on the same port, so routing is unaffected), starts
+//! and drains brokers when the autoscaler resizes the pool, and stops them all on shutdown.
 //!
 //! tansu reads the SQLite path relative to its working directory (an absolute `sqlite:///`
 //! path is misread), so every broker runs in `<data dir>/pool` with `sqlite://tansu.db`.
@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::pool::autoscale::Actuator;
 use crate::pool::Pool;
+use crate::pool_admin::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevPoolError {
@@ -100,12 +102,27 @@ async fn await_ready(pool: &Pool, port: u16, child: &mut Child) -> Result<(), De
     Err(DevPoolError::NotReady { port, reason: last })
 }
 
-/// The running pool. Dropping it kills the brokers; [`DevPool::shutdown`] stops them politely.
-pub struct DevPool {
+/// One broker of the local pool, and what stops it.
+struct Member {
+    addr: String,
     stop: watch::Sender<bool>,
-    supervisors: Vec<tokio::task::JoinHandle<()>>,
-    pub addrs: Vec<String>,
+    supervisor: tokio::task::JoinHandle<()>,
 }
+
+/// The running pool. Dropping it kills the brokers; [`DevPool::shutdown`] stops them politely.
+/// As an [`Actuator`], it starts brokers on the same store and drains and stops them, newest
+/// first, so the autoscaler can resize the pool.
+pub struct DevPool {
+    tansu: String,
+    dir: PathBuf,
+    pool: Pool,
+    members: tokio::sync::Mutex<Vec<Member>>,
+}
+
+/// How long a leaving broker's requests may take to finish once it is out of the routing: the
+/// longest a request is held at the pool (a fetch's capped `max_wait_ms`, 5 s) and the
+/// margin every answer gets (10 s).
+const DRAIN: Duration = Duration::from_secs(15);
 
 impl DevPool {
     pub async fn start(
@@ -119,35 +136,100 @@ impl DevPool {
             path: dir.clone(),
             source,
         })?;
-        let (stop, _) = watch::channel(false);
-        let mut supervisors = Vec::new();
-        let mut addrs = Vec::new();
+        let devpool = DevPool {
+            tansu: tansu.to_owned(),
+            dir,
+            pool: pool.clone(),
+            members: tokio::sync::Mutex::new(Vec::new()),
+        };
         for _ in 0..brokers.max(1) {
-            let port = free_port()?;
-            let mut child = spawn_broker(tansu, &dir, port)?;
-            await_ready(pool, port, &mut child).await?;
-            addrs.push(format!("127.0.0.1:{port}"));
-            supervisors.push(tokio::spawn(supervise(
-                tansu.to_owned(),
-                dir.clone(),
-                port,
-                child,
-                stop.subscribe(),
-            )));
+            devpool.add_one().await?;
         }
-        Ok(DevPool {
+        Ok(devpool)
+    }
+
+    /// The brokers' addresses, oldest first.
+    pub async fn addrs(&self) -> Vec<String> {
+        self.members
+            .lock()
+            .await
+            .iter()
+            .map(|m| m.addr.clone())
+            .collect()
+    }
+
+    /// Starts one more broker and adds it to the pool once it answers.
+    async fn add_one(&self) -> Result<String, DevPoolError> {
+        let port = free_port()?;
+        let mut child = spawn_broker(&self.tansu, &self.dir, port)?;
+        await_ready(&self.pool, port, &mut child).await?;
+        let addr = format!("127.0.0.1:{port}");
+        let (stop, stopped) = watch::channel(false);
+        let supervisor = tokio::spawn(supervise(
+            self.tansu.clone(),
+            self.dir.clone(),
+            port,
+            child,
+            stopped,
+        ));
+        self.members.lock().await.push(Member {
+            addr: addr.clone(),
             stop,
-            supervisors,
-            addrs,
-        })
+            supervisor,
+        });
+        Ok(addr)
+    }
+
+    /// Takes the newest broker out of the routing, lets its requests finish (at most
+    /// [`DRAIN`]), and stops it.
+    async fn remove_newest(&self) -> Option<String> {
+        let member = self.members.lock().await.pop()?;
+        let held = self.pool.broker(&member.addr);
+        self.pool.remove_broker(&member.addr);
+        tracing::info!(broker = %member.addr, "draining pool broker");
+        if let Some(broker) = held {
+            // Requests in flight hold the broker; the routing no longer hands it out.
+            let deadline = tokio::time::Instant::now() + DRAIN;
+            while std::sync::Arc::strong_count(&broker) > 1
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let _ = member.stop.send(true);
+        let _ = member.supervisor.await;
+        tracing::info!(broker = %member.addr, "pool broker stopped");
+        Some(member.addr)
     }
 
     /// Stops every broker and waits for them to exit.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for s in self.supervisors {
-            let _ = s.await;
+    pub async fn shutdown(&self) {
+        let members = std::mem::take(&mut *self.members.lock().await);
+        for m in &members {
+            let _ = m.stop.send(true);
         }
+        for m in members {
+            let _ = m.supervisor.await;
+        }
+    }
+}
+
+impl Actuator for DevPool {
+    fn resize(&self, brokers: u32) -> BoxFuture<'_, Result<u32, String>> {
+        Box::pin(async move {
+            let want = usize::try_from(brokers.max(1)).unwrap_or(usize::MAX);
+            loop {
+                let have = self.members.lock().await.len();
+                if have < want {
+                    let addr = self.add_one().await.map_err(|e| e.to_string())?;
+                    tracing::info!(broker = %addr, "pool broker started");
+                } else if have > want {
+                    self.remove_newest().await;
+                } else {
+                    return Ok(brokers.max(1));
+                }
+            }
+        })
     }
 }
 
@@ -194,4 +276,58 @@ async fn terminate(child: &mut Child) {
         }
     }
     let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real tansu brokers on a SQLite file in a scratch dir (tansu from `TOLLGATE_TANSU` or
+    //! `tansu` on PATH), as `tollgate dev` runs them.
+
+    use super::*;
+    use crate::pool::testing::{create_topic, produce};
+    use crate::pool::Timeouts;
+
+    #[tokio::test]
+    async fn the_autoscaler_grows_the_local_pool_and_drains_it_back() {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-devpool-{}-{}",
+            std::process::id(),
+            crate::pool::testing::free_port()
+        ));
+        let tansu = std::env::var("TOLLGATE_TANSU").unwrap_or_else(|_| "tansu".into());
+        let pool = Pool::new(Timeouts::default());
+        let devpool = DevPool::start(&tansu, &dir, 1, &pool).await.unwrap();
+        let first = devpool.addrs().await[0].clone();
+        create_topic(&pool.brokers()[0], "grown").await;
+
+        assert_eq!(devpool.resize(3).await, Ok(3));
+        let live: Vec<String> = pool.brokers().iter().map(|b| b.addr().to_owned()).collect();
+        assert_eq!(live.len(), 3, "{live:?}");
+        // The new brokers share the store: they serve the topic made through the first.
+        for broker in pool.brokers() {
+            assert_eq!(produce(&broker, "grown").await, 0, "{}", broker.addr());
+        }
+
+        let grown = devpool.addrs().await;
+        assert_eq!(devpool.resize(1).await, Ok(1));
+        assert_eq!(
+            devpool.addrs().await,
+            std::slice::from_ref(&first),
+            "the newest leave first"
+        );
+        let live: Vec<String> = pool.brokers().iter().map(|b| b.addr().to_owned()).collect();
+        assert_eq!(live, [first], "the drained ones left the routing");
+        // A drained broker is stopped: its port refuses.
+        let gone: Vec<&String> = grown.iter().filter(|a| !live.contains(a)).collect();
+        assert_eq!(gone.len(), 2);
+        for addr in gone {
+            assert!(
+                std::net::TcpStream::connect(addr).is_err(),
+                "{addr} still listens"
+            );
+        }
+        assert_eq!(devpool.resize(0).await, Ok(1), "never below one broker");
+        devpool.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -284,8 +284,8 @@ struct CommonArgs {
     rate_card: Option<PathBuf>,
     /// Turns the autoscaler on with the policy in FILE (JSON, CONTRACT "Pool and
     /// autoscaling"): it samples the load every `interval_seconds`, decides, and records its
-    /// decisions (`GET /v1/pool/events`) and the load (`GET /v1/pool/history`). No actuator
-    /// yet: the pool keeps its size.
+    /// decisions (`GET /v1/pool/events`) and the load (`GET /v1/pool/history`). `dev` starts
+    /// and drains tansu brokers; `serve` has no actuator yet and only records.
     #[arg(long, env = "TOLLGATE_AUTOSCALE_POLICY")]
     autoscale_policy: Option<PathBuf>,
     /// Seconds after its end an hour waits for late usage before it is billed.

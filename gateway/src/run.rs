@@ -143,9 +143,10 @@ pub async fn dev(common: Common, tansu: String, brokers: usize) -> anyhow::Resul
     std::fs::create_dir_all(&common.data_dir)
         .with_context(|| format!("creating {}", common.data_dir.display()))?;
     let pool = Pool::new(Timeouts::default());
-    let devpool = DevPool::start(&tansu, &common.data_dir, brokers, &pool).await?;
-    tracing::info!(brokers = ?devpool.addrs, "local pool is up");
-    let result = start(common, pool, PoolKind::Stateless).await;
+    let devpool = Arc::new(DevPool::start(&tansu, &common.data_dir, brokers, &pool).await?);
+    tracing::info!(brokers = ?devpool.addrs().await, "local pool is up");
+    let actuator: Arc<dyn crate::pool::autoscale::Actuator> = devpool.clone();
+    let result = start(common, pool, PoolKind::Stateless, Some(actuator)).await;
     devpool.shutdown().await;
     result
 }
@@ -175,7 +176,7 @@ pub async fn serve(common: Common, bootstrap: Vec<String>, kind: String) -> anyh
         other => other.parse::<PoolKind>().map_err(anyhow::Error::msg)?,
     };
     tracing::info!(?kind, brokers = ?reached, "pool");
-    start(common, pool, kind).await
+    start(common, pool, kind, None).await
 }
 
 /// Tells a stateless pool from a leader-based one by asking each reachable broker who the
@@ -206,7 +207,14 @@ async fn detect_kind(pool: &Pool) -> anyhow::Result<PoolKind> {
     Ok(PoolKind::Leader)
 }
 
-async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Result<()> {
+/// Runs the gateway on `pool`; `actuator` resizes the pool when the autoscaler decides (only
+/// `tollgate dev` has one yet).
+async fn start(
+    common: Common,
+    pool: Pool,
+    pool_kind: PoolKind,
+    actuator: Option<Arc<dyn crate::pool::autoscale::Actuator>>,
+) -> anyhow::Result<()> {
     let admin_token = match common.admin_token.clone() {
         Some(t) if !t.is_empty() => t,
         _ => secret_file(&common.data_dir.join("admin-token"))?,
@@ -362,10 +370,13 @@ async fn start(common: Common, pool: Pool, pool_kind: PoolKind) -> anyhow::Resul
         rates: common.rates.clone(),
         grace: common.billing_grace,
     });
-    let autoscaler = common
-        .autoscale_policy
-        .clone()
-        .map(|policy| crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone()));
+    let autoscaler = common.autoscale_policy.clone().map(|policy| {
+        let autoscaler = crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone());
+        match actuator {
+            Some(actuator) => autoscaler.with_actuator(actuator),
+            None => autoscaler,
+        }
+    });
     let admin = admin.with_pool(crate::admin::pool::PoolView {
         pool: pool.clone(),
         autoscaler: autoscaler.clone(),

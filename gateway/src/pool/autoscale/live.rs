@@ -2,9 +2,10 @@
 //! [`Decider`] as the simulator, every resize recorded as an event and every sample kept as
 //! history (the trace `tollgate autoscale simulate` and `tune` read).
 //!
-//! What resizes the pool is an actuator (issue 12, still to come: `tollgate dev`'s tansu
-//! brokers, an operator's command, Kubernetes). Until one is configured, decisions are
-//! recorded with `applied: false` whatever the policy's mode, and the log says so once.
+//! What resizes the pool is an [`Actuator`] (`tollgate dev`'s tansu brokers). In `apply` mode
+//! with an actuator, each resize is carried out and its event marked applied; in `shadow`
+//! mode, or without an actuator (`tollgate serve` until the command and Kubernetes actuators
+//! exist), decisions are recorded with `applied: false`, and the log says so once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::actuator::Actuator;
 use super::decide::{Decider, Decision, Load};
 use super::policy::{Mode, Policy};
 use super::trace::Sample;
@@ -99,6 +101,7 @@ pub const MAX_SAMPLES: usize = 30 * 86_400 / 10;
 pub struct Autoscaler {
     signals: Arc<Signals>,
     state: Arc<Mutex<State>>,
+    actuator: Option<Arc<dyn Actuator>>,
 }
 
 struct State {
@@ -126,7 +129,14 @@ impl Autoscaler {
                 history: VecDeque::new(),
                 told_no_actuator: false,
             })),
+            actuator: None,
         }
+    }
+
+    /// Resizes the pool with `actuator` when the policy's mode is `apply`.
+    pub fn with_actuator(mut self, actuator: Arc<dyn Actuator>) -> Autoscaler {
+        self.actuator = Some(actuator);
+        self
     }
 
     pub fn policy(&self) -> Policy {
@@ -171,7 +181,7 @@ impl Autoscaler {
         state.latest = Some(decision.clone());
         if decision.changes() {
             let mode = state.decider.policy().mode;
-            if mode == Mode::Apply && !state.told_no_actuator {
+            if mode == Mode::Apply && self.actuator.is_none() && !state.told_no_actuator {
                 state.told_no_actuator = true;
                 tracing::warn!(
                     "autoscaling policy in apply mode, but this pool has no actuator yet: \
@@ -222,7 +232,33 @@ impl Autoscaler {
             .collect()
     }
 
-    /// Ticks every policy interval until `stop`, with the pool's size from `brokers`.
+    /// Carries a decision out, if the mode and an actuator allow, and marks its event.
+    async fn apply(&self, decision: &Decision) {
+        let Some(actuator) = &self.actuator else {
+            return;
+        };
+        if self.policy().mode != Mode::Apply {
+            return;
+        }
+        match actuator.resize(decision.to_brokers).await {
+            Ok(n) => {
+                tracing::info!(brokers = n, "pool resized");
+                if let Some(e) = self
+                    .lock()
+                    .events
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.decision.time == decision.time)
+                {
+                    e.applied = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not resize the pool"),
+        }
+    }
+
+    /// Ticks every policy interval until `stop`, with the pool's size from `brokers`,
+    /// resizing the pool through the actuator when a decision says so.
     pub async fn run(
         self,
         brokers: impl Fn() -> u32 + Send,
@@ -233,7 +269,12 @@ impl Autoscaler {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            self.tick(now, brokers(), 0);
+            if let Some(decision) = self.tick(now, brokers(), 0).filter(Decision::changes) {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = self.apply(&decision) => {}
+                }
+            }
             let interval = Duration::from_secs(u64::from(self.policy().interval_seconds));
             tokio::select! {
                 () = &mut stop => return,

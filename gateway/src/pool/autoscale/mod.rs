@@ -13,10 +13,13 @@
 //!   recommended.
 //! - [`live`]: the gateway's load as it happens ([`Signals`]), sampled and decided on every
 //!   interval ([`Autoscaler`]), with its events and history.
+//! - [`actuator`]: what resizes the pool ([`Actuator`]); `tollgate dev`'s is
+//!   [`crate::devpool::DevPool`].
 //!
-//! Still to come (issue 12): the actuators that start and stop brokers, and draining on
-//! scale-in.
+//! Still to come (issue 12): a command actuator and a Kubernetes one, for pools the gateway
+//! does not run.
 
+pub mod actuator;
 pub mod decide;
 pub mod live;
 pub mod policy;
@@ -25,6 +28,7 @@ pub mod simulate;
 pub mod trace;
 pub mod tune;
 
+pub use actuator::Actuator;
 pub use decide::{Decider, Decision, Load};
 pub use live::{Autoscaler, Signals};
 pub use policy::{Mode, Policy, PolicyError, Signal, Targets};
