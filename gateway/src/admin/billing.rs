@@ -2,12 +2,11 @@
 //! from the ledger for closed hours and from metered usage for hours not yet closed.
 
 use hyper::{Response, StatusCode};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tollgate_billing::{Ledger, RateCard, ReportRequest};
 use tollgate_meter::hour_of;
 
-use super::http::{query_pairs, ApiError, ApiResult, Body};
+use super::http::{parse_time, query_pairs, ApiError, ApiResult, Body};
 use super::Admin;
 
 /// What the report needs besides the admin store.
@@ -15,11 +14,6 @@ pub struct Billing {
     pub ledger: std::sync::Arc<Ledger>,
     pub rates: RateCard,
     pub grace: std::time::Duration,
-}
-
-fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|e| ApiError::invalid(format!("{name} is not an RFC 3339 time: {e}")))
 }
 
 pub(super) async fn report(admin: &Admin, query: Option<&str>) -> ApiResult {

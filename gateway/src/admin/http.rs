@@ -273,6 +273,12 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
+/// A query parameter `name` holding an RFC 3339 time.
+pub fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map_err(|e| ApiError::invalid(format!("{name} is not an RFC 3339 time: {e}")))
+}
+
 /// Seconds since the epoch as RFC 3339 UTC, e.g. `2024-05-01T12:00:00Z`.
 pub fn rfc3339(unix_seconds: i64) -> Result<String, ApiError> {
     OffsetDateTime::from_unix_timestamp(unix_seconds)

@@ -11,10 +11,11 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::http::{json_response, query_pairs, read_json, rfc3339, ApiError, ApiResult};
+use super::http::{
+    json_response, parse_time, query_pairs, read_json, rfc3339, ApiError, ApiResult,
+};
 use super::Admin;
 use crate::pool::autoscale::{trace, Autoscaler, Policy};
 use crate::pool::Pool;
@@ -94,14 +95,10 @@ fn period(query: Option<&str>, extra: &[&str]) -> Result<Period, ApiError> {
     allowed.extend_from_slice(extra);
     let (mut from, mut to, mut rest) = (0, u64::MAX, Vec::new());
     for (k, v) in query_pairs(query, &allowed)? {
-        let parse = |v: &str| {
-            OffsetDateTime::parse(v, &Rfc3339)
-                .map(|t| u64::try_from(t.unix_timestamp()).unwrap_or(0))
-                .map_err(|e| ApiError::invalid(format!("{k} is not an RFC 3339 time: {e}")))
-        };
+        let seconds = |t: OffsetDateTime| u64::try_from(t.unix_timestamp()).unwrap_or(0);
         match k.as_str() {
-            "from" => from = parse(&v)?,
-            "to" => to = parse(&v)?,
+            "from" => from = seconds(parse_time("from", &v)?),
+            "to" => to = seconds(parse_time("to", &v)?),
             _ => rest.push((k, v)),
         }
     }

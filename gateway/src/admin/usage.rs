@@ -4,12 +4,10 @@
 
 use hyper::StatusCode;
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use tollgate_meter::hour_of;
 use uuid::Uuid;
 
-use super::http::{json_response, query_pairs, rfc3339, ApiError, ApiResult};
+use super::http::{json_response, parse_time, query_pairs, rfc3339, ApiError, ApiResult};
 use super::Admin;
 
 /// The query every usage endpoint takes: `cluster`, `from`, `to` (RFC 3339).
@@ -17,12 +15,6 @@ struct Period {
     cluster: Uuid,
     from: i64,
     to: i64,
-}
-
-fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| ApiError::invalid(format!("{name} is not an RFC 3339 time: {e}")))
 }
 
 async fn period(admin: &Admin, query: Option<&str>) -> Result<Period, ApiError> {
@@ -35,8 +27,8 @@ async fn period(admin: &Admin, query: Option<&str>) -> Result<Period, ApiError> 
                         .map_err(|_| ApiError::not_found(format!("no cluster {v}")))?,
                 )
             }
-            "from" => from = Some(parse_time("from", &v)?),
-            _ => to = Some(parse_time("to", &v)?),
+            "from" => from = Some(parse_time("from", &v)?.unix_timestamp()),
+            _ => to = Some(parse_time("to", &v)?.unix_timestamp()),
         }
     }
     let cluster = cluster.ok_or_else(|| ApiError::invalid("cluster is required"))?;

@@ -119,38 +119,52 @@ pub async fn produce(
     }
 
     let acks = req.acks;
-    // A producer's requests for a partition are routed and queued in the order they came
-    // ([`order`]); acks=0 asks for no order, since nothing tells the client what was written.
-    let admitted = if acks != 0 && !accepted.is_empty() {
-        let partitions: Vec<order::Routed<'_>> = accepted
-            .iter()
-            .flat_map(|t| {
-                t.partition_data.iter().map(|p| {
-                    let records = p.records.as_deref().unwrap_or_default();
-                    (t.name.0.as_str(), p.index, first_sequence(records))
-                })
+    // Each forwarded partition's batch bytes, metered once the pool says it took them, and
+    // where it sits in its producer's sequence, to keep its order ([`order`]).
+    let mut sizes: Vec<Forwarded> = accepted
+        .iter()
+        .flat_map(|t| {
+            t.partition_data.iter().map(|p| {
+                let records = p.records.as_deref().unwrap_or_default();
+                Forwarded {
+                    topic_id: t.topic_id,
+                    name: t.name.clone(),
+                    index: p.index,
+                    bytes: records.len() as u64,
+                    seq: first_sequence(records),
+                }
             })
-            .collect();
+        })
+        .collect();
+    // A producer's requests for a partition are routed and queued in the order they came;
+    // acks=0 asks for no order, since nothing tells the client what was written.
+    let admitted = if acks != 0 && !accepted.is_empty() {
+        let partitions: Vec<order::Routed<'_>> = sizes.iter().map(Forwarded::routed).collect();
         let admitted = sequences.admit(&partitions).await;
         // Batches sent before their producer learnt that an earlier one failed.
-        for t in &mut accepted {
-            let mut behind = Vec::new();
-            t.partition_data.retain(|p| {
-                let records = p.records.as_deref().unwrap_or_default();
-                let is_behind = first_sequence(records)
-                    .is_some_and(|seq| sequences.behind(&t.name.0, p.index, seq));
-                if is_behind {
-                    behind.push((p.index, ResponseError::NotLeaderOrFollower.code()));
+        let behind = sequences.behind(&partitions);
+        drop(partitions);
+        if behind.contains(&true) {
+            let mut flags = behind.iter();
+            for t in &mut accepted {
+                let mut refused_here = Vec::new();
+                t.partition_data.retain(|p| {
+                    let is_behind = flags.next().copied().unwrap_or(false);
+                    if is_behind {
+                        refused_here.push((p.index, ResponseError::NotLeaderOrFollower.code()));
+                    }
+                    !is_behind
+                });
+                if !refused_here.is_empty() {
+                    let mut name = t.name.clone();
+                    ctx.topic_back(&mut name);
+                    refused.push(refusal(name, t.topic_id, refused_here));
                 }
-                !is_behind
-            });
-            if !behind.is_empty() {
-                let mut name = t.name.clone();
-                ctx.topic_back(&mut name);
-                refused.push(refusal(name, t.topic_id, behind));
             }
+            accepted.retain(|t| !t.partition_data.is_empty());
+            let mut flags = behind.iter();
+            sizes.retain(|_| !flags.next().copied().unwrap_or(false));
         }
-        accepted.retain(|t| !t.partition_data.is_empty());
         Some(admitted)
     } else {
         None
@@ -162,24 +176,6 @@ pub async fn produce(
         let resp = ProduceResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::Produce(resp)));
     }
-    // Batch bytes per forwarded partition, metered once the pool says it took them, and
-    // where each sits in its producer's sequence, to keep the gap if the pool fails it.
-    let sizes: Vec<(uuid::Uuid, TopicName, i32, u64, Option<ProducerSequence>)> = accepted
-        .iter()
-        .flat_map(|t| {
-            t.partition_data.iter().map(|p| {
-                let records = p.records.as_deref().unwrap_or_default();
-                let bytes = records.len() as u64;
-                (
-                    t.topic_id,
-                    t.name.clone(),
-                    p.index,
-                    bytes,
-                    first_sequence(records),
-                )
-            })
-        })
-        .collect();
     let router = ctx.gw.router();
     let template = req;
     let build = |topics| {
@@ -216,11 +212,7 @@ pub async fn produce(
     // Routed by the router, except where the producer has an earlier batch unanswered.
     let keys = keys(&accepted);
     let mut routes = router.route(&keys).await;
-    let routed: Vec<order::Routed<'_>> = keys
-        .iter()
-        .zip(&sizes)
-        .map(|(&(topic, index), s)| (topic, index, s.4))
-        .collect();
+    let routed: Vec<order::Routed<'_>> = sizes.iter().map(Forwarded::routed).collect();
     let holding = sequences.hold(&routed, &mut routes, ctx.client.connection);
     let parts = split_routed(accepted, routes);
     let wait = Duration::from_millis(template.timeout_ms.max(0) as u64);
@@ -247,7 +239,10 @@ pub async fn produce(
         let router = ctx.gw.router();
         let physical = |id: &uuid::Uuid, name: &TopicName| -> Option<TopicName> {
             if by_id {
-                sizes.iter().find(|s| s.0 == *id).map(|s| s.1.clone())
+                sizes
+                    .iter()
+                    .find(|s| s.topic_id == *id)
+                    .map(|s| s.name.clone())
             } else {
                 Some(name.clone())
             }
@@ -263,8 +258,8 @@ pub async fn produce(
             }
             if let Some(seq) = sizes
                 .iter()
-                .find(|s| s.2 == index && s.1 == *name)
-                .and_then(|s| s.4)
+                .find(|s| s.index == index && s.name == *name)
+                .and_then(|s| s.seq)
             {
                 sequences.failed(&name.0, index, seq);
             }
@@ -281,8 +276,8 @@ pub async fn produce(
                             if p.error_code == 0 {
                                 accepted_bytes += sizes
                                     .iter()
-                                    .find(|s| s.2 == p.index && s.1 == name)
-                                    .map_or(0, |s| s.3);
+                                    .find(|s| s.index == p.index && s.name == name)
+                                    .map_or(0, |s| s.bytes);
                             } else {
                                 gap(&name, p.index, p.error_code);
                                 if leader_moved(p.error_code) {
@@ -321,7 +316,7 @@ pub async fn produce(
         }
         resp.responses.retain_mut(|t| {
             if by_id {
-                sizes.iter().any(|s| s.0 == t.topic_id)
+                sizes.iter().any(|s| s.topic_id == t.topic_id)
             } else {
                 ctx.topic_back(&mut t.name)
             }
@@ -340,6 +335,21 @@ pub async fn produce(
         resp.responses.extend(refused);
         Ok(ResponseKind::Produce(resp))
     }))
+}
+
+/// A partition forwarded to the pool: its pool topic, batch bytes and producer sequence.
+struct Forwarded {
+    topic_id: uuid::Uuid,
+    name: TopicName,
+    index: i32,
+    bytes: u64,
+    seq: Option<ProducerSequence>,
+}
+
+impl Forwarded {
+    fn routed(&self) -> order::Routed<'_> {
+        (self.name.0.as_str(), self.index, self.seq)
+    }
 }
 
 /// Adds a topic's answer, folding it into an entry for the same topic from another part.

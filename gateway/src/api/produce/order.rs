@@ -206,31 +206,37 @@ impl Sequences {
         holding
     }
 
-    /// Whether `seq` comes after a batch of its producer that failed and was not sent again:
-    /// then the client sent it before it learnt of the failure, and it must be refused. A
-    /// batch at or before the failed one (its retry), or of another epoch, closes the gap.
-    /// Sequence numbers wrap at `i32::MAX`; a retry across the wrap closes the gap early,
-    /// which the pool's own sequence check covers where it has one.
-    pub fn behind(&self, topic: &str, partition: i32, seq: ProducerSequence) -> bool {
+    /// For each of `partitions`, whether its batch comes after a batch of its producer that
+    /// failed and was not sent again: then the client sent it before it learnt of the failure,
+    /// and it must be refused. A batch at or before the failed one (its retry), or of another
+    /// epoch, closes the gap. Sequence numbers wrap at `i32::MAX`; a retry across the wrap
+    /// closes the gap early, which the pool's own sequence check covers where it has one.
+    pub fn behind(&self, partitions: &[Routed<'_>]) -> Vec<bool> {
         let mut table = self.table.lock().expect("poisoned");
-        if table.is_empty() {
-            return false;
-        }
-        let key = (topic.to_owned(), partition, seq.producer_id);
-        let Some(entry) = table.get_mut(&key) else {
-            return false;
-        };
-        match entry.open_gap() {
-            Some(g) if g.epoch == seq.epoch && seq.base_sequence > g.base_sequence => true,
-            None if entry.gap.is_none() => false,
-            _ => {
-                entry.gap = None;
-                if entry.idle() {
-                    table.remove(&key);
+        partitions
+            .iter()
+            .map(|(topic, partition, seq)| {
+                let Some(seq) = seq else { return false };
+                if table.is_empty() {
+                    return false;
                 }
-                false
-            }
-        }
+                let key = ((*topic).to_owned(), *partition, seq.producer_id);
+                let Some(entry) = table.get_mut(&key) else {
+                    return false;
+                };
+                match entry.open_gap() {
+                    Some(g) if g.epoch == seq.epoch && seq.base_sequence > g.base_sequence => true,
+                    None if entry.gap.is_none() => false,
+                    _ => {
+                        entry.gap = None;
+                        if entry.idle() {
+                            table.remove(&key);
+                        }
+                        false
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Records that the gateway answered the batch at `seq` with a retriable error.
@@ -327,20 +333,27 @@ mod tests {
         }
     }
 
+    impl Sequences {
+        /// [`Sequences::behind`] for one partition.
+        fn is_behind(&self, topic: &str, partition: i32, seq: ProducerSequence) -> bool {
+            self.behind(&[(topic, partition, Some(seq))])[0]
+        }
+    }
+
     #[test]
     fn batches_sent_before_the_client_saw_a_failure_are_refused_until_its_retry() {
         let s = Sequences::default();
-        assert!(!s.behind("t", 0, seq(7, 0, 10)));
+        assert!(!s.is_behind("t", 0, seq(7, 0, 10)));
         s.failed("t", 0, seq(7, 0, 10));
         // Later batches of the same producer and epoch, on this partition only.
-        assert!(s.behind("t", 0, seq(7, 0, 15)));
-        assert!(s.behind("t", 0, seq(7, 0, 20)));
-        assert!(!s.behind("t", 1, seq(7, 0, 15)));
-        assert!(!s.behind("u", 0, seq(7, 0, 15)));
-        assert!(!s.behind("t", 0, seq(8, 0, 15)));
+        assert!(s.is_behind("t", 0, seq(7, 0, 15)));
+        assert!(s.is_behind("t", 0, seq(7, 0, 20)));
+        assert!(!s.is_behind("t", 1, seq(7, 0, 15)));
+        assert!(!s.is_behind("u", 0, seq(7, 0, 15)));
+        assert!(!s.is_behind("t", 0, seq(8, 0, 15)));
         // The retry closes the gap; what follows it passes.
-        assert!(!s.behind("t", 0, seq(7, 0, 10)));
-        assert!(!s.behind("t", 0, seq(7, 0, 15)));
+        assert!(!s.is_behind("t", 0, seq(7, 0, 10)));
+        assert!(!s.is_behind("t", 0, seq(7, 0, 15)));
         assert_eq!(s.len(), 0);
     }
 
@@ -350,10 +363,10 @@ mod tests {
         s.failed("t", 0, seq(7, 0, 20));
         s.failed("t", 0, seq(7, 0, 10));
         s.failed("t", 0, seq(7, 0, 30));
-        assert!(s.behind("t", 0, seq(7, 0, 15)));
+        assert!(s.is_behind("t", 0, seq(7, 0, 15)));
         // A producer that gave the batch up bumps its epoch and starts again at 0.
-        assert!(!s.behind("t", 0, seq(7, 1, 0)));
-        assert!(!s.behind("t", 0, seq(7, 0, 15)));
+        assert!(!s.is_behind("t", 0, seq(7, 1, 0)));
+        assert!(!s.is_behind("t", 0, seq(7, 0, 15)));
     }
 
     #[test]
@@ -363,8 +376,8 @@ mod tests {
             s.failed("t", 0, seq(pid, 0, 5));
         }
         assert_eq!(s.len(), MAX_ENTRIES);
-        assert!(s.behind("t", 0, seq(0, 0, 6)));
-        assert!(!s.behind("t", 0, seq(MAX_ENTRIES as i64 + 5, 0, 6)));
+        assert!(s.is_behind("t", 0, seq(0, 0, 6)));
+        assert!(!s.is_behind("t", 0, seq(MAX_ENTRIES as i64 + 5, 0, 6)));
     }
 
     #[test]
@@ -379,16 +392,16 @@ mod tests {
         // The failed batch failed again: the gap is as young as that.
         age(&s);
         s.failed("t", 0, seq(7, 0, 10));
-        assert!(s.behind("t", 0, seq(7, 0, 15)));
+        assert!(s.is_behind("t", 0, seq(7, 0, 15)));
         // Its retry went where this gateway does not see it: the gap lapses.
         age(&s);
-        assert!(!s.behind("t", 0, seq(7, 0, 15)));
+        assert!(!s.is_behind("t", 0, seq(7, 0, 15)));
         assert_eq!(s.len(), 0);
         // A later failure after a lapsed gap opens a new one at its own sequence.
         s.failed("t", 0, seq(7, 0, 10));
         age(&s);
         s.failed("t", 0, seq(7, 0, 20));
-        assert!(!s.behind("t", 0, seq(7, 0, 15)));
+        assert!(!s.is_behind("t", 0, seq(7, 0, 15)));
     }
 
     #[tokio::test]
