@@ -1,0 +1,223 @@
+"""The autoscaled pool on a real `tollgate dev`: real clients' load grows the pool of tansu
+brokers, and the pool shrinks back when the load stops (issue 12; CONTRACT, "Pool and
+autoscaling").
+
+The policy's per-broker target is tiny (20 kB/s in), so a single idempotent producer is far
+over what one broker should carry: the pool grows 1 -> 3, the brokers it starts take requests
+while clients keep going, and after the load stops and the scale-down window passes it drains
+back to 1. Throughout, the clients see no non-retriable error, and every record acknowledged is
+in the topic once and consumed once by the group.
+
+No test asserts a time: the figures (time to scale out and in, records, errors) are printed
+(`pytest -s` shows them) for the closing notes.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from conftest import make_tenant
+from support import create_topic, unique, wait_until
+
+POLICY = {
+    "min_brokers": 1,
+    "max_brokers": 3,
+    "interval_seconds": 2,
+    "mode": "apply",
+    "target_per_broker": {"bytes_in_per_second": 20_000},
+    "tolerance": 0.1,
+    "scale_up": {"stabilization_seconds": 0, "max_step": 2},
+    "scale_down": {"stabilization_seconds": 10, "max_step": 1, "period_seconds": 4},
+}
+_POLICY_FILE = Path(tempfile.mkdtemp(prefix="tollgate-e2e-autoscale-")) / "policy.json"
+_POLICY_FILE.write_text(json.dumps(POLICY))
+STACK_ARGS = ("--autoscale-policy", str(_POLICY_FILE))
+
+#: Errors librdkafka reports while a broker leaves or joins, and retries by itself.
+RETRIABLE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+             KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+             KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.REQUEST_TIMED_OUT,
+             KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART,
+             KafkaError.REBALANCE_IN_PROGRESS}
+
+
+def pool(admin) -> dict:
+    return admin._ok("GET", "/v1/pool")
+
+
+def live_brokers(admin) -> int:
+    return sum(1 for b in pool(admin)["brokers"] if b["state"] == "live")
+
+
+def not_retriable(errors: list) -> list:
+    return [e for e in errors if not e.retriable() and e.code() not in RETRIABLE]
+
+
+class Load:
+    """An idempotent producer sending numbered records as fast as a small budget allows, until
+    stopped; records delivery reports and errors."""
+
+    def __init__(self, conn, topic: str, bytes_per_second: int = 200_000):
+        self.topic = topic
+        self.errors: list = []
+        self.acked: list[int] = []
+        self.failed: list[tuple[int, KafkaError]] = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._budget = bytes_per_second
+        self._producer = Producer(conn.confluent(**{
+            "enable.idempotence": True, "acks": "all", "linger.ms": 20,
+            "message.timeout.ms": 120_000, "error_cb": self.errors.append}))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _delivered(self, err, msg):
+        n = int(msg.key())
+        if err is None:
+            self.acked.append(n)
+        else:
+            self.failed.append((n, err))
+
+    def _run(self):
+        value = b"x" * 1_000
+        started = time.monotonic()
+        while not self._stop.is_set():
+            # Paced: the load must exceed one broker's 20 kB/s target many times over, not take
+            # the machine's cores from the pool.
+            if self.sent * len(value) > self._budget * (time.monotonic() - started):
+                self._producer.poll(0.01)
+                continue
+            self._producer.produce(self.topic, key=str(self.sent).encode(), value=value,
+                                   on_delivery=self._delivered)
+            self.sent += 1
+            self._producer.poll(0)
+
+    def start(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        left = self._producer.flush(150)
+        assert left == 0, f"{left} records neither delivered nor failed"
+
+
+class Group:
+    """A consumer group member committing what it consumed after every poll, in a thread."""
+
+    def __init__(self, conn, topic: str, group: str):
+        self.errors: list = []
+        self.got: list[int] = []
+        self._stop = threading.Event()
+        self._consumer = Consumer(conn.confluent(**{
+            "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "error_cb": self.errors.append}))
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            msgs = self._consumer.consume(500, 0.5)
+            ok = []
+            for msg in msgs:
+                if msg.error():
+                    self.errors.append(msg.error())
+                else:
+                    ok.append(int(msg.key()))
+            if ok:
+                # Committed before the records count as consumed: a record counted here is never
+                # handed to another member after a rebalance.
+                try:
+                    self._consumer.commit(asynchronous=False)
+                except Exception as e:  # noqa: BLE001 - a failed commit is an error seen
+                    self.errors.append(e.args[0] if e.args else e)
+                    continue
+                self.got.extend(ok)
+
+    def start(self) -> "Group":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def test_real_load_grows_the_pool_to_three_and_it_drains_back_to_one(stack, admin):
+    assert live_brokers(admin) == 1
+    tc = make_tenant(stack, admin)
+    conn = tc.conn()
+    topic = unique("scale-")
+    create_topic(conn, topic, partitions=6)
+    group = unique("g-")
+    members = [Group(conn, topic, group).start() for _ in range(2)]
+
+    started = time.monotonic()
+    load = Load(conn, topic).start()
+    wait_until(lambda: live_brokers(admin) == 3, 120, "the pool to reach 3 live brokers")
+    scaled_out = time.monotonic() - started
+    # Keep the load on the grown pool long enough for every broker to take produces, fetches
+    # and group requests.
+    at_three = load.sent
+    wait_until(lambda: load.sent >= at_three + 4_000, 90, "4,000 more records on 3 brokers")
+    load.stop()
+    stopped = time.monotonic()
+
+    wait_until(lambda: live_brokers(admin) == 1 and len(pool(admin)["brokers"]) == 1, 180,
+               "the pool to drain back to 1 broker")
+    scaled_in = time.monotonic() - stopped
+    wait_until(lambda: len(set(sum((m.got for m in members), []))) >= len(load.acked), 120,
+               "the group to consume every acknowledged record")
+    for m in members:
+        m.stop()
+
+    consumed = sum((m.got for m in members), [])
+    print(f"\nautoscale e2e: 1 -> 3 live brokers {scaled_out:.1f} s after the load started; "
+          f"back to 1 {scaled_in:.1f} s after it stopped; {len(load.acked)} records acknowledged, "
+          f"{len(load.failed)} failed, {len(consumed)} consumed; producer errors "
+          f"{[str(e) for e in load.errors]}, consumer errors "
+          f"{[str(e) for m in members for e in m.errors]}")
+
+    assert load.failed == [], f"deliveries failed: {load.failed[:5]}"
+    assert not_retriable(load.errors) == [], f"producer saw {not_retriable(load.errors)}"
+    for m in members:
+        assert not_retriable([e for e in m.errors if isinstance(e, KafkaError)]) == [], \
+            f"consumer saw {m.errors}"
+    # Exactly once: nothing acknowledged lost, nothing consumed twice, nothing unacknowledged.
+    assert sorted(consumed) == sorted(load.acked), (
+        f"lost {sorted(set(load.acked) - set(consumed))[:10]}, "
+        f"duplicated {sorted(n for n in set(consumed) if consumed.count(n) > 1)[:10]}")
+
+    events = admin._ok("GET", "/v1/pool/events")["events"]
+    assert events, "no scale events"
+    for e in events:
+        # Each event says what drove it, with its numbers.
+        assert e["applied"] is True, e
+        assert e["signal"] == "bytes_in_per_second", e
+        assert "bytes_in_per_second" in e["reason"] and any(ch.isdigit() for ch in e["reason"]), e
+    ups = [e for e in events if e["to_brokers"] > e["from_brokers"]]
+    downs = [e for e in events if e["to_brokers"] < e["from_brokers"]]
+    assert ups and ups[0]["from_brokers"] == 1 and max(e["to_brokers"] for e in ups) == 3, events
+    assert ups[0]["signal"] == "bytes_in_per_second", ups[0]
+    assert downs and downs[-1]["to_brokers"] == 1, events
+    # Scale-down one broker at a time, as the policy says.
+    assert all(e["from_brokers"] - e["to_brokers"] == 1 for e in downs), downs
+
+    # The history the tuner reads tells the same story (its next sample sees the 1 broker).
+    def history() -> list[int]:
+        status, csv = admin.request("GET", "/v1/pool/history?format=csv")
+        assert status == 200, csv
+        lines = csv.strip().splitlines()
+        column = lines[0].split(",").index("brokers")
+        return [int(row.split(",")[column]) for row in lines[1:]]
+
+    brokers = wait_until(lambda: history()[-1] == 1 and history(), 30, "a history sample at 1 broker")
+    assert max(brokers) == 3, brokers
