@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::pool::autoscale::Actuator;
-use crate::pool::Pool;
+use crate::pool::{Pool, DRAIN_TIMEOUT};
 use crate::pool_admin::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +119,6 @@ pub struct DevPool {
     members: tokio::sync::Mutex<Vec<Member>>,
 }
 
-/// How long a leaving broker's requests may take to finish once it is out of the routing: the
-/// longest a request is held at the pool (a fetch's capped `max_wait_ms`, 5 s) and the
-/// margin every answer gets (10 s).
-const DRAIN: Duration = Duration::from_secs(15);
-
 impl DevPool {
     pub async fn start(
         tansu: &str,
@@ -161,9 +156,13 @@ impl DevPool {
     /// Starts one more broker and adds it to the pool once it answers.
     async fn add_one(&self) -> Result<String, DevPoolError> {
         let port = free_port()?;
-        let mut child = spawn_broker(&self.tansu, &self.dir, port)?;
-        await_ready(&self.pool, port, &mut child).await?;
         let addr = format!("127.0.0.1:{port}");
+        let mut child = spawn_broker(&self.tansu, &self.dir, port)?;
+        self.pool.add_starting(&addr);
+        if let Err(e) = await_ready(&self.pool, port, &mut child).await {
+            self.pool.remove_broker(&addr);
+            return Err(e);
+        }
         let (stop, stopped) = watch::channel(false);
         let supervisor = tokio::spawn(supervise(
             self.tansu.clone(),
@@ -181,21 +180,10 @@ impl DevPool {
     }
 
     /// Takes the newest broker out of the routing, lets its requests finish (at most
-    /// [`DRAIN`]), and stops it.
+    /// [`DRAIN_TIMEOUT`]), and stops it.
     async fn remove_newest(&self) -> Option<String> {
         let member = self.members.lock().await.pop()?;
-        let held = self.pool.broker(&member.addr);
-        self.pool.remove_broker(&member.addr);
-        tracing::info!(broker = %member.addr, "draining pool broker");
-        if let Some(broker) = held {
-            // Requests in flight hold the broker; the routing no longer hands it out.
-            let deadline = tokio::time::Instant::now() + DRAIN;
-            while std::sync::Arc::strong_count(&broker) > 1
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        self.pool.drain(&member.addr, DRAIN_TIMEOUT).await;
         let _ = member.stop.send(true);
         let _ = member.supervisor.await;
         tracing::info!(broker = %member.addr, "pool broker stopped");

@@ -347,12 +347,13 @@ struct DevArgs {
 struct ServeArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The pool's bootstrap brokers, host:port[,host:port...].
+    /// The pool's bootstrap brokers, host:port[,host:port...]. May be left out when
+    /// --pool-discover lists the brokers (list:, ordinal:, dns:).
     #[arg(
         long,
         env = "TOLLGATE_POOL_BOOTSTRAP",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "pool_discover"
     )]
     pool_bootstrap: Vec<String>,
     /// How the pool places partitions: `leader` (Apache Kafka: each partition has a leader,
@@ -362,6 +363,85 @@ struct ServeArgs {
     /// the same node id, as tansu brokers do).
     #[arg(long, env = "TOLLGATE_POOL_KIND", default_value = "auto")]
     pool_kind: String,
+    /// Resize the pool by running this shell command, with `{n}` for the number of brokers
+    /// (e.g. `kubectl scale statefulset/tansu --replicas={n}`), when the autoscaler decides.
+    #[arg(
+        long,
+        env = "TOLLGATE_POOL_SCALE_COMMAND",
+        conflicts_with = "pool_scale_kubernetes"
+    )]
+    pool_scale_command: Option<String>,
+    /// Resize the pool through the Kubernetes API: the scale subresource of
+    /// `deployment/NAME`, `statefulset/NAME` or `kafkanodepool/NAME` (Strimzi).
+    #[arg(long, env = "TOLLGATE_POOL_SCALE_KUBERNETES")]
+    pool_scale_kubernetes: Option<String>,
+    /// The namespace of --pool-scale-kubernetes; default: the pod's service account's.
+    #[arg(long, env = "TOLLGATE_POOL_SCALE_NAMESPACE")]
+    pool_scale_namespace: Option<String>,
+    /// The Kubernetes API server, https://HOST:PORT (or http:// for `kubectl proxy`); default:
+    /// the one a pod is given (KUBERNETES_SERVICE_HOST).
+    #[arg(long, env = "TOLLGATE_POOL_SCALE_KUBERNETES_API")]
+    pool_scale_kubernetes_api: Option<String>,
+    /// The bearer token file for the API; default: the pod's service account token.
+    #[arg(long, env = "TOLLGATE_POOL_SCALE_KUBERNETES_TOKEN_FILE")]
+    pool_scale_kubernetes_token_file: Option<PathBuf>,
+    /// The CA file for the API's certificate; default: the pod's service account CA.
+    #[arg(long, env = "TOLLGATE_POOL_SCALE_KUBERNETES_CA_FILE")]
+    pool_scale_kubernetes_ca_file: Option<PathBuf>,
+    /// Where the pool's brokers are: `list:HOST:PORT,...` or `ordinal:NAME-{i}.HOST:PORT` (a
+    /// pool of n is the first n; the leaving ones are drained before the pool is asked for
+    /// fewer), `dns:HOST:PORT` (every address the name resolves to, looked up every 2 s), or
+    /// `metadata` (the brokers the pool names; the default for leader-based pools).
+    #[arg(long, env = "TOLLGATE_POOL_DISCOVER")]
+    pool_discover: Option<String>,
+    /// How long a resize waits for the brokers it asked for to answer.
+    #[arg(
+        long,
+        env = "TOLLGATE_POOL_SCALE_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
+    pool_scale_timeout_seconds: u64,
+}
+
+impl ServeArgs {
+    /// The pool's actuator settings, checked; None without a scale command or target.
+    fn scaling(&self) -> anyhow::Result<Option<run::Scaling>> {
+        use tollgate_gateway::pool::autoscale::actuator::{command, kubernetes, Discovery};
+        let timeout = std::time::Duration::from_secs(self.pool_scale_timeout_seconds);
+        let scaler = match (&self.pool_scale_command, &self.pool_scale_kubernetes) {
+            (Some(cmd), _) => run::ScalerConfig::Command(
+                command::CommandScaler::new(cmd, timeout).map_err(anyhow::Error::msg)?,
+            ),
+            (None, Some(target)) => run::ScalerConfig::Kubernetes(
+                kubernetes::Target::parse(target).map_err(anyhow::Error::msg)?,
+                kubernetes::ApiConfig {
+                    url: self.pool_scale_kubernetes_api.clone(),
+                    token_file: self.pool_scale_kubernetes_token_file.clone(),
+                    ca_file: self.pool_scale_kubernetes_ca_file.clone(),
+                    namespace: self.pool_scale_namespace.clone(),
+                },
+            ),
+            (None, None) => {
+                anyhow::ensure!(
+                    self.pool_discover.is_none(),
+                    "--pool-discover finds the brokers an actuator starts: give \
+                     --pool-scale-command or --pool-scale-kubernetes too"
+                );
+                return Ok(None);
+            }
+        };
+        let discovery = self
+            .pool_discover
+            .as_deref()
+            .map(Discovery::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok(Some(run::Scaling {
+            scaler,
+            discovery,
+            ready_timeout: timeout,
+        }))
+    }
 }
 
 impl TryFrom<CommonArgs> for Common {
@@ -439,8 +519,11 @@ async fn main() -> std::process::ExitCode {
             Ok(common) => run::dev(common, a.tansu, a.brokers).await,
             Err(e) => Err(e),
         },
-        Command::Serve(a) => match Common::try_from(a.common) {
-            Ok(common) => run::serve(common, a.pool_bootstrap, a.pool_kind).await,
+        Command::Serve(a) => match a.scaling() {
+            Ok(scaling) => match Common::try_from(a.common) {
+                Ok(common) => run::serve(common, a.pool_bootstrap, a.pool_kind, scaling).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Command::Autoscale(a) => autoscale(a),

@@ -92,6 +92,12 @@ impl Metering {
             .unwrap_or(0)
     }
 
+    /// Every live cluster's partitions on the pool, as last reconciled: the pool's
+    /// partitions the autoscaler records.
+    pub fn total_partitions(&self) -> u64 {
+        self.partitions.read().expect("poisoned").values().sum()
+    }
+
     /// Counts every live cluster's partitions on the pool.
     pub async fn reconcile_partitions(&self, gw: &Gateway) -> Result<(), UpstreamError> {
         let (_, max) = gw

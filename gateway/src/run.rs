@@ -14,6 +14,9 @@ use crate::admin::{self, Admin, AdminConfig, Store};
 use crate::devpool::DevPool;
 use crate::listener::Listener;
 use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
+use crate::pool::autoscale::actuator::command::CommandScaler;
+use crate::pool::autoscale::actuator::kubernetes::{self, KubernetesScaler};
+use crate::pool::autoscale::actuator::{Discovery, ExternalPool, Scaler};
 use crate::pool::{Pool, PoolKind, Timeouts};
 use crate::pool_admin::RouterPoolAdmin;
 use crate::state::{presented_nodes, Gateway, GatewayConfig, Node};
@@ -151,32 +154,96 @@ pub async fn dev(common: Common, tansu: String, brokers: usize) -> anyhow::Resul
     result
 }
 
+/// What resizes a `tollgate serve` pool (`--pool-scale-*`, `--pool-discover`).
+pub struct Scaling {
+    pub scaler: ScalerConfig,
+    /// Default: the pool's metadata for a leader-based pool, the bootstrap list (in order) for
+    /// a stateless one.
+    pub discovery: Option<Discovery>,
+    pub ready_timeout: std::time::Duration,
+}
+
+pub enum ScalerConfig {
+    Command(CommandScaler),
+    Kubernetes(kubernetes::Target, kubernetes::ApiConfig),
+}
+
 /// Runs `tollgate serve`: the gateway on a pool someone else runs.
-pub async fn serve(common: Common, bootstrap: Vec<String>, kind: String) -> anyhow::Result<()> {
+pub async fn serve(
+    common: Common,
+    bootstrap: Vec<String>,
+    kind: String,
+    scaling: Option<Scaling>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.data_dir)
         .with_context(|| format!("creating {}", common.data_dir.display()))?;
     let pool = Pool::new(Timeouts::default());
-    let mut reached = Vec::new();
     for addr in &bootstrap {
-        match pool.add_broker(addr).await {
-            Ok(()) => reached.push(addr.clone()),
-            Err(e) => {
-                tracing::warn!(broker = %addr, error = %e, "pool bootstrap broker unreachable");
-                // Known from now on, and taken in when it answers (see `Pool::run_prober`).
-                pool.add_configured(addr);
-            }
+        if let Err(e) = pool.add_broker(addr).await {
+            tracing::warn!(broker = %addr, error = %e, "pool bootstrap broker unreachable");
+            // Known from now on, and taken in when it answers (see `Pool::run_prober`).
+            pool.add_configured(addr);
         }
     }
+    let (scaler, discovery, ready_timeout) = match scaling {
+        Some(s) => {
+            let scaler = match s.scaler {
+                ScalerConfig::Command(c) => Scaler::Command(c),
+                ScalerConfig::Kubernetes(target, api) => Scaler::Kubernetes(
+                    KubernetesScaler::new(target, api).map_err(anyhow::Error::msg)?,
+                ),
+            };
+            (Some(scaler), s.discovery, s.ready_timeout)
+        }
+        None => (None, None, std::time::Duration::ZERO),
+    };
+    // An explicit discovery finds the brokers before the pool's kind can be told.
+    let (mut scaler, mut external) = match (scaler, discovery) {
+        (Some(scaler), Some(discovery)) => {
+            let configured = bootstrap.clone();
+            let external =
+                ExternalPool::start(pool.clone(), scaler, discovery, configured, ready_timeout)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("starting the pool actuator: {e}"))?;
+            (None, Some(external))
+        }
+        (scaler, _) => (scaler, None),
+    };
+    let reached: Vec<String> = pool.brokers().iter().map(|b| b.addr().to_owned()).collect();
     anyhow::ensure!(
         !reached.is_empty(),
-        "no pool bootstrap broker answered: {bootstrap:?}"
+        "no pool broker answered: {bootstrap:?}"
     );
     let kind = match kind.as_str() {
         "auto" => detect_kind(&pool).await?,
         other => other.parse::<PoolKind>().map_err(anyhow::Error::msg)?,
     };
     tracing::info!(?kind, brokers = ?reached, "pool");
-    start(common, pool, kind, None).await
+    if let Some(scaler) = scaler.take() {
+        let discovery = match kind {
+            PoolKind::Leader => Discovery::Metadata,
+            PoolKind::Stateless => Discovery::List(bootstrap.clone()),
+        };
+        let configured = match kind {
+            PoolKind::Leader => bootstrap.clone(),
+            PoolKind::Stateless => Vec::new(),
+        };
+        external = Some(
+            ExternalPool::start(pool.clone(), scaler, discovery, configured, ready_timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the pool actuator: {e}"))?,
+        );
+    }
+    let external = external.map(Arc::new);
+    let discovering = external
+        .clone()
+        .map(|e| tokio::spawn(e.run(std::future::pending())));
+    let actuator = external.map(|e| e as Arc<dyn crate::pool::autoscale::Actuator>);
+    let result = start(common, pool, kind, actuator).await;
+    if let Some(task) = discovering {
+        task.abort();
+    }
+    result
 }
 
 /// Tells a stateless pool from a leader-based one by asking each reachable broker who the
@@ -207,8 +274,7 @@ async fn detect_kind(pool: &Pool) -> anyhow::Result<PoolKind> {
     Ok(PoolKind::Leader)
 }
 
-/// Runs the gateway on `pool`; `actuator` resizes the pool when the autoscaler decides (only
-/// `tollgate dev` has one yet).
+/// Runs the gateway on `pool`; `actuator` resizes the pool when the autoscaler decides.
 async fn start(
     common: Common,
     pool: Pool,
@@ -424,7 +490,9 @@ async fn start(
     let autoscaler_task = autoscaler.map(|a| {
         let pool = pool.clone();
         let brokers = move || u32::try_from(pool.brokers().len()).unwrap_or(u32::MAX);
-        tokio::spawn(a.run(brokers, stopped(stop_rx.clone())))
+        let metering = metering.clone();
+        let partitions = move || metering.total_partitions();
+        tokio::spawn(a.run(brokers, partitions, stopped(stop_rx.clone())))
     });
     let prober_task = tokio::spawn(pool.run_prober(PROBE_INTERVAL, stopped(stop_rx.clone())));
     let refresh_task = tokio::spawn(

@@ -46,16 +46,9 @@ pub async fn get(admin: &Admin) -> ApiResult {
     let view = view(admin)?;
     let brokers: Vec<_> = view
         .pool
-        .all_brokers()
-        .iter()
-        .map(|b| {
-            let state = if view.pool.is_live(b.addr()) {
-                "live"
-            } else {
-                "down"
-            };
-            json!({"address": b.addr(), "state": state})
-        })
+        .states()
+        .into_iter()
+        .map(|(address, state)| json!({"address": address, "state": state.name()}))
         .collect();
     let (desired, policy, utilization) = match &view.autoscaler {
         Some(a) => {

@@ -47,6 +47,6 @@ pub mod topic_ids;
 pub use broker::{Broker, Caller, ClientTag, Lane, Timeouts, PRODUCE_CONNECTIONS};
 pub use coordinators::{CoordinatorAnswer, GROUP, TRANSACTION};
 pub use error::{is_network, UpstreamError};
-pub use membership::Pool;
+pub use membership::{BrokerState, Pool, DRAIN_TIMEOUT};
 pub use routing::{PoolKind, Router};
 pub use stream::{BodyStream, PendingReply};

@@ -2,10 +2,10 @@
 //! [`Decider`] as the simulator, every resize recorded as an event and every sample kept as
 //! history (the trace `tollgate autoscale simulate` and `tune` read).
 //!
-//! What resizes the pool is an [`Actuator`] (`tollgate dev`'s tansu brokers). In `apply` mode
-//! with an actuator, each resize is carried out and its event marked applied; in `shadow`
-//! mode, or without an actuator (`tollgate serve` until the command and Kubernetes actuators
-//! exist), decisions are recorded with `applied: false`, and the log says so once.
+//! What resizes the pool is an [`Actuator`] (`tollgate dev`'s tansu brokers, or for `tollgate
+//! serve` an operator's command or the Kubernetes API). In `apply` mode with an actuator, each
+//! resize is carried out and its event marked applied; in `shadow` mode, or without an
+//! actuator, decisions are recorded with `applied: false`, and the log says so once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,8 +184,9 @@ impl Autoscaler {
             if mode == Mode::Apply && self.actuator.is_none() && !state.told_no_actuator {
                 state.told_no_actuator = true;
                 tracing::warn!(
-                    "autoscaling policy in apply mode, but this pool has no actuator yet: \
-                     decisions are recorded, the pool keeps its size"
+                    "autoscaling policy in apply mode, but this pool has no actuator \
+                     (--pool-scale-command or --pool-scale-kubernetes): decisions are \
+                     recorded, the pool keeps its size"
                 );
             }
             tracing::info!(
@@ -232,7 +233,9 @@ impl Autoscaler {
             .collect()
     }
 
-    /// Carries a decision out, if the mode and an actuator allow, and marks its event.
+    /// Carries a decision out, if the mode and an actuator allow, and marks its event. A resize
+    /// that fails forgets the size it wanted, so the next decision starts from the pool as it
+    /// is and asks again.
     async fn apply(&self, decision: &Decision) {
         let Some(actuator) = &self.actuator else {
             return;
@@ -243,6 +246,11 @@ impl Autoscaler {
         match actuator.resize(decision.to_brokers).await {
             Ok(n) => {
                 tracing::info!(brokers = n, "pool resized");
+                // What an operator of `tollgate dev` watches for, beside the log.
+                println!(
+                    "Pool: {} -> {n} brokers ({})",
+                    decision.from_brokers, decision.reason
+                );
                 if let Some(e) = self
                     .lock()
                     .events
@@ -253,34 +261,53 @@ impl Autoscaler {
                     e.applied = true;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not resize the pool"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not resize the pool");
+                self.lock().desired = None;
+            }
         }
     }
 
-    /// Ticks every policy interval until `stop`, with the pool's size from `brokers`,
-    /// resizing the pool through the actuator when a decision says so.
+    /// Ticks every policy interval until `stop`, with the pool's size from `brokers` and its
+    /// partitions from `partitions`. Resizes run beside the ticks (a broker can take minutes
+    /// to start), one at a time; a decision made meanwhile waits, and only the latest is
+    /// carried out.
     pub async fn run(
         self,
         brokers: impl Fn() -> u32 + Send,
+        partitions: impl Fn() -> u64 + Send,
         stop: impl std::future::Future<Output = ()> + Send,
     ) {
         tokio::pin!(stop);
+        let (wanted, mut resizes) = tokio::sync::watch::channel::<Option<Decision>>(None);
+        let applier = self.clone();
+        let applier = tokio::spawn(async move {
+            while resizes.changed().await.is_ok() {
+                let decision = resizes.borrow_and_update().clone();
+                if let Some(decision) = decision {
+                    applier.apply(&decision).await;
+                }
+            }
+        });
         loop {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if let Some(decision) = self.tick(now, brokers(), 0).filter(Decision::changes) {
-                tokio::select! {
-                    () = &mut stop => return,
-                    () = self.apply(&decision) => {}
-                }
+            if let Some(decision) = self
+                .tick(now, brokers(), partitions())
+                .filter(Decision::changes)
+            {
+                wanted.send_replace(Some(decision));
             }
             let interval = Duration::from_secs(u64::from(self.policy().interval_seconds));
             tokio::select! {
-                () = &mut stop => return,
+                () = &mut stop => break,
                 () = tokio::time::sleep(interval) => {}
             }
         }
+        // A resize under way is abandoned: the process is stopping, and the pool with it
+        // (`tollgate dev`) or not at all (`serve`).
+        applier.abort();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

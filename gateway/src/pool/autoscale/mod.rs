@@ -13,11 +13,9 @@
 //!   recommended.
 //! - [`live`]: the gateway's load as it happens ([`Signals`]), sampled and decided on every
 //!   interval ([`Autoscaler`]), with its events and history.
-//! - [`actuator`]: what resizes the pool ([`Actuator`]); `tollgate dev`'s is
-//!   [`crate::devpool::DevPool`].
-//!
-//! Still to come (issue 12): a command actuator and a Kubernetes one, for pools the gateway
-//! does not run.
+//! - [`actuator`]: what resizes the pool ([`Actuator`]): `tollgate dev`'s
+//!   [`crate::devpool::DevPool`], and for `tollgate serve` an operator's command or the
+//!   Kubernetes API ([`actuator::ExternalPool`]).
 
 pub mod actuator;
 pub mod decide;
