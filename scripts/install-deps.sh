@@ -123,6 +123,9 @@ kafka kafka-python
 aiokafka aiokafka
 pytest pytest
 pytest_timeout pytest-timeout
+kubernetes_validate kubernetes-validate
+jsonschema jsonschema
+yaml PyYAML
 LIST
     if [ ${#missing[@]} -eq 0 ]; then
         log "python: packages present"

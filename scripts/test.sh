@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tollgate's whole check, as CI runs it: dependencies, format, lints, unit tests, the release
-# build, and the end-to-end suite against a real `tollgate dev` stack.
+# build, the deploy manifests' checks, and the end-to-end suite against a real `tollgate dev`
+# stack.
 # Every step runs even when an earlier one failed (except the end-to-end suite, which needs the
 # release build), so one run reports everything; the exit status is non-zero if any step failed.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k isolation -x`.
@@ -37,10 +38,12 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step unit-tests cargo test --workspace
 if step release-build cargo build --release -p tollgate-gateway; then
     export TOLLGATE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate"
+    # Seconds, no cluster: the Kubernetes manifests in deploy/ (some checks use the binary).
+    step deploy python3 -m pytest tests/deploy -v -ra
     step e2e python3 -m pytest tests/e2e -v -ra --durations=15 "$@"
 else
-    echo "==> e2e: skipped, the release build failed"
-    failed+=("e2e (not run)")
+    echo "==> deploy, e2e: skipped, the release build failed"
+    failed+=("deploy (not run)" "e2e (not run)")
 fi
 
 echo
