@@ -30,7 +30,7 @@ from typing import Callable
 
 import pytest
 
-from support import Admin, TenantCluster, policy, unique
+from support import Admin, TenantCluster, policy, unique, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
@@ -398,6 +398,35 @@ def stack_factory(request) -> Callable[..., Stack]:
     for s in made:
         problems += s.finish(keep=_FAILED_IN[request.node.nodeid.split("::")[0]] > 0)
     assert not problems, "\n".join(problems) + "\n" + "\n".join(s.logs() for s in made)
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server on a free loopback port, without persistence; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server not found: run scripts/install-deps.sh apt", pytrace=False)
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    return c.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_until(up, 20, "redis-server to answer PING")
+        yield f"redis://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="module")

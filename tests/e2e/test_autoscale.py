@@ -15,15 +15,23 @@ No test asserts a time: the figures (time to scale out and in, records, errors) 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from conftest import make_tenant
-from support import create_topic, unique, wait_until
+from conftest import Stack, find_tansu, free_port, gateway_binary, make_tenant
+from support import Admin, consume, create_topic, produce, unique, wait_until
+
+TANSU_POOL = Path(__file__).resolve().parent / "tansu_pool.py"
 
 POLICY = {
     "min_brokers": 1,
@@ -221,3 +229,103 @@ def test_real_load_grows_the_pool_to_three_and_it_drains_back_to_one(stack, admi
 
     brokers = wait_until(lambda: history()[-1] == 1 and history(), 30, "a history sample at 1 broker")
     assert max(brokers) == 3, brokers
+
+
+# --------------------------------------------------------------------------------------------
+# `tollgate serve` resizing a pool it does not run, through an operator's command
+
+
+def start_serve(pool_dir: Path, ports: list[int], policy: dict, extra: tuple[str, ...] = (),
+                label: str = "tollgate serve") -> Stack:
+    policy_file = pool_dir / f"policy-{unique('', 6)}.json"
+    policy_file.write_text(json.dumps(policy))
+    listed = ",".join(f"127.0.0.1:{p}" for p in ports)
+    s = Stack(gateway_binary(), mode="serve", pool_bootstrap=f"127.0.0.1:{ports[0]}",
+              extra_args=("--pool-kind", "stateless",
+                          "--pool-scale-command", f"{sys.executable} {TANSU_POOL} {pool_dir} {{n}}",
+                          "--pool-discover", f"list:{listed}",
+                          "--autoscale-policy", str(policy_file), *extra),
+              label=label)
+    s.start().wait_ready()
+    return s
+
+
+@pytest.fixture
+def tansu_pool():
+    """A directory for `tansu_pool.py`, three free ports listed, the first broker running;
+    every broker stopped at the end."""
+    directory = Path(tempfile.mkdtemp(prefix="tollgate-e2e-tansu-pool-"))
+    ports = [free_port() for _ in range(3)]
+    (directory / "ports").write_text("\n".join(map(str, ports)) + "\n")
+    env = dict(os.environ, TANSU_BIN=find_tansu())
+    ctl = lambda n: subprocess.run([sys.executable, str(TANSU_POOL), str(directory), str(n)],  # noqa: E731
+                                   env=env, check=True, timeout=60)
+    try:
+        ctl(1)
+        wait_until(lambda: listening(ports[0]), 30, "the first tansu broker to listen")
+        yield directory, ports
+    finally:
+        ctl(0)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_serve_resizes_a_pool_it_does_not_run_through_the_operators_command(tansu_pool):
+    pool_dir, ports = tansu_pool
+    os.environ.setdefault("TANSU_BIN", find_tansu())
+    policy = {**POLICY, "interval_seconds": 1, "max_brokers": 3,
+              "scale_down": {"stabilization_seconds": 3, "max_step": 2, "period_seconds": 1}}
+    serve = start_serve(pool_dir, ports, policy)
+    ok = False
+    try:
+        admin = Admin(serve.admin_url, serve.admin_token)
+        assert [(b["address"], b["state"]) for b in pool(admin)["brokers"]] == \
+            [(f"127.0.0.1:{ports[0]}", "live")]
+
+        # The operator raises the floor: the autoscaler asks the command for 3 brokers, and the
+        # gateway routes to each once it answers.
+        status, body = admin.request("PUT", "/v1/pool/policy", {**policy, "min_brokers": 3})
+        assert status == 200, body
+        wait_until(lambda: live_brokers(admin) == 3, 60, "3 live brokers")
+        assert all(listening(p) for p in ports)
+        tc = make_tenant(serve, admin)
+        topic = unique("served-")
+        create_topic(tc.conn(), topic, partitions=6)
+        records = {f"k{i}": f"v{i}" for i in range(300)}
+        reports = produce(tc.conn(), topic, records, **{"enable.idempotence": True})
+        assert [e for e, _ in reports if e is not None] == []
+
+        # And lowers it: the two leaving brokers are drained, then stopped by the command.
+        status, body = admin.request("PUT", "/v1/pool/policy", policy)
+        assert status == 200, body
+        wait_until(lambda: len(pool(admin)["brokers"]) == 1 and live_brokers(admin) == 1, 60,
+                   "the pool back at 1 broker")
+        wait_until(lambda: not any(listening(p) for p in ports[1:]), 20, "the leaving brokers to stop")
+        got = consume(tc.conn(), topic, unique("g-"), expect=len(records))
+        assert sorted(got) == sorted(records.items()), "records written on 3 brokers, read on 1"
+
+        events = admin._ok("GET", "/v1/pool/events")["events"]
+        assert [(e["from_brokers"], e["to_brokers"], e["applied"]) for e in events] == \
+            [(1, 3, True), (3, 1, True)], events
+        assert "allows 3 to 3" in events[0]["reason"], events[0]
+        ok = True
+    finally:
+        problems = serve.finish(keep=not ok)
+        assert not problems, "\n".join(problems) + "\n" + serve.logs()
+
+
+def test_serve_refuses_a_scale_command_without_its_placeholder(tansu_pool):
+    pool_dir, ports = tansu_pool
+    proc = subprocess.run([gateway_binary(), "serve", "--pool-bootstrap", f"127.0.0.1:{ports[0]}",
+                           "--pool-scale-command", "kubectl scale sts/tansu --replicas=3",
+                           "--data-dir", str(pool_dir / "data")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "{n}" in proc.stderr, proc.stderr

@@ -18,10 +18,7 @@ import calendar
 import csv
 import io
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -33,7 +30,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from conftest import Stack, free_port, gateway_binary, make_tenant
+from conftest import Stack, gateway_binary, make_tenant
 from support import (Admin, Conn, RawKafka, TenantCluster, batch_records, create_topic, let_pending_fetches_finish,
                      split_batches, unique, wait_until)
 
@@ -475,34 +472,6 @@ def test_kill_9_loses_at_most_the_last_flush(stack_factory):
 
 # --------------------------------------------------------------------------------------------
 # Several gateways sharing Redis
-
-
-@pytest.fixture
-def redis_server():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server not found: run scripts/install-deps.sh apt", pytrace=False)
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def up():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                    c.sendall(b"PING\r\n")
-                    return c.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        wait_until(up, 20, "redis-server to answer PING")
-        yield f"redis://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def pool_broker(dev: Stack) -> str:

@@ -81,7 +81,8 @@ impl Target {
         let (group, resource) = match self.kind {
             Kind::Deployment => ("apis/apps/v1", "deployments"),
             Kind::StatefulSet => ("apis/apps/v1", "statefulsets"),
-            Kind::KafkaNodePool => ("apis/kafka.strimzi.io/v1beta2", "kafkanodepools"),
+            // Strimzi serves v1 since 0.49, and only v1 from 1.0.
+            Kind::KafkaNodePool => ("apis/kafka.strimzi.io/v1", "kafkanodepools"),
         };
         format!(
             "/{group}/namespaces/{namespace}/{resource}/{}/scale",
@@ -371,7 +372,7 @@ mod tests {
             Target::parse("kafkanodepool/brokers")
                 .unwrap()
                 .scale_path("kafka"),
-            "/apis/kafka.strimzi.io/v1beta2/namespaces/kafka/kafkanodepools/brokers/scale"
+            "/apis/kafka.strimzi.io/v1/namespaces/kafka/kafkanodepools/brokers/scale"
         );
         for (bad, says) in [
             ("tansu", "KIND/NAME"),
