@@ -436,13 +436,28 @@ async fn start(
         rates: common.rates.clone(),
         grace: common.billing_grace,
     });
-    let autoscaler = common.autoscale_policy.clone().map(|policy| {
-        let autoscaler = crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone());
-        match actuator {
-            Some(actuator) => autoscaler.with_actuator(actuator),
-            None => autoscaler,
+    let autoscaler = match common.autoscale_policy.clone() {
+        Some(policy) => {
+            let mut autoscaler =
+                crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone());
+            if let Some(actuator) = actuator {
+                autoscaler = autoscaler.with_actuator(actuator);
+            }
+            if let Some(url) = &common.redis_url {
+                // Instances share the pool: their loads are summed and one decides.
+                let instance = format!(
+                    "{}/{}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "tollgate".into()),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
+                let shared = crate::pool::autoscale::shared::Shared::new(url, instance)
+                    .context("configuring the autoscaler's Redis")?;
+                autoscaler = autoscaler.with_shared(shared);
+            }
+            Some(autoscaler)
         }
-    });
+        None => None,
+    };
     let admin = admin.with_pool(crate::admin::pool::PoolView {
         pool: pool.clone(),
         autoscaler: autoscaler.clone(),

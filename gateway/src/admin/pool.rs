@@ -50,6 +50,11 @@ pub async fn get(admin: &Admin) -> ApiResult {
         .into_iter()
         .map(|(address, state)| json!({"address": address, "state": state.name()}))
         .collect();
+    let deciding = view
+        .autoscaler
+        .as_ref()
+        .and_then(|a| a.deciding())
+        .map_or(json!(null), |d| json!(d));
     let (desired, policy, utilization) = match &view.autoscaler {
         Some(a) => {
             let (desired, latest) = a.latest();
@@ -72,7 +77,7 @@ pub async fn get(admin: &Admin) -> ApiResult {
     Ok(json_response(
         StatusCode::OK,
         &json!({"brokers": brokers, "desired_brokers": desired, "policy": policy,
-                "utilization": utilization}),
+                "utilization": utilization, "deciding": deciding}),
     ))
 }
 

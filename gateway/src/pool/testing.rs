@@ -333,3 +333,40 @@ fn coordinator(addr: SocketAddr) -> FindCoordinatorResponse {
         .with_host(StrBytes::from_string(addr.ip().to_string()))
         .with_port(i32::from(addr.port()))])
 }
+
+/// A real redis-server of our own on a free loopback port, without persistence, killed when
+/// dropped (`redis-server` on PATH, from scripts/install-deps.sh).
+pub(crate) struct RedisServer {
+    pub(crate) url: String,
+    _child: tokio::process::Child,
+}
+
+impl RedisServer {
+    pub(crate) async fn start() -> RedisServer {
+        let port = free_port();
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server: {e}; run scripts/install-deps.sh")
+            });
+        eventually("redis-server answers PING", || async {
+            let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)).await else {
+                return false;
+            };
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 5];
+            c.write_all(b"PING\r\n").await.is_ok()
+                && c.read_exact(&mut buf).await.is_ok()
+                && &buf == b"+PONG"
+        })
+        .await;
+        RedisServer {
+            url: format!("redis://127.0.0.1:{port}/"),
+            _child: child,
+        }
+    }
+}

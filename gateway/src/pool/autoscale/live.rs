@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::actuator::Actuator;
 use super::decide::{Decider, Decision, Load};
 use super::policy::{Mode, Policy};
+use super::shared::Shared;
 use super::trace::Sample;
 
 /// The gateway's load as it happens: plain atomics, bumped on the data path where the request
@@ -102,6 +103,19 @@ pub struct Autoscaler {
     signals: Arc<Signals>,
     state: Arc<Mutex<State>>,
     actuator: Option<Arc<dyn Actuator>>,
+    /// With several instances: the load is exchanged, and only the decider decides.
+    shared: Option<Arc<Shared>>,
+}
+
+/// Who decides, when several instances share the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deciding {
+    /// The deciding instance's id, as of the last exchange (None: Redis unreachable).
+    pub decider: Option<String>,
+    /// This instance's id.
+    pub instance: String,
+    /// How many instances' loads the last sample summed.
+    pub instances: usize,
 }
 
 struct State {
@@ -113,6 +127,11 @@ struct State {
     events: VecDeque<Event>,
     history: VecDeque<Sample>,
     told_no_actuator: bool,
+    /// The last exchange's deciding instance and instance count (several instances only).
+    decided_by: Option<String>,
+    instances: usize,
+    /// Redis could not be reached at the last exchange (said once per outage).
+    redis_down: bool,
 }
 
 impl Autoscaler {
@@ -128,9 +147,31 @@ impl Autoscaler {
                 events: VecDeque::new(),
                 history: VecDeque::new(),
                 told_no_actuator: false,
+                decided_by: None,
+                instances: 1,
+                redis_down: false,
             })),
             actuator: None,
+            shared: None,
         }
+    }
+
+    /// Shares the load with the other instances on the same Redis, and decides only while
+    /// this instance holds the decider lease.
+    pub fn with_shared(mut self, shared: Shared) -> Autoscaler {
+        self.shared = Some(Arc::new(shared));
+        self
+    }
+
+    /// Who decides, when several instances share the pool; None for a lone instance.
+    pub fn deciding(&self) -> Option<Deciding> {
+        let shared = self.shared.as_ref()?;
+        let state = self.lock();
+        Some(Deciding {
+            decider: state.decided_by.clone(),
+            instance: shared.instance().to_owned(),
+            instances: state.instances,
+        })
     }
 
     /// Resizes the pool with `actuator` when the policy's mode is `apply`.
@@ -151,17 +192,37 @@ impl Autoscaler {
     /// Samples the load at `now` (seconds) with `brokers` in the pool, decides, and records
     /// the sample and any resize. The first call only starts the rates.
     pub fn tick(&self, now: u64, brokers: u32, partitions: u64) -> Option<Decision> {
+        let load = self.sample(now)?;
+        self.record(now, brokers, partitions, load, true)
+    }
+
+    /// This instance's load since the last sample (rates per second, connections now); None
+    /// on the first call, which only starts the rates.
+    fn sample(&self, now: u64) -> Option<Load> {
         let totals = self.signals.totals();
         let mut state = self.lock();
         let (then, before) = state.last.replace((now, totals))?;
         let elapsed = now.saturating_sub(then).max(1);
         let rate = |now: u64, before: u64| now.saturating_sub(before) / elapsed;
-        let load = Load {
+        Some(Load {
             bytes_in_per_second: rate(totals.bytes_in, before.bytes_in),
             bytes_out_per_second: rate(totals.bytes_out, before.bytes_out),
             requests_per_second: rate(totals.requests, before.requests),
             connections: totals.connections,
-        };
+        })
+    }
+
+    /// Records the pool's `load` at `now` in the history and, if this instance decides,
+    /// decides on it. An instance that does not decide wants nothing.
+    fn record(
+        &self,
+        now: u64,
+        brokers: u32,
+        partitions: u64,
+        load: Load,
+        deciding: bool,
+    ) -> Option<Decision> {
+        let mut state = self.lock();
         if state.history.len() == MAX_SAMPLES {
             state.history.pop_front();
         }
@@ -174,6 +235,10 @@ impl Autoscaler {
             connections: load.connections,
             partitions,
         });
+        if !deciding {
+            state.desired = None;
+            return None;
+        }
         // Decide from what the autoscaler asked for last, as HPA decides from the replica
         // count it set: brokers still starting count.
         let current = state.desired.unwrap_or(brokers);
@@ -293,13 +358,15 @@ impl Autoscaler {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if let Some(decision) = self
-                .tick(now, brokers(), partitions())
-                .filter(Decision::changes)
-            {
+            let seconds = self.policy().interval_seconds;
+            let decided = tokio::select! {
+                () = &mut stop => break,
+                d = self.step(now, brokers(), partitions()) => d,
+            };
+            if let Some(decision) = decided.filter(Decision::changes) {
                 wanted.send_replace(Some(decision));
             }
-            let interval = Duration::from_secs(u64::from(self.policy().interval_seconds));
+            let interval = Duration::from_secs(u64::from(seconds));
             tokio::select! {
                 () = &mut stop => break,
                 () = tokio::time::sleep(interval) => {}
@@ -308,6 +375,41 @@ impl Autoscaler {
         // A resize under way is abandoned: the process is stopping, and the pool with it
         // (`tollgate dev`) or not at all (`serve`).
         applier.abort();
+    }
+
+    /// One interval: samples this instance's load, exchanges it with the other instances if
+    /// there are any, records the pool's load, and decides if this instance is the decider.
+    pub async fn step(&self, now: u64, brokers: u32, partitions: u64) -> Option<Decision> {
+        let local = self.sample(now)?;
+        let (load, deciding) = match &self.shared {
+            None => (local, true),
+            Some(shared) => {
+                let seconds = self.policy().interval_seconds;
+                match shared.exchange(now, &local, seconds).await {
+                    Ok(x) => {
+                        let mut state = self.lock();
+                        if std::mem::take(&mut state.redis_down) {
+                            tracing::info!("autoscaler reaches Redis again");
+                        }
+                        state.decided_by = Some(x.decider);
+                        state.instances = x.instances;
+                        (x.load, x.deciding)
+                    }
+                    Err(e) => {
+                        // Without Redis no instance can know it decides alone: none does, and
+                        // the pool keeps its size until Redis is back.
+                        let mut state = self.lock();
+                        if !std::mem::replace(&mut state.redis_down, true) {
+                            tracing::warn!(error = %e, "autoscaler cannot reach Redis: not deciding, the pool keeps its size");
+                        }
+                        state.decided_by = None;
+                        state.instances = 1;
+                        (local, false)
+                    }
+                }
+            }
+        };
+        self.record(now, brokers, partitions, load, deciding)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -435,5 +537,88 @@ mod tests {
         assert_eq!(signals.totals().connections, 1);
         drop(b);
         assert_eq!(signals.totals().connections, 0);
+    }
+
+    #[tokio::test]
+    async fn instances_on_one_redis_sum_their_loads_and_one_decides() {
+        use crate::pool::autoscale::shared::Shared;
+        let redis = crate::pool::testing::RedisServer::start().await;
+        let make = |name: &str| {
+            let signals = Arc::new(Signals::default());
+            let shared = Shared::new(&redis.url, name.to_owned()).unwrap();
+            (
+                Autoscaler::new(policy(), signals.clone()).with_shared(shared),
+                signals,
+            )
+        };
+        let (a, a_signals) = make("a");
+        let (b, b_signals) = make("b");
+        assert_eq!(
+            a.step(100, 1, 0).await,
+            None,
+            "the first step starts the rates"
+        );
+        assert_eq!(b.step(100, 1, 0).await, None);
+        // 6,000 B/s through a and 4,000 B/s through b: 10,000 B/s at the pool, 10 brokers'
+        // worth at 1,000 B/s each; either instance alone would see fewer.
+        a_signals.bytes_in(60_000);
+        b_signals.bytes_in(40_000);
+        let first = a
+            .step(110, 1, 0)
+            .await
+            .expect("a decides: it took the lease first");
+        let second = b.step(110, 1, 0).await;
+        assert_eq!(second, None, "b does not decide while a holds the lease");
+        assert_eq!(
+            (first.from_brokers, first.to_brokers),
+            (1, 5),
+            "{}",
+            first.reason
+        );
+        assert!(
+            first.reason.contains("bytes_in_per_second 6000"),
+            "a saw only its own load before b published: {}",
+            first.reason
+        );
+        // Next interval: both have published, and the sum drives the decision.
+        a_signals.bytes_in(60_000);
+        b_signals.bytes_in(40_000);
+        b.step(120, 5, 0).await;
+        let summed = a.step(120, 5, 0).await.unwrap();
+        assert!(
+            summed.reason.contains("bytes_in_per_second 10000"),
+            "{}",
+            summed.reason
+        );
+        let deciding = b.deciding().unwrap();
+        assert_eq!(
+            (
+                deciding.decider.as_deref(),
+                deciding.instance.as_str(),
+                deciding.instances
+            ),
+            (Some("a"), "b", 2)
+        );
+        // Both record the pool's load as history: either one's export is the pool's trace.
+        assert_eq!(b.history(120, 120)[0].bytes_in_per_second, 10_000);
+        assert_eq!(a.events(0, u64::MAX).len(), 1);
+        assert!(b.events(0, u64::MAX).is_empty());
+
+        // a stops: its lease runs out after three intervals (30 s here; expired at once
+        // below), and b takes over.
+        let mut conn = redis::Client::open(redis.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg("tg:autoscale:decider")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        b_signals.bytes_in(40_000);
+        let took_over = b.step(130, 5, 0).await;
+        assert!(took_over.is_some(), "b decides once a's lease is gone");
+        assert_eq!(b.deciding().unwrap().decider.as_deref(), Some("b"));
     }
 }

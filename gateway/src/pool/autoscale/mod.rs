@@ -13,6 +13,7 @@
 //!   recommended.
 //! - [`live`]: the gateway's load as it happens ([`Signals`]), sampled and decided on every
 //!   interval ([`Autoscaler`]), with its events and history.
+//! - [`shared`]: several gateway instances on one Redis: their loads summed, one decider.
 //! - [`actuator`]: what resizes the pool ([`Actuator`]): `tollgate dev`'s
 //!   [`crate::devpool::DevPool`], and for `tollgate serve` an operator's command or the
 //!   Kubernetes API ([`actuator::ExternalPool`]).
@@ -22,6 +23,7 @@ pub mod decide;
 pub mod live;
 pub mod policy;
 pub mod report;
+pub mod shared;
 pub mod simulate;
 pub mod trace;
 pub mod tune;
