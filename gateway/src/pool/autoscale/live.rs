@@ -19,6 +19,7 @@ use super::decide::{Decider, Decision, Load};
 use super::policy::{Mode, Policy};
 use super::shared::Shared;
 use super::trace::Sample;
+use crate::pool::DRAIN_TIMEOUT;
 
 /// The gateway's load as it happens: plain atomics, bumped on the data path where the request
 /// already is, read by the autoscaler every interval.
@@ -132,6 +133,18 @@ struct State {
     instances: usize,
     /// Redis could not be reached at the last exchange (said once per outage).
     redis_down: bool,
+    /// The decider's target at the last exchange, and whether this instance decided.
+    target: Option<u32>,
+    deciding_here: bool,
+}
+
+/// What the applier task does next.
+#[derive(Debug, Clone)]
+enum Job {
+    /// This instance decided a resize.
+    Resize(Decision),
+    /// Another instance resizes the pool to this size.
+    Follow(u32),
 }
 
 impl Autoscaler {
@@ -150,6 +163,8 @@ impl Autoscaler {
                 decided_by: None,
                 instances: 1,
                 redis_down: false,
+                target: None,
+                deciding_here: true,
             })),
             actuator: None,
             shared: None,
@@ -161,6 +176,12 @@ impl Autoscaler {
     pub fn with_shared(mut self, shared: Shared) -> Autoscaler {
         self.shared = Some(Arc::new(shared));
         self
+    }
+
+    /// The size the deciding instance resizes the pool to, while this one does not decide.
+    fn following(&self) -> Option<u32> {
+        let state = self.lock();
+        state.target.filter(|_| !state.deciding_here)
     }
 
     /// Who decides, when several instances share the pool; None for a lone instance.
@@ -308,6 +329,21 @@ impl Autoscaler {
         if self.policy().mode != Mode::Apply {
             return;
         }
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.announce(decision.to_brokers).await {
+                // Not resizing what the other instances were not told of: the next decision
+                // starts from the pool as it is and tries again.
+                tracing::warn!(error = %e, "could not tell the other instances about a resize; not resizing");
+                self.lock().desired = None;
+                return;
+            }
+            if decision.to_brokers < decision.from_brokers {
+                // Every other instance learns the target at its next exchange (one interval)
+                // and drains the leaving brokers (at most a drain's length) before they stop.
+                let interval = u64::from(self.policy().interval_seconds);
+                tokio::time::sleep(Duration::from_secs(interval) + DRAIN_TIMEOUT).await;
+            }
+        }
         match actuator.resize(decision.to_brokers).await {
             Ok(n) => {
                 tracing::info!(brokers = n, "pool resized");
@@ -344,16 +380,23 @@ impl Autoscaler {
         stop: impl std::future::Future<Output = ()> + Send,
     ) {
         tokio::pin!(stop);
-        let (wanted, mut resizes) = tokio::sync::watch::channel::<Option<Decision>>(None);
+        let (wanted, mut jobs) = tokio::sync::watch::channel::<Option<Job>>(None);
         let applier = self.clone();
         let applier = tokio::spawn(async move {
-            while resizes.changed().await.is_ok() {
-                let decision = resizes.borrow_and_update().clone();
-                if let Some(decision) = decision {
-                    applier.apply(&decision).await;
+            while jobs.changed().await.is_ok() {
+                let job = jobs.borrow_and_update().clone();
+                match job {
+                    Some(Job::Resize(decision)) => applier.apply(&decision).await,
+                    Some(Job::Follow(n)) => {
+                        if let Some(actuator) = &applier.actuator {
+                            actuator.follow(n).await;
+                        }
+                    }
+                    None => {}
                 }
             }
         });
+        let mut followed = None;
         loop {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -364,7 +407,11 @@ impl Autoscaler {
                 d = self.step(now, brokers(), partitions()) => d,
             };
             if let Some(decision) = decided.filter(Decision::changes) {
-                wanted.send_replace(Some(decision));
+                followed = Some(decision.to_brokers);
+                wanted.send_replace(Some(Job::Resize(decision)));
+            } else if let Some(target) = self.following().filter(|t| Some(*t) != followed) {
+                followed = Some(target);
+                wanted.send_replace(Some(Job::Follow(target)));
             }
             let interval = Duration::from_secs(u64::from(seconds));
             tokio::select! {
@@ -393,6 +440,8 @@ impl Autoscaler {
                         }
                         state.decided_by = Some(x.decider);
                         state.instances = x.instances;
+                        state.target = x.target;
+                        state.deciding_here = x.deciding;
                         (x.load, x.deciding)
                     }
                     Err(e) => {
@@ -404,6 +453,8 @@ impl Autoscaler {
                         }
                         state.decided_by = None;
                         state.instances = 1;
+                        state.deciding_here = false;
+                        state.target = None;
                         (local, false)
                     }
                 }
@@ -603,6 +654,12 @@ mod tests {
         assert_eq!(b.history(120, 120)[0].bytes_in_per_second, 10_000);
         assert_eq!(a.events(0, u64::MAX).len(), 1);
         assert!(b.events(0, u64::MAX).is_empty());
+        // What the decider announces before a resize, the others follow.
+        a.shared.as_ref().unwrap().announce(4).await.unwrap();
+        b.step(125, 5, 0).await;
+        assert_eq!(b.following(), Some(4));
+        a.step(125, 5, 0).await;
+        assert_eq!(a.following(), None, "the decider follows no one");
 
         // a stops: its lease runs out after three intervals (30 s here; expired at once
         // below), and b takes over.

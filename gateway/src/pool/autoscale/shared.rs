@@ -19,10 +19,13 @@ use super::decide::Load;
 
 const LOADS: &str = "tg:autoscale:load";
 const DECIDER: &str = "tg:autoscale:decider";
+/// The size the decider is resizing the pool to: the other instances bring their routing in
+/// line (drain the leaving brokers, take in the new ones) before the pool is asked for fewer.
+const TARGET: &str = "tg:autoscale:target";
 /// A load this old (seconds) is an instance gone for good.
 const FORGET_AFTER: u64 = 3_600;
 
-/// KEYS: loads, decider. ARGV: instance, entry, lease ms, forget-before time.
+/// KEYS: loads, decider, target. ARGV: instance, entry, lease ms, forget-before time.
 const SCRIPT: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local holder = redis.call('GET', KEYS[2])
@@ -43,7 +46,7 @@ for i = 1, #all, 2 do
     table.insert(out, all[i + 1])
   end
 end
-return {holder, out}
+return {holder, out, redis.call('GET', KEYS[3]) or ''}
 ";
 
 /// What one exchange learned.
@@ -57,6 +60,8 @@ pub struct Exchange {
     pub load: Load,
     /// How many instances that is.
     pub instances: usize,
+    /// The size the decider last resized the pool to, if any.
+    pub target: Option<u32>,
 }
 
 /// This instance's side of the exchange.
@@ -101,10 +106,11 @@ impl Shared {
             local.connections
         );
         let mut conn = self.conn.clone();
-        let (decider, all): (String, Vec<(String, String)>) = self
+        let (decider, all, target): (String, Vec<(String, String)>, String) = self
             .script
             .key(LOADS)
             .key(DECIDER)
+            .key(TARGET)
             .arg(&self.instance)
             .arg(entry)
             .arg(interval * 3 * 1_000)
@@ -118,7 +124,19 @@ impl Shared {
             decider,
             load,
             instances,
+            target: target.parse().ok(),
         })
+    }
+
+    /// Tells the other instances the pool is being resized to `brokers`.
+    pub async fn announce(&self, brokers: u32) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(TARGET)
+            .arg(brokers)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("announcing the pool's size through Redis: {e}"))
     }
 }
 

@@ -245,6 +245,41 @@ impl ExternalPool {
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
+    /// Drains an ordered discovery's brokers from `n` up to `before`, all at once.
+    async fn drain_leaving(&self, n: u32, before: u32) {
+        if let (Some(keep), Some(all)) = (self.discovery.first(n), self.discovery.first(before)) {
+            let leaving: Vec<String> = all.into_iter().filter(|a| !keep.contains(a)).collect();
+            let mut drains = tokio::task::JoinSet::new();
+            for addr in leaving {
+                let pool = self.pool.clone();
+                drains.spawn(async move { pool.drain(&addr, DRAIN_TIMEOUT).await });
+            }
+            while drains.join_next().await.is_some() {}
+        }
+    }
+
+    /// Registers an ordered discovery's first `n` brokers not yet in the pool, as starting.
+    fn take_in(&self, n: u32) {
+        if let Some(addrs) = self.discovery.first(n) {
+            for addr in addrs {
+                if self.pool.state(&addr).is_none() {
+                    self.pool.add_starting(&addr);
+                }
+            }
+        }
+    }
+
+    async fn follow_to(&self, n: u32) {
+        let mut asked = self.asked.lock().await;
+        let n = n.max(1).min(self.discovery.bound().unwrap_or(u32::MAX));
+        if n < *asked {
+            tracing::info!(brokers = n, "following the deciding instance's scale-in");
+            self.drain_leaving(n, *asked).await;
+        }
+        self.take_in(n);
+        *asked = n;
+    }
+
     async fn resize_to(&self, n: u32) -> Result<u32, String> {
         let mut asked = self.asked.lock().await;
         let n = n.max(1);
@@ -298,6 +333,10 @@ impl ExternalPool {
 impl Actuator for ExternalPool {
     fn resize(&self, brokers: u32) -> BoxFuture<'_, Result<u32, String>> {
         Box::pin(self.resize_to(brokers))
+    }
+
+    fn follow(&self, brokers: u32) -> BoxFuture<'_, ()> {
+        Box::pin(self.follow_to(brokers))
     }
 }
 
@@ -575,6 +614,27 @@ mod tests {
         let e = external.resize(3).await.unwrap_err();
         assert!(e.contains("lists only 2"), "{e}");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n2\n");
+
+        // Another instance decided: this one follows its routing without running the command.
+        external.follow(1).await;
+        assert_eq!(
+            pool.states()
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect::<Vec<_>>(),
+            [addrs[0].clone()],
+            "the leaving broker drained"
+        );
+        external.follow(2).await;
+        crate::pool::testing::eventually("the joining broker is routed to", || async {
+            pool.brokers().len() == 2
+        })
+        .await;
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "1\n2\n",
+            "following runs no command"
+        );
 
         // A failing command fails the resize and says why.
         let failing = ExternalPool::start(

@@ -27,4 +27,13 @@ use crate::pool_admin::BoxFuture;
 /// - it never goes below one broker.
 pub trait Actuator: Send + Sync {
     fn resize(&self, brokers: u32) -> BoxFuture<'_, Result<u32, String>>;
+
+    /// Another gateway instance (the decider) is resizing the pool to `brokers`: bring this
+    /// instance's routing in line without asking the pool for anything (drain the brokers
+    /// that leave, take in the ones that join). The decider waits a drain's length after
+    /// announcing a scale-in before it asks for fewer brokers.
+    fn follow(&self, brokers: u32) -> BoxFuture<'_, ()> {
+        let _ = brokers;
+        Box::pin(async {})
+    }
 }
