@@ -190,25 +190,74 @@ def settings(topology: str, container: dict) -> dict[str, str]:
     return values
 
 
-def autoscale_policy(topology: str) -> str:
-    """The text of the policy file the autoscaler is given, from the ConfigMap mounted there."""
-    workload, container, values = autoscaler(topology)
-    path = Path(values["--autoscale-policy"])
-    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
-    assert mounts, f"--autoscale-policy {path}: nothing is mounted at {path.parent}"
+def policy_source(topology: str, workload: dict, container: dict) -> tuple[str, str]:
+    """The ConfigMap and key of the policy file a gateway's --autoscale-policy names."""
+    path = Path(settings(topology, container)["--autoscale-policy"])
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == str(path.parent)]
+    assert mounts, f"{ident(workload)}: --autoscale-policy {path}: nothing is mounted at {path.parent}"
     volume = next(v for v in workload["spec"]["template"]["spec"]["volumes"]
                   if v["name"] == mounts[0]["name"])
+    assert "configMap" in volume, f"{ident(workload)}: --autoscale-policy {path} is no ConfigMap's"
     items = {i["path"]: i["key"] for i in volume["configMap"].get("items", [])}
-    return config_map_data(topology, volume["configMap"]["name"])[items.get(path.name, path.name)]
+    return volume["configMap"]["name"], items.get(path.name, path.name)
 
 
-def autoscaler(topology: str) -> tuple[dict, dict, dict[str, str]]:
-    """The one gateway that runs the autoscaler: its workload, container and settings."""
+def autoscaling_problems(topology: str) -> list[str]:
+    """What keeps the gateways from autoscaling as one: with --redis-url every instance that
+    runs the autoscaler publishes its load, one of them decides on the sum, and the others
+    follow its resizes with their own actuator. So every gateway needs --redis-url (the same),
+    --autoscale-policy with the same policy file, and the same pool and actuator settings
+    (every --pool-* flag): a gateway without the policy publishes no load (its traffic goes
+    uncounted), one with other settings would follow or decide differently."""
+    problems = []
+    gateways = [(w, c, settings(topology, c)) for w, c in gateway_containers(topology)]
+    for w, _, values in gateways:
+        for flag in ("--redis-url", "--autoscale-policy"):
+            if not values.get(flag):
+                problems.append(f"{ident(w)} has no {flag}")
+    if problems:
+        return problems
+
+    def alike(values: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in values.items()
+                if k.startswith("--pool-") or k in ("--redis-url", "--autoscale-policy")}
+
+    first_w, first_c, first = gateways[0]
+    source = policy_source(topology, first_w, first_c)
+    for w, c, values in gateways[1:]:
+        if alike(values) != alike(first):
+            problems.append(f"{ident(w)} autoscales with {alike(values)}, {ident(first_w)} with "
+                            f"{alike(first)}")
+        if policy_source(topology, w, c) != source:
+            problems.append(f"{ident(w)} reads its policy from {policy_source(topology, w, c)}, "
+                            f"{ident(first_w)} from {source}")
+    return problems
+
+
+def autoscaling(topology: str) -> dict[str, str]:
+    """The autoscaling settings every gateway shares (checked to be the same)."""
+    problems = autoscaling_problems(topology)
+    assert not problems, "\n".join(problems)
+    return settings(topology, gateway_containers(topology)[0][1])
+
+
+def autoscale_policy(topology: str) -> str:
+    """The text of the policy file every gateway's autoscaler is given."""
+    autoscaling(topology)
+    workload, container = gateway_containers(topology)[0]
+    name, key = policy_source(topology, workload, container)
+    return config_map_data(topology, name)[key]
+
+
+def primary(topology: str) -> tuple[dict, dict, dict[str, str]]:
+    """The one gateway that owns the admin store (the one Service tollgate-admin reaches): its
+    workload, container and settings."""
+    admin = find(topology, "Service", "tollgate-admin")
+    assert admin, f"no Service tollgate-admin in {topology}"
     found = [(w, c, settings(topology, c)) for w, c in gateway_containers(topology)
-             if "--autoscale-policy" in settings(topology, c)]
-    assert len(found) == 1, (
-        f"{len(found)} gateways run the autoscaler in {topology}: exactly one must decide, "
-        "or they resize the pool against each other")
+             if selects(admin["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])]
+    assert len(found) == 1, \
+        f"Service tollgate-admin reaches {len(found)} gateway workloads: the admin store has one owner"
     return found[0]
 
 
@@ -519,37 +568,97 @@ def test_referenced_objects_exist_or_are_documented(topology):
 
 
 @parametrize
-def test_rbac_lets_the_autoscaler_scale_its_target(topology):
-    workload, container, values = autoscaler(topology)
-    target = values.get("--pool-scale-kubernetes")
-    assert target, f"the autoscaler in {topology} has no --pool-scale-kubernetes"
+def test_every_gateway_runs_the_autoscaler_alike(topology):
+    """Every instance publishes its load through Redis and any may decide or follow: all run the
+    autoscaler, with the same policy and the same actuator (autoscaling_problems says why)."""
+    values = autoscaling(topology)
+    assert len(gateway_containers(topology)) >= 2
+    assert values.get("--pool-scale-kubernetes") or values.get("--pool-scale-command"), \
+        f"the gateways in {topology} have no actuator: the autoscaler would only record"
+    redis = service_for_host(topology, re.match(r"redis://([^:/]+)", values["--redis-url"])[1])
+    assert redis and redis["metadata"]["name"] == "redis"
+
+
+def test_the_autoscaling_check_refuses_a_gateway_left_out(monkeypatch):
+    """The check above would pass anything if it looked at one gateway only."""
+    original = rendered("tansu")
+
+    def check(change) -> list[str]:
+        objs = copy.deepcopy(list(original))
+        replica = next(o for o in objs if o["kind"] == "Deployment"
+                       and o["metadata"]["name"] == "tollgate")
+        change(replica["spec"]["template"]["spec"]["containers"][0])
+        monkeypatch.setitem(globals(), "rendered", lambda topology: tuple(objs))
+        try:
+            return autoscaling_problems("tansu")
+        finally:
+            monkeypatch.undo()
+
+    assert check(lambda c: None) == []
+
+    def no_policy(c):
+        c["args"] = [a for a in c["args"] if not a.startswith("--autoscale-policy")]
+    assert any("has no --autoscale-policy" in p for p in check(no_policy))
+
+    def no_actuator(c):
+        c["envFrom"] = [s for s in c["envFrom"]
+                        if s.get("configMapRef", {}).get("name") != "tollgate-autoscaler"]
+    assert any("--pool-scale-kubernetes" in p for p in check(no_actuator))
+
+    def other_discovery(c):
+        c["args"].append("--pool-discover=dns:tansu-headless:9092")
+    assert any("--pool-discover" in p for p in check(other_discovery))
+
+
+@parametrize
+def test_rbac_lets_every_gateway_scale_the_target(topology):
+    """Every gateway GETs the scale subresource at start (ExternalPool::start learns the pool's
+    size from it) and PATCHes it whenever it is the decider, which any of them may become."""
+    values = autoscaling(topology)
+    target = values["--pool-scale-kubernetes"]
     kind_name, _, name = target.partition("/")
     kind, group, resource = SCALE_TARGETS[kind_name]
     assert find(topology, kind, name), f"--pool-scale-kubernetes {target}: no {kind} {name}"
-
-    spec = workload["spec"]["template"]["spec"]
-    assert spec.get("automountServiceAccountToken", True), \
-        f"{ident(workload)} scales through the API server but mounts no service account token"
-    sa = spec["serviceAccountName"]
     namespace = values.get("--pool-scale-namespace", NAMESPACE)
-    granted: set[tuple[str, str]] = set()
-    for binding in objects(topology, "RoleBinding"):
-        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa
-                   and s.get("namespace", NAMESPACE) == NAMESPACE for s in binding["subjects"]):
-            continue
-        assert binding["metadata"]["namespace"] == namespace
-        role = find(topology, binding["roleRef"]["kind"], binding["roleRef"]["name"])
-        assert role, f"RoleBinding {binding['metadata']['name']}: no {binding['roleRef']['name']}"
-        for rule in role["rules"]:
-            if group in rule["apiGroups"] and name in rule.get("resourceNames", [name]):
-                granted |= {(r, v) for r in rule["resources"] for v in rule["verbs"]}
-    missing = ({(f"{resource}/scale", v) for v in ("get", "patch")} | {(resource, "get")}) - granted
-    assert not missing, f"{sa} may not {sorted(missing)} in group {group!r} for {target}"
+
+    for workload, _ in gateway_containers(topology):
+        spec = workload["spec"]["template"]["spec"]
+        assert spec.get("automountServiceAccountToken", True), \
+            f"{ident(workload)} scales through the API server but mounts no service account token"
+        sa = spec.get("serviceAccountName", "default")
+        granted: set[tuple[str, str]] = set()
+        for binding in objects(topology, "RoleBinding"):
+            if not any(s["kind"] == "ServiceAccount" and s["name"] == sa
+                       and s.get("namespace", NAMESPACE) == NAMESPACE for s in binding["subjects"]):
+                continue
+            if binding["metadata"]["namespace"] != namespace:
+                continue
+            role = find(topology, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+            assert role, f"RoleBinding {binding['metadata']['name']}: no {binding['roleRef']['name']}"
+            for rule in role["rules"]:
+                if group in rule["apiGroups"] and name in rule.get("resourceNames", [name]):
+                    granted |= {(r, v) for r in rule["resources"] for v in rule["verbs"]}
+        missing = {(f"{resource}/scale", v) for v in ("get", "patch")} - granted
+        assert not missing, \
+            f"{ident(workload)} runs as {sa}, which may not {sorted(missing)} in group {group!r} " \
+            f"of namespace {namespace} for {target}"
+
+
+@parametrize
+def test_the_gateways_role_grants_the_scale_subresource_only(topology):
+    """Every gateway pod holds this token now, so it grants what the actuator uses and no more:
+    GET and PATCH of the scale subresource (gateway/src/pool/autoscale/actuator/kubernetes.rs)."""
+    roles = objects(topology, "Role") + objects(topology, "ClusterRole")
+    assert [r["metadata"]["name"] for r in roles] == ["tollgate-pool-scaler"]
+    for rule in roles[0]["rules"]:
+        assert all(r.endswith("/scale") for r in rule["resources"]), rule
+        assert set(rule["verbs"]) <= {"get", "patch"}, rule
+    assert not objects(topology, "ClusterRoleBinding")
 
 
 @parametrize
 def test_autoscale_policy_fits_the_pool(topology):
-    _, _, values = autoscaler(topology)
+    values = autoscaling(topology)
     policy = json.loads(autoscale_policy(topology))
     assert set(policy) <= POLICY_KEYS, set(policy) - POLICY_KEYS
     assert policy["target_per_broker"] and set(policy["target_per_broker"]) <= POLICY_SIGNALS
@@ -643,16 +752,16 @@ def test_gateways_agree_and_lanes_are_exposed(topology):
                     f"{kafka_port + lane}"
     admin = service_for_host(topology, "tollgate-admin")
     assert admin and admin["spec"].get("type", "ClusterIP") == "ClusterIP"
-    primary, _, values = autoscaler(topology)
-    assert selected(topology, admin["spec"]["selector"]) == [primary], \
+    owner, _, values = primary(topology)
+    assert selected(topology, admin["spec"]["selector"]) == [owner], \
         "the admin API must reach the one gateway whose data dir holds the admin store"
     _, admin_port = host_port(values["--admin-listen"])
-    assert ports_by_name(primary)[admin["spec"]["ports"][0]["targetPort"]] == admin_port
+    assert ports_by_name(owner)[admin["spec"]["ports"][0]["targetPort"]] == admin_port
 
 
 @parametrize
 def test_the_primary_is_alone_and_persistent(topology):
-    workload, container, values = autoscaler(topology)
+    workload, container, values = primary(topology)
     assert workload["kind"] == "Deployment" and workload["spec"]["replicas"] == 1
     assert workload["spec"]["strategy"]["type"] == "Recreate", \
         "two pods would open the same admin store during a rolling update"
@@ -663,7 +772,12 @@ def test_the_primary_is_alone_and_persistent(topology):
     replicas = [w for w, _ in gateway_containers(topology) if w is not workload]
     assert sum(w["spec"]["replicas"] for w in replicas) + 1 >= 2
     for w in replicas:
-        assert w["spec"]["template"]["spec"].get("automountServiceAccountToken") is False
+        data = next(m for c in containers(w) for m in c["volumeMounts"]
+                    if m["mountPath"] == values["--data-dir"])
+        volume = next(v for v in w["spec"]["template"]["spec"]["volumes"]
+                      if v["name"] == data["name"])
+        assert "persistentVolumeClaim" not in volume, \
+            f"{ident(w)}: only the primary keeps an admin store"
 
 
 def pod_address(topology: str, address: str) -> tuple[dict, int, int]:
@@ -688,7 +802,7 @@ def pod_address(topology: str, address: str) -> tuple[dict, int, int]:
 
 @parametrize
 def test_the_pool_addresses_resolve(topology):
-    _, _, values = autoscaler(topology)
+    values = autoscaling(topology)
     bootstrap = values["--pool-bootstrap"].split(",")
     for _, container in gateway_containers(topology):
         discover = settings(topology, container).get("--pool-discover")
@@ -845,3 +959,15 @@ def test_readme_says_how_to_apply_both_topologies():
     doc = readme()
     for command in ("kubectl apply -k deploy/kubernetes\n", "kubectl apply -k deploy/kubernetes/tansu"):
         assert command in doc, command
+
+
+def test_readme_documents_the_pool_flags_of_the_binary():
+    """deploy/README.md describes every --pool-* flag `tollgate serve` has, and no other."""
+    flags, _ = serve_help()
+    pool_flags = {f for f in flags if f.startswith("--pool-")}
+    assert "--pool-scale-kubernetes" in pool_flags and "--pool-discover" in pool_flags
+    documented = set(re.findall(r"`(--pool-[a-z0-9-]+)", readme()))
+    assert pool_flags - documented == set(), "deploy/README.md does not describe these"
+    assert documented - pool_flags == set(), "deploy/README.md names flags the binary lacks"
+    for kind in ("list:", "ordinal:", "dns:", "metadata"):
+        assert f"`{kind}" in readme(), f"deploy/README.md does not describe --pool-discover {kind}"
