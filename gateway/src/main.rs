@@ -285,7 +285,9 @@ struct CommonArgs {
     /// Turns the autoscaler on with the policy in FILE (JSON, CONTRACT "Pool and
     /// autoscaling"): it samples the load every `interval_seconds`, decides, and records its
     /// decisions (`GET /v1/pool/events`) and the load (`GET /v1/pool/history`). `dev` starts
-    /// and drains tansu brokers; `serve` has no actuator yet and only records.
+    /// and drains tansu brokers; `serve` resizes the pool with --pool-scale-command or
+    /// --pool-scale-kubernetes, and without either only records. With --redis-url, give every
+    /// instance the same policy: their loads are summed and one decides.
     #[arg(long, env = "TOLLGATE_AUTOSCALE_POLICY")]
     autoscale_policy: Option<PathBuf>,
     /// Seconds after its end an hour waits for late usage before it is billed.
@@ -363,8 +365,10 @@ struct ServeArgs {
     /// the same node id, as tansu brokers do).
     #[arg(long, env = "TOLLGATE_POOL_KIND", default_value = "auto")]
     pool_kind: String,
-    /// Resize the pool by running this shell command, with `{n}` for the number of brokers
-    /// (e.g. `kubectl scale statefulset/tansu --replicas={n}`), when the autoscaler decides.
+    // The help cannot show the placeholder itself: clap prints it as a line break.
+    /// Resize the pool by running this shell command when the autoscaler decides; the
+    /// placeholder n in curly braces is replaced by the number of brokers, as in `kubectl
+    /// scale statefulset/tansu --replicas=` followed by it (README.md shows it whole).
     #[arg(
         long,
         env = "TOLLGATE_POOL_SCALE_COMMAND",

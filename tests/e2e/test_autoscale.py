@@ -176,6 +176,9 @@ def test_real_load_grows_the_pool_to_three_and_it_drains_back_to_one(stack, admi
     # and group requests.
     at_three = load.sent
     wait_until(lambda: load.sent >= at_three + 4_000, 90, "4,000 more records on 3 brokers")
+    # The brokers it started take their share: requests go to every live broker.
+    spread = {b["address"]: b["requests_sent"] for b in pool(admin)["brokers"] if b["state"] == "live"}
+    assert len(spread) == 3 and all(n > 0 for n in spread.values()), spread
     load.stop()
     stopped = time.monotonic()
 
@@ -188,7 +191,8 @@ def test_real_load_grows_the_pool_to_three_and_it_drains_back_to_one(stack, admi
         m.stop()
 
     consumed = sum((m.got for m in members), [])
-    print(f"\nautoscale e2e: 1 -> 3 live brokers {scaled_out:.1f} s after the load started; "
+    print(f"\nautoscale e2e: requests per broker at 3 {spread}; "
+          f"1 -> 3 live brokers {scaled_out:.1f} s after the load started; "
           f"back to 1 {scaled_in:.1f} s after it stopped; {len(load.acked)} records acknowledged, "
           f"{len(load.failed)} failed, {len(consumed)} consumed; producer errors "
           f"{[str(e) for e in load.errors]}, consumer errors "

@@ -100,6 +100,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, "pool_unavailable", message)
     }
 
+    /// A store other instances share (Redis) could not be reached; nothing was changed.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// A fault on our side. The details go to the log, not to the caller.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "admin API internal error");

@@ -46,9 +46,13 @@ pub async fn get(admin: &Admin) -> ApiResult {
     let view = view(admin)?;
     let brokers: Vec<_> = view
         .pool
-        .states()
+        .members_with_state()
         .into_iter()
-        .map(|(address, state)| json!({"address": address, "state": state.name()}))
+        .map(|(broker, state)| {
+            let (requests, bytes) = broker.sent();
+            json!({"address": broker.addr(), "state": state.name(),
+                   "requests_sent": requests, "bytes_sent": bytes})
+        })
         .collect();
     let deciding = view
         .autoscaler
@@ -107,7 +111,8 @@ fn period(query: Option<&str>, extra: &[&str]) -> Result<Period, ApiError> {
 pub async fn events(admin: &Admin, query: Option<&str>) -> ApiResult {
     let Period { from, to, .. } = period(query, &[])?;
     let events = autoscaler(admin)?
-        .events(from, to)
+        .pool_events(from, to)
+        .await
         .into_iter()
         .map(|e| {
             let d = e.decision;
@@ -152,7 +157,10 @@ pub async fn put_policy(admin: &Admin, request: Request<Incoming>) -> ApiResult 
     policy
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    autoscaler.set_policy(policy.clone());
+    autoscaler
+        .put_policy(policy.clone())
+        .await
+        .map_err(ApiError::unavailable)?;
     tracing::info!(?policy, "autoscaling policy replaced");
     Ok(json_response(StatusCode::OK, &policy))
 }

@@ -728,6 +728,7 @@ async fn the_pool_its_autoscaler_events_history_and_policy() {
     let pool = crate::pool::Pool::new(crate::pool::Timeouts::default());
     // A broker that never answers: registered, down.
     pool.add_configured("127.0.0.1:1");
+    pool.add_starting("127.0.0.1:2");
     let signals = Arc::new(Signals::default());
     let policy = Policy::from_json(
         r#"{"max_brokers": 4, "target_per_broker": {"bytes_in_per_second": 100}}"#,
@@ -750,7 +751,9 @@ async fn the_pool_its_autoscaler_events_history_and_policy() {
     let got = h.call("GET", "/v1/pool", None).await.json();
     assert_eq!(
         got["brokers"],
-        json!([{"address": "127.0.0.1:1", "state": "down"}])
+        json!([{"address": "127.0.0.1:1", "state": "down", "requests_sent": 0, "bytes_sent": 0},
+               {"address": "127.0.0.1:2", "state": "starting", "requests_sent": 0,
+                "bytes_sent": 0}])
     );
     assert_eq!(got["desired_brokers"], 3);
     assert_eq!(got["policy"]["max_brokers"], 4);

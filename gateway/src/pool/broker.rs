@@ -233,6 +233,10 @@ pub struct Broker {
     /// The last connect, if it failed: when, and how.
     connect_failure: Mutex<Option<(Instant, UpstreamError)>>,
     timeouts: Timeouts,
+    /// Requests and their bytes sent to this broker since the gateway started (counters, as
+    /// `GET /v1/pool` shows them): how the load spreads over the pool.
+    requests_sent: std::sync::atomic::AtomicU64,
+    bytes_sent: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -264,11 +268,22 @@ impl Broker {
             connecting: Default::default(),
             connect_failure: Default::default(),
             timeouts,
+            requests_sent: Default::default(),
+            bytes_sent: Default::default(),
         }
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Requests, and bytes, sent to this broker so far.
+    pub fn sent(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.requests_sent.load(Relaxed),
+            self.bytes_sent.load(Relaxed),
+        )
     }
 
     fn recent_connect_failure(&self) -> Option<UpstreamError> {
@@ -386,6 +401,11 @@ impl Broker {
         } else {
             (None, None)
         };
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.requests_sent.fetch_add(1, Relaxed);
+            self.bytes_sent.fetch_add(frame.len() as u64, Relaxed);
+        }
         lease
             .conn
             .tx

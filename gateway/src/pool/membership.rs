@@ -287,6 +287,17 @@ impl Pool {
             .collect()
     }
 
+    /// Every registered broker with its state, in the order they were registered.
+    pub fn members_with_state(&self) -> Vec<(Arc<Broker>, BrokerState)> {
+        self.inner
+            .members
+            .read()
+            .expect("poisoned")
+            .iter()
+            .map(|m| (m.broker.clone(), m.state))
+            .collect()
+    }
+
     /// The state of the broker at `addr`, if registered.
     pub fn state(&self, addr: &str) -> Option<BrokerState> {
         self.inner

@@ -45,7 +45,7 @@ impl Load {
 
 /// One decision, with what drove it: an event of `GET /v1/pool/events` when it changes the
 /// pool's size.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Decision {
     /// Seconds since the Unix epoch (or since the trace's start, in simulation).
     pub time: u64,

@@ -85,7 +85,7 @@ struct Totals {
 }
 
 /// A decision that resized (or, in shadow mode, would have resized) the pool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Event {
     #[serde(flatten)]
     pub decision: Decision,
@@ -386,7 +386,10 @@ impl Autoscaler {
             while jobs.changed().await.is_ok() {
                 let job = jobs.borrow_and_update().clone();
                 match job {
-                    Some(Job::Resize(decision)) => applier.apply(&decision).await,
+                    Some(Job::Resize(decision)) => {
+                        applier.apply(&decision).await;
+                        applier.publish(&decision).await;
+                    }
                     Some(Job::Follow(n)) => {
                         if let Some(actuator) = &applier.actuator {
                             actuator.follow(n).await;
@@ -424,6 +427,54 @@ impl Autoscaler {
         applier.abort();
     }
 
+    /// Shares the event of `decision`, as it now stands, with the other instances.
+    async fn publish(&self, decision: &Decision) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let event = self
+            .lock()
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.decision.time == decision.time)
+            .and_then(|e| serde_json::to_string(e).ok());
+        if let Some(event) = event {
+            if let Err(e) = shared.push_event(&event, MAX_EVENTS).await {
+                tracing::warn!(error = %e, "the event is kept by this instance only");
+            }
+        }
+    }
+
+    /// Replaces the policy for the whole pool: every instance on the same Redis adopts it at
+    /// its next exchange.
+    pub async fn put_policy(&self, policy: Policy) -> Result<(), String> {
+        if let Some(shared) = &self.shared {
+            let json = serde_json::to_string(&policy).map_err(|e| e.to_string())?;
+            shared.put_policy(&json).await?;
+        }
+        self.set_policy(policy);
+        Ok(())
+    }
+
+    /// Events from `from` to `to` (seconds, inclusive): the pool's, from Redis, with several
+    /// instances (this instance's own if Redis cannot be read, and the log says so).
+    pub async fn pool_events(&self, from: u64, to: u64) -> Vec<Event> {
+        if let Some(shared) = &self.shared {
+            match shared.events().await {
+                Ok(all) => {
+                    return all
+                        .iter()
+                        .filter_map(|e| serde_json::from_str::<Event>(e).ok())
+                        .filter(|e| (from..=to).contains(&e.decision.time))
+                        .collect()
+                }
+                Err(e) => tracing::warn!(error = %e, "showing this instance's events only"),
+            }
+        }
+        self.events(from, to)
+    }
+
     /// One interval: samples this instance's load, exchanges it with the other instances if
     /// there are any, records the pool's load, and decides if this instance is the decider.
     pub async fn step(&self, now: u64, brokers: u32, partitions: u64) -> Option<Decision> {
@@ -431,9 +482,24 @@ impl Autoscaler {
         let (load, deciding) = match &self.shared {
             None => (local, true),
             Some(shared) => {
-                let seconds = self.policy().interval_seconds;
-                match shared.exchange(now, &local, seconds).await {
+                let policy = self.policy();
+                let json = serde_json::to_string(&policy).unwrap_or_default();
+                match shared
+                    .exchange(now, &local, policy.interval_seconds, &json)
+                    .await
+                {
                     Ok(x) => {
+                        if x.policy != json {
+                            match Policy::from_json(&x.policy) {
+                                Ok(p) => {
+                                    tracing::info!(policy = %x.policy, "adopting the pool's autoscaling policy from Redis");
+                                    self.set_policy(p);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "the pool's policy in Redis is invalid; keeping this instance's")
+                                }
+                            }
+                        }
                         let mut state = self.lock();
                         if std::mem::take(&mut state.redis_down) {
                             tracing::info!("autoscaler reaches Redis again");
@@ -654,6 +720,19 @@ mod tests {
         assert_eq!(b.history(120, 120)[0].bytes_in_per_second, 10_000);
         assert_eq!(a.events(0, u64::MAX).len(), 1);
         assert!(b.events(0, u64::MAX).is_empty());
+        // The decider's events are the pool's: every instance shows them.
+        a.publish(&first).await;
+        let shown = b.pool_events(0, u64::MAX).await;
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].decision, first);
+        // A policy put through one instance is the pool's: the decider adopts it.
+        let wider = Policy {
+            max_brokers: 7,
+            ..policy()
+        };
+        b.put_policy(wider.clone()).await.unwrap();
+        a.step(122, 5, 0).await;
+        assert_eq!(a.policy(), wider);
         // What the decider announces before a resize, the others follow.
         a.shared.as_ref().unwrap().announce(4).await.unwrap();
         b.step(125, 5, 0).await;

@@ -8,6 +8,12 @@
 //! every instance's load. Loads older than two intervals are left out of the sum (an instance
 //! that stopped), and older than an hour removed.
 //!
+//! The policy is the pool's, not an instance's: `tg:autoscale:policy` holds it, seeded by the
+//! first instance from its `--autoscale-policy` file and replaced by `PUT /v1/pool/policy`
+//! through any instance; every instance adopts it at its next exchange. The decider's events
+//! go to the list `tg:autoscale:events` (the last 10,000), so `GET /v1/pool/events` answers
+//! the same through every instance.
+//!
 //! A new decider starts with an empty decision window, so it scales in only after watching a
 //! whole scale-down window itself: a handover never shrinks the pool early.
 
@@ -22,12 +28,16 @@ const DECIDER: &str = "tg:autoscale:decider";
 /// The size the decider is resizing the pool to: the other instances bring their routing in
 /// line (drain the leaving brokers, take in the new ones) before the pool is asked for fewer.
 const TARGET: &str = "tg:autoscale:target";
+const POLICY: &str = "tg:autoscale:policy";
+const EVENTS: &str = "tg:autoscale:events";
 /// A load this old (seconds) is an instance gone for good.
 const FORGET_AFTER: u64 = 3_600;
 
-/// KEYS: loads, decider, target. ARGV: instance, entry, lease ms, forget-before time.
+/// KEYS: loads, decider, target, policy. ARGV: instance, entry, lease ms, forget-before time,
+/// this instance's policy (the pool's if it has none yet).
 const SCRIPT: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[5], 'NX')
 local holder = redis.call('GET', KEYS[2])
 if not holder then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
@@ -46,7 +56,7 @@ for i = 1, #all, 2 do
     table.insert(out, all[i + 1])
   end
 end
-return {holder, out, redis.call('GET', KEYS[3]) or ''}
+return {holder, out, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4])}
 ";
 
 /// What one exchange learned.
@@ -62,6 +72,8 @@ pub struct Exchange {
     pub instances: usize,
     /// The size the decider last resized the pool to, if any.
     pub target: Option<u32>,
+    /// The pool's policy (JSON).
+    pub policy: String,
 }
 
 /// This instance's side of the exchange.
@@ -90,12 +102,14 @@ impl Shared {
     }
 
     /// Publishes `local`, this instance's load sampled at `now` (Unix seconds), and learns the
-    /// pool's load and who decides. `interval` is the policy's.
+    /// pool's load, who decides and the pool's policy. `interval` is the policy's, `policy`
+    /// this instance's (JSON), which becomes the pool's if it has none.
     pub async fn exchange(
         &self,
         now: u64,
         local: &Load,
         interval: u32,
+        policy: &str,
     ) -> Result<Exchange, String> {
         let interval = u64::from(interval.max(1));
         let entry = format!(
@@ -106,15 +120,18 @@ impl Shared {
             local.connections
         );
         let mut conn = self.conn.clone();
-        let (decider, all, target): (String, Vec<(String, String)>, String) = self
+        type Answer = (String, Vec<(String, String)>, String, String);
+        let (decider, all, target, pool_policy): Answer = self
             .script
             .key(LOADS)
             .key(DECIDER)
             .key(TARGET)
+            .key(POLICY)
             .arg(&self.instance)
             .arg(entry)
             .arg(interval * 3 * 1_000)
             .arg(now.saturating_sub(FORGET_AFTER))
+            .arg(policy)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| format!("exchanging load through Redis: {e}"))?;
@@ -125,7 +142,50 @@ impl Shared {
             load,
             instances,
             target: target.parse().ok(),
+            policy: pool_policy,
         })
+    }
+
+    /// Replaces the pool's policy (JSON, checked by the caller) for every instance.
+    pub async fn put_policy(&self, policy: &str) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(POLICY)
+            .arg(policy)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("sharing the policy through Redis: {e}"))
+    }
+
+    /// Appends one of the decider's events (JSON), keeping the last `keep`.
+    pub async fn push_event(&self, event: &str, keep: usize) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("RPUSH")
+            .arg(EVENTS)
+            .arg(event)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(EVENTS)
+            .arg(-(keep as i64))
+            .arg(-1)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("recording an event in Redis: {e}"))
+    }
+
+    /// Every event kept (JSON), oldest first.
+    pub async fn events(&self) -> Result<Vec<String>, String> {
+        let mut conn = self.conn.clone();
+        redis::cmd("LRANGE")
+            .arg(EVENTS)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("reading events from Redis: {e}"))
     }
 
     /// Tells the other instances the pool is being resized to `brokers`.
