@@ -23,13 +23,15 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient
 
 from conftest import Stack, find_tansu, free_port, gateway_binary, make_tenant
-from support import Admin, consume, create_topic, produce, unique, wait_until
+from support import Admin, Conn, consume, create_topic, produce, unique, wait_until
 
 TANSU_POOL = Path(__file__).resolve().parent / "tansu_pool.py"
 
@@ -240,7 +242,7 @@ def test_real_load_grows_the_pool_to_three_and_it_drains_back_to_one(stack, admi
 
 
 def start_serve(pool_dir: Path, ports: list[int], policy: dict, extra: tuple[str, ...] = (),
-                label: str = "tollgate serve") -> Stack:
+                label: str = "tollgate serve", admin_token: str | None = None) -> Stack:
     policy_file = pool_dir / f"policy-{unique('', 6)}.json"
     policy_file.write_text(json.dumps(policy))
     listed = ",".join(f"127.0.0.1:{p}" for p in ports)
@@ -249,17 +251,18 @@ def start_serve(pool_dir: Path, ports: list[int], policy: dict, extra: tuple[str
                           "--pool-scale-command", f"{sys.executable} {TANSU_POOL} {pool_dir} {{n}}",
                           "--pool-discover", f"list:{listed}",
                           "--autoscale-policy", str(policy_file), *extra),
-              label=label)
+              label=label, admin_token=admin_token)
     s.start().wait_ready()
     return s
 
 
 @pytest.fixture
-def tansu_pool():
-    """A directory for `tansu_pool.py`, three free ports listed, the first broker running;
-    every broker stopped at the end."""
+def tansu_pool(request):
+    """A directory for `tansu_pool.py`, free ports listed (three, or the test's
+    `pool_size` mark), the first broker running; every broker stopped at the end."""
+    mark = request.node.get_closest_marker("pool_size")
     directory = Path(tempfile.mkdtemp(prefix="tollgate-e2e-tansu-pool-"))
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(mark.args[0] if mark else 3)]
     (directory / "ports").write_text("\n".join(map(str, ports)) + "\n")
     env = dict(os.environ, TANSU_BIN=find_tansu())
     ctl = lambda n: subprocess.run([sys.executable, str(TANSU_POOL), str(directory), str(n)],  # noqa: E731
@@ -333,3 +336,56 @@ def test_serve_refuses_a_scale_command_without_its_placeholder(tansu_pool):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
     assert "{n}" in proc.stderr, proc.stderr
+
+
+@pytest.mark.pool_size(5)
+def test_two_instances_on_one_redis_scale_on_their_summed_load(tansu_pool, redis_server, tmp_path):
+    """Two `tollgate serve` sharing Redis, each with the same policy and actuator: each carries
+    a producer at ~40 kB/s, which alone would want 2 brokers of 20 kB/s; the pool grows to the
+    4 their sum wants, decided by one instance, and both show the same events."""
+    pool_dir, ports = tansu_pool
+    key_file = tmp_path / "token-signing.key"
+    key_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    key_file.chmod(0o600)
+    token = "e2e-admin-" + unique("", 16)
+    policy = {**POLICY, "max_brokers": 5, "scale_up": {"stabilization_seconds": 0, "max_step": 4}}
+    shared = ("--redis-url", redis_server, "--token-signing-key-file", str(key_file))
+    gateways: list[Stack] = []
+    loads: list[Load] = []
+    ok = False
+    try:
+        for name in ("a", "b"):
+            gateways.append(start_serve(pool_dir, ports, policy, shared, label=f"tollgate serve {name}",
+                                        admin_token=token))
+        a, b = gateways
+        admin_a, admin_b = Admin(a.admin_url, token), Admin(b.admin_url, token)
+        tc = make_tenant(a, admin_a)
+        conn_b = Conn(b.bootstrap, tc.token)
+        topic = unique("shared-")
+        create_topic(tc.conn(), topic, partitions=6)
+        # Clusters reach the other instance through Redis about once a second.
+        wait_until(lambda: topic in AdminClient(conn_b.confluent()).list_topics(timeout=5).topics, 30,
+                   "gateway B to serve the cluster made through A")
+        loads = [Load(tc.conn(), topic, bytes_per_second=40_000).start(),
+                 Load(conn_b, topic, bytes_per_second=40_000).start()]
+        wait_until(lambda: live_brokers(admin_a) >= 4, 120, "the pool to grow to 4 brokers")
+        for load in loads:
+            load.stop()
+        deciding = [pool(x)["deciding"] for x in (admin_a, admin_b)]
+        assert deciding[0]["decider"] == deciding[1]["decider"] is not None, deciding
+        assert deciding[0]["instance"] != deciding[1]["instance"], deciding
+        assert deciding[0]["decider"] in (deciding[0]["instance"], deciding[1]["instance"]), deciding
+        events = [admin._ok("GET", "/v1/pool/events")["events"] for admin in (admin_a, admin_b)]
+        assert events[0] == events[1] and events[0], events
+        assert max(e["to_brokers"] for e in events[0]) >= 4, events[0]
+        for load in loads:
+            assert load.failed == [] and not_retriable(load.errors) == [], (load.failed[:3], load.errors)
+        ok = True
+    finally:
+        for load in loads:
+            if load._thread.is_alive():
+                load.stop()
+        problems = []
+        for g in gateways:
+            problems += g.finish(keep=not ok)
+        assert not problems, "\n".join(problems) + "\n" + "\n".join(g.logs() for g in gateways)
