@@ -38,8 +38,23 @@ enum AutoscaleCommand {
     /// Replays a trace against one or more policies: DIR/report.json and DIR/report.html.
     Simulate(SimulateArgs),
     /// Replays a trace against every policy of a grid and recommends the cheapest that meets
-    /// the objectives: DIR/recommended-policy.json, DIR/report.json, DIR/report.html.
+    /// the objectives on the trace and under stress: DIR/recommended-policy.json,
+    /// DIR/policy-diff.txt, DIR/candidates.json, DIR/report.json, DIR/report.html,
+    /// DIR/charts/*.svg.
     Tune(TuneArgs),
+}
+
+/// What the tenants' usage over a trace bills, for the margin (simulate and tune).
+#[derive(Args)]
+struct MarginArgs {
+    /// The rate card the tenants' usage is priced at (JSON, as `serve --rate-card`); the
+    /// documented rates when not given.
+    #[arg(long, env = "TOLLGATE_RATE_CARD")]
+    rate_card: Option<PathBuf>,
+    /// Tenant clusters that existed throughout the trace, billed per cluster-hour; a trace
+    /// does not record them, so cluster-hours are left out of the revenue without it.
+    #[arg(long)]
+    clusters: Option<u64>,
 }
 
 #[derive(Args)]
@@ -63,6 +78,20 @@ struct TuneArgs {
     /// Reversals (a scale-up and a scale-down within 10 minutes) it may have.
     #[arg(long)]
     slo_reversals: Option<usize>,
+    /// The policy in force (JSON), compared with the recommendation field by field; fields
+    /// the grid does not vary (interval, mode) are taken from it. The documented default
+    /// policy when not given.
+    #[arg(long)]
+    current: Option<PathBuf>,
+    /// The recommendation must meet the objectives with brokers this many times slower to
+    /// start than the capacity file says...
+    #[arg(long, default_value_t = 2)]
+    stress_start_multiplier: u32,
+    /// ...and with every load signal this many percent above the trace.
+    #[arg(long, default_value_t = 20)]
+    stress_load_percent: u32,
+    #[command(flatten)]
+    margin: MarginArgs,
     /// Where the reports go.
     #[arg(long)]
     out: PathBuf,
@@ -91,6 +120,9 @@ struct TraceArgs {
     /// Client connections at the peak.
     #[arg(long, default_value_t = 2_000)]
     peak_connections: u64,
+    /// Partitions the tenants have, the same in every sample (what partition-hours bill).
+    #[arg(long, default_value_t = 0)]
+    partitions: u64,
     /// Where to write the trace.
     #[arg(long)]
     out: PathBuf,
@@ -107,6 +139,8 @@ struct SimulateArgs {
     /// A policy (JSON); repeat to compare several.
     #[arg(long, required = true)]
     policy: Vec<PathBuf>,
+    #[command(flatten)]
+    margin: MarginArgs,
     /// Where the reports go.
     #[arg(long)]
     out: PathBuf,
@@ -114,9 +148,45 @@ struct SimulateArgs {
 
 fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::io::IsTerminal;
     use tollgate_gateway::pool::autoscale::{report, simulate, trace, tune, Load, Policy};
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let read_trace = |path: &PathBuf| {
+        trace::parse(&read(path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    let read_capacity = |path: &PathBuf| {
+        simulate::Capacity::from_json(&read(path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    let revenue = |samples: &[trace::Sample], m: &MarginArgs| -> anyhow::Result<trace::Revenue> {
+        let rates = match &m.rate_card {
+            Some(path) => serde_json::from_str::<tollgate_billing::RateCard>(&read(path)?)
+                .with_context(|| format!("rate card {}", path.display()))?,
+            None => tollgate_billing::RateCard::default(),
+        };
+        rates
+            .validate()
+            .map_err(|e| anyhow::anyhow!("rate card: {e}"))?;
+        trace::Usage::of(samples)
+            .and_then(|u| u.bill(&rates, m.clusters))
+            .map_err(anyhow::Error::msg)
+    };
+    let say_revenue = |r: &trace::Revenue| {
+        let priced: Vec<&str> = r.lines.iter().map(|l| l.dimension.as_str()).collect();
+        let left: Vec<&str> = r
+            .left_out
+            .iter()
+            .map(|l| l.split(':').next().unwrap_or(l))
+            .collect();
+        eprintln!(
+            "revenue: the tenants' usage bills {} {} ({}; left out: {})",
+            r.total.round_dp(4),
+            r.currency,
+            priced.join(", "),
+            left.join(", ")
+        );
     };
     match command {
         AutoscaleCommand::Trace(a) => {
@@ -127,25 +197,29 @@ fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
                 requests_per_second: a.peak_requests_per_second,
                 connections: a.peak_connections,
             };
-            let samples = trace::synthetic(shape, a.days * 86_400, a.step_seconds, &peak);
+            let mut samples = trace::synthetic(shape, a.days * 86_400, a.step_seconds, &peak);
+            for s in &mut samples {
+                s.partitions = a.partitions;
+            }
             std::fs::write(&a.out, trace::to_csv(&samples))
                 .with_context(|| format!("writing {}", a.out.display()))?;
             eprintln!("{} samples written to {}", samples.len(), a.out.display());
         }
         AutoscaleCommand::Simulate(a) => {
-            let samples = trace::parse(&read(&a.trace)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
-            let capacity = simulate::Capacity::from_json(&read(&a.capacity)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.capacity.display()))?;
+            let samples = read_trace(&a.trace)?;
+            let capacity = read_capacity(&a.capacity)?;
+            let revenue = revenue(&samples, &a.margin)?;
+            say_revenue(&revenue);
             let mut runs = Vec::new();
             for path in &a.policy {
                 let policy =
                     Policy::from_json(&read(path)?).with_context(|| path.display().to_string())?;
                 let outcome = simulate::simulate(&samples, &policy, &capacity);
                 eprintln!(
-                    "{}: cost {}, short {} s, {} scale events, {} reversals, p99 {} ms",
+                    "{}: cost {}, margin {}, short {} s, {} scale events, {} reversals, p99 {} ms",
                     path.display(),
                     outcome.cost.round_dp(4),
+                    (revenue.total - outcome.cost).round_dp(4),
                     outcome.short_seconds,
                     outcome.decisions.len(),
                     outcome.reversals,
@@ -155,51 +229,137 @@ fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
                     name: path.display().to_string(),
                     policy,
                     outcome,
+                    under_stress: None,
                 });
             }
-            report::write(&a.out, &samples, &capacity, &runs)
+            report::write(&a.out, &samples, &capacity, &runs, &revenue, None)
                 .with_context(|| format!("writing the report in {}", a.out.display()))?;
             eprintln!("report: {}", a.out.join("report.html").display());
         }
         AutoscaleCommand::Tune(a) => {
-            let samples = trace::parse(&read(&a.trace)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.trace.display()))?;
-            let capacity = simulate::Capacity::from_json(&read(&a.capacity)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.capacity.display()))?;
+            let samples = read_trace(&a.trace)?;
+            let capacity = read_capacity(&a.capacity)?;
             let grid: tune::Grid = match &a.grid {
                 Some(path) => serde_json::from_str(&read(path)?)
                     .with_context(|| format!("grid {}", path.display()))?,
                 None => tune::Grid::default(),
             };
-            let objectives = tune::Objectives {
-                short_seconds: a.slo_short_seconds,
-                p99_latency_ms: a.slo_p99_ms,
-                reversals: a.slo_reversals,
+            let (current, current_name) = match &a.current {
+                Some(path) => (
+                    Policy::from_json(&read(path)?).with_context(|| path.display().to_string())?,
+                    format!("current ({})", path.display()),
+                ),
+                None => (Policy::default(), "current (the default policy)".to_owned()),
+            };
+            anyhow::ensure!(
+                a.stress_start_multiplier >= 1,
+                "--stress-start-multiplier must be at least 1 (1: brokers start as fast as the \
+                 capacity file says)"
+            );
+            let revenue = revenue(&samples, &a.margin)?;
+            let tuner = tune::Tuner {
+                grid,
+                objectives: tune::Objectives {
+                    short_seconds: a.slo_short_seconds,
+                    p99_latency_ms: a.slo_p99_ms,
+                    reversals: a.slo_reversals,
+                },
+                stress: tune::Stress {
+                    start_multiplier: a.stress_start_multiplier,
+                    load_percent: a.stress_load_percent,
+                },
+                current,
+                revenue: revenue.total,
             };
             let started = std::time::Instant::now();
+            // On a terminal, one line redrawn; in a log, a line every tenth.
+            let bar = std::io::stderr().is_terminal();
             let progress = |done: usize, total: usize| {
-                if done % (total / 10).max(1) == 0 || done == total {
+                const WIDTH: usize = 30;
+                if bar {
+                    if done * WIDTH / total != (done - 1) * WIDTH / total || done == 1 {
+                        let filled = done * WIDTH / total;
+                        eprint!(
+                            "\rtune: [{}{}] {done}/{total} policies, {:.1} s",
+                            "#".repeat(filled),
+                            ".".repeat(WIDTH - filled),
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                } else if done % (total / 10).max(1) == 0 || done == total {
                     eprintln!("tune: {done} of {total} policies simulated");
                 }
             };
-            let tuning = tune::tune(&samples, &capacity, &grid, objectives, &progress)
-                .map_err(anyhow::Error::msg)?;
-            let best = &tuning.candidates[0];
+            let tuning = tune::tune(&samples, &capacity, &tuner, &progress);
+            if bar {
+                eprintln!();
+            }
+            let tuning = tuning.map_err(anyhow::Error::msg)?;
+            let best = tuning.recommendation();
+            let f = &best.figures;
             eprintln!(
-                "tune: {} candidates over {} samples in {:.1} s; {}: cost {}, short {} s, p99 {} ms, {} reversals",
+                "tune: {} candidates over {} samples in {:.1} s; {} re-checked under stress \
+                 ({}); {}: cost {}, short {} s, p99 {} ms, {} reversals",
                 tuning.candidates.len(),
                 samples.len(),
                 started.elapsed().as_secs_f64(),
-                if tuning.met {
-                    "recommended"
-                } else {
-                    "no candidate met the objectives; least short"
+                tuning.stress_checked,
+                tuning.stress_applied,
+                match (tuning.met, tuning.met_under_stress) {
+                    (true, true) => "recommended",
+                    (true, false) =>
+                        "none meets the objectives under stress; least short under stress",
+                    _ => "no candidate met the objectives; least short",
                 },
-                best.cost.round_dp(4),
-                best.short_seconds,
-                best.p99_latency_ms,
-                best.reversals
+                f.cost.round_dp(4),
+                f.short_seconds,
+                f.p99_latency_ms,
+                f.reversals
             );
+            if let Some(s) = &best.under_stress {
+                eprintln!(
+                    "tune: under stress it costs {}, short {} s, p99 {} ms, {} reversals",
+                    s.cost.round_dp(4),
+                    s.short_seconds,
+                    s.p99_latency_ms,
+                    s.reversals
+                );
+            }
+            let current_outcome = simulate::simulate(&samples, &tuner.current, &capacity);
+            let (stressed_trace, stressed_capacity) = tuner.stress.apply(&samples, &capacity);
+            let under_stress = |policy: &Policy| {
+                Some(simulate::simulate(
+                    &stressed_trace,
+                    policy,
+                    &stressed_capacity,
+                ))
+            };
+            say_revenue(&revenue);
+            eprintln!(
+                "margin: recommended {} (cost {}), {} {} (cost {})",
+                best.margin.round_dp(4),
+                f.cost.round_dp(4),
+                current_name,
+                (revenue.total - current_outcome.cost).round_dp(4),
+                current_outcome.cost.round_dp(4)
+            );
+            let diff = tune::diff(&tuner.current, &best.policy);
+            let mut diff_text = format!(
+                "# recommended-policy.json against {current_name}: {} fields differ\n",
+                diff.len()
+            );
+            eprintln!(
+                "tune: the recommendation differs from {current_name} in {} fields{}",
+                diff.len(),
+                if diff.is_empty() { "" } else { ":" }
+            );
+            for change in &diff {
+                let line = tune::describe_change(change);
+                eprintln!("  {line}");
+                diff_text.push_str(&line);
+                diff_text.push('\n');
+            }
+
             std::fs::create_dir_all(&a.out)
                 .with_context(|| format!("creating {}", a.out.display()))?;
             let write = |name: &str, text: String| {
@@ -210,23 +370,33 @@ fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
                 "recommended-policy.json",
                 serde_json::to_string_pretty(&best.policy)?,
             )?;
-            let runs: Vec<report::Run> = [
-                ("recommended", &best.policy),
-                ("default", &Policy::default()),
-            ]
-            .into_iter()
-            .map(|(name, policy)| report::Run {
-                name: name.to_owned(),
-                policy: policy.clone(),
-                outcome: simulate::simulate(&samples, policy, &capacity),
-            })
-            .collect();
-            report::write(&a.out, &samples, &capacity, &runs)
+            write("policy-diff.txt", diff_text)?;
+            let runs = [
+                report::Run {
+                    name: "recommended".to_owned(),
+                    policy: best.policy.clone(),
+                    outcome: simulate::simulate(&samples, &best.policy, &capacity),
+                    under_stress: under_stress(&best.policy),
+                },
+                report::Run {
+                    name: current_name,
+                    policy: tuner.current.clone(),
+                    outcome: current_outcome,
+                    under_stress: under_stress(&tuner.current),
+                },
+            ];
+            let tuned = report::Tuned {
+                tuning: &tuning,
+                diff: &diff,
+                current_run: 1,
+            };
+            report::write(&a.out, &samples, &capacity, &runs, &revenue, Some(&tuned))
                 .with_context(|| format!("writing the report in {}", a.out.display()))?;
             write("candidates.json", serde_json::to_string_pretty(&tuning)?)?;
             eprintln!(
-                "recommended policy: {}",
-                a.out.join("recommended-policy.json").display()
+                "recommended policy: {}; report: {}",
+                a.out.join("recommended-policy.json").display(),
+                a.out.join("report.html").display()
             );
         }
     }

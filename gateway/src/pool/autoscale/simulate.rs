@@ -101,6 +101,9 @@ impl Capacity {
 pub struct Outcome {
     /// Every decision that changed the pool's size.
     pub decisions: Vec<Decision>,
+    /// Brokers serving (the pool's capacity) from each time on, at every change: the first
+    /// entry is the trace's start. A decision to grow serves `start_seconds` later.
+    pub serving: Vec<(u64, u32)>,
     /// Brokers paid for (starting, serving, draining) times seconds.
     pub broker_seconds: u64,
     /// `broker_seconds` priced at the capacity file's rate, exact.
@@ -150,7 +153,8 @@ pub fn simulate(trace: &[Sample], policy: &Policy, capacity: &Capacity) -> Outco
     let mut next_decision = trace.first().map_or(0, |s| s.time);
     let (mut broker_seconds, mut short_seconds) = (0u64, 0u64);
     let mut max_utilization = 0.0f64;
-    let mut latencies: Vec<(u32, u64)> = Vec::new();
+    let mut latencies: Vec<(u32, u64)> = Vec::with_capacity(trace.len());
+    let mut timeline: Vec<(u64, u32)> = Vec::new();
 
     for (i, sample) in trace.iter().enumerate() {
         let now = sample.time;
@@ -186,6 +190,9 @@ pub fn simulate(trace: &[Sample], policy: &Policy, capacity: &Capacity) -> Outco
             }
             next_decision = now + u64::from(policy.interval_seconds);
         }
+        if timeline.last().is_none_or(|(_, n)| *n != serving) {
+            timeline.push((now, serving));
+        }
         let paid = u64::from(serving) + starting.len() as u64 + draining.len() as u64;
         broker_seconds += paid * step;
         let u = capacity.utilization(&load, serving);
@@ -206,6 +213,7 @@ pub fn simulate(trace: &[Sample], policy: &Policy, capacity: &Capacity) -> Outco
     Outcome {
         cost: Decimal::from(broker_seconds) * price / Decimal::from(3_600),
         decisions,
+        serving: timeline,
         broker_seconds,
         short_seconds,
         max_utilization,
@@ -294,6 +302,8 @@ mod tests {
             .map(|d| (d.time, d.from_brokers, d.to_brokers))
             .collect();
         assert_eq!(changes, [(10, 1, 3), (80, 3, 1)]);
+        // The two new brokers serve 20 s after the decision; the drained ones stop at once.
+        assert_eq!(out.serving, [(0, 1), (30, 3), (80, 1)]);
         // Paid brokers per 10 s step (the last sample has no step): 1, 3 (1 serving + 2
         // starting), 3, 3, 3, 3, 3, 3, then 3 at t=80 (1 serving + 2 draining), 1 at t=90.
         assert_eq!(out.broker_seconds, 10 * (1 + 3 * 8 + 1));

@@ -1,7 +1,12 @@
 //! Load traces: the pool's load over time, as `GET /v1/pool/history` exports it and as the
-//! simulator replays it, and synthetic ones of the shapes operators plan for.
+//! simulator replays it, and synthetic ones of the shapes operators plan for; and what the
+//! tenants' usage over a trace bills at a rate card ([`Usage`], [`Revenue`]), the other side
+//! of the pool's cost.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use tollgate_billing::rating::{self, Dimension};
+use tollgate_billing::RateCard;
 
 use super::decide::Load;
 
@@ -118,6 +123,126 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
         ));
     }
     Ok(samples)
+}
+
+/// What the tenants used over a trace, in base units, as the meter would have counted it. Each
+/// sample's rates hold until the next sample; the last sample has no length (as in the
+/// simulator, so revenue and cost cover the same seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Seconds the trace covers.
+    pub seconds: u64,
+    /// Record bytes produced (the `bytes_in_per_second` signal counts what billing's
+    /// `data_in_gb` does).
+    pub bytes_in: u64,
+    /// Record bytes fetched.
+    pub bytes_out: u64,
+    /// Partitions times seconds.
+    pub partition_seconds: u64,
+}
+
+impl Usage {
+    /// Sums a trace's usage; an error only past `u64` (16 EiB).
+    pub fn of(trace: &[Sample]) -> Result<Usage, String> {
+        let mut usage = Usage::default();
+        let overflow = || "trace: usage over the trace does not fit in 64 bits".to_owned();
+        for pair in trace.windows(2) {
+            let (s, step) = (&pair[0], pair[1].time - pair[0].time);
+            let add = |total: u64, rate: u64| {
+                rate.checked_mul(step)
+                    .and_then(|n| total.checked_add(n))
+                    .ok_or_else(overflow)
+            };
+            usage.seconds += step;
+            usage.bytes_in = add(usage.bytes_in, s.bytes_in_per_second)?;
+            usage.bytes_out = add(usage.bytes_out, s.bytes_out_per_second)?;
+            usage.partition_seconds = add(usage.partition_seconds, s.partitions)?;
+        }
+        Ok(usage)
+    }
+
+    /// What this usage bills at `rates`, priced as billing prices a metered hour (exact
+    /// fractions, one rounding). `clusters`: how many tenant clusters existed throughout, for
+    /// cluster-hours, which a trace does not record. Storage is never in a trace, so it is left
+    /// out, and the answer says so.
+    pub fn bill(&self, rates: &RateCard, clusters: Option<u64>) -> Result<Revenue, String> {
+        let mut lines = Vec::new();
+        let mut left_out = vec![format!(
+            "{}: a trace records no stored bytes",
+            Dimension::StorageGbMonths
+        )];
+        let mut priced = |dimension: Dimension, base_units: u64| -> Result<(), String> {
+            // The hour only weighs storage (by its month's length), which is not priced here.
+            let r = rating::rate(dimension, 0, base_units, rates.rate(dimension))
+                .map_err(|e| format!("pricing the trace's {dimension}: {e}"))?;
+            lines.push(RevenueLine {
+                dimension,
+                base_units,
+                quantity: r.quantity,
+                rate: r.rate,
+                amount: r.amount,
+            });
+            Ok(())
+        };
+        match clusters {
+            Some(n) => priced(
+                Dimension::ClusterHours,
+                n.checked_mul(self.seconds)
+                    .ok_or("trace: cluster-seconds do not fit in 64 bits")?,
+            )?,
+            None => left_out.push(format!(
+                "{}: a trace does not say how many clusters the tenants had (--clusters N)",
+                Dimension::ClusterHours
+            )),
+        }
+        if self.partition_seconds > 0 {
+            priced(Dimension::PartitionHours, self.partition_seconds)?;
+        } else {
+            left_out.push(format!(
+                "{}: every sample of the trace has 0 partitions",
+                Dimension::PartitionHours
+            ));
+        }
+        priced(Dimension::DataInGb, self.bytes_in)?;
+        priced(Dimension::DataOutGb, self.bytes_out)?;
+        let total = lines
+            .iter()
+            .try_fold(Decimal::ZERO, |sum, l| sum.checked_add(l.amount))
+            .ok_or("trace: revenue overflows a decimal")?;
+        Ok(Revenue {
+            currency: rates.currency.clone(),
+            usage: *self,
+            lines,
+            total,
+            left_out,
+        })
+    }
+}
+
+/// What the tenants' usage over a trace bills at a rate card: the pool's cost is set against it
+/// (margin = revenue - cost).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Revenue {
+    pub currency: String,
+    pub usage: Usage,
+    /// One per dimension priced, in billing's report order.
+    pub lines: Vec<RevenueLine>,
+    /// The sum of the lines, exact.
+    pub total: Decimal,
+    /// The dimensions not priced, and why.
+    pub left_out: Vec<String>,
+}
+
+/// One dimension of the revenue, as a bill line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RevenueLine {
+    pub dimension: Dimension,
+    /// In the dimension's base unit (seconds, partition-seconds, bytes).
+    pub base_units: u64,
+    /// In the dimension's unit (hours, partition-hours, GB).
+    pub quantity: Decimal,
+    pub rate: Decimal,
+    pub amount: Decimal,
 }
 
 /// Load shapes operators plan for.
@@ -258,6 +383,74 @@ mod tests {
             let err = parse(text).expect_err(text);
             assert!(err.contains(says), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_small_traces_usage_bills_as_computed_by_hand() {
+        // Three samples 1,800 s apart; the last has no length, so the trace covers an hour.
+        const MIB: u64 = 1 << 20;
+        let sample = |time, bytes_in, bytes_out, partitions| Sample {
+            time,
+            bytes_in_per_second: bytes_in,
+            bytes_out_per_second: bytes_out,
+            partitions,
+            ..Sample::default()
+        };
+        let mut trace = vec![
+            sample(0, MIB, 2 * MIB, 10),
+            sample(1_800, 3 * MIB, 0, 30),
+            sample(3_600, 999 * MIB, 999 * MIB, 999),
+        ];
+        let usage = Usage::of(&trace).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                seconds: 3_600,
+                bytes_in: 7_200 * MIB,
+                bytes_out: 3_600 * MIB,
+                partition_seconds: 72_000,
+            }
+        );
+        // Two clusters for an hour at $0.75: 1.5. 20 partition-hours at $0.0015: 0.03.
+        // 7,200 MiB in is 7.03125 GiB at $0.10: 0.703125. 3,600 MiB out is 3.515625 GiB at
+        // $0.05: 0.17578125.
+        let bill = usage.bill(&RateCard::default(), Some(2)).unwrap();
+        let amounts: Vec<(Dimension, String)> = bill
+            .lines
+            .iter()
+            .map(|l| (l.dimension, l.amount.to_string()))
+            .collect();
+        assert_eq!(
+            amounts,
+            [
+                (Dimension::ClusterHours, "1.5".to_owned()),
+                (Dimension::PartitionHours, "0.03".to_owned()),
+                (Dimension::DataInGb, "0.703125".to_owned()),
+                (Dimension::DataOutGb, "0.17578125".to_owned()),
+            ]
+        );
+        assert_eq!(bill.total.to_string(), "2.40890625");
+        assert_eq!(bill.left_out.len(), 1, "{:?}", bill.left_out);
+        assert!(bill.left_out[0].starts_with("storage_gb_months"));
+
+        // Without --clusters and without partitions, both are said to be left out.
+        for s in &mut trace {
+            s.partitions = 0;
+        }
+        let bill = Usage::of(&trace)
+            .unwrap()
+            .bill(&RateCard::default(), None)
+            .unwrap();
+        assert_eq!(bill.total.to_string(), "0.87890625");
+        let left: Vec<&str> = bill
+            .left_out
+            .iter()
+            .map(|l| l.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            left,
+            ["storage_gb_months", "cluster_hours", "partition_hours"]
+        );
     }
 
     #[test]
