@@ -63,6 +63,8 @@ pub struct ExternalPool {
     asked: tokio::sync::Mutex<u32>,
     /// How long a resize waits for the brokers it asked for.
     ready_timeout: Duration,
+    /// What an observed discovery found last.
+    found: std::sync::Mutex<HashSet<String>>,
 }
 
 impl ExternalPool {
@@ -83,6 +85,7 @@ impl ExternalPool {
             configured: configured.into_iter().collect(),
             asked: tokio::sync::Mutex::new(0),
             ready_timeout,
+            found: Default::default(),
         };
         let size = match external.scaler.replicas().await? {
             Some(n) => n,
@@ -182,6 +185,7 @@ impl ExternalPool {
             },
             Discovery::List(_) | Discovery::Ordinal(_) => return,
         };
+        found.clone_into(&mut self.found.lock().expect("poisoned"));
         let states = self.pool.states();
         let mut changes = tokio::task::JoinSet::new();
         for addr in &found {
@@ -229,7 +233,7 @@ impl ExternalPool {
     }
 
     /// The live brokers that count towards the size: an ordered discovery's first `n`, or
-    /// every live one.
+    /// the live ones an observed discovery found.
     fn serving(&self, n: u32) -> u32 {
         let live = self.pool.brokers();
         let count = match self.discovery.first(n) {
@@ -237,10 +241,10 @@ impl ExternalPool {
                 .iter()
                 .filter(|b| wanted.iter().any(|w| w == b.addr()))
                 .count(),
-            None => live
-                .iter()
-                .filter(|b| !self.configured.contains(b.addr()))
-                .count(),
+            None => {
+                let found = self.found.lock().expect("poisoned");
+                live.iter().filter(|b| found.contains(b.addr())).count()
+            }
         };
         u32::try_from(count).unwrap_or(u32::MAX)
     }
@@ -516,7 +520,9 @@ mod tests {
 
         let seen = stub.lock().await.seen.clone();
         let path = "/apis/apps/v1/namespaces/pool/statefulsets/tansu/scale";
-        let summary: Vec<(&str, &str, Option<&str>, Option<&str>, &str)> = seen
+        // Method, path, authorization, content type, body.
+        type Line<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let summary: Vec<Line> = seen
             .iter()
             .map(|s| {
                 (
