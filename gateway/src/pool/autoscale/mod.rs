@@ -8,7 +8,7 @@
 //! - [`trace`]: load traces (the history's format, CSV or JSON) and synthetic ones.
 //! - [`simulate`]: a trace replayed against a policy on brokers of a given capacity: cost,
 //!   time short of capacity, latency, thrashing.
-//! - [`report`]: the simulator's `report.json` and `report.html`.
+//! - [`report`]: `report.json`, `report.html` and the chart files of `simulate` and `tune`.
 //! - [`tune`]: every policy of a grid simulated, the cheapest meeting the objectives
 //!   recommended.
 //! - [`live`]: the gateway's load as it happens ([`Signals`]), sampled and decided on every
