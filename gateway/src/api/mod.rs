@@ -26,6 +26,8 @@ pub mod produce;
 pub mod relay;
 pub mod scrub;
 pub mod split;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod topic_policy;
 pub mod topics;
 pub mod txn;

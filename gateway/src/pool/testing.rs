@@ -157,13 +157,8 @@ pub(crate) async fn produce_values(broker: &Broker, topic: &str, values: &[Bytes
     produce_for(broker, 0, topic, values).await
 }
 
-/// [`produce_values`] for client connection `client`.
-pub(crate) async fn produce_for(
-    broker: &Broker,
-    client: u64,
-    topic: &str,
-    values: &[Bytes],
-) -> i16 {
+/// One uncompressed v2 record batch of `values`, without a producer id.
+pub(crate) fn batch(values: &[Bytes]) -> Bytes {
     let record = |value: &Bytes| Record {
         transactional: false,
         control: false,
@@ -186,6 +181,17 @@ pub(crate) async fn produce_for(
         compression: Compression::None,
     };
     RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+    batch.freeze()
+}
+
+/// [`produce_values`] for client connection `client`.
+pub(crate) async fn produce_for(
+    broker: &Broker,
+    client: u64,
+    topic: &str,
+    values: &[Bytes],
+) -> i16 {
+    let batch = batch(values);
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -193,7 +199,7 @@ pub(crate) async fn produce_for(
             .with_name(name(topic))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+                .with_records(Some(batch))])]);
     let pending = broker.dispatch_for(
         Caller {
             connection: client,

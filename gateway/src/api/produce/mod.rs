@@ -20,7 +20,10 @@ use kafka_protocol::protocol::StrBytes;
 use crate::records::{first_sequence, summarize, CorruptBatches, ProducerSequence};
 
 use super::split::{dispatch, failure_code, keys, leader_moved, split, split_routed, Outcome};
-use super::{topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_TOPIC, TOPIC_DENIED, TXN_DENIED};
+use super::{
+    topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
+    TXN_DENIED,
+};
 use crate::authz::Action;
 use crate::pool::UpstreamError;
 
@@ -29,6 +32,27 @@ pub async fn produce(
     version: i16,
     mut req: ProduceRequest,
 ) -> Result<Reply, UpstreamError> {
+    if names_a_partition_twice(&req) {
+        // Which of the two would be written, and metered at which size? Kafka keeps the
+        // last silently; a request no client sends is refused whole instead.
+        tracing::debug!("produce request names a partition twice; refused");
+        if req.acks == 0 {
+            return Ok(Reply::Nothing);
+        }
+        let refused = req
+            .topic_data
+            .iter()
+            .map(|t| {
+                refusal(
+                    t.name.clone(),
+                    t.topic_id,
+                    t.partition_data.iter().map(|p| (p.index, INVALID_REQUEST)),
+                )
+            })
+            .collect();
+        let resp = ProduceResponse::default().with_responses(refused);
+        return Ok(Reply::now(ResponseKind::Produce(resp)));
+    }
     let max_message_bytes = match ctx.gw.registry().get(&ctx.session.cluster.id) {
         Some(c) => c.max_message_bytes as usize,
         // Deleted while connected: the connection is closed by the caller on its next check;
@@ -352,6 +376,24 @@ impl Forwarded {
     }
 }
 
+/// Whether two entries of `req` name the same partition of the same topic (by name, or by id
+/// from v13 on).
+fn names_a_partition_twice(req: &ProduceRequest) -> bool {
+    let mut seen: Vec<(&uuid::Uuid, &str, i32)> = req
+        .topic_data
+        .iter()
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(move |p| (&t.topic_id, t.name.0.as_str(), p.index))
+        })
+        .collect();
+    let named = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.len() != named
+}
+
 /// Adds a topic's answer, folding it into an entry for the same topic from another part.
 fn merge_topic(into: &mut Vec<TopicProduceResponse>, t: TopicProduceResponse) {
     match into
@@ -385,4 +427,82 @@ fn refusal(
                 })
                 .collect(),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::api::testing::ctx;
+    use crate::pool::testing::batch;
+
+    const ALLOW_ALL: &str =
+        r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#;
+
+    fn request(acks: i16, entries: &[(&str, i32, &[u8])]) -> ProduceRequest {
+        let mut topics: Vec<TopicProduceData> = Vec::new();
+        for (name, index, value) in entries {
+            topics.push(
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string((*name).to_owned())))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(*index)
+                        .with_records(Some(batch(&[Bytes::copy_from_slice(value)])))]),
+            );
+        }
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(1_000)
+            .with_topic_data(topics)
+    }
+
+    #[tokio::test]
+    async fn a_request_naming_a_partition_twice_is_refused_whole_and_nothing_forwarded() {
+        // No pool behind the context: forwarding anything would fail with NoBrokers.
+        let ctx = ctx(ALLOW_ALL);
+        let req = request(
+            -1,
+            &[
+                ("orders", 0, b"small"),
+                ("other", 3, b"x"),
+                ("orders", 0, &[7; 4096]),
+            ],
+        );
+        let Ok(Reply::Now(kind)) = produce(&ctx, 7, req).await else {
+            panic!("expected an answer at once");
+        };
+        let ResponseKind::Produce(resp) = *kind else {
+            panic!("expected a produce answer");
+        };
+        let codes: Vec<(String, i32, i16)> = resp
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .map(move |p| (t.name.0.to_string(), p.index, p.error_code))
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ("orders".to_owned(), 0, INVALID_REQUEST),
+                ("other".to_owned(), 3, INVALID_REQUEST),
+                ("orders".to_owned(), 0, INVALID_REQUEST)
+            ]
+        );
+        assert!(matches!(
+            produce(&ctx, 7, request(0, &[("a", 1, b"x"), ("a", 1, b"y")])).await,
+            Ok(Reply::Nothing)
+        ));
+
+        // The same topic twice with different partitions is fine: forwarded (and here, with
+        // no pool, failing to find a broker rather than refused).
+        let distinct = request(-1, &[("orders", 0, b"a"), ("orders", 1, b"b")]);
+        assert!(!names_a_partition_twice(&distinct));
+    }
 }
