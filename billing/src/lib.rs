@@ -22,8 +22,8 @@ pub mod report;
 
 pub use error::Error;
 pub use ledger::{
-    CloseOutcome, CloseSummary, Ledger, LedgerEntry, LedgerStore, RedbLedger, RedisLedger,
-    StoreFuture,
+    CloseOutcome, CloseSummary, HeldHour, Ledger, LedgerEntry, LedgerStore, RedbLedger,
+    RedisLedger, StoreFuture,
 };
 pub use rates::RateCard;
 pub use rating::Dimension;

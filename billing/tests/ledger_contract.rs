@@ -53,6 +53,7 @@ async fn contract(store: Arc<dyn LedgerStore>) {
     orders_many_adjustments_numerically(&*store).await;
     closing_is_idempotent_and_late_usage_adjusts(store.clone()).await;
     concurrent_closes_bill_once(store.clone()).await;
+    a_shrunk_hour_is_held_and_the_rest_close(store.clone()).await;
 }
 
 async fn appends_and_reads_back(store: &dyn LedgerStore) {
@@ -269,6 +270,60 @@ async fn closing_is_idempotent_and_late_usage_adjusts(store: Arc<dyn LedgerStore
     assert_eq!(e[0].billed_usage, 3_600);
     let summary = ledger.close_due(&rows, &rates, closes_at).await.unwrap();
     assert_eq!((summary.billed, summary.unchanged, summary.open), (0, 1, 1));
+}
+
+/// Issue 13: one cluster whose usage shrank used to end `close_due` with an error, so the
+/// clusters and hours after it in the same run were never billed.
+async fn a_shrunk_hour_is_held_and_the_rest_close(store: Arc<dyn LedgerStore>) {
+    let rates = RateCard::default();
+    let ledger = Ledger::new(store, Duration::ZERO);
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let hour = JAN_2024 + 7 * H;
+    let now = hour + 3 * H;
+    ledger
+        .close_hour(&usage(b, hour, 3_600, 100), &rates, now)
+        .await
+        .unwrap();
+    // b's hour lost bytes (a flushed usage store); a, c and b's next hour are new.
+    let rows = [
+        usage(a, hour, 3_600, 1),
+        usage(b, hour, 3_600, 40),
+        usage(b, hour + H, 3_600, 2),
+        usage(c, hour, 3_600, 3),
+    ];
+    let summary = ledger.close_due(&rows, &rates, now).await.unwrap();
+    assert_eq!(summary.billed, 3, "{summary:?}");
+    assert_eq!(summary.held.len(), 1);
+    let held = &summary.held[0];
+    assert_eq!((held.cluster, held.hour), (b, hour));
+    assert_eq!(
+        (held.dimension, held.billed, held.usage),
+        (Dimension::DataInGb, 100, 40)
+    );
+    for cluster in [a, c] {
+        assert_eq!(
+            ledger.entries(cluster, hour, hour + H).await.unwrap().len(),
+            5
+        );
+    }
+    assert_eq!(
+        ledger
+            .entries(b, hour + H, hour + 2 * H)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    // The held hour keeps its bill untouched, and is reported again on the next run.
+    let b_hour = ledger.entries(b, hour, hour + H).await.unwrap();
+    assert_eq!(b_hour.len(), 5);
+    assert!(b_hour.iter().all(|e| e.seq == 0));
+    let again = ledger.close_due(&rows, &rates, now + 60).await.unwrap();
+    assert_eq!((again.unchanged, again.held.len()), (3, 1));
+    // Once the usage is back above the bill, the hour closes with an adjustment as usual.
+    let grown = [usage(b, hour, 3_600, 150)];
+    let healed = ledger.close_due(&grown, &rates, now + 120).await.unwrap();
+    assert_eq!((healed.adjusted, healed.held.len()), (1, 0));
 }
 
 async fn concurrent_closes_bill_once(store: Arc<dyn LedgerStore>) {

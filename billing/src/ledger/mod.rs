@@ -183,13 +183,42 @@ pub enum CloseOutcome {
 }
 
 /// Counts from [`Ledger::close_due`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloseSummary {
     pub billed: usize,
     pub adjusted: usize,
     pub unchanged: usize,
     /// Rows whose hour is still within its grace period, left for a later run.
     pub open: usize,
+    /// Hours left as billed because their usage is now below the bill (see [`HeldHour`]).
+    pub held: Vec<HeldHour>,
+}
+
+/// An hour whose usage went below what the ledger already bills for it.
+///
+/// Counters only grow, so a shrink means the usage store lost some of the hour (a Redis flushed
+/// or failed over without persistence) or was read partially. The ledger is append-only and has
+/// no negative entry, so nothing is written for the hour: its bill stands as it was, the hour is
+/// reported for a person to look at, and every later run closes it again, which adjusts it as
+/// usual once its usage is back above the bill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldHour {
+    pub cluster: Uuid,
+    pub hour: i64,
+    /// The first dimension found below its bill.
+    pub dimension: Dimension,
+    pub billed: u128,
+    pub usage: u64,
+}
+
+impl std::fmt::Display for HeldHour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cluster {} hour {}: {} usage {} is below the {} already billed; the hour is held",
+            self.cluster, self.hour, self.dimension, self.usage, self.billed
+        )
+    }
 }
 
 /// How often `close_hour` re-reads and retries after losing a race to another writer. The
@@ -269,6 +298,10 @@ impl Ledger {
     /// Closes every hour among `usage` rows that is due at `now`, merging rows of the same
     /// cluster and hour first (each gateway flushes its own partial count). Meant for a periodic
     /// task fed with the recent rows of the usage store; re-running it is harmless.
+    ///
+    /// An hour whose usage shrank below its bill does not stop the others: it is left as
+    /// billed and listed in [`CloseSummary::held`]. Any other error (the store failing) ends
+    /// the run; a later run retries.
     pub async fn close_due(
         &self,
         usage: &[HourlyUsage],
@@ -281,10 +314,24 @@ impl Ledger {
                 summary.open += 1;
                 continue;
             }
-            match self.close_hour(&row, rates, now).await? {
-                CloseOutcome::Billed(_) => summary.billed += 1,
-                CloseOutcome::Adjusted(_) => summary.adjusted += 1,
-                CloseOutcome::Unchanged => summary.unchanged += 1,
+            match self.close_hour(&row, rates, now).await {
+                Ok(CloseOutcome::Billed(_)) => summary.billed += 1,
+                Ok(CloseOutcome::Adjusted(_)) => summary.adjusted += 1,
+                Ok(CloseOutcome::Unchanged) => summary.unchanged += 1,
+                Err(Error::UsageShrank {
+                    cluster,
+                    hour,
+                    dimension,
+                    billed,
+                    usage,
+                }) => summary.held.push(HeldHour {
+                    cluster,
+                    hour,
+                    dimension,
+                    billed,
+                    usage,
+                }),
+                Err(e) => return Err(e),
             }
         }
         Ok(summary)
