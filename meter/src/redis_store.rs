@@ -10,6 +10,13 @@
 //! - `tg:uh:<cluster>`: sorted set of the hours that have usage, for range reads;
 //! - `tg:clock:<cluster>`: the accrual clock; `tg:seq:<instance>`: the highest seq applied.
 //!
+//! The clock is also written as field `ac` of the hour hash holding the last second it
+//! accrued, in the same script as that usage. If the clock key alone is lost (evicted, deleted
+//! by hand, a partial restore), the clock is read back from the latest hour hash that has `ac`,
+//! so accrual resumes where it stopped instead of at the cluster's creation (which billed its
+//! whole lifetime again). Should that hash be lost too, the seconds accrued again are those
+//! whose usage was lost with it: a second is never counted twice.
+//!
 //! Counts cross into Lua as strings: Lua numbers are doubles, and storage byte-seconds pass
 //! 2^53 long before they pass Redis's 64-bit integers. Keys of one flush span clusters, so the
 //! store needs a single Redis (or a primary with replicas), not Redis Cluster.
@@ -22,6 +29,34 @@ use uuid::Uuid;
 
 use crate::store::{Applied, BoxFuture, Flush, PrincipalUsage, StoreError, UsageStore};
 use crate::HourlyUsage;
+
+/// `clock_of(c)`: the cluster's accrual clock as a string, healed from the usage hashes when the
+/// clock key is missing (see the module docs); `false` if the cluster never accrued.
+const CLOCK_OF: &str = r#"
+local function clock_of(c)
+  local clock = redis.call('GET', 'tg:clock:' .. c)
+  if clock then
+    return clock
+  end
+  -- Newest hour first; hours holding only bytes have no `ac` and are passed over.
+  local hours = redis.call('ZREVRANGE', 'tg:uh:' .. c, 0, -1)
+  for _, h in ipairs(hours) do
+    local ac = redis.call('HGET', 'tg:u:' .. c .. ':' .. h, 'ac')
+    if ac then
+      return ac
+    end
+  end
+  return false
+end
+"#;
+
+const CLOCKS: &str = r#"
+local out = {}
+for i, c in ipairs(ARGV) do
+  out[i] = clock_of(c) or ''
+end
+return out
+"#;
 
 const APPLY: &str = r#"
 local f = cjson.decode(ARGV[1])
@@ -43,13 +78,16 @@ end
 for _, r in ipairs(f.bytes) do add(r) end
 local stale = {}
 for _, a in ipairs(f.accruals) do
-  local clock_key = 'tg:clock:' .. a.c
-  local clock = redis.call('GET', clock_key)
+  local clock = clock_of(a.c)
   if clock and clock ~= a.from then
     table.insert(stale, a.c)
   else
     for _, r in ipairs(a.rows) do add(r) end
-    redis.call('SET', clock_key, a.to)
+    redis.call('SET', 'tg:clock:' .. a.c, a.to)
+    local last = a.rows[#a.rows]
+    if last then
+      redis.call('HSET', 'tg:u:' .. a.c .. ':' .. last.h, 'ac', a.to)
+    end
   end
 end
 for _, p in ipairs(f.principals) do
@@ -104,6 +142,7 @@ fn flush_json(f: &Flush) -> String {
 pub struct RedisStore {
     conn: ConnectionManager,
     script: std::sync::Arc<Script>,
+    clocks: std::sync::Arc<Script>,
 }
 
 impl RedisStore {
@@ -120,7 +159,8 @@ impl RedisStore {
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(RedisStore {
             conn,
-            script: std::sync::Arc::new(Script::new(APPLY)),
+            script: std::sync::Arc::new(Script::new(&format!("{CLOCK_OF}{APPLY}"))),
+            clocks: std::sync::Arc::new(Script::new(&format!("{CLOCK_OF}{CLOCKS}"))),
         })
     }
 
@@ -170,16 +210,24 @@ impl UsageStore for RedisStore {
                 return Ok(Vec::new());
             }
             let mut conn = self.conn.clone();
-            let keys: Vec<String> = clusters
-                .iter()
-                .map(|c| format!("tg:clock:{}", c.as_hyphenated()))
-                .collect();
-            let values: Vec<Option<i64>> = redis::cmd("MGET")
-                .arg(&keys)
-                .query_async(&mut conn)
+            let mut invocation = self.clocks.prepare_invoke();
+            for c in clusters {
+                invocation.arg(c.as_hyphenated().to_string());
+            }
+            let values: Vec<String> = invocation
+                .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            Ok(values)
+            values
+                .into_iter()
+                .map(|v| match v.as_str() {
+                    "" => Ok(None),
+                    v => v
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| StoreError::Corrupt(format!("an accrual clock reads {v:?}"))),
+                })
+                .collect()
         })
     }
 

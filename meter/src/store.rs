@@ -75,6 +75,9 @@ pub struct Applied {
 /// - An accrual is applied only if the cluster's stored clock equals its `from` (or the cluster
 ///   has no clock yet), and then sets the clock to `to`; otherwise it is skipped and reported.
 ///   The bytes of the same flush are applied regardless.
+/// - The clock is never behind the time-based usage stored: a store that can lose the clock
+///   apart from the usage (a Redis key) keeps it recoverable from that usage, so a lost clock
+///   never makes accrual restart at the cluster's creation.
 /// - Counts from different instances add up.
 pub trait UsageStore: Send + Sync + 'static {
     fn apply<'a>(&'a self, flush: &'a Flush) -> BoxFuture<'a, Result<Applied, StoreError>>;

@@ -171,3 +171,83 @@ async fn redis_down_for_a_while_loses_nothing() {
     assert_eq!(flusher.backlog(), 0);
     assert_eq!(bytes_in(&store, c).await, expected);
 }
+
+/// One cluster, created at `created_at`, with 2 partitions.
+struct OneCluster {
+    cluster: Uuid,
+    created_at: i64,
+}
+
+impl ClusterSource for OneCluster {
+    fn clusters(&self) -> BoxFuture<'_, Vec<ClusterState>> {
+        let state = ClusterState {
+            cluster: self.cluster,
+            created_at: self.created_at,
+            deleted_at: None,
+            partitions: 2,
+            stored_bytes: 0,
+        };
+        Box::pin(async move { vec![state] })
+    }
+}
+
+async fn cluster_seconds(store: &RedisStore, c: Uuid) -> u64 {
+    let rows = store.hourly(c, 0, i64::MAX).await.unwrap();
+    rows.iter().map(|r| r.cluster_seconds).sum()
+}
+
+/// Issue 13: with its clock key gone (evicted, deleted, a partial restore), a cluster's accrual
+/// restarted from its creation and billed its whole lifetime again.
+#[tokio::test]
+async fn a_lost_accrual_clock_accrues_no_second_twice() {
+    let server = Server::start();
+    let store = store(&server);
+    let c = Uuid::new_v4();
+    let created_at = 1_704_067_200;
+    let source = OneCluster {
+        cluster: c,
+        created_at,
+    };
+    let mut flusher = Flusher::new("gw-a", CounterSet::default(), store.clone());
+    // Two hours and a bit, over several flushes.
+    for now in [created_at + 100, created_at + 3_000, created_at + 7_300] {
+        flusher.tick(&source, now).await.unwrap();
+    }
+    assert_eq!(cluster_seconds(&store, c).await, 7_300);
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let clock_key = format!("tg:clock:{}", c.as_hyphenated());
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(&clock_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    // A later hour holding bytes only (no accrual ended there) must not confuse the healing.
+    let bytes_only = tollgate_meter::store::Flush {
+        instance: "gw-bytes".into(),
+        seq: 1,
+        bytes: vec![tollgate_meter::HourlyUsage {
+            bytes_in: 5,
+            ..tollgate_meter::HourlyUsage::zero(c, created_at + 5 * 3_600)
+        }],
+        principals: Vec::new(),
+        accruals: Vec::new(),
+    };
+    store.apply(&bytes_only).await.unwrap();
+
+    // The clock reads where accrual stopped, for this instance and for a fresh one.
+    assert_eq!(
+        store.clocks(&[c]).await.unwrap(),
+        vec![Some(created_at + 7_300)]
+    );
+    flusher.tick(&source, created_at + 7_400).await.unwrap();
+    let mut fresh = Flusher::new("gw-b", CounterSet::default(), store.clone());
+    fresh.tick(&source, created_at + 7_500).await.unwrap();
+    assert_eq!(cluster_seconds(&store, c).await, 7_500);
+    let rows = store.hourly(c, 0, i64::MAX).await.unwrap();
+    let partition_seconds: u64 = rows.iter().map(|r| r.partition_seconds).sum();
+    assert_eq!(partition_seconds, 2 * 7_500);
+    assert!(rows.iter().all(|r| r.cluster_seconds <= 3_600));
+}
