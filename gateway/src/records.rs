@@ -7,6 +7,7 @@
 /// Offsets in a v2 record batch header (KIP-98).
 const BATCH_LENGTH_AT: usize = 8;
 const MAGIC_AT: usize = 16;
+const LAST_OFFSET_DELTA_AT: usize = 23;
 const PRODUCER_ID_AT: usize = 43;
 const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
@@ -90,6 +91,17 @@ pub fn first_sequence(records: &[u8]) -> Option<ProducerSequence> {
     })
 }
 
+/// The producer sequence of the last record of the first batch (its base sequence plus its
+/// last offset delta, wrapping as Kafka's sequences do), for a batch with a producer id.
+pub fn last_sequence(records: &[u8]) -> Option<i32> {
+    let first = first_sequence(records)?;
+    let at = LAST_OFFSET_DELTA_AT;
+    let delta = i32::from_be_bytes(records.get(at..at + 4)?.try_into().ok()?);
+    // Sequences run to i32::MAX and start again at 0.
+    let last = (i64::from(first.base_sequence) + i64::from(delta)).rem_euclid(1 << 31);
+    i32::try_from(last).ok()
+}
+
 /// Bytes of the complete batches at the start of a fetched partition's records. A fetch may end
 /// in a truncated batch (the broker stops at the size limit); clients discard it, so it is not
 /// delivered and not metered.
@@ -137,6 +149,19 @@ mod tests {
         assert_eq!(s.largest, 300);
         assert!(s.has_producer_id);
         assert_eq!(summarize(&[]).unwrap().batches, 0);
+    }
+
+    #[test]
+    fn the_last_sequence_is_the_base_plus_the_last_offset_delta_wrapping() {
+        let mut records = batch(100, 42);
+        records[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&10i32.to_be_bytes());
+        records[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&4i32.to_be_bytes());
+        assert_eq!(last_sequence(&records), Some(14));
+        records[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+            .copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        assert_eq!(last_sequence(&records), Some(2), "MAX-1, MAX, 0, 1, 2");
+        assert_eq!(last_sequence(&batch(100, -1)), None, "no producer id");
     }
 
     #[test]

@@ -76,6 +76,7 @@ struct Inner {
     cluster_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<Semaphore>>>,
     /// Each producer's partitions' batches in flight and failed ([`crate::api::produce::order`]).
     produce_sequences: Arc<crate::api::produce::order::Sequences>,
+    acked_batches: crate::api::produce::acked::Acked,
     /// The load the autoscaler samples.
     signals: Arc<crate::pool::autoscale::Signals>,
 }
@@ -102,6 +103,7 @@ impl Gateway {
                 metering,
                 cluster_bytes: Default::default(),
                 produce_sequences: Default::default(),
+                acked_batches: Default::default(),
                 signals: Default::default(),
             }),
         }
@@ -133,6 +135,12 @@ impl Gateway {
     /// so one cluster's producers never touch another's).
     pub fn produce_sequences(&self) -> &Arc<crate::api::produce::order::Sequences> {
         &self.inner.produce_sequences
+    }
+
+    /// The last sequence the pool acknowledged per producer and partition, so a batch
+    /// acknowledged again is metered once.
+    pub fn acked_batches(&self) -> &crate::api::produce::acked::Acked {
+        &self.inner.acked_batches
     }
 
     /// Requests, bytes and connections as they happen, for the autoscaler.

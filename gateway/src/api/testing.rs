@@ -26,6 +26,7 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
         Arc::new(EmbeddedStore::open(&dir).unwrap()),
         3600,
     ));
+    let registry = Registry::default();
     let gw = Gateway::new(
         GatewayConfig {
             nodes: vec![Node {
@@ -42,17 +43,20 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
             pool_kind: crate::pool::PoolKind::Stateless,
         },
         pool,
-        Registry::default(),
+        registry.clone(),
         Arc::new(Tokens::hs256("t", b"0123456789abcdef0123456789abcdef")),
         metering.clone(),
     );
-    let cluster = Arc::new(Cluster {
+    let cluster = Cluster {
         id: Uuid::from_u128(0xa),
         tenant: "acme".into(),
         name: "orders".into(),
         max_message_bytes: 1 << 20,
         created_at: 0,
-    });
+    };
+    // Registered, as a live cluster is: handlers look up its limits there.
+    registry.upsert(cluster.clone());
+    let cluster = Arc::new(cluster);
     let claims = Claims {
         iss: "t".into(),
         sub: "svc".into(),

@@ -216,7 +216,9 @@ pub(crate) async fn produce_for(
 }
 
 /// A pool broker that answers ApiVersions, Metadata (listing `topics`) and FindCoordinator
-/// (naming itself), ignores every other request, and records what reached it. Only for what
+/// (naming itself), and, if made with [`FakeBroker::acking_produces`], acknowledges every
+/// Produce as a Kafka broker acknowledges a batch it already has; it ignores every other
+/// request, and records what reached it. Only for what
 /// a real broker cannot show: how many requests reached it, and what their headers carried.
 pub(crate) struct FakeBroker {
     pub(crate) addr: String,
@@ -234,6 +236,15 @@ pub(crate) struct Seen {
 impl FakeBroker {
     /// Listens on a free port; each Metadata answer is held `metadata_delay` first.
     pub(crate) async fn start(topics: Vec<(Uuid, String)>, metadata_delay: Duration) -> Self {
+        Self::listen(topics, metadata_delay, false).await
+    }
+
+    /// [`FakeBroker::start`], acknowledging every partition of every Produce with no error.
+    pub(crate) async fn acking_produces(topics: Vec<(Uuid, String)>) -> Self {
+        Self::listen(topics, Duration::ZERO, true).await
+    }
+
+    async fn listen(topics: Vec<(Uuid, String)>, metadata_delay: Duration, acks: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -259,6 +270,11 @@ impl FakeBroker {
                             }
                             ApiKey::FindCoordinator => {
                                 ResponseKind::FindCoordinator(coordinator(addr))
+                            }
+                            ApiKey::Produce if acks => {
+                                let req = <ProduceRequest as kafka_protocol::protocol::Decodable>::decode(&mut frame, version)
+                                    .unwrap();
+                                ResponseKind::Produce(acknowledge(&req))
                             }
                             _ => continue,
                         };
@@ -331,6 +347,28 @@ fn metadata(addr: SocketAddr, topics: &[(Uuid, String)]) -> MetadataResponse {
                 })
                 .collect(),
         )
+}
+
+fn acknowledge(req: &ProduceRequest) -> ProduceResponse {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    ProduceResponse::default().with_responses(
+        req.topic_data
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| PartitionProduceResponse::default().with_index(p.index))
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
 }
 
 fn coordinator(addr: SocketAddr) -> FindCoordinatorResponse {

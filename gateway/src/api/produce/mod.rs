@@ -2,8 +2,10 @@
 //!
 //! Record batches are never decoded: their headers are read in place (see [`crate::records`])
 //! to enforce `max_message_bytes`, to tell idempotent writes apart, to keep each producer's
-//! batches in order ([`order`]) and to meter bytes in, and the bytes are forwarded as they came.
+//! batches in order ([`order`]) and to meter bytes in, each acknowledged batch once
+//! ([`acked`]), and the bytes are forwarded as they came.
 
+pub mod acked;
 pub mod order;
 
 use bytes::Bytes;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use kafka_protocol::protocol::StrBytes;
 
-use crate::records::{first_sequence, summarize, CorruptBatches, ProducerSequence};
+use crate::records::{first_sequence, last_sequence, summarize, CorruptBatches, ProducerSequence};
 
 use super::split::{dispatch, failure_code, keys, leader_moved, split, split_routed, Outcome};
 use super::{
@@ -156,6 +158,7 @@ pub async fn produce(
                     index: p.index,
                     bytes: records.len() as u64,
                     seq: first_sequence(records),
+                    last_seq: last_sequence(records),
                 }
             })
         })
@@ -274,6 +277,7 @@ pub async fn produce(
         let mut resp = ProduceResponse::default();
         let mut accepted_bytes = 0;
         let sequences = ctx.gw.produce_sequences();
+        let acked = ctx.gw.acked_batches();
         // A batch answered with a retriable error opens a gap its producer's later batches
         // must not jump.
         let gap = |name: &TopicName, index: i32, code: i16| {
@@ -298,10 +302,19 @@ pub async fn produce(
                         };
                         for p in &t.partition_responses {
                             if p.error_code == 0 {
-                                accepted_bytes += sizes
-                                    .iter()
-                                    .find(|s| s.index == p.index && s.name == name)
-                                    .map_or(0, |s| s.bytes);
+                                let batch =
+                                    sizes.iter().find(|s| s.index == p.index && s.name == name);
+                                if let Some(s) = batch {
+                                    let repeat = match (s.seq, s.last_seq) {
+                                        (Some(first), Some(last)) => {
+                                            acked.repeat(&name.0, p.index, first, last)
+                                        }
+                                        _ => false,
+                                    };
+                                    if !repeat {
+                                        accepted_bytes += s.bytes;
+                                    }
+                                }
                             } else {
                                 gap(&name, p.index, p.error_code);
                                 if leader_moved(p.error_code) {
@@ -368,6 +381,8 @@ struct Forwarded {
     index: i32,
     bytes: u64,
     seq: Option<ProducerSequence>,
+    /// The sequence of its last record, for a batch with a producer id.
+    last_seq: Option<i32>,
 }
 
 impl Forwarded {
@@ -437,8 +452,9 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
-    use crate::api::testing::ctx;
-    use crate::pool::testing::batch;
+    use crate::api::testing::{ctx, ctx_on};
+    use crate::pool::testing::{batch, FakeBroker};
+    use crate::pool::{Pool, Timeouts};
 
     const ALLOW_ALL: &str =
         r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#;
@@ -504,5 +520,70 @@ mod tests {
         // no pool, failing to find a broker rather than refused).
         let distinct = request(-1, &[("orders", 0, b"a"), ("orders", 1, b"b")]);
         assert!(!names_a_partition_twice(&distinct));
+    }
+
+    /// An idempotent producer's batch for partition 0 of `topic`.
+    fn idempotent(topic: &TopicName, base_sequence: i32, value: &[u8]) -> ProduceRequest {
+        let mut records = batch(&[Bytes::copy_from_slice(value)]).to_vec();
+        // producer id 7, epoch 0, the given base sequence (batch header offsets 43, 51, 53);
+        // the CRC is not checked on the way through.
+        records[43..51].copy_from_slice(&7i64.to_be_bytes());
+        records[51..53].copy_from_slice(&0i16.to_be_bytes());
+        records[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic.clone())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(records)))])])
+    }
+
+    async fn answered(ctx: &Ctx, req: ProduceRequest) -> i16 {
+        let Ok(Reply::Later(answer)) = produce(ctx, 7, req).await else {
+            panic!("expected the request forwarded");
+        };
+        let Ok(crate::api::Answer::Message(ResponseKind::Produce(resp))) = answer.await else {
+            panic!("expected a produce answer");
+        };
+        resp.responses[0].partition_responses[0].error_code
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_pool_acknowledges_again_is_metered_once() {
+        let logical = TopicName(StrBytes::from_static_str("orders"));
+        let probe = ctx(ALLOW_ALL);
+        let physical = probe.topic_out(&logical).unwrap();
+        let fake =
+            FakeBroker::acking_produces(vec![(uuid::Uuid::new_v4(), physical.0.to_string())]).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.unwrap();
+        let ctx = ctx_on(ALLOW_ALL, pool);
+        let metered = |ctx: &Ctx| -> u64 {
+            ctx.gw
+                .metering()
+                .counter_set()
+                .drain()
+                .iter()
+                .map(|d| d.bytes_in)
+                .sum()
+        };
+        let first = idempotent(&logical, 0, b"first");
+        let size = first.topic_data[0].partition_data[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .len() as u64;
+        assert_eq!(answered(&ctx, first.clone()).await, 0);
+        assert_eq!(metered(&ctx), size);
+        // The producer did not get the answer and sends the batch again; the pool says it has
+        // it (success): not metered again.
+        assert_eq!(answered(&ctx, first).await, 0);
+        assert_eq!(metered(&ctx), 0, "a repeat is not metered");
+        // The next batch is.
+        let next = idempotent(&logical, 1, b"second");
+        assert_eq!(answered(&ctx, next).await, 0);
+        assert_eq!(metered(&ctx), size + 1);
     }
 }
