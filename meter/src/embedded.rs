@@ -20,6 +20,8 @@ const HOURLY: TableDefinition<(u128, i64), &[u8]> = TableDefinition::new("hourly
 /// (cluster, hour, principal) -> bytes in, bytes out.
 const PRINCIPALS: TableDefinition<(u128, i64, &str), (u64, u64)> =
     TableDefinition::new("principals");
+/// (cluster, hour) of hours whose usage changed since the closer billed them.
+const UNCLOSED: TableDefinition<(u128, i64), ()> = TableDefinition::new("unclosed");
 /// cluster -> accrual clock.
 const CLOCKS: TableDefinition<u128, i64> = TableDefinition::new("clocks");
 /// instance -> highest flush seq applied.
@@ -78,6 +80,7 @@ impl EmbeddedStore {
         txn.open_table(HOURLY).map_err(backend)?;
         txn.open_table(PRINCIPALS).map_err(backend)?;
         txn.open_table(CLOCKS).map_err(backend)?;
+        txn.open_table(UNCLOSED).map_err(backend)?;
         txn.open_table(SEQS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -103,8 +106,10 @@ impl EmbeddedStore {
                 .map_err(backend)?;
 
             let mut hourly = txn.open_table(HOURLY).map_err(backend)?;
+            let mut unclosed = txn.open_table(UNCLOSED).map_err(backend)?;
             let mut add = |row: &HourlyUsage| -> Result<(), StoreError> {
                 let key = (row.cluster.as_u128(), row.hour);
+                unclosed.insert(key, ()).map_err(backend)?;
                 let mut total = match hourly.get(key).map_err(backend)? {
                     Some(v) => decode(row.cluster, row.hour, v.value())?,
                     None => HourlyUsage::zero(row.cluster, row.hour),
@@ -193,6 +198,39 @@ impl EmbeddedStore {
         Ok(out)
     }
 
+    fn unclosed_blocking(&self, cluster: Uuid) -> Result<Vec<i64>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(UNCLOSED).map_err(backend)?;
+        let c = cluster.as_u128();
+        let mut out = Vec::new();
+        for entry in table
+            .range((c, i64::MIN)..=(c, i64::MAX))
+            .map_err(backend)?
+        {
+            out.push(entry.map_err(backend)?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    fn mark_closed_blocking(&self, rows: &[HourlyUsage]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        {
+            let hourly = txn.open_table(HOURLY).map_err(backend)?;
+            let mut unclosed = txn.open_table(UNCLOSED).map_err(backend)?;
+            for row in rows {
+                let key = (row.cluster.as_u128(), row.hour);
+                let stored = match hourly.get(key).map_err(backend)? {
+                    Some(v) => decode(row.cluster, row.hour, v.value())?,
+                    None => HourlyUsage::zero(row.cluster, row.hour),
+                };
+                if stored == *row {
+                    unclosed.remove(key).map_err(backend)?;
+                }
+            }
+        }
+        txn.commit().map_err(backend)
+    }
+
     fn clocks_blocking(&self, clusters: &[Uuid]) -> Result<Vec<Option<i64>>, StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let table = txn.open_table(CLOCKS).map_err(backend)?;
@@ -226,6 +264,17 @@ impl UsageStore for EmbeddedStore {
         let store = self.clone();
         let clusters = clusters.to_vec();
         Box::pin(blocking(move || store.clocks_blocking(&clusters)))
+    }
+
+    fn unclosed(&self, cluster: Uuid) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
+        let store = self.clone();
+        Box::pin(blocking(move || store.unclosed_blocking(cluster)))
+    }
+
+    fn mark_closed<'a>(&'a self, rows: &'a [HourlyUsage]) -> BoxFuture<'a, Result<(), StoreError>> {
+        let store = self.clone();
+        let rows = rows.to_vec();
+        Box::pin(blocking(move || store.mark_closed_blocking(&rows)))
     }
 
     fn hourly(

@@ -8,6 +8,7 @@
 //! - `tg:u:<cluster>:<hour>`: hash of the hour's counters (`cs`, `ps`, `bi`, `bo`, `ss`);
 //! - `tg:p:<cluster>:<hour>`: hash of `<principal>\0in` / `<principal>\0out` byte counts;
 //! - `tg:uh:<cluster>`: sorted set of the hours that have usage, for range reads;
+//! - `tg:uc:<cluster>`: sorted set of the hours whose usage changed since the closer billed them;
 //! - `tg:clock:<cluster>`: the accrual clock; `tg:seq:<instance>`: the highest seq applied.
 //!
 //! The clock is also written as field `ac` of the hour hash holding the last second it
@@ -74,6 +75,7 @@ local function add(r)
   redis.call('HINCRBY', k, 'bo', r.bo)
   redis.call('HINCRBY', k, 'ss', r.ss)
   redis.call('ZADD', 'tg:uh:' .. r.c, r.h, r.h)
+  redis.call('ZADD', 'tg:uc:' .. r.c, r.h, r.h)
 end
 for _, r in ipairs(f.bytes) do add(r) end
 local stale = {}
@@ -97,6 +99,25 @@ for _, p in ipairs(f.principals) do
   redis.call('ZADD', 'tg:uh:' .. p.c, p.h, p.h)
 end
 return cjson.encode({fresh = true, stale = stale})
+"#;
+
+/// Takes hours off `tg:uc:` whose counters still equal the rows given (fields absent count 0).
+const MARK_CLOSED: &str = r#"
+local rows = cjson.decode(ARGV[1])
+for _, r in ipairs(rows) do
+  local v = redis.call('HMGET', 'tg:u:' .. r.c .. ':' .. r.h, 'cs', 'ps', 'bi', 'bo', 'ss')
+  local want = {r.cs, r.ps, r.bi, r.bo, r.ss}
+  local same = true
+  for i = 1, 5 do
+    if (v[i] or '0') ~= want[i] then
+      same = false
+    end
+  end
+  if same then
+    redis.call('ZREM', 'tg:uc:' .. r.c, r.h)
+  end
+end
+return 0
 "#;
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -143,6 +164,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     script: std::sync::Arc<Script>,
     clocks: std::sync::Arc<Script>,
+    mark_closed: std::sync::Arc<Script>,
 }
 
 impl RedisStore {
@@ -161,6 +183,7 @@ impl RedisStore {
             conn,
             script: std::sync::Arc::new(Script::new(&format!("{CLOCK_OF}{APPLY}"))),
             clocks: std::sync::Arc::new(Script::new(&format!("{CLOCK_OF}{CLOCKS}"))),
+            mark_closed: std::sync::Arc::new(Script::new(MARK_CLOSED)),
         })
     }
 
@@ -228,6 +251,31 @@ impl UsageStore for RedisStore {
                         .map_err(|_| StoreError::Corrupt(format!("an accrual clock reads {v:?}"))),
                 })
                 .collect()
+        })
+    }
+
+    fn unclosed(&self, cluster: Uuid) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = format!("tg:uc:{}", cluster.as_hyphenated());
+            conn.zrange(key, 0, -1).await.map_err(unavailable)
+        })
+    }
+
+    fn mark_closed<'a>(&'a self, rows: &'a [HourlyUsage]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .mark_closed
+                .arg(serde_json::Value::Array(rows).to_string())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
         })
     }
 

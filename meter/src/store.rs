@@ -97,6 +97,17 @@ pub trait UsageStore: Send + Sync + 'static {
         to: i64,
     ) -> BoxFuture<'_, Result<Vec<HourlyUsage>, StoreError>>;
 
+    /// The hours of `cluster` that `apply` added usage to since
+    /// [`mark_closed`](Self::mark_closed) last took them, oldest first, however old they are.
+    /// The billing closer starts from these, so an hour whose usage arrives late (a backlog
+    /// flushed days after an outage, a restarted gateway's catch-up) still reaches the ledger.
+    fn unclosed(&self, cluster: Uuid) -> BoxFuture<'_, Result<Vec<i64>, StoreError>>;
+
+    /// Takes each row's hour off [`unclosed`](Self::unclosed) if the hour's stored usage still
+    /// equals the row (all zero for an hour without usage); an hour that changed since the row
+    /// was read stays unclosed, so its growth is billed on a later pass.
+    fn mark_closed<'a>(&'a self, rows: &'a [HourlyUsage]) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// The cluster's bytes per principal and hour, for hours in `[from, to)`.
     fn principals(
         &self,

@@ -59,6 +59,12 @@ impl UsageStore for Flaky {
     ) -> BoxFuture<'_, Result<Vec<PrincipalUsage>, StoreError>> {
         self.inner.principals(c, f, t)
     }
+    fn unclosed(&self, c: Uuid) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {
+        self.inner.unclosed(c)
+    }
+    fn mark_closed<'a>(&'a self, rows: &'a [HourlyUsage]) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.mark_closed(rows)
+    }
 }
 
 struct Fixed(Vec<ClusterState>);

@@ -105,4 +105,42 @@ pub async fn check(store: &dyn UsageStore) {
     assert_eq!((rows[1].hour, rows[1].cluster_seconds), (3600, 200));
     assert_eq!(rows[1].storage_byte_seconds, 200 * 1000);
     assert_eq!(rows[1].bytes_in, 1);
+
+    unclosed_hours_are_kept_until_closed_unchanged(store).await;
+}
+
+/// Every hour a flush adds to is unclosed, however old, until the closer marks it closed with
+/// the usage it billed; a change after that read keeps it unclosed.
+async fn unclosed_hours_are_kept_until_closed_unchanged(store: &dyn UsageStore) {
+    let c = Uuid::new_v4();
+    assert!(store.unclosed(c).await.unwrap().is_empty());
+    let old = 3600;
+    let recent = 400 * 3600;
+    let f = flush("uc", 1, vec![bytes(c, recent, 1, 0), bytes(c, old, 2, 0)]);
+    store.apply(&f).await.unwrap();
+    assert_eq!(store.unclosed(c).await.unwrap(), vec![old, recent]);
+
+    let read = store.hourly(c, 0, i64::MAX).await.unwrap();
+    // More usage for the old hour lands between the closer's read and its mark.
+    store
+        .apply(&flush("uc", 2, vec![bytes(c, old, 5, 0)]))
+        .await
+        .unwrap();
+    store.mark_closed(&read).await.unwrap();
+    assert_eq!(store.unclosed(c).await.unwrap(), vec![old]);
+    let read = store.hourly(c, old, old + 3600).await.unwrap();
+    store.mark_closed(&read).await.unwrap();
+    assert!(store.unclosed(c).await.unwrap().is_empty());
+
+    // An hour that only ever got zeros is closed by a zero row.
+    store
+        .apply(&flush("uc", 3, vec![bytes(c, 7200, 0, 0)]))
+        .await
+        .unwrap();
+    assert_eq!(store.unclosed(c).await.unwrap(), vec![7200]);
+    store
+        .mark_closed(&[HourlyUsage::zero(c, 7200)])
+        .await
+        .unwrap();
+    assert!(store.unclosed(c).await.unwrap().is_empty());
 }
