@@ -5,7 +5,8 @@
 //! - [`listener`] accepts connections; [`connection`] reads frames ([`frame`]), authenticates
 //!   with [`sasl`] and [`token`], and runs each request through [`api`], whose handlers
 //!   authorize with [`authz`] (the [`policy`] of the token) and map names with [`tenancy`];
-//!   [`records`] reads record batch headers for limits and metering.
+//!   [`records`] reads record batch headers for limits and metering; [`quotas`] are what one
+//!   cluster may take of the pool.
 //! - [`pool`] talks to the broker pool: its router picks the pool broker for each partition
 //!   (leaders of a leader-based pool, rendezvous hashing over a stateless one), and
 //!   [`api::split`] splits requests per broker. It keeps multiplexed connections to the pool's
@@ -31,6 +32,7 @@ pub mod metering;
 pub mod policy;
 pub mod pool;
 pub mod pool_admin;
+pub mod quotas;
 pub mod records;
 pub mod run;
 pub mod sasl;

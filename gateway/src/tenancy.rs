@@ -43,6 +43,9 @@ pub struct Cluster {
     pub max_message_bytes: i32,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+    /// Stored clusters made before quotas existed have the defaults.
+    #[serde(default)]
+    pub quotas: crate::quotas::Quotas,
 }
 
 impl Cluster {
@@ -254,6 +257,7 @@ mod tests {
             tenant: "acme".into(),
             name: "orders".into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            quotas: Default::default(),
             created_at: 0,
         };
         assert_eq!(

@@ -115,6 +115,7 @@ impl Stack {
             tenant: tenant.into(),
             name: "orders".into(),
             max_message_bytes: 4096,
+            quotas: Default::default(),
             created_at: now(),
         };
         let (a, b) = (cluster("acme"), cluster("globex"));

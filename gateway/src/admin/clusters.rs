@@ -11,6 +11,7 @@ use super::http::{
     json_response, no_content, now, query_pairs, read_json, rfc3339, ApiError, ApiResult,
 };
 use super::Admin;
+use crate::quotas::Quotas;
 use crate::tenancy::{
     valid_cluster_name, Cluster, DEFAULT_MAX_MESSAGE_BYTES, LIMIT_MAX_MESSAGE_BYTES,
 };
@@ -31,6 +32,9 @@ struct CreateCluster {
     // Wider than i32 so an out-of-range value gets our message rather than serde's.
     #[serde(default)]
     max_message_bytes: Option<i64>,
+    /// Any of the quotas (`null`: no limit); the others take the defaults.
+    #[serde(default)]
+    quotas: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +42,9 @@ struct CreateCluster {
 struct PatchCluster {
     #[serde(default)]
     max_message_bytes: Option<i64>,
+    /// The quotas to change (`null`: no limit); the others keep their values.
+    #[serde(default)]
+    quotas: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +56,7 @@ struct ClusterJson<'a> {
     bootstrap: &'a str,
     max_message_bytes: i32,
     created_at: String,
+    quotas: &'a Quotas,
 }
 
 fn to_json<'a>(admin: &'a Admin, cluster: &'a Cluster) -> Result<ClusterJson<'a>, ApiError> {
@@ -60,6 +68,7 @@ fn to_json<'a>(admin: &'a Admin, cluster: &'a Cluster) -> Result<ClusterJson<'a>
         bootstrap: &admin.inner.config.bootstrap,
         max_message_bytes: cluster.max_message_bytes,
         created_at: rfc3339(cluster.created_at)?,
+        quotas: &cluster.quotas,
     })
 }
 
@@ -91,12 +100,17 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
             body.name
         )));
     }
+    let mut quotas = Quotas::default();
+    if let Some(changes) = &body.quotas {
+        quotas.apply(changes).map_err(ApiError::invalid)?;
+    }
     let cluster = Cluster {
         id: Uuid::new_v4(),
         tenant: body.tenant,
         name: body.name,
         max_message_bytes: max_message_bytes(body.max_message_bytes)?,
         created_at: now(),
+        quotas,
     };
     let cluster = admin
         .blocking(move |inner| {
@@ -154,21 +168,33 @@ pub(super) async fn get(admin: &Admin, id: &str) -> ApiResult {
 pub(super) async fn patch(admin: &Admin, id: &str, request: Request<Incoming>) -> ApiResult {
     let id = parse_id(id)?;
     let body: PatchCluster = read_json(request).await?;
-    if body.max_message_bytes.is_none() {
+    if body.max_message_bytes.is_none() && body.quotas.is_none() {
         return Err(ApiError::invalid(
-            "nothing to change: max_message_bytes is the only field PATCH accepts",
+            "nothing to change: PATCH accepts max_message_bytes and quotas",
         ));
     }
-    let limit = max_message_bytes(body.max_message_bytes)?;
+    let limit = body
+        .max_message_bytes
+        .map(|n| max_message_bytes(Some(n)))
+        .transpose()?;
+    let quotas = body.quotas;
     let cluster = admin
         .blocking(move |inner| {
             let _writes = inner.write_lock();
-            let cluster = inner.store.update_cluster(id, limit)?;
+            let cluster = inner.store.update_cluster(id, |c| {
+                if let Some(changes) = &quotas {
+                    c.quotas.apply(changes)?;
+                }
+                if let Some(limit) = limit {
+                    c.max_message_bytes = limit;
+                }
+                Ok(())
+            })?;
             inner.registry.upsert(cluster.clone());
             Ok(cluster)
         })
         .await?;
-    tracing::info!(cluster = %cluster.id, max_message_bytes = limit, "cluster updated");
+    tracing::info!(cluster = %cluster.id, max_message_bytes = cluster.max_message_bytes, quotas = ?cluster.quotas, "cluster updated");
     Ok(json_response(StatusCode::OK, &to_json(admin, &cluster)?))
 }
 

@@ -151,6 +151,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchTenant(_) | StoreError::NoSuchCluster(_) => {
                 ApiError::not_found(e.to_string())
             }
+            StoreError::Invalid(message) => ApiError::invalid(message),
             StoreError::DataDir { .. } | StoreError::Db(_) | StoreError::Corrupt(_) => {
                 ApiError::internal(e)
             }

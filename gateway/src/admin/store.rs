@@ -38,6 +38,9 @@ pub enum StoreError {
     NoSuchTenant(String),
     #[error("no cluster {0}")]
     NoSuchCluster(Uuid),
+    /// A change the caller asked for is not valid; the message says why.
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot create the data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -226,8 +229,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Changes a live cluster's `max_message_bytes` and returns the updated cluster.
-    pub fn update_cluster(&self, id: Uuid, max_message_bytes: i32) -> Result<Cluster, StoreError> {
+    /// Changes a live cluster's `max_message_bytes` and quotas as `change` says and returns the
+    /// updated cluster; `change` fails (with a message for the caller) to change nothing.
+    pub fn update_cluster(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Cluster) -> Result<(), String>,
+    ) -> Result<Cluster, StoreError> {
         let txn = self.db.begin_write()?;
         let updated = {
             let mut clusters = txn.open_table(CLUSTERS)?;
@@ -238,7 +246,7 @@ impl Store {
             if !record.is_live() {
                 return Err(StoreError::NoSuchCluster(id));
             }
-            record.cluster.max_message_bytes = max_message_bytes;
+            change(&mut record.cluster).map_err(StoreError::Invalid)?;
             clusters.insert(id.as_u128(), serde_json::to_vec(&record)?.as_slice())?;
             record.cluster
         };
@@ -347,6 +355,7 @@ pub(crate) mod tests {
             tenant: tenant.into(),
             name: name.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            quotas: Default::default(),
             created_at: 1_700_000_100,
         }
     }
@@ -390,11 +399,16 @@ pub(crate) mod tests {
         assert_eq!(store.clusters(Some("acme")).unwrap(), vec![orders.clone()]);
         assert_eq!(store.clusters(None).unwrap().len(), 2);
 
-        let patched = store.update_cluster(orders.id, 2 * 1024 * 1024).unwrap();
+        let patched = store
+            .update_cluster(orders.id, |c| {
+                c.max_message_bytes = 2 * 1024 * 1024;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(patched.max_message_bytes, 2 * 1024 * 1024);
         assert_eq!(store.cluster(orders.id).unwrap(), Some(patched));
         assert!(matches!(
-            store.update_cluster(Uuid::new_v4(), 1024),
+            store.update_cluster(Uuid::new_v4(), |_| Ok(())),
             Err(StoreError::NoSuchCluster(_))
         ));
     }
@@ -414,7 +428,7 @@ pub(crate) mod tests {
         assert_eq!(store.cluster(orders.id).unwrap(), None);
         assert!(store.clusters(None).unwrap().is_empty());
         assert!(matches!(
-            store.update_cluster(orders.id, 1024),
+            store.update_cluster(orders.id, |_| Ok(())),
             Err(StoreError::NoSuchCluster(_))
         ));
         // Until the pool confirms, a repeated delete hands the cluster back for another try,

@@ -421,6 +421,61 @@ async fn cluster_lifecycle() {
     h.call("PATCH", &path, Some(r#"{"max_message_bytes": 20000000}"#))
         .await
         .error(400, "invalid");
+
+    // Quotas: the defaults are MSK Serverless's; PATCH changes the keys it names, null lifts
+    // a limit, and a bad key or value changes nothing.
+    let got = h.call("GET", &path, None).await.json();
+    assert_eq!(got["quotas"]["ingress_bytes_per_second"], 209_715_200);
+    assert_eq!(got["quotas"]["storage_limit_bytes"], json!(null));
+    let patched = h
+        .call(
+            "PATCH",
+            &path,
+            Some(r#"{"quotas": {"ingress_bytes_per_second": 1000000, "max_connections": null}}"#),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let q = &patched.json()["quotas"];
+    assert_eq!(q["ingress_bytes_per_second"], 1_000_000);
+    assert_eq!(q["max_connections"], json!(null));
+    assert_eq!(q["egress_bytes_per_second"], 419_430_400);
+    assert_eq!(patched.json()["max_message_bytes"], 2_097_152, "untouched");
+    assert_eq!(
+        h.registry.get(&id).unwrap().quotas.ingress_bytes_per_second,
+        Some(1_000_000),
+        "in force on the data path at once"
+    );
+    let bad = h
+        .call("PATCH", &path, Some(r#"{"quotas": {"bandwidth": 5}}"#))
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("unknown quota"), "{}", bad.body);
+    h.call("PATCH", &path, Some(r#"{"quotas": {"max_partitions": 0}}"#))
+        .await
+        .error(400, "invalid");
+    assert_eq!(
+        h.call("GET", &path, None).await.json()["quotas"]["ingress_bytes_per_second"],
+        1_000_000
+    );
+    let small = h
+        .call(
+            "POST",
+            "/v1/clusters",
+            Some(r#"{"tenant": "other", "name": "small", "quotas": {"max_partitions": 10}}"#),
+        )
+        .await;
+    assert_eq!(small.status, 404, "no tenant other: {}", small.body);
+    h.tenant("other").await;
+    let small = h
+        .call(
+            "POST",
+            "/v1/clusters",
+            Some(r#"{"tenant": "other", "name": "small", "quotas": {"max_partitions": 10}}"#),
+        )
+        .await;
+    assert_eq!(small.status, 201, "{}", small.body);
+    assert_eq!(small.json()["quotas"]["max_partitions"], 10);
+    assert_eq!(small.json()["quotas"]["max_connections"], 3_000);
     h.call("PATCH", &path, Some(r#"{"name": "renamed"}"#))
         .await
         .error(400, "invalid");
@@ -442,7 +497,7 @@ async fn cluster_lifecycle() {
     h.call("PATCH", &path, Some(r#"{"max_message_bytes": 2048}"#))
         .await
         .error(404, "not_found");
-    let names: Vec<_> = h.call("GET", "/v1/clusters", None).await.json()["clusters"]
+    let names: Vec<_> = h.call("GET", "/v1/clusters?tenant=acme", None).await.json()["clusters"]
         .as_array()
         .unwrap()
         .iter()

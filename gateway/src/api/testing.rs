@@ -52,6 +52,7 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
         tenant: "acme".into(),
         name: "orders".into(),
         max_message_bytes: 1 << 20,
+        quotas: Default::default(),
         created_at: 0,
     };
     // Registered, as a live cluster is: handlers look up its limits there.
