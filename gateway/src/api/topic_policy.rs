@@ -10,9 +10,6 @@
 
 use kafka_protocol::ResponseError;
 
-/// Partitions per cluster, over all its topics: MSK Serverless's published limit.
-pub const MAX_PARTITIONS_PER_CLUSTER: u64 = 2_400;
-
 pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const POLICY_VIOLATION: i16 = ResponseError::PolicyViolation.code();
 
@@ -125,15 +122,19 @@ pub fn check_config(
     }
 }
 
-/// Checks that `adding` partitions fit the cluster's limit with `in_use` already there.
-pub fn check_partitions(in_use: u64, adding: u64) -> Result<(), Refusal> {
-    if adding == 0 || in_use.saturating_add(adding) <= MAX_PARTITIONS_PER_CLUSTER {
+/// Checks that `adding` partitions fit the cluster's `max_partitions` quota (None: no limit)
+/// with `in_use` already there.
+pub fn check_partitions(in_use: u64, adding: u64, limit: Option<u64>) -> Result<(), Refusal> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    if adding == 0 || in_use.saturating_add(adding) <= limit {
         return Ok(());
     }
     Err(Refusal {
         code: POLICY_VIOLATION,
         message: format!(
-            "the cluster may have at most {MAX_PARTITIONS_PER_CLUSTER} partitions; \
+            "the cluster may have at most {limit} partitions (quota max_partitions); \
              {in_use} exist and this asks for {adding} more"
         ),
     })
@@ -196,17 +197,29 @@ mod tests {
     }
 
     #[test]
-    fn partitions_are_limited_per_cluster() {
-        assert_eq!(check_partitions(0, 2_400), Ok(()));
-        assert_eq!(check_partitions(2_399, 1), Ok(()));
-        let e = check_partitions(2_000, 401).unwrap_err();
+    fn partitions_are_limited_by_the_clusters_quota() {
+        let msk = crate::quotas::Quotas::default().max_partitions;
+        assert_eq!(check_partitions(0, 2_400, msk), Ok(()));
+        assert_eq!(check_partitions(2_399, 1, msk), Ok(()));
+        let e = check_partitions(2_000, 401, msk).unwrap_err();
         assert_eq!(e.code, POLICY_VIOLATION);
         assert!(
             e.message.contains("2400") && e.message.contains("2000"),
             "{}",
             e.message
         );
-        assert!(check_partitions(0, 100_000).is_err());
-        assert!(check_partitions(u64::MAX, 1).is_err());
+        assert!(check_partitions(0, 100_000, msk).is_err());
+        assert!(check_partitions(u64::MAX, 1, msk).is_err());
+        // A small quota binds where the default would not, and names itself.
+        assert_eq!(check_partitions(2, 1, Some(3)), Ok(()));
+        let e = check_partitions(2, 2, Some(3)).unwrap_err();
+        assert_eq!(e.code, POLICY_VIOLATION);
+        assert!(
+            e.message.contains("at most 3 partitions") && e.message.contains("max_partitions"),
+            "{}",
+            e.message
+        );
+        // No limit.
+        assert_eq!(check_partitions(u64::MAX, 100_000, None), Ok(()));
     }
 }

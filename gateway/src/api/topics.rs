@@ -55,6 +55,7 @@ pub async fn create_topics(
     // Partitions the cluster has, as last reconciled with the pool, plus what this request
     // already took: the limit holds across the request's topics.
     let mut in_use = ctx.gw.metering().partitions(&ctx.session.cluster.id);
+    let quotas = crate::quotas::limits::quotas_of(&ctx.gw, &ctx.session.cluster);
     let max_message_bytes = ctx.session.cluster.max_message_bytes;
     // The operator's choice, not the tenant's: the broker default on Apache Kafka (KIP-464,
     // v4+), and 1 on a stateless pool, whose shared store is the replication.
@@ -82,7 +83,8 @@ pub async fn create_topics(
                         .map_err(refusal)?;
                     }
                     let adding = u64::try_from(t.num_partitions).unwrap_or(0);
-                    topic_policy::check_partitions(in_use, adding).map_err(refusal)?;
+                    topic_policy::check_partitions(in_use, adding, quotas.max_partitions)
+                        .map_err(refusal)?;
                     in_use += adding;
                     Ok(p)
                 })
@@ -279,6 +281,7 @@ pub async fn create_partitions(
     // `count` is a topic's new total, and its current count is the pool's to know: counting
     // all of it against the cluster's limit refuses early rather than ever late.
     let mut in_use = ctx.gw.metering().partitions(&ctx.session.cluster.id);
+    let quotas = crate::quotas::limits::quotas_of(&ctx.gw, &ctx.session.cluster);
     req.topics.retain_mut(|t| {
         let verdict = if t.assignments.is_some() {
             Err((INVALID_REQUEST, message(INVALID_REQUEST)))
@@ -287,7 +290,8 @@ pub async fn create_partitions(
                 .map_err(|code| (code, message(code)))
                 .and_then(|p| {
                     let adding = u64::try_from(t.count).unwrap_or(0);
-                    topic_policy::check_partitions(in_use, adding).map_err(refusal)?;
+                    topic_policy::check_partitions(in_use, adding, quotas.max_partitions)
+                        .map_err(refusal)?;
                     in_use += adding;
                     Ok(p)
                 })

@@ -4,6 +4,10 @@
 //!
 //! - [`Quotas`]: the limits of one cluster, as the admin API sets them and the admin store
 //!   keeps them with the cluster.
+//! - [`limits`]: the count quotas (partitions, partition mutations, connections, groups,
+//!   storage) and what enforces them.
+
+pub mod limits;
 
 use serde::{Deserialize, Serialize};
 
