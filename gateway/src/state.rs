@@ -71,6 +71,8 @@ struct Inner {
     registry: Registry,
     tokens: Arc<Tokens>,
     metering: Arc<Metering>,
+    /// What each cluster has used of its count quotas (partition mutations, connections).
+    quota_counts: crate::quotas::limits::Counts,
     /// Each cluster's budget of request bytes in flight ([`Limits::cluster_bytes_in_flight`]),
     /// kept apart from the registry's `Cluster` values, which an update replaces.
     cluster_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<Semaphore>>>,
@@ -98,6 +100,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 config,
                 router: Router::new(pool, pool_kind),
+                quota_counts: crate::quotas::limits::Counts::new(registry.clone()),
                 registry,
                 tokens,
                 metering,
@@ -111,6 +114,11 @@ impl Gateway {
 
     pub fn metering(&self) -> &Arc<Metering> {
         &self.inner.metering
+    }
+
+    /// What each cluster has used of its count quotas on this instance.
+    pub fn quota_counts(&self) -> &crate::quotas::limits::Counts {
+        &self.inner.quota_counts
     }
 
     /// The budget of request bytes in flight of `cluster`'s connections. Deleted clusters'

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::authz::Action;
 use crate::pool::{PoolKind, UpstreamError};
+use crate::quotas::limits::{partition_counts, Mutations};
 
 /// Config resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
 const TOPIC_RESOURCE: i8 = 2;
@@ -56,6 +57,7 @@ pub async fn create_topics(
     // already took: the limit holds across the request's topics.
     let mut in_use = ctx.gw.metering().partitions(&ctx.session.cluster.id);
     let quotas = crate::quotas::limits::quotas_of(&ctx.gw, &ctx.session.cluster);
+    let mut mutations = Mutations::new(ctx, ApiKey::CreateTopics, version, req.validate_only);
     let max_message_bytes = ctx.session.cluster.max_message_bytes;
     // The operator's choice, not the tenant's: the broker default on Apache Kafka (KIP-464,
     // v4+), and 1 on a stateless pool, whose shared store is the replication.
@@ -85,6 +87,7 @@ pub async fn create_topics(
                     let adding = u64::try_from(t.num_partitions).unwrap_or(0);
                     topic_policy::check_partitions(in_use, adding, quotas.max_partitions)
                         .map_err(refusal)?;
+                    mutations.admit(p.0.as_str(), adding).map_err(refusal)?;
                     in_use += adding;
                     Ok(p)
                 })
@@ -109,7 +112,9 @@ pub async fn create_topics(
         }
     });
     if req.topics.is_empty() {
-        let resp = CreateTopicsResponse::default().with_topics(refused);
+        let resp = CreateTopicsResponse::default()
+            .with_topics(refused)
+            .with_throttle_time_ms(mutations.throttle_ms);
         return Ok(Reply::now(ResponseKind::CreateTopics(resp)));
     }
     let pending =
@@ -117,6 +122,10 @@ pub async fn create_topics(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        for t in resp.topics.iter().filter(|t| t.error_code != 0) {
+            mutations.failed(t.name.0.as_str());
+        }
+        resp.throttle_time_ms = resp.throttle_time_ms.max(mutations.throttle_ms);
         ctx.gw.metering().topics_changed();
         ctx.gw
             .router()
@@ -178,8 +187,30 @@ pub async fn delete_topics(
             ),
         }
     }
+    // Each topic's partitions count against the cluster's partition mutations.
+    let mut mutations = Mutations::new(ctx, ApiKey::DeleteTopics, version, false);
+    let names: Vec<String> = wanted.iter().map(|(n, _)| n.0.to_string()).collect();
+    let partitions = partition_counts(&ctx.gw, &names).await;
+    wanted.retain(|(p, id)| {
+        let n = partitions.get(p.0.as_str()).copied().unwrap_or(1);
+        match mutations.admit(p.0.as_str(), n) {
+            Ok(()) => true,
+            Err(e) => {
+                refused.push(
+                    DeletableTopicResult::default()
+                        .with_name(ctx.back(p.0.as_str()).map(TopicName))
+                        .with_topic_id(*id)
+                        .with_error_code(e.code)
+                        .with_error_message(Some(StrBytes::from_string(e.message))),
+                );
+                false
+            }
+        }
+    });
     if wanted.is_empty() {
-        let resp = DeleteTopicsResponse::default().with_responses(refused);
+        let resp = DeleteTopicsResponse::default()
+            .with_responses(refused)
+            .with_throttle_time_ms(mutations.throttle_ms);
         return Ok(Reply::now(ResponseKind::DeleteTopics(resp)));
     }
     if version >= 6 {
@@ -201,8 +232,11 @@ pub async fn delete_topics(
         for r in &resp.responses {
             if r.error_code == 0 {
                 ctx.gw.router().forget_topic_id(&r.topic_id);
+            } else if let Some(n) = &r.name {
+                mutations.failed(n.0.as_str());
             }
         }
+        resp.throttle_time_ms = resp.throttle_time_ms.max(mutations.throttle_ms);
         resp.responses.retain_mut(|r| match r.name.as_mut() {
             Some(n) => ctx.topic_back(n),
             None => false,
@@ -278,10 +312,15 @@ pub async fn create_partitions(
     mut req: CreatePartitionsRequest,
 ) -> Result<Reply, UpstreamError> {
     let mut refused = Vec::new();
-    // `count` is a topic's new total, and its current count is the pool's to know: counting
-    // all of it against the cluster's limit refuses early rather than ever late.
+    // `count` is a topic's new total, and its current count is the pool's to know: where the
+    // pool cannot say, counting all of it refuses early rather than ever late.
     let mut in_use = ctx.gw.metering().partitions(&ctx.session.cluster.id);
     let quotas = crate::quotas::limits::quotas_of(&ctx.gw, &ctx.session.cluster);
+    let mut mutations = Mutations::new(ctx, ApiKey::CreatePartitions, version, req.validate_only);
+    let names: Vec<String> = (req.topics.iter())
+        .filter_map(|t| ctx.topic_out(&t.name).ok().map(|p| p.0.to_string()))
+        .collect();
+    let current = partition_counts(&ctx.gw, &names).await;
     req.topics.retain_mut(|t| {
         let verdict = if t.assignments.is_some() {
             Err((INVALID_REQUEST, message(INVALID_REQUEST)))
@@ -289,9 +328,12 @@ pub async fn create_partitions(
             ctx.admit_topic(Action::AlterTopic, &t.name)
                 .map_err(|code| (code, message(code)))
                 .and_then(|p| {
-                    let adding = u64::try_from(t.count).unwrap_or(0);
+                    let total = u64::try_from(t.count).unwrap_or(0);
+                    let adding =
+                        total.saturating_sub(current.get(p.0.as_str()).copied().unwrap_or(0));
                     topic_policy::check_partitions(in_use, adding, quotas.max_partitions)
                         .map_err(refusal)?;
+                    mutations.admit(p.0.as_str(), adding).map_err(refusal)?;
                     in_use += adding;
                     Ok(p)
                 })
@@ -313,7 +355,9 @@ pub async fn create_partitions(
         }
     });
     if req.topics.is_empty() {
-        let resp = CreatePartitionsResponse::default().with_results(refused);
+        let resp = CreatePartitionsResponse::default()
+            .with_results(refused)
+            .with_throttle_time_ms(mutations.throttle_ms);
         return Ok(Reply::now(ResponseKind::CreatePartitions(resp)));
     }
     let pending =
@@ -322,6 +366,10 @@ pub async fn create_partitions(
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        for t in resp.results.iter().filter(|t| t.error_code != 0) {
+            mutations.failed(t.name.0.as_str());
+        }
+        resp.throttle_time_ms = resp.throttle_time_ms.max(mutations.throttle_ms);
         ctx.gw.metering().topics_changed();
         resp.results.retain_mut(|t| ctx.topic_back(&mut t.name));
         resp.results.extend(refused);
