@@ -66,6 +66,9 @@ pub enum CloseReason {
     Idle(std::time::Duration),
     #[error("cluster was deleted")]
     ClusterGone,
+    /// Over a connection quota of its cluster (`max_connections`, `connections_per_second`).
+    #[error("closed by quota: {0}")]
+    OverQuota(String),
     #[error("pool error: {0}")]
     Upstream(#[from] crate::pool::UpstreamError),
     #[error("write failed: {0}")]
@@ -137,6 +140,7 @@ pub async fn serve<S>(
         session: None,
         mechanism: None,
         raw_token_next: false,
+        quota_slot: None,
         tx,
     };
     // The writer ending first (the pool failed an answer, or the client stopped reading) ends
@@ -156,6 +160,8 @@ pub async fn serve<S>(
     match (&reason, written) {
         (_, Ok(Err(e))) => tracing::info!(%peer, reason = %e, "connection closed"),
         (CloseReason::ClientClosed, _) => tracing::debug!(%peer, "connection closed"),
+        // Counted per cluster (`Counts::refused`); a client at its quota retries often.
+        (CloseReason::OverQuota(_), _) => tracing::debug!(%peer, %reason, "connection closed"),
         _ => tracing::info!(%peer, %reason, "connection closed"),
     }
 }
@@ -228,6 +234,8 @@ struct Connection {
     mechanism: Option<Mechanism>,
     /// After a v0 handshake the next frame is not a Kafka request but the raw SASL token.
     raw_token_next: bool,
+    /// This connection's place in its cluster's connection quota, from authentication on.
+    quota_slot: Option<crate::quotas::limits::ConnectionSlot>,
     tx: mpsc::Sender<Outgoing>,
 }
 
@@ -513,6 +521,7 @@ impl Connection {
             .expect("a v0 handshake set the mechanism");
         match sasl::authenticate(&self.gw, mechanism, &token, self.session.as_deref()) {
             Ok(session) => {
+                self.take_quota_slot(&session)?;
                 self.session = Some(Arc::new(session));
                 self.send(Outgoing::Ready(Frame::from_bytes(Bytes::from_static(&[
                     0, 0, 0, 0,
@@ -521,6 +530,17 @@ impl Connection {
             }
             Err(e) => Err(CloseReason::AuthFailed(e.to_string())),
         }
+    }
+
+    /// Counts the connection against its cluster's connection quotas once, when it first
+    /// authenticates (a re-authentication keeps its place); over them, it closes without an
+    /// answer, as Kafka closes a connection over its quotas, and the client reconnects later.
+    fn take_quota_slot(&mut self, session: &Session) -> Result<(), CloseReason> {
+        if self.quota_slot.is_none() {
+            let slot = self.gw.quota_counts().connect(&self.gw, &session.cluster);
+            self.quota_slot = Some(slot.map_err(CloseReason::OverQuota)?);
+        }
+        Ok(())
     }
 
     async fn authenticate(
@@ -560,6 +580,7 @@ impl Connection {
                     cluster = %session.cluster.id,
                     "authenticated"
                 );
+                self.take_quota_slot(&session)?;
                 self.session = Some(Arc::new(session));
                 self.send_now(
                     ApiKey::SaslAuthenticate,

@@ -5,11 +5,16 @@
 //! - [`quotas_of`]: a cluster's quotas as they are now (the admin API changes them live).
 //! - [`Counts`]: what each cluster has used of them on this gateway instance (partition
 //!   mutations in the last 5 minutes), one entry per live cluster, dropped with it.
+//! - [`Counts::connect`]: a connection's place in its cluster's `max_connections` and
+//!   `connections_per_second`, taken once it has authenticated (when its cluster is known),
+//!   held by a [`ConnectionSlot`] until it closes.
+//! - [`admit_group`]: `max_consumer_groups`, against the groups the pool has of the cluster.
 //! - [`mutation_refusal`]: how a partition mutation over the quota is answered (KIP-599);
 //!   [`Mutations`]: one CreateTopics, CreatePartitions or DeleteTopics request's count.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
@@ -22,6 +27,14 @@ use crate::pool::UpstreamError;
 use crate::quotas::Quotas;
 use crate::state::Gateway;
 use crate::tenancy::{Cluster, Registry};
+
+/// The window of `connections_per_second`.
+const CONNECTION_WINDOW: Duration = Duration::from_secs(1);
+
+/// How long a cluster's list of groups is trusted before a group it does not hold makes the
+/// gateway ask the pool again: a client creating groups in a loop costs the pool one
+/// ListGroups per broker this often, not one per group.
+const GROUPS_FRESH: Duration = Duration::from_secs(5);
 
 /// The window of `partition_mutations_per_5_minutes`.
 pub const MUTATION_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -52,12 +65,38 @@ struct ClusterCounts {
     mutations: VecDeque<(Instant, u64)>,
     /// Refusals since the gateway started, for the admin API.
     refused: Refused,
+    /// Authenticated connections open; shared with their slots, so a slot outliving this entry
+    /// (its cluster deleted) is harmless.
+    open: Arc<AtomicU64>,
+    /// When the connections of the last [`CONNECTION_WINDOW`] were admitted, oldest first; at
+    /// most the quota's worth.
+    admitted: VecDeque<Instant>,
+    /// The cluster's groups (pool ids) as the pool last listed them, plus those admitted
+    /// since, and when it listed them.
+    groups: Option<(HashSet<String>, Instant)>,
+}
+
+/// An authenticated connection's place in its cluster's `max_connections`, given back when
+/// the connection ends (this is dropped with it).
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<AtomicU64>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How often each count quota refused something, per cluster, since the gateway started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Refused {
     pub partition_mutations: u64,
+    /// Connections closed at `max_connections`.
+    pub connections: u64,
+    /// Connections closed over `connections_per_second`.
+    pub connection_rate: u64,
+    /// JoinGroup and OffsetCommit requests for a new group at `max_consumer_groups`.
+    pub consumer_groups: u64,
 }
 
 impl Counts {
@@ -123,6 +162,57 @@ impl Counts {
         })
     }
 
+    /// Admits an authenticated connection of `cluster` under its quotas as they are now, or
+    /// says which it would pass: the caller closes the connection, as Kafka closes one over
+    /// its connection quotas. Connections refused do not count as attempts, so a client
+    /// retrying fast is not locked out by its own retries.
+    pub fn connect(&self, gw: &Gateway, cluster: &Cluster) -> Result<ConnectionSlot, String> {
+        self.connect_at(cluster.id, &quotas_of(gw, cluster), Instant::now())
+    }
+
+    fn connect_at(
+        &self,
+        cluster: Uuid,
+        quotas: &Quotas,
+        now: Instant,
+    ) -> Result<ConnectionSlot, String> {
+        self.with(&cluster, |c| {
+            while c
+                .admitted
+                .front()
+                .is_some_and(|at| now.saturating_duration_since(*at) >= CONNECTION_WINDOW)
+            {
+                c.admitted.pop_front();
+            }
+            let open = c.open.load(Ordering::Relaxed);
+            if let Some(max) = quotas.max_connections.filter(|max| open >= *max) {
+                c.refused.connections += 1;
+                return Err(format!(
+                    "the cluster has {open} connections open, at its quota max_connections ({max})"
+                ));
+            }
+            let rate = quotas.connections_per_second;
+            if let Some(rate) = rate.filter(|rate| c.admitted.len() as u64 >= *rate) {
+                c.refused.connection_rate += 1;
+                return Err(format!(
+                    "the cluster had {} connections in the last second, at its quota \
+                     connections_per_second ({rate})",
+                    c.admitted.len()
+                ));
+            }
+            if rate.is_some() {
+                c.admitted.push_back(now);
+            }
+            c.open.fetch_add(1, Ordering::Relaxed);
+            Ok(ConnectionSlot(c.open.clone()))
+        })
+    }
+
+    /// Authenticated connections of `cluster` open on this instance.
+    pub fn connections(&self, cluster: &Uuid) -> u64 {
+        self.with(cluster, |c| c.open.load(Ordering::Relaxed))
+    }
+
     fn refused_mutations(&self, cluster: &Uuid) {
         self.with(cluster, |c| c.refused.partition_mutations += 1)
     }
@@ -149,6 +239,122 @@ impl Counts {
             }
         })
     }
+}
+
+/// What [`Counts::group`] decided.
+#[derive(Debug, PartialEq, Eq)]
+enum GroupVerdict {
+    Admitted,
+    /// The cluster's list of groups is missing or stale: ask the pool, then decide again.
+    List,
+    Refused(usize),
+}
+
+impl Counts {
+    fn group(&self, cluster: &Uuid, limit: u64, group: &str, now: Instant) -> GroupVerdict {
+        self.with(cluster, |c| {
+            let Some((known, listed_at)) = &mut c.groups else {
+                return GroupVerdict::List;
+            };
+            if known.contains(group) {
+                return GroupVerdict::Admitted;
+            }
+            if now.saturating_duration_since(*listed_at) >= GROUPS_FRESH {
+                return GroupVerdict::List;
+            }
+            if known.len() as u64 >= limit {
+                c.refused.consumer_groups += 1;
+                return GroupVerdict::Refused(known.len());
+            }
+            known.insert(group.to_owned());
+            GroupVerdict::Admitted
+        })
+    }
+
+    /// The pool's list of `cluster`'s groups, taken at `now`.
+    fn listed(&self, cluster: &Uuid, groups: HashSet<String>, now: Instant) {
+        self.with(cluster, |c| c.groups = Some((groups, now)))
+    }
+}
+
+/// The error code of a JoinGroup or OffsetCommit for a new group over `max_consumer_groups`:
+/// POLICY_VIOLATION, which clients do not retry (the Java consumer raises it from `poll` and
+/// `commitSync`) and which says a limit rather than a missing permission
+/// (GROUP_AUTHORIZATION_FAILED would send the tenant to its policy) or a full group
+/// (GROUP_MAX_SIZE_REACHED is about members). Neither response carries a message, so the
+/// gateway logs the quota.
+pub const GROUP_LIMIT: i16 = POLICY_VIOLATION;
+
+/// Admits a JoinGroup or OffsetCommit for the pool group id `group` under the cluster's
+/// `max_consumer_groups`: a group the pool already has always passes; a new one passes while
+/// the cluster has fewer groups than the quota. The cluster's groups are listed from the pool
+/// (ListGroups on every pool broker, kept to the cluster's namespace) when a group not known
+/// names them and the list is older than [`GROUPS_FRESH`]. If the pool cannot list them, the
+/// request passes: the pool is what answers it then.
+pub async fn admit_group(ctx: &Ctx, group: &str) -> Result<(), i16> {
+    let Some(limit) = quotas_of(&ctx.gw, &ctx.session.cluster).max_consumer_groups else {
+        return Ok(());
+    };
+    let cluster = ctx.session.cluster.id;
+    let counts = ctx.gw.quota_counts();
+    let mut verdict = counts.group(&cluster, limit, group, Instant::now());
+    if verdict == GroupVerdict::List {
+        let now = Instant::now();
+        match list_groups(ctx).await {
+            Ok(groups) => counts.listed(&cluster, groups, now),
+            Err(e) => {
+                tracing::debug!(cluster = %cluster, error = %e, "cannot list groups for max_consumer_groups");
+                return Ok(());
+            }
+        }
+        verdict = counts.group(&cluster, limit, group, now);
+    }
+    match verdict {
+        GroupVerdict::Refused(have) => {
+            tracing::info!(
+                cluster = %cluster,
+                group = ctx.session.namespace.strip(group).unwrap_or(group),
+                "new consumer group refused: the cluster has {have} groups, at its quota \
+                 max_consumer_groups ({limit})"
+            );
+            Err(GROUP_LIMIT)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The pool ids of the cluster's groups, from every pool broker that coordinates groups.
+async fn list_groups(ctx: &Ctx) -> Result<HashSet<String>, UpstreamError> {
+    use kafka_protocol::messages::ListGroupsRequest;
+
+    let router = ctx.gw.router();
+    let (_, max) = router
+        .pool()
+        .versions(ApiKey::ListGroups)
+        .ok_or_else(|| UpstreamError::Encode("pool does not support ListGroups".into()))?;
+    let brokers = match router.kind() {
+        crate::pool::PoolKind::Leader => router.pool().brokers(),
+        crate::pool::PoolKind::Stateless => vec![router.any()?],
+    };
+    let mut groups = HashSet::new();
+    for broker in brokers {
+        let resp = broker
+            .call(max.min(4), &ListGroupsRequest::default())
+            .await?;
+        if resp.error_code != 0 {
+            return Err(UpstreamError::Encode(format!(
+                "ListGroups answered error {}",
+                resp.error_code
+            )));
+        }
+        groups.extend(
+            resp.groups
+                .into_iter()
+                .map(|g| g.group_id.0.to_string())
+                .filter(|g| ctx.session.namespace.strip(g).is_some()),
+        );
+    }
+    Ok(groups)
 }
 
 /// The error code, message and throttle time of a partition mutation over the cluster's
@@ -308,9 +514,25 @@ mod tests {
 
     const WINDOW: Duration = MUTATION_WINDOW;
 
+    /// Counts for live clusters 1 and 2.
+    fn counts() -> Counts {
+        let registry = Registry::default();
+        for id in [1, 2] {
+            registry.upsert(Cluster {
+                id: Uuid::from_u128(id),
+                tenant: "acme".into(),
+                name: format!("c{id}"),
+                max_message_bytes: 1 << 20,
+                created_at: 0,
+                quotas: Quotas::default(),
+            });
+        }
+        Counts::new(registry)
+    }
+
     #[test]
     fn partition_mutations_slide_out_of_a_five_minute_window() {
-        let counts = Counts::new(Registry::default());
+        let counts = counts();
         let c = Uuid::from_u128(1);
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
@@ -336,7 +558,7 @@ mod tests {
 
     #[test]
     fn a_mutation_larger_than_the_quota_needs_an_empty_window() {
-        let counts = Counts::new(Registry::default());
+        let counts = counts();
         let c = Uuid::from_u128(1);
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
@@ -353,7 +575,7 @@ mod tests {
 
     #[test]
     fn refused_by_the_pool_gives_the_mutations_back() {
-        let counts = Counts::new(Registry::default());
+        let counts = counts();
         let c = Uuid::from_u128(1);
         let now = Instant::now();
         counts.mutate(&c, Some(10), 4, now).unwrap();
@@ -366,14 +588,19 @@ mod tests {
 
     #[test]
     fn a_deleted_clusters_counts_are_dropped() {
-        let registry = Registry::default();
-        let counts = Counts::new(registry.clone());
-        let gone = Uuid::from_u128(1);
+        let counts = counts();
+        let (gone, live) = (Uuid::from_u128(1), Uuid::from_u128(2));
         counts.mutate(&gone, Some(10), 1, Instant::now()).unwrap();
+        counts.mutate(&live, Some(10), 1, Instant::now()).unwrap();
+        counts.registry.remove(&gone);
+        // Dropped when the next cluster is counted.
+        counts.mutate(&live, Some(10), 1, Instant::now()).unwrap();
+        assert!(counts.clusters.lock().unwrap().contains_key(&gone));
         counts
-            .mutate(&Uuid::from_u128(2), Some(10), 1, Instant::now())
+            .mutate(&Uuid::from_u128(3), Some(10), 1, Instant::now())
             .unwrap();
-        assert!(!counts.clusters.lock().unwrap().contains_key(&gone));
+        let clusters = counts.clusters.lock().unwrap();
+        assert!(!clusters.contains_key(&gone) && clusters.contains_key(&live));
     }
 
     #[test]
@@ -476,5 +703,81 @@ mod tests {
         // A validate-only request changes nothing, so it is not counted.
         let reply = crate::api::topics::create_topics(&ctx, 7, create.with_validate_only(true));
         assert!(matches!(reply.await, Err(_) | Ok(Reply::Later(_))));
+    }
+
+    #[test]
+    fn connections_count_until_they_close() {
+        let counts = counts();
+        let c = Uuid::from_u128(1);
+        let quotas = Quotas {
+            max_connections: Some(2),
+            connections_per_second: None,
+            ..Quotas::default()
+        };
+        let now = Instant::now();
+        let a = counts.connect_at(c, &quotas, now).unwrap();
+        let _b = counts.connect_at(c, &quotas, now).unwrap();
+        let e = counts.connect_at(c, &quotas, now).unwrap_err();
+        assert!(e.contains("max_connections (2)"), "{e}");
+        // Another cluster is not touched.
+        counts.connect_at(Uuid::from_u128(2), &quotas, now).unwrap();
+        assert_eq!(counts.connections(&c), 2);
+        drop(a);
+        assert_eq!(counts.connections(&c), 1);
+        let _c = counts.connect_at(c, &quotas, now).unwrap();
+        assert_eq!(counts.refused(&c).connections, 1);
+        // No limit.
+        let open = Quotas {
+            max_connections: None,
+            ..quotas
+        };
+        let _d = counts.connect_at(c, &open, now).unwrap();
+    }
+
+    #[test]
+    fn connections_per_second_slide_out_of_a_second() {
+        let counts = counts();
+        let c = Uuid::from_u128(1);
+        let quotas = Quotas {
+            max_connections: None,
+            connections_per_second: Some(3),
+            ..Quotas::default()
+        };
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut slots = Vec::new();
+        for ms in [0, 100, 200] {
+            slots.push(counts.connect_at(c, &quotas, at(ms)).unwrap());
+        }
+        let e = counts.connect_at(c, &quotas, at(900)).unwrap_err();
+        assert!(e.contains("connections_per_second (3)"), "{e}");
+        // Closing does not give back an attempt; a second later there is room.
+        slots.clear();
+        assert!(counts.connect_at(c, &quotas, at(999)).is_err());
+        slots.push(counts.connect_at(c, &quotas, at(1_000)).unwrap());
+        assert!(counts.connect_at(c, &quotas, at(1_050)).is_err());
+        assert_eq!(counts.refused(&c).connection_rate, 3);
+    }
+
+    #[test]
+    fn new_groups_stop_at_the_quota_and_known_ones_pass() {
+        let counts = counts();
+        let c = Uuid::from_u128(1);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Nothing listed yet: ask the pool.
+        assert_eq!(counts.group(&c, 2, "a", at(0)), GroupVerdict::List);
+        counts.listed(&c, HashSet::from(["a".to_owned()]), at(0));
+        assert_eq!(counts.group(&c, 2, "a", at(0)), GroupVerdict::Admitted);
+        // A new group is admitted and counted until the next listing.
+        assert_eq!(counts.group(&c, 2, "b", at(1)), GroupVerdict::Admitted);
+        assert_eq!(counts.group(&c, 2, "c", at(2)), GroupVerdict::Refused(2));
+        assert_eq!(counts.group(&c, 2, "b", at(2)), GroupVerdict::Admitted);
+        // A stale list is listed again before a new group is refused; a deleted group
+        // makes room.
+        assert_eq!(counts.group(&c, 2, "c", at(10)), GroupVerdict::List);
+        counts.listed(&c, HashSet::from(["b".to_owned()]), at(10));
+        assert_eq!(counts.group(&c, 2, "c", at(10)), GroupVerdict::Admitted);
+        assert_eq!(counts.refused(&c).consumer_groups, 1);
     }
 }

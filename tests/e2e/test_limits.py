@@ -1,0 +1,80 @@
+"""Count quotas (issue 13; CONTRACT "Quotas and limits") against a real `tollgate dev` stack:
+a cluster's connections (`max_connections`, `connections_per_second`) are counted once they
+have authenticated, and one over either is closed without an answer, as Kafka closes a
+connection over its quotas, while another tenant on the same gateway connects as before.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from support import Admin, RawKafka, TenantCluster, wait_until
+
+
+def set_quotas(admin: Admin, tc: TenantCluster, **quotas) -> None:
+    status, body = admin.request("PATCH", f"/v1/clusters/{tc.cluster_id}", {"quotas": quotas})
+    assert status == 200, body
+
+
+def connect(tc: TenantCluster) -> RawKafka:
+    """An authenticated connection that has answered a Metadata request."""
+    raw = RawKafka(tc.bootstrap, tc.token, timeout=10)
+    try:
+        raw.request(3, 4, struct.pack(">ib", -1, 0))  # Metadata v4, all topics
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def refused(tc: TenantCluster) -> bool:
+    try:
+        connect(tc).close()
+    except (ConnectionError, OSError):
+        return True
+    return False
+
+
+def test_a_cluster_at_max_connections_has_its_next_connection_closed(stack, admin, new_tenant):
+    limited, other = new_tenant(), new_tenant()
+    set_quotas(admin, limited, max_connections=3, connections_per_second=None)
+    held = [connect(limited) for _ in range(3)]
+    try:
+        assert refused(limited), "a 4th connection was served"
+        # Another tenant is not touched, with a real client (several connections) too.
+        with RawKafka(other.bootstrap, other.token) as raw:
+            raw.request(3, 4, struct.pack(">ib", -1, 0))
+        client = AdminClient(other.conn().confluent())
+        client.list_topics(timeout=20)
+        # A closed connection gives its place back.
+        held.pop().close()
+        wait_until(lambda: not refused(limited), 10, "a place after a close")
+        # Lifting the quota applies at once.
+        set_quotas(admin, limited, max_connections=None)
+        held.extend(connect(limited) for _ in range(3))
+    finally:
+        for raw in held:
+            raw.close()
+
+
+def test_a_cluster_over_connections_per_second_is_closed_until_the_second_passes(stack, admin,
+                                                                                new_tenant):
+    limited = new_tenant()
+    set_quotas(admin, limited, max_connections=None, connections_per_second=2)
+    # Sleeping past a second boundary of the window is not needed: the window slides.
+    time.sleep(1.1)
+    start = time.monotonic()
+    first = [connect(limited) for _ in range(2)]
+    try:
+        over = refused(limited)
+        if time.monotonic() - start < 1.0:
+            assert over, "a 3rd connection within a second was served"
+        time.sleep(1.1)
+        assert not refused(limited), "no room a second later"
+    finally:
+        for raw in first:
+            raw.close()
