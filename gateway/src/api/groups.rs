@@ -267,6 +267,12 @@ macro_rules! single_group_api {
                 Err(code) => return Ok(Reply::now(ResponseKind::$api(refuse(code)))),
             };
             let key = req.group_id.0.to_string();
+            // A JoinGroup may make a new group: the cluster's max_consumer_groups.
+            if ApiKey::$api == ApiKey::JoinGroup {
+                if let Err(code) = crate::quotas::limits::admit_group(ctx, &key).await {
+                    return Ok(Reply::now(ResponseKind::$api(refuse(code))));
+                }
+            }
             to_coordinator(
                 ctx,
                 GROUP,
@@ -304,6 +310,11 @@ pub async fn offset_commit(
             None
         }
         Err(code) => Some(code),
+    };
+    // A commit may make a new group (a consumer that assigns its partitions itself).
+    let group_code = match group_code {
+        None => (crate::quotas::limits::admit_group(ctx, req.group_id.0.as_str()).await).err(),
+        refused => refused,
     };
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {

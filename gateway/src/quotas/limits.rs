@@ -780,4 +780,43 @@ mod tests {
         assert_eq!(counts.group(&c, 2, "c", at(10)), GroupVerdict::Admitted);
         assert_eq!(counts.refused(&c).consumer_groups, 1);
     }
+
+    #[tokio::test]
+    async fn join_group_and_offset_commit_for_a_new_group_stop_at_the_quota() {
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::{GroupId, JoinGroupRequest, OffsetCommitRequest};
+
+        let ctx = testing::ctx(ALLOW_ALL);
+        set_quotas(&ctx, |q| q.max_consumer_groups = Some(1));
+        let group = |id: &'static str| GroupId(StrBytes::from_static_str(id));
+        let known = ctx.group_out(&group("known")).unwrap().0.to_string();
+        // As the pool listed them: the cluster has one group.
+        let cluster = ctx.session.cluster.id;
+        ctx.gw
+            .quota_counts()
+            .listed(&cluster, HashSet::from([known]), Instant::now());
+        let join = |id| JoinGroupRequest::default().with_group_id(group(id));
+        let reply = crate::api::groups::join_group(&ctx, 5, join("new")).await;
+        let ResponseKind::JoinGroup(resp) = now(reply.unwrap()) else {
+            panic!()
+        };
+        assert_eq!(resp.error_code, GROUP_LIMIT);
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group("new"))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()])]);
+        let reply = crate::api::groups::offset_commit(&ctx, 8, commit).await;
+        let ResponseKind::OffsetCommit(resp) = now(reply.unwrap()) else {
+            panic!()
+        };
+        assert_eq!(resp.topics[0].name.0.as_str(), "orders");
+        assert_eq!(resp.topics[0].partitions[0].error_code, GROUP_LIMIT);
+        assert_eq!(ctx.gw.quota_counts().refused(&cluster).consumer_groups, 2);
+        // The group the cluster has goes on to its coordinator (none in this test).
+        let reply = crate::api::groups::join_group(&ctx, 5, join("known")).await;
+        assert!(!matches!(reply, Ok(Reply::Now(_))));
+    }
 }
