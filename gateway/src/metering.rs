@@ -140,13 +140,23 @@ impl Metering {
         *self.stored_bytes.write().expect("poisoned") = estimates;
     }
 
-    fn stored_bytes(&self, cluster: &Uuid) -> u64 {
+    /// `cluster`'s stored bytes as last estimated (0 before the first estimate).
+    pub fn stored_bytes(&self, cluster: &Uuid) -> u64 {
         self.stored_bytes
             .read()
             .expect("poisoned")
             .get(cluster)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Sets a cluster's stored bytes, as an estimate or a measurement would.
+    #[cfg(test)]
+    pub(crate) fn set_stored_bytes(&self, cluster: Uuid, bytes: u64) {
+        self.stored_bytes
+            .write()
+            .expect("poisoned")
+            .insert(cluster, bytes);
     }
 
     /// Keeps partition counts and storage estimates fresh until `shutdown`.

@@ -9,6 +9,8 @@
 //!   `connections_per_second`, taken once it has authenticated (when its cluster is known),
 //!   held by a [`ConnectionSlot`] until it closes.
 //! - [`admit_group`]: `max_consumer_groups`, against the groups the pool has of the cluster.
+//! - [`storage_full`]: `storage_limit_bytes`, against the cluster's stored bytes as metering
+//!   has them; [`refuse_produce`] answers a Produce refused for it.
 //! - [`mutation_refusal`]: how a partition mutation over the quota is answered (KIP-599);
 //!   [`Mutations`]: one CreateTopics, CreatePartitions or DeleteTopics request's count.
 
@@ -97,6 +99,8 @@ pub struct Refused {
     pub connection_rate: u64,
     /// JoinGroup and OffsetCommit requests for a new group at `max_consumer_groups`.
     pub consumer_groups: u64,
+    /// Produce requests refused at `storage_limit_bytes`.
+    pub storage: u64,
 }
 
 impl Counts {
@@ -355,6 +359,65 @@ async fn list_groups(ctx: &Ctx) -> Result<HashSet<String>, UpstreamError> {
         );
     }
     Ok(groups)
+}
+
+/// Why a Produce of the cluster is refused now, if it is: its stored bytes (as
+/// [`crate::metering`] has them; an estimate where the pool cannot measure them) are at or
+/// over its `storage_limit_bytes`. Counted as a refusal.
+pub fn storage_full(ctx: &Ctx) -> Option<String> {
+    let cluster = &ctx.session.cluster;
+    let limit = quotas_of(&ctx.gw, cluster).storage_limit_bytes?;
+    let stored = ctx.gw.metering().stored_bytes(&cluster.id);
+    if stored < limit {
+        return None;
+    }
+    ctx.gw
+        .quota_counts()
+        .with(&cluster.id, |c| c.refused.storage += 1);
+    Some(format!(
+        "the cluster stores {stored} bytes, at or over its quota storage_limit_bytes \
+         ({limit}); delete records or topics, or raise the quota"
+    ))
+}
+
+/// The answer to a Produce refused whole for `storage_limit_bytes`: POLICY_VIOLATION on every
+/// partition it names, as the client named them, with `message` where the version carries one
+/// (v8+).
+pub fn refuse_produce(
+    req: &kafka_protocol::messages::ProduceRequest,
+    version: i16,
+    message: &str,
+) -> kafka_protocol::messages::ProduceResponse {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let message = (version >= 8).then(|| StrBytes::from_string(message.to_owned()));
+    let responses = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(POLICY_VIOLATION)
+                                .with_error_message(message.clone())
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    kafka_protocol::messages::ProduceResponse::default().with_responses(responses)
 }
 
 /// The error code, message and throttle time of a partition mutation over the cluster's
@@ -817,6 +880,57 @@ mod tests {
         assert_eq!(ctx.gw.quota_counts().refused(&cluster).consumer_groups, 2);
         // The group the cluster has goes on to its coordinator (none in this test).
         let reply = crate::api::groups::join_group(&ctx, 5, join("known")).await;
+        assert!(!matches!(reply, Ok(Reply::Now(_))));
+    }
+
+    #[tokio::test]
+    async fn produce_is_refused_at_the_storage_limit_and_resumes_under_it() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::ProduceRequest;
+
+        let ctx = testing::ctx(ALLOW_ALL);
+        let cluster = ctx.session.cluster.id;
+        set_quotas(&ctx, |q| q.storage_limit_bytes = Some(1_000));
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_index(0),
+                    PartitionProduceData::default().with_index(3),
+                ])]);
+        ctx.gw.metering().set_stored_bytes(cluster, 1_000);
+        for (version, has_message) in [(9, true), (7, false)] {
+            let reply = crate::api::produce::produce(&ctx, version, req.clone()).await;
+            let ResponseKind::Produce(resp) = now(reply.unwrap()) else {
+                panic!()
+            };
+            let t = &resp.responses[0];
+            assert_eq!(t.name.0.as_str(), "orders");
+            let partitions: Vec<_> = t.partition_responses.iter().map(|p| p.index).collect();
+            assert_eq!(partitions, [0, 3]);
+            for p in &t.partition_responses {
+                assert_eq!(p.error_code, POLICY_VIOLATION);
+                match &p.error_message {
+                    Some(m) => assert!(
+                        has_message && m.contains("storage_limit_bytes (1000)"),
+                        "v{version}: {m}"
+                    ),
+                    None => assert!(!has_message, "v{version} carries the message"),
+                }
+            }
+            // Encodable in its version: the message only where the version has it.
+            let mut buf = bytes::BytesMut::new();
+            kafka_protocol::protocol::Encodable::encode(&resp, &mut buf, version).unwrap();
+        }
+        assert_eq!(ctx.gw.quota_counts().refused(&cluster).storage, 2);
+        // Under the limit (a deletion measured), or no limit: produce goes on to the pool.
+        ctx.gw.metering().set_stored_bytes(cluster, 999);
+        let reply = crate::api::produce::produce(&ctx, 9, req.clone()).await;
+        assert!(!matches!(reply, Ok(Reply::Now(_))));
+        ctx.gw.metering().set_stored_bytes(cluster, 5_000);
+        set_quotas(&ctx, |q| q.storage_limit_bytes = None);
+        let reply = crate::api::produce::produce(&ctx, 9, req).await;
         assert!(!matches!(reply, Ok(Reply::Now(_))));
     }
 }

@@ -55,6 +55,13 @@ pub async fn produce(
         let resp = ProduceResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::Produce(resp)));
     }
+    if let Some(message) = crate::quotas::limits::storage_full(ctx) {
+        if req.acks == 0 {
+            return Ok(Reply::Nothing);
+        }
+        let resp = crate::quotas::limits::refuse_produce(&req, version, &message);
+        return Ok(Reply::now(ResponseKind::Produce(resp)));
+    }
     let max_message_bytes = match ctx.gw.registry().get(&ctx.session.cluster.id) {
         Some(c) => c.max_message_bytes as usize,
         // Deleted while connected: the connection is closed by the caller on its next check;
