@@ -458,10 +458,12 @@ async fn start(
         }
         None => None,
     };
-    let admin = admin.with_pool(crate::admin::pool::PoolView {
-        pool: pool.clone(),
-        autoscaler: autoscaler.clone(),
-    });
+    let admin = admin
+        .with_pool(crate::admin::pool::PoolView {
+            pool: pool.clone(),
+            autoscaler: autoscaler.clone(),
+        })
+        .with_quota_meters(gateway.quota_meters().clone());
     match admin.retry_pending_cleanups().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(

@@ -81,6 +81,8 @@ struct Inner {
     acked_batches: crate::api::produce::acked::Acked,
     /// The load the autoscaler samples.
     signals: Arc<crate::pool::autoscale::Signals>,
+    /// Each cluster's byte and request rates, held to its quotas.
+    quota_meters: crate::quotas::meter::Meters,
 }
 
 impl Gateway {
@@ -108,6 +110,7 @@ impl Gateway {
                 produce_sequences: Default::default(),
                 acked_batches: Default::default(),
                 signals: Default::default(),
+                quota_meters: Default::default(),
             }),
         }
     }
@@ -162,6 +165,11 @@ impl Gateway {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// Each cluster's byte and request rates on this instance ([`crate::quotas::meter`]).
+    pub fn quota_meters(&self) -> &crate::quotas::meter::Meters {
+        &self.inner.quota_meters
     }
 
     pub fn registry(&self) -> &Registry {

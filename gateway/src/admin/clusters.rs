@@ -57,6 +57,9 @@ struct ClusterJson<'a> {
     max_message_bytes: i32,
     created_at: String,
     quotas: &'a Quotas,
+    /// Use of the rate quotas on this instance (absent before the listener runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_use: Option<crate::quotas::meter::Usage>,
 }
 
 fn to_json<'a>(admin: &'a Admin, cluster: &'a Cluster) -> Result<ClusterJson<'a>, ApiError> {
@@ -69,6 +72,7 @@ fn to_json<'a>(admin: &'a Admin, cluster: &'a Cluster) -> Result<ClusterJson<'a>
         max_message_bytes: cluster.max_message_bytes,
         created_at: rfc3339(cluster.created_at)?,
         quotas: &cluster.quotas,
+        quota_use: admin.quota_use(&cluster.id),
     })
 }
 

@@ -112,6 +112,8 @@ struct Inner {
     billing: std::sync::OnceLock<billing::Billing>,
     /// The pool and its autoscaler, for the `/v1/pool` endpoints; set once at startup.
     pool_view: std::sync::OnceLock<pool::PoolView>,
+    /// The Kafka listener's rate meters, whose use cluster JSON shows; set once at startup.
+    quota_meters: std::sync::OnceLock<crate::quotas::meter::Meters>,
     /// Held from a store write until the registry reflects it, so that two concurrent changes
     /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
     writes: Mutex<()>,
@@ -150,6 +152,7 @@ impl Admin {
                 usage: std::sync::OnceLock::new(),
                 billing: std::sync::OnceLock::new(),
                 pool_view: std::sync::OnceLock::new(),
+                quota_meters: std::sync::OnceLock::new(),
                 writes: Mutex::new(()),
             }),
         }
@@ -165,6 +168,18 @@ impl Admin {
     pub fn with_pool(self, view: pool::PoolView) -> Admin {
         let _ = self.inner.pool_view.set(view);
         self
+    }
+
+    /// Attaches the rate meters whose use cluster JSON shows as `quota_use`.
+    pub fn with_quota_meters(self, meters: crate::quotas::meter::Meters) -> Admin {
+        let _ = self.inner.quota_meters.set(meters);
+        self
+    }
+
+    /// A cluster's use of its rate quotas on this instance, once the listener's meters are
+    /// attached.
+    fn quota_use(&self, cluster: &uuid::Uuid) -> Option<crate::quotas::meter::Usage> {
+        self.inner.quota_meters.get().map(|m| m.usage(cluster))
     }
 
     /// Attaches the usage store the usage endpoints read.

@@ -201,6 +201,7 @@ fn relayed(
                             counters.add_out(relayed.delivered);
                         }
                     }),
+                    throttle_time_ms: 0,
                 }));
             }
             Err(error) => error,

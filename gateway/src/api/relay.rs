@@ -59,6 +59,9 @@ pub struct Relay {
     pub forwarded: Vec<(String, Uuid)>,
     /// Told what went through, once all of it has.
     pub done: Box<dyn FnOnce(Relayed) + Send>,
+    /// The least `throttle_time_ms` the client is told (its cluster's quotas); the pool's is
+    /// kept when longer.
+    pub throttle_time_ms: i32,
 }
 
 /// What a relayed answer carried.
@@ -84,6 +87,7 @@ impl Relay {
             prefix,
             forwarded,
             done,
+            throttle_time_ms: throttled,
         } = self;
         let malformed = |reason: &str| UpstreamError::Decode {
             addr: addr.clone(),
@@ -116,7 +120,7 @@ impl Relay {
         if flexible {
             out.put_u8(0);
         }
-        out.put_i32(throttle_time_ms);
+        out.put_i32(throttle_time_ms.max(throttled));
         if version >= 7 {
             out.put_i16(error_code);
             out.put_i32(0);
@@ -780,6 +784,7 @@ mod tests {
             prefix: PREFIX.into(),
             forwarded: forwarded(),
             done: Box::new(move |r| *seen_by_done.lock().unwrap() = Some(r)),
+            throttle_time_ms: 0,
         };
         let mut out = Vec::new();
         let result = relay.write_to(&mut out, 4242).await;

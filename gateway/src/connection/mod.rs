@@ -44,6 +44,8 @@ use crate::api::{self, versions, Answer, Ctx, Reply};
 use crate::authz::Session;
 use crate::frame::{decode_request_header, Frame, FrameReader, RawHeader};
 use crate::limits::Limits;
+use crate::quotas::meter::{millis, ClusterMeter, Kind, Mute};
+use crate::quotas::throttle::{produce_bytes, set_throttle, Pending};
 use crate::sasl::{self, Mechanism};
 use crate::state::Gateway;
 
@@ -135,6 +137,8 @@ pub async fn serve<S>(
             limits.connection_bytes_in_flight,
         )),
         cluster_bytes: None,
+        quota_meter: None,
+        mute: Default::default(),
         limits,
         gw,
         session: None,
@@ -229,6 +233,10 @@ struct Connection {
     connection_bytes: Arc<tokio::sync::Semaphore>,
     /// The session's cluster's budget, looked up once per cluster rather than per request.
     cluster_bytes: Option<(uuid::Uuid, Arc<tokio::sync::Semaphore>)>,
+    /// The session's cluster's rate meter, looked up once per cluster like `cluster_bytes`.
+    quota_meter: Option<(uuid::Uuid, Arc<ClusterMeter>)>,
+    /// Until when this client is throttled: nothing more is read from it before then.
+    mute: Arc<Mute>,
     session: Option<Arc<Session>>,
     /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
     mechanism: Option<Mechanism>,
@@ -273,6 +281,11 @@ impl Connection {
                 Ok(None) => return CloseReason::ClientClosed,
                 Err(e) => return e.into(),
             };
+            // A throttled client's request waits unread (Kafka mutes its channel); what it
+            // sends meanwhile stays in the socket.
+            if let Some(until) = self.mute.until() {
+                tokio::time::sleep_until(until).await;
+            }
             if let Err(reason) = self.on_frame(frame).await {
                 return reason;
             }
@@ -324,6 +337,35 @@ impl Connection {
             _connection: connection,
             _cluster: cluster,
         })
+    }
+
+    /// Charges a request against its cluster's rate quotas as they are now, mutes the
+    /// connection for the throttle, and says what its answer still needs (a fetch's bytes
+    /// charged, the throttle written in).
+    fn charge(&mut self, cluster: &crate::tenancy::Cluster, request: &RequestKind) -> Pending {
+        let meter = match &self.quota_meter {
+            Some((id, meter)) if *id == cluster.id => meter.clone(),
+            _ => {
+                let registry = self.gw.registry();
+                let meter = self
+                    .gw
+                    .quota_meters()
+                    .cluster(&cluster.id, registry.len(), |id| registry.get(id).is_some());
+                self.quota_meter = Some((cluster.id, meter.clone()));
+                meter
+            }
+        };
+        let quotas = &cluster.quotas;
+        let mut throttle = meter.charge(Kind::Requests, 1, quotas);
+        if let RequestKind::Produce(req) = request {
+            throttle = throttle.max(meter.charge(Kind::Ingress, produce_bytes(req), quotas));
+        }
+        self.mute.extend(throttle);
+        Pending {
+            throttle,
+            egress: matches!(request, RequestKind::Fetch(_)).then(|| (meter, *quotas)),
+            mute: self.mute.clone(),
+        }
     }
 
     async fn send(&self, out: Outgoing) -> Result<(), CloseReason> {
@@ -455,11 +497,12 @@ impl Connection {
                 if now_ms() >= session.expires_at_ms {
                     return Err(CloseReason::SessionExpired);
                 }
-                if self.gw.registry().get(&session.cluster.id).is_none() {
+                let Some(cluster) = self.gw.registry().get(&session.cluster.id) else {
                     return Err(CloseReason::ClusterGone);
-                }
+                };
                 self.gw.signals().request();
                 let held = self.hold(&session.cluster.id, size).await?;
+                let mut pending = self.charge(&cluster, &request);
                 let ctx = Ctx {
                     gw: self.gw.clone(),
                     client: crate::pool::Caller::tenant(self.id, session.cluster.id)
@@ -467,8 +510,19 @@ impl Connection {
                     session,
                 };
                 match api::handle(&ctx, version, request).await? {
-                    Reply::Now(body) => self.send_now(api, version, correlation_id, *body).await,
+                    Reply::Now(mut body) => {
+                        set_throttle(&mut body, millis(pending.throttle));
+                        self.send_now(api, version, correlation_id, *body).await
+                    }
                     Reply::Later(reply) => {
+                        if api != ApiKey::Fetch {
+                            pending.egress = None;
+                        }
+                        let reply = if pending.needed() {
+                            pending.answer(reply)
+                        } else {
+                            reply
+                        };
                         self.send(Outgoing::Pending {
                             api,
                             version,

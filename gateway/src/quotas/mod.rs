@@ -6,8 +6,15 @@
 //!   keeps them with the cluster.
 //! - [`limits`]: the count quotas (partitions, partition mutations, connections, groups,
 //!   storage) and what enforces them.
+//! - [`rate`]: a rate held to a quota (token bucket, Kafka's throttle time), arithmetic only;
+//!   [`meter`]: each cluster's byte and request rates on this instance, the connection's mute,
+//!   and the use the admin API shows; [`throttle`]: what requests and answers are charged, and
+//!   `throttle_time_ms`.
 
 pub mod limits;
+pub mod meter;
+pub mod rate;
+pub mod throttle;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,261 @@
+//! The byte and request rates of each cluster on this gateway instance, held to its quotas:
+//! [`Meters`] finds a cluster's [`ClusterMeter`] (once per connection, not per request), which
+//! charges what a request uses and says how long to throttle its client; [`Mute`] is the
+//! connection's "read nothing before" instant; [`Usage`] is what the admin API shows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::rate::{Bucket, Sampled};
+use super::Quotas;
+
+/// The longest one response throttles its client. Kafka's windowed rate forgets what is older
+/// than its window (11 samples of 1 s), so its throttle times stay within about that; the
+/// debt past the cap is kept, so the client's next request is throttled again and the quota
+/// holds, while a client never waits so long on one answer that its requests time out
+/// (librdkafka's `request.timeout.ms` is 30 s).
+pub const MAX_THROTTLE: Duration = Duration::from_secs(11);
+
+/// The instant every meter's nanoseconds count from.
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // Two seconds back, so that the first charges have their whole allowance.
+    *ORIGIN.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(2)).unwrap_or(now)
+    })
+}
+
+fn now_ns() -> u64 {
+    ns_at(Instant::now())
+}
+
+fn ns_at(at: Instant) -> u64 {
+    at.saturating_duration_since(origin()).as_nanos() as u64
+}
+
+/// What a throttle was for, to count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ingress,
+    Egress,
+    Requests,
+}
+
+/// One rate of a cluster: its bucket, its last second, and its throttle events.
+#[derive(Debug, Default)]
+struct Meter {
+    bucket: Bucket,
+    sampled: Sampled,
+    throttles: AtomicU64,
+}
+
+impl Meter {
+    fn charge(&self, now: u64, amount: u64, quota: Option<u64>) -> Duration {
+        self.sampled.add(now, amount);
+        let Some(quota) = quota else {
+            return Duration::ZERO;
+        };
+        let wait = self.bucket.charge(now, amount, quota);
+        if wait == 0 {
+            return Duration::ZERO;
+        }
+        self.throttles.fetch_add(1, Ordering::Relaxed);
+        Duration::from_nanos(wait).min(MAX_THROTTLE)
+    }
+}
+
+/// One cluster's rates on this instance. Shared by its connections.
+#[derive(Debug, Default)]
+pub struct ClusterMeter {
+    ingress: Meter,
+    egress: Meter,
+    requests: Meter,
+}
+
+impl ClusterMeter {
+    /// Charges `amount` of `kind` against the cluster's `quotas`, as they are now, and
+    /// returns how long its client is to be throttled (zero: not at all).
+    pub fn charge(&self, kind: Kind, amount: u64, quotas: &Quotas) -> Duration {
+        let now = now_ns();
+        match kind {
+            Kind::Ingress => self
+                .ingress
+                .charge(now, amount, quotas.ingress_bytes_per_second),
+            Kind::Egress => self
+                .egress
+                .charge(now, amount, quotas.egress_bytes_per_second),
+            Kind::Requests => self
+                .requests
+                .charge(now, amount, quotas.requests_per_second),
+        }
+    }
+
+    /// What the cluster used in the last second, and its throttles so far.
+    pub fn usage(&self) -> Usage {
+        let now = now_ns();
+        Usage {
+            ingress_bytes_per_second: self.ingress.sampled.last_second(now),
+            egress_bytes_per_second: self.egress.sampled.last_second(now),
+            requests_per_second: self.requests.sampled.last_second(now),
+            throttles: Throttles {
+                ingress: self.ingress.throttles.load(Ordering::Relaxed),
+                egress: self.egress.throttles.load(Ordering::Relaxed),
+                requests: self.requests.throttles.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// A cluster's use of its rate quotas on this gateway instance, for the admin API: the last
+/// whole second's rates, and how many responses were throttled for each since the instance
+/// started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub ingress_bytes_per_second: u64,
+    pub egress_bytes_per_second: u64,
+    pub requests_per_second: u64,
+    pub throttles: Throttles,
+}
+
+/// Throttled responses, by the quota that throttled them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Throttles {
+    pub ingress: u64,
+    pub egress: u64,
+    pub requests: u64,
+}
+
+/// Every cluster's meter on this instance. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Meters {
+    inner: Arc<Mutex<HashMap<uuid::Uuid, Arc<ClusterMeter>>>>,
+}
+
+impl Meters {
+    /// The cluster's meter, made at its first use. Connections keep it, so this runs once per
+    /// connection, not per request. Meters of clusters `live` denies are dropped once they
+    /// outnumber `expected` (the registry's size) twice over, so deleted clusters' go.
+    pub fn cluster(
+        &self,
+        id: &uuid::Uuid,
+        expected: usize,
+        live: impl Fn(&uuid::Uuid) -> bool,
+    ) -> Arc<ClusterMeter> {
+        let mut meters = self.inner.lock().expect("poisoned");
+        if meters.len() > 2 * expected + 16 {
+            meters.retain(|id, _| live(id));
+        }
+        meters.entry(*id).or_default().clone()
+    }
+
+    /// The cluster's use, if it has used anything here.
+    pub fn usage(&self, id: &uuid::Uuid) -> Usage {
+        let meter = self.inner.lock().expect("poisoned").get(id).cloned();
+        meter.map(|m| m.usage()).unwrap_or_default()
+    }
+}
+
+/// When a throttled connection may be read again: Kafka mutes a throttled client's channel,
+/// and librdkafka does not wait on its own, so not reading is what holds the client to the
+/// quota. Set from the reader and from answers resolving on the writer's side.
+#[derive(Debug, Default)]
+pub struct Mute {
+    until_ns: AtomicU64,
+}
+
+impl Mute {
+    /// Reads nothing more for `wait` from now (or longer, if already muted longer).
+    pub fn extend(&self, wait: Duration) {
+        if !wait.is_zero() {
+            let until = now_ns().saturating_add(wait.as_nanos() as u64);
+            self.until_ns.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// The instant reading may resume, if it is still ahead.
+    pub fn until(&self) -> Option<Instant> {
+        let until = self.until_ns.load(Ordering::Relaxed);
+        (until > now_ns()).then(|| origin() + Duration::from_nanos(until))
+    }
+}
+
+/// A throttle as a response's `throttle_time_ms`.
+pub fn millis(wait: Duration) -> i32 {
+    // Rounded up: a client told 0 ms was not throttled.
+    wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quotas(ingress: u64) -> Quotas {
+        Quotas {
+            ingress_bytes_per_second: Some(ingress),
+            ..Quotas::default()
+        }
+    }
+
+    #[test]
+    fn throttles_are_counted_capped_and_follow_quota_changes() {
+        let m = ClusterMeter::default();
+        assert_eq!(
+            m.charge(Kind::Ingress, 1_000, &quotas(1_000)),
+            Duration::ZERO
+        );
+        let wait = m.charge(Kind::Ingress, 500, &quotas(1_000));
+        // The clock moved a little between the charges.
+        assert!(
+            wait <= Duration::from_millis(500) && wait > Duration::from_millis(450),
+            "{wait:?}"
+        );
+        // A quota lifted (null) throttles nothing more.
+        let mut unlimited = quotas(1);
+        unlimited.ingress_bytes_per_second = None;
+        assert_eq!(m.charge(Kind::Ingress, 1 << 40, &unlimited), Duration::ZERO);
+        // Lowered far below the use: capped.
+        assert_eq!(m.charge(Kind::Ingress, 1 << 30, &quotas(1)), MAX_THROTTLE);
+        let usage = m.usage();
+        assert_eq!(usage.throttles.ingress, 2);
+        assert_eq!(usage.throttles.egress, 0);
+    }
+
+    #[test]
+    fn meters_of_gone_clusters_are_dropped() {
+        let meters = Meters::default();
+        let kept = uuid::Uuid::new_v4();
+        let first = meters.cluster(&kept, 1, |_| true);
+        assert!(Arc::ptr_eq(&first, &meters.cluster(&kept, 1, |_| true)));
+        for _ in 0..20 {
+            meters.cluster(&uuid::Uuid::new_v4(), 1, |id| *id == kept);
+        }
+        let count = meters.inner.lock().unwrap().len();
+        assert!(count <= 19, "{count}");
+        assert!(Arc::ptr_eq(&first, &meters.cluster(&kept, 1, |_| true)));
+    }
+
+    #[test]
+    fn a_mute_only_extends() {
+        let mute = Mute::default();
+        assert!(mute.until().is_none());
+        mute.extend(Duration::from_secs(60));
+        let first = mute.until().unwrap();
+        mute.extend(Duration::from_secs(1));
+        assert_eq!(mute.until().unwrap(), first);
+        assert!(first > Instant::now() + Duration::from_secs(59));
+    }
+
+    #[test]
+    fn throttle_milliseconds_round_up() {
+        assert_eq!(millis(Duration::ZERO), 0);
+        assert_eq!(millis(Duration::from_nanos(1)), 1);
+        assert_eq!(millis(Duration::from_micros(1_500)), 2);
+        assert_eq!(millis(Duration::from_secs(3)), 3_000);
+    }
+}

@@ -1,0 +1,162 @@
+"""Rate quotas (issue 13; CONTRACT "Quotas and limits") against a real `tollgate dev` stack, one
+gateway instance: a client pushing well over its cluster's byte-rate quota is held to it
+within 10% (the gateway says `throttle_time_ms` and stops reading the client's connection for
+that long, as Kafka mutes a throttled channel), while another tenant on the same pool keeps
+its own rate. `pytest -s` prints the measured rates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from confluent_kafka import Consumer, Producer
+
+from support import Admin, TenantCluster, create_topic, unique, wait_until
+
+#: The quota under test: low enough that a single librdkafka producer on loopback goes far
+#: over it, high enough that batches of `VALUE_BYTES` make a steady stream.
+QUOTA = 200_000
+VALUE_BYTES = 10_000
+#: The first seconds go to the burst allowance (one second of quota) and the client's
+#: start-up; the rate is measured after them, over `MEASURE` seconds.
+WARM_UP = 3.0
+MEASURE = 24.0
+#: What the other tenant asks for: above the throttled tenant's quota, well within its own.
+OTHER_RATE = 300_000
+
+
+def set_quotas(admin: Admin, tc: TenantCluster, **quotas) -> dict:
+    status, body = admin.request("PATCH", f"/v1/clusters/{tc.cluster_id}", {"quotas": quotas})
+    assert status == 200, body
+    return body
+
+
+def quota_use(admin: Admin, tc: TenantCluster) -> dict:
+    status, body = admin.request("GET", f"/v1/clusters/{tc.cluster_id}")
+    assert status == 200, body
+    return body["quota_use"]
+
+
+class Rate:
+    """Bytes delivered in the measurement window [start, start + MEASURE)."""
+
+    def __init__(self, start: float):
+        self.start, self.end = start, start + MEASURE
+        self.bytes = 0
+        self.errors: list = []
+
+    def on_delivery(self, err, msg) -> None:
+        now = time.monotonic()
+        if err is not None:
+            # What is still queued when the window ends is purged: not a failure.
+            if now < self.end:
+                self.errors.append(err)
+        elif self.start <= now < self.end:
+            self.bytes += len(msg.value())
+
+    @property
+    def per_second(self) -> float:
+        return self.bytes / MEASURE
+
+
+def produce_until(tc: TenantCluster, topic: str, rate: Rate, paced: float | None) -> None:
+    """Produces `VALUE_BYTES` records until the window ends: as fast as the client may
+    (`paced=None`), or at `paced` bytes a second."""
+    producer = Producer(tc.conn().confluent(**{
+        "acks": "1", "linger.ms": 5, "enable.idempotence": False,
+        # A small queue: what waits in it when the quota holds the client is not in flight.
+        "queue.buffering.max.kbytes": 1024, "message.timeout.ms": 120_000,
+        # Requests of a few records (librdkafka's default is up to 1 MB, five seconds of the
+        # quota), so that deliveries arrive as a stream and the window's edges cut little.
+        "batch.size": 32 * 1024}))
+    value = b"x" * VALUE_BYTES
+    begun = time.monotonic()
+    sent = 0
+    while time.monotonic() < rate.end:
+        if paced is not None:
+            ahead = sent - (time.monotonic() - begun) * paced
+            if ahead > 0:
+                producer.poll(ahead / paced)
+                continue
+        try:
+            producer.produce(topic, value=value, on_delivery=rate.on_delivery)
+            sent += VALUE_BYTES
+        except BufferError:
+            producer.poll(0.05)
+            continue
+        producer.poll(0)
+    producer.purge()
+    producer.flush(5)
+
+
+def test_a_producer_over_its_ingress_quota_is_held_to_it_and_another_tenant_keeps_its_rate(
+        admin: Admin, new_tenant):
+    throttled, other = new_tenant(), new_tenant()
+    set_quotas(admin, throttled, ingress_bytes_per_second=QUOTA)
+    topic, other_topic = unique("q-"), unique("q-")
+    create_topic(throttled.conn(), topic)
+    create_topic(other.conn(), other_topic)
+
+    start = time.monotonic() + WARM_UP
+    rates = {"throttled": Rate(start), "other": Rate(start)}
+    threads = [
+        threading.Thread(target=produce_until, args=(throttled, topic, rates["throttled"], None)),
+        threading.Thread(target=produce_until, args=(other, other_topic, rates["other"], OTHER_RATE)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    held, kept = rates["throttled"].per_second, rates["other"].per_second
+    print(f"\ningress quota {QUOTA} B/s: over-quota producer {held:.0f} B/s ({held / QUOTA:.3f} x quota); "
+          f"other tenant asked {OTHER_RATE} B/s, got {kept:.0f} B/s ({kept / OTHER_RATE:.3f})")
+    assert not rates["throttled"].errors and not rates["other"].errors, rates
+    assert abs(held - QUOTA) <= 0.10 * QUOTA, f"held at {held:.0f} B/s, quota {QUOTA}"
+    assert kept >= 0.9 * OTHER_RATE, f"the other tenant got {kept:.0f} of {OTHER_RATE} B/s"
+    use = quota_use(admin, throttled)
+    print(f"quota_use of the throttled cluster: {use}")
+    assert use["throttles"]["ingress"] > 0
+    assert quota_use(admin, other)["throttles"]["ingress"] == 0
+
+
+def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant):
+    tc = new_tenant()
+    topic = unique("q-")
+    create_topic(tc.conn(), topic)
+    # More than the window can take at the quota, so the consumer never runs dry.
+    records = int(QUOTA * (WARM_UP + MEASURE) * 1.3) // VALUE_BYTES
+    producer = Producer(tc.conn().confluent(**{"acks": "1", "linger.ms": 20,
+                                               "enable.idempotence": False}))
+    value = b"y" * VALUE_BYTES
+    for _ in range(records):
+        while True:
+            try:
+                producer.produce(topic, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    set_quotas(admin, tc, egress_bytes_per_second=QUOTA)
+
+    consumer = Consumer(tc.conn().confluent(**{
+        "group.id": unique("g-"), "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        # Small fetches, as a steady consumer makes; the quota, not the batch, sets the pace.
+        "fetch.max.bytes": 256 * 1024, "max.partition.fetch.bytes": 256 * 1024,
+        "message.max.bytes": 64 * 1024,
+        "queued.max.messages.kbytes": 256}))
+    consumer.subscribe([topic])
+    wait_until(lambda: consumer.poll(1.0) is not None, 30, "the first record")
+    rate = Rate(time.monotonic() + WARM_UP)
+    while time.monotonic() < rate.end:
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None and time.monotonic() >= rate.start:
+            rate.bytes += len(msg.value())
+    consumer.close()
+    got = rate.per_second
+    print(f"\negress quota {QUOTA} B/s: consumer {got:.0f} B/s ({got / QUOTA:.3f} x quota); "
+          f"quota_use {quota_use(admin, tc)}")
+    assert abs(got - QUOTA) <= 0.10 * QUOTA, f"held at {got:.0f} B/s, quota {QUOTA}"
+    assert quota_use(admin, tc)["throttles"]["egress"] > 0
