@@ -78,6 +78,22 @@ impl Child {
         self.inner.id()
     }
 
+    /// Asks the process to stop (SIGTERM, through `kill(1)`), waits up to `grace` for it to
+    /// exit, and kills it if it has not. For programs that stop their own children on SIGTERM
+    /// (`tollgate dev` and its tansu brokers), which SIGKILL would orphan.
+    pub fn terminate(&mut self, grace: Duration) {
+        if self.exited().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid().to_string()])
+                .status();
+            let deadline = Instant::now() + grace;
+            while self.exited().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+
     /// `Some(description)` when the process has exited.
     pub fn exited(&mut self) -> Option<String> {
         match self.inner.try_wait() {
@@ -155,12 +171,68 @@ pub fn kill_all_children() {
     }
 }
 
+/// Pids of the children still registered (running, or not yet reaped).
+pub fn running_children() -> Vec<u32> {
+    RUNNING.lock().map(|p| p.clone()).unwrap_or_default()
+}
+
 /// CPU seconds of the children still running (gateways, tansu).
 pub fn children_cpu_seconds() -> f64 {
     let pids = RUNNING.lock().map(|p| p.clone()).unwrap_or_default();
     pids.iter()
         .filter_map(|pid| cpu_seconds(&format!("/proc/{pid}/stat")).ok())
         .sum()
+}
+
+/// Pids of the live descendants of `pid` (children, their children, ...), from the parent
+/// pid in every `/proc/<pid>/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the name: state, then the parent pid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((child, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// User plus system CPU seconds of `pid` and of its live descendants, apart: the process's own
+/// and its descendants' together (e.g. `tollgate dev`, and the tansu brokers it started).
+pub fn tree_cpu_seconds(pid: u32) -> (f64, f64) {
+    let own = cpu_seconds(&format!("/proc/{pid}/stat")).unwrap_or(f64::NAN);
+    let below = descendants(pid)
+        .iter()
+        .filter_map(|d| cpu_seconds(&format!("/proc/{d}/stat")).ok())
+        .sum();
+    (own, below)
 }
 
 /// Kernel clock ticks per second, as `/proc/<pid>/stat` counts them.
@@ -288,6 +360,18 @@ mod tests {
     #[test]
     fn strips_colours() {
         assert_eq!(super::strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
+    }
+
+    #[test]
+    fn finds_descendants() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let found = super::descendants(std::process::id());
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(found.contains(&sleeper.id()), "{found:?}");
     }
 
     #[test]

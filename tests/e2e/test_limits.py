@@ -12,7 +12,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from support import Admin, RawKafka, TenantCluster, wait_until
+from support import Admin, RawKafka, TenantCluster, create_topic, wait_until
 
 
 def set_quotas(admin: Admin, tc: TenantCluster, **quotas) -> None:
@@ -78,3 +78,43 @@ def test_a_cluster_over_connections_per_second_is_closed_until_the_second_passes
     finally:
         for raw in first:
             raw.close()
+
+
+def commit_offset(raw: RawKafka, group: str, topic: str) -> int:
+    """OffsetCommit v2 of offset 0 of partition 0 by a client outside any generation, as a
+    consumer that assigns its own partitions commits: the partition's error code."""
+    body = kstring(group) + struct.pack(">i", -1) + kstring("") + struct.pack(">q", -1)
+    body += struct.pack(">i", 1) + kstring(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iq", 0, 0) + kstring(None)
+    answer = raw.request(8, 2, body)
+    # topics[1]: name, partitions[1]: partition_index, error_code
+    (name_len,) = struct.unpack_from(">h", answer, 4)
+    (error,) = struct.unpack_from(">h", answer, 4 + 2 + name_len + 4 + 4)
+    return error
+
+
+def kstring(s: str | None) -> bytes:
+    if s is None:
+        return struct.pack(">h", -1)
+    return struct.pack(">h", len(s.encode())) + s.encode()
+
+
+POLICY_VIOLATION = 44
+
+
+def test_a_new_group_over_max_consumer_groups_is_refused(stack, admin, new_tenant):
+    limited, other = new_tenant(), new_tenant()
+    set_quotas(admin, limited, max_consumer_groups=1, max_connections=None)
+    create_topic(limited.conn(), "orders")
+    create_topic(other.conn(), "orders")
+    with RawKafka(limited.bootstrap, limited.token) as raw:
+        assert commit_offset(raw, "first", "orders") == 0
+        assert commit_offset(raw, "second", "orders") == POLICY_VIOLATION
+        # The group the cluster has goes on.
+        assert commit_offset(raw, "first", "orders") == 0
+        # Still refused once the pool has been asked again.
+        time.sleep(5.5)
+        assert commit_offset(raw, "third", "orders") == POLICY_VIOLATION
+    with RawKafka(other.bootstrap, other.token) as raw:
+        assert commit_offset(raw, "first", "orders") == 0
+        assert commit_offset(raw, "second", "orders") == 0
