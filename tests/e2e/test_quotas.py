@@ -60,9 +60,10 @@ class Rate:
         return self.bytes / MEASURE
 
 
-def produce_until(tc: TenantCluster, topic: str, rate: Rate, paced: float | None) -> None:
+def produce_until(tc: TenantCluster, topic: str, rate: Rate, paced: float | None,
+                  partition: int = -1) -> None:
     """Produces `VALUE_BYTES` records until the window ends: as fast as the client may
-    (`paced=None`), or at `paced` bytes a second."""
+    (`paced=None`), or at `paced` bytes a second; to `partition`, or as the partitioner says."""
     producer = Producer(tc.conn().confluent(**{
         "acks": "1", "linger.ms": 5, "enable.idempotence": False,
         # A small queue: what waits in it when the quota holds the client is not in flight.
@@ -80,7 +81,7 @@ def produce_until(tc: TenantCluster, topic: str, rate: Rate, paced: float | None
                 producer.poll(ahead / paced)
                 continue
         try:
-            producer.produce(topic, value=value, on_delivery=rate.on_delivery)
+            producer.produce(topic, value=value, partition=partition, on_delivery=rate.on_delivery)
             sent += VALUE_BYTES
         except BufferError:
             producer.poll(0.05)
@@ -119,6 +120,34 @@ def test_a_producer_over_its_ingress_quota_is_held_to_it_and_another_tenant_keep
     print(f"quota_use of the throttled cluster: {use}")
     assert use["throttles"]["ingress"] > 0
     assert quota_use(admin, other)["throttles"]["ingress"] == 0
+
+
+def test_a_producer_over_its_partition_ingress_quota_is_held_to_it_on_that_partition(
+        admin: Admin, new_tenant):
+    tc = new_tenant()
+    # The cluster's own ingress quota stays far above: only the partition's binds.
+    set_quotas(admin, tc, partition_ingress_bytes_per_second=QUOTA)
+    topic = unique("q-")
+    create_topic(tc.conn(), topic, partitions=2)
+    start = time.monotonic() + WARM_UP
+    hot, cool = Rate(start), Rate(start)
+    threads = [
+        threading.Thread(target=produce_until, args=(tc, topic, hot, None, 0)),
+        threading.Thread(target=produce_until, args=(tc, topic, cool, QUOTA / 2, 1)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    held, kept = hot.per_second, cool.per_second
+    print(f"\npartition ingress quota {QUOTA} B/s: partition 0 pushed over it {held:.0f} B/s "
+          f"({held / QUOTA:.3f} x quota); partition 1 asked {QUOTA / 2:.0f} B/s, got {kept:.0f} B/s "
+          f"({kept / (QUOTA / 2):.3f}); quota_use {quota_use(admin, tc)}")
+    assert not hot.errors and not cool.errors
+    assert abs(held - QUOTA) <= 0.10 * QUOTA, f"held at {held:.0f} B/s, quota {QUOTA}"
+    assert kept >= 0.9 * QUOTA / 2
+    use = quota_use(admin, tc)
+    assert use["throttles"]["partition_ingress"] > 0 and use["throttles"]["ingress"] == 0
 
 
 def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant):

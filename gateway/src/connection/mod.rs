@@ -45,7 +45,7 @@ use crate::authz::Session;
 use crate::frame::{decode_request_header, Frame, FrameReader, RawHeader};
 use crate::limits::Limits;
 use crate::quotas::meter::{millis, ClusterMeter, Kind, Mute};
-use crate::quotas::throttle::{produce_bytes, set_throttle, Pending};
+use crate::quotas::throttle::{set_throttle, Pending};
 use crate::sasl::{self, Mechanism};
 use crate::state::Gateway;
 
@@ -358,7 +358,7 @@ impl Connection {
         let quotas = &cluster.quotas;
         let mut throttle = meter.charge(Kind::Requests, 1, quotas);
         if let RequestKind::Produce(req) = request {
-            throttle = throttle.max(meter.charge(Kind::Ingress, produce_bytes(req), quotas));
+            throttle = throttle.max(meter.charge_produce(req, quotas));
         }
         self.mute.extend(throttle);
         Pending {

@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kafka_protocol::messages::{ProduceRequest, TopicName};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::rate::{Bucket, Sampled};
+use super::throttle::produce_bytes;
 use super::Quotas;
 
 /// The longest one response throttles its client. Kafka's windowed rate forgets what is older
@@ -70,12 +72,23 @@ impl Meter {
     }
 }
 
+/// Partitions a cluster's meter keeps buckets for before it drops those at full allowance
+/// (which is exact: a new bucket is a full one). MSK Serverless's 2,400 partitions fit.
+const PARTITION_BUCKETS: usize = 4_096;
+
+/// A partition as a Produce request names it: by name, or from v13 by topic id.
+type PartitionKey = (TopicName, uuid::Uuid, i32);
+
 /// One cluster's rates on this instance. Shared by its connections.
 #[derive(Debug, Default)]
 pub struct ClusterMeter {
     ingress: Meter,
     egress: Meter,
     requests: Meter,
+    /// Each partition's ingress (`partition_ingress_bytes_per_second`); a lock taken once
+    /// per Produce request, only while that quota is set.
+    partitions_in: Mutex<HashMap<PartitionKey, Bucket>>,
+    partition_ingress_throttles: AtomicU64,
 }
 
 impl ClusterMeter {
@@ -96,6 +109,35 @@ impl ClusterMeter {
         }
     }
 
+    /// Charges a Produce request's record bytes against the cluster's ingress quota and each
+    /// partition's against the partition ingress quota; the longest throttle wins.
+    pub fn charge_produce(&self, req: &ProduceRequest, quotas: &Quotas) -> Duration {
+        let cluster = self.charge(Kind::Ingress, produce_bytes(req), quotas);
+        let Some(quota) = quotas.partition_ingress_bytes_per_second else {
+            return cluster;
+        };
+        let now = now_ns();
+        let mut buckets = self.partitions_in.lock().expect("poisoned");
+        if buckets.len() > PARTITION_BUCKETS {
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        let mut wait = 0;
+        for t in &req.topic_data {
+            for p in &t.partition_data {
+                let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
+                let key = (t.name.clone(), t.topic_id, p.index);
+                wait = wait.max(buckets.entry(key).or_default().charge(now, bytes, quota));
+            }
+        }
+        drop(buckets);
+        if wait == 0 {
+            return cluster;
+        }
+        self.partition_ingress_throttles
+            .fetch_add(1, Ordering::Relaxed);
+        cluster.max(Duration::from_nanos(wait).min(MAX_THROTTLE))
+    }
+
     /// What the cluster used in the last second, and its throttles so far.
     pub fn usage(&self) -> Usage {
         let now = now_ns();
@@ -107,6 +149,7 @@ impl ClusterMeter {
                 ingress: self.ingress.throttles.load(Ordering::Relaxed),
                 egress: self.egress.throttles.load(Ordering::Relaxed),
                 requests: self.requests.throttles.load(Ordering::Relaxed),
+                partition_ingress: self.partition_ingress_throttles.load(Ordering::Relaxed),
             },
         }
     }
@@ -129,6 +172,8 @@ pub struct Throttles {
     pub ingress: u64,
     pub egress: u64,
     pub requests: u64,
+    /// Produce requests over `partition_ingress_bytes_per_second` on some partition.
+    pub partition_ingress: u64,
 }
 
 /// Every cluster's meter on this instance. Cheap to clone.
@@ -224,6 +269,55 @@ mod tests {
         let usage = m.usage();
         assert_eq!(usage.throttles.ingress, 2);
         assert_eq!(usage.throttles.egress, 0);
+    }
+
+    #[test]
+    fn each_partition_is_held_to_its_quota_and_the_cluster_to_its_own() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let produce = |sizes: &[(i32, usize)]| {
+            ProduceRequest::default().with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName("t".into()))
+                .with_partition_data(
+                    sizes
+                        .iter()
+                        .map(|&(index, n)| {
+                            PartitionProduceData::default()
+                                .with_index(index)
+                                .with_records(Some(vec![0u8; n].into()))
+                        })
+                        .collect(),
+                )])
+        };
+        let quotas = Quotas {
+            ingress_bytes_per_second: Some(1_000_000),
+            partition_ingress_bytes_per_second: Some(1_000),
+            ..Quotas::default()
+        };
+        let m = ClusterMeter::default();
+        // Each partition has its own second of allowance.
+        assert_eq!(
+            m.charge_produce(&produce(&[(0, 1_000), (1, 1_000)]), &quotas),
+            Duration::ZERO
+        );
+        // Partition 0 goes 2,000 B over: 2 s, less the instants between; partition 1 is not
+        // over, and the cluster is far under its own quota.
+        let wait = m.charge_produce(&produce(&[(0, 2_000), (1, 10)]), &quotas);
+        assert!(
+            wait > Duration::from_millis(1_990) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+        let usage = m.usage();
+        assert_eq!(usage.throttles.partition_ingress, 1);
+        assert_eq!(usage.throttles.ingress, 0);
+        // Lifted: no partition throttles.
+        let lifted = Quotas {
+            partition_ingress_bytes_per_second: None,
+            ..quotas
+        };
+        assert_eq!(
+            m.charge_produce(&produce(&[(0, 100_000)]), &lifted),
+            Duration::ZERO
+        );
     }
 
     #[test]

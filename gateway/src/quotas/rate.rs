@@ -55,6 +55,12 @@ impl Bucket {
             }
         }
     }
+
+    /// Whether the bucket has its whole allowance at `now_ns`, as a new one has: it may then
+    /// be dropped and made again without changing anything.
+    pub fn is_full(&self, now_ns: u64) -> bool {
+        self.spent_until.load(Ordering::Relaxed) <= now_ns.saturating_sub(BURST_NS)
+    }
 }
 
 /// The time `amount` takes at `quota` per second, in nanoseconds.
@@ -172,6 +178,15 @@ mod tests {
         assert_eq!(b.charge(now, 1_000, 10_000), SECOND_NS + 100 * MS);
         // Lowered: 100 B at 100 B/s is a whole second.
         assert_eq!(b.charge(now, 100, 100), 2 * SECOND_NS + 100 * MS);
+    }
+
+    #[test]
+    fn a_bucket_is_full_again_a_second_after_its_debt() {
+        let b = Bucket::default();
+        assert!(b.is_full(5 * SECOND_NS));
+        assert_eq!(b.charge(5 * SECOND_NS, 1_500, 1_000), 500 * MS);
+        assert!(!b.is_full(6 * SECOND_NS));
+        assert!(b.is_full(6 * SECOND_NS + 500 * MS));
     }
 
     #[test]
