@@ -118,3 +118,37 @@ def test_a_new_group_over_max_consumer_groups_is_refused(stack, admin, new_tenan
     with RawKafka(other.bootstrap, other.token) as raw:
         assert commit_offset(raw, "first", "orders") == 0
         assert commit_offset(raw, "second", "orders") == 0
+
+
+def test_partition_quotas_refuse_topics_with_codes_naming_them(stack, admin, new_tenant):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    tc = new_tenant()
+    set_quotas(admin, tc, max_partitions=4, partition_mutations_per_5_minutes=3)
+    client = AdminClient(tc.conn().confluent())
+
+    def create(name: str, partitions: int):
+        topic = NewTopic(name, partitions, 1)
+        return client.create_topics([topic], request_timeout=30)[name].result(timeout=30)
+
+    def refusal(name: str, partitions: int):
+        try:
+            create(name, partitions)
+        except KafkaException as e:
+            return e.args[0]
+        raise AssertionError(f"{name} was created")
+
+    create("first", 2)
+    # The cluster's partitions are counted as the pool has them.
+    wait_until(lambda: "max_partitions" in refusal("big", 3).str(), 20, "max_partitions binding")
+    err = refusal("big", 3)
+    assert "max_partitions" in err.str() and "at most 4" in err.str(), err.str()
+    # 2 more fit max_partitions but not the 3 mutations per 5 minutes. librdkafka speaks
+    # CreateTopics v4, before KIP-599: POLICY_VIOLATION rather than THROTTLING_QUOTA_EXCEEDED.
+    err = refusal("second", 2)
+    assert err.code() in (POLICY_VIOLATION, 89), err
+    assert "partition_mutations_per_5_minutes" in err.str(), err.str()
+    # Lifting the quota applies at once.
+    set_quotas(admin, tc, partition_mutations_per_5_minutes=None)
+    create("second", 2)

@@ -484,6 +484,11 @@ impl Mutations {
         }
     }
 
+    /// Whether anything is counted: false with no limit or for a validate-only request.
+    pub fn limited(&self) -> bool {
+        self.limit.is_some()
+    }
+
     /// Counts `partitions` created or deleted in the pool topic `topic`, or refuses them.
     pub fn admit(&mut self, topic: &str, partitions: u64) -> Result<(), Refusal> {
         let Some(limit) = self.limit else {
