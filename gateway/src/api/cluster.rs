@@ -77,6 +77,12 @@ pub async fn metadata(
         }
         req.topics = Some(wanted);
     }
+    // The field exists from v4; before, the pool's own setting decides (a pool the gateway
+    // fronts must not create topics on a Metadata request: see deploy/README.md), and setting
+    // it would make the request impossible to encode.
+    if version < 4 {
+        req.allow_auto_topic_creation = true;
+    }
     // Per-topic authorized operations are computed by the pool for its own principal; they
     // would be meaningless, so they are not asked for.
     req.include_cluster_authorized_operations = false;
@@ -271,6 +277,26 @@ mod tests {
                 let expected = Uuid::from_u128(0xa).as_hyphenated().to_string();
                 assert_eq!(decoded.cluster_id.as_deref(), Some(expected.as_str()));
             }
+        }
+    }
+
+    /// Versions before 4 have no field for automatic topic creation: the request must still
+    /// encode (it used to be refused as unencodable, closing the client's connection).
+    #[tokio::test]
+    async fn every_metadata_version_is_forwarded() {
+        let fake = FakeBroker::start(Vec::new(), Duration::ZERO).await;
+        let pool = Pool::new(Timeouts::default());
+        pool.add_broker(&fake.addr).await.expect("the fake answers");
+        let ctx = ctx_on(
+            r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#,
+            pool,
+        );
+        for version in 1..=12 {
+            let every_topic = MetadataRequest::default().with_topics(None);
+            let Reply::Later(answer) = metadata(&ctx, version, every_topic).await.unwrap() else {
+                panic!("v{version}: expected the request forwarded");
+            };
+            assert!(answer.await.is_ok(), "v{version}");
         }
     }
 
