@@ -10,9 +10,13 @@
 //!   default `retention.ms`), from the usage store itself. The usage API marks it as estimated.
 //!   It overcounts topics deleted or compacted inside the window and undercounts topics with a
 //!   longer retention; a pool that reports log sizes should replace it.
-//! - [`Source`] tells the flusher which clusters exist and existed, from the admin store.
+//! - [`Source`] tells the flusher which clusters exist and existed, from the admin store, and
+//!   what they hold: nothing known (`None`, not zero) until the first reconciliation and the
+//!   first storage estimate since start have succeeded, so a restart's gap is never billed at
+//!   zero (the flusher accrues it at the counts kept beside the clock).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +24,7 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
 use tokio::sync::Notify;
 use tollgate_meter::counters::{CounterSet, Counters};
 use tollgate_meter::flusher::{ClusterSource, ClusterState};
-use tollgate_meter::store::{BoxFuture, UsageStore};
+use tollgate_meter::store::{BoxFuture, Counts, UsageStore};
 use tollgate_meter::{hour_of, HOUR};
 use uuid::Uuid;
 
@@ -41,6 +45,10 @@ pub struct Metering {
     usage: Arc<dyn UsageStore>,
     partitions: RwLock<HashMap<Uuid, u64>>,
     stored_bytes: RwLock<HashMap<Uuid, u64>>,
+    /// Whether `partitions` and `stored_bytes` hold a reconciliation's and an estimate's
+    /// figures yet; before that their zeros mean "not known", not "none".
+    reconciled: AtomicBool,
+    estimated: AtomicBool,
     topics_changed: Notify,
     retention_seconds: i64,
 }
@@ -53,6 +61,8 @@ impl Metering {
             usage,
             partitions: RwLock::default(),
             stored_bytes: RwLock::default(),
+            reconciled: AtomicBool::new(false),
+            estimated: AtomicBool::new(false),
             topics_changed: Notify::new(),
             retention_seconds,
         }
@@ -118,6 +128,7 @@ impl Metering {
             }
         }
         *self.partitions.write().expect("poisoned") = counts;
+        self.reconciled.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -138,6 +149,7 @@ impl Metering {
             }
         }
         *self.stored_bytes.write().expect("poisoned") = estimates;
+        self.estimated.store(true, Ordering::Release);
     }
 
     /// `cluster`'s stored bytes as last estimated (0 before the first estimate).
@@ -157,6 +169,19 @@ impl Metering {
             .write()
             .expect("poisoned")
             .insert(cluster, bytes);
+        self.estimated.store(true, Ordering::Release);
+    }
+
+    /// What `cluster` holds as far as this gateway knows, for accrual: `None` until partitions
+    /// have been reconciled and storage estimated since start. Clusters absent from the pool
+    /// (deleted ones) hold nothing once those have run.
+    pub fn counts(&self, cluster: &Uuid) -> Option<Counts> {
+        let known =
+            self.reconciled.load(Ordering::Acquire) && self.estimated.load(Ordering::Acquire);
+        known.then(|| Counts {
+            partitions: self.partitions(cluster),
+            stored_bytes: self.stored_bytes(cluster),
+        })
     }
 
     /// Keeps partition counts and storage estimates fresh until `shutdown`.
@@ -213,10 +238,42 @@ impl ClusterSource for Source {
                     cluster: r.cluster.id,
                     created_at: r.cluster.created_at,
                     deleted_at: r.deleted_at,
-                    partitions: self.metering.partitions(&r.cluster.id),
-                    stored_bytes: self.metering.stored_bytes(&r.cluster.id),
+                    counts: self.metering.counts(&r.cluster.id),
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_meter::embedded::EmbeddedStore;
+
+    /// Issue 13: before its first reconciliation a restarted gateway reported 0 partitions and
+    /// 0 stored bytes, and the flusher billed the gap since it stopped at those.
+    #[tokio::test]
+    async fn counts_are_unknown_until_reconciled_and_estimated() {
+        let dir = std::env::temp_dir().join(format!("tollgate-metering-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let usage: Arc<dyn UsageStore> = Arc::new(EmbeddedStore::open(&dir).unwrap());
+        let m = Metering::new(usage, DEFAULT_RETENTION_SECONDS);
+        let c = Uuid::new_v4();
+        assert_eq!(m.counts(&c), None);
+        m.set_stored_bytes(c, 42);
+        assert_eq!(m.counts(&c), None, "partitions not reconciled yet");
+        m.partitions.write().unwrap().insert(c, 3);
+        m.reconciled.store(true, Ordering::Release);
+        assert_eq!(
+            m.counts(&c),
+            Some(Counts {
+                partitions: 3,
+                stored_bytes: 42
+            })
+        );
+        // A cluster the pool has nothing of, once known, holds nothing.
+        assert_eq!(m.counts(&Uuid::new_v4()), Some(Counts::default()));
+        drop(m);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

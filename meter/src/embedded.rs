@@ -10,7 +10,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
-use crate::store::{Applied, BoxFuture, Flush, PrincipalUsage, StoreError, UsageStore};
+use crate::store::{Applied, BoxFuture, Counts, Flush, PrincipalUsage, StoreError, UsageStore};
 use crate::HourlyUsage;
 
 pub const FILE_NAME: &str = "usage.redb";
@@ -24,6 +24,8 @@ const PRINCIPALS: TableDefinition<(u128, i64, &str), (u64, u64)> =
 const UNCLOSED: TableDefinition<(u128, i64), ()> = TableDefinition::new("unclosed");
 /// cluster -> accrual clock.
 const CLOCKS: TableDefinition<u128, i64> = TableDefinition::new("clocks");
+/// cluster -> (partitions, stored bytes) the clock's last move accrued at.
+const COUNTS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("counts");
 /// instance -> highest flush seq applied.
 const SEQS: TableDefinition<&str, u64> = TableDefinition::new("seqs");
 
@@ -80,6 +82,7 @@ impl EmbeddedStore {
         txn.open_table(HOURLY).map_err(backend)?;
         txn.open_table(PRINCIPALS).map_err(backend)?;
         txn.open_table(CLOCKS).map_err(backend)?;
+        txn.open_table(COUNTS).map_err(backend)?;
         txn.open_table(UNCLOSED).map_err(backend)?;
         txn.open_table(SEQS).map_err(backend)?;
         txn.commit().map_err(backend)?;
@@ -124,6 +127,7 @@ impl EmbeddedStore {
                 add(row)?;
             }
             let mut clocks = txn.open_table(CLOCKS).map_err(backend)?;
+            let mut counts = txn.open_table(COUNTS).map_err(backend)?;
             for acc in &flush.accruals {
                 let key = acc.cluster.as_u128();
                 let clock = clocks.get(key).map_err(backend)?.map(|v| v.value());
@@ -135,6 +139,9 @@ impl EmbeddedStore {
                     add(row)?;
                 }
                 clocks.insert(key, acc.to).map_err(backend)?;
+                counts
+                    .insert(key, (acc.counts.partitions, acc.counts.stored_bytes))
+                    .map_err(backend)?;
             }
             let mut principals = txn.open_table(PRINCIPALS).map_err(backend)?;
             for p in &flush.principals {
@@ -239,6 +246,23 @@ impl EmbeddedStore {
             .map(|c| Ok(table.get(c.as_u128()).map_err(backend)?.map(|v| v.value())))
             .collect()
     }
+
+    fn last_counts_blocking(&self, clusters: &[Uuid]) -> Result<Vec<Option<Counts>>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let table = txn.open_table(COUNTS).map_err(backend)?;
+        clusters
+            .iter()
+            .map(|c| {
+                Ok(table.get(c.as_u128()).map_err(backend)?.map(|v| {
+                    let (partitions, stored_bytes) = v.value();
+                    Counts {
+                        partitions,
+                        stored_bytes,
+                    }
+                }))
+            })
+            .collect()
+    }
 }
 
 /// Runs blocking store work off the async worker threads.
@@ -264,6 +288,15 @@ impl UsageStore for EmbeddedStore {
         let store = self.clone();
         let clusters = clusters.to_vec();
         Box::pin(blocking(move || store.clocks_blocking(&clusters)))
+    }
+
+    fn last_counts<'a>(
+        &'a self,
+        clusters: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Option<Counts>>, StoreError>> {
+        let store = self.clone();
+        let clusters = clusters.to_vec();
+        Box::pin(blocking(move || store.last_counts_blocking(&clusters)))
     }
 
     fn unclosed(&self, cluster: Uuid) -> BoxFuture<'_, Result<Vec<i64>, StoreError>> {

@@ -8,6 +8,16 @@
 //! next flush, which waits its turn. So the gateway keeps serving and counting while the store
 //! is down, and the backlog lands when it returns.
 //!
+//! Time-based dimensions accrue at the counts the cluster held. A gateway learns them only
+//! once it has reconciled with the pool, after starting; until then a cluster's state says
+//! `counts: None`, never zero. A span this flusher did not watch itself (the gap while the
+//! gateway was down, or time another instance left) accrues at the counts the store kept
+//! beside the clock, those of the last accrual before the gap: tenants change their topics
+//! only through a gateway, so with none running the partitions stood still, and those counts
+//! were taken at the gap's start. With nothing kept (the cluster's first accrual, or a store
+//! from before counts were kept) and nothing known yet, the cluster waits: its clock stays, so
+//! the whole gap is accrued, once, at the first counts known.
+//!
 //! On shutdown the flusher drains the counters one last time and retries the backlog for a
 //! bounded time. A crash loses at most what was counted since the last successful flush.
 
@@ -19,7 +29,7 @@ use uuid::Uuid;
 
 use crate::accrual::accrue;
 use crate::counters::CounterSet;
-use crate::store::{Accrual, Flush, PrincipalUsage, StoreError, UsageStore};
+use crate::store::{Accrual, Counts, Flush, PrincipalUsage, StoreError, UsageStore};
 use crate::{hour_of, HourlyUsage};
 
 /// What the meter needs to know of a cluster to accrue its time-based usage.
@@ -30,10 +40,10 @@ pub struct ClusterState {
     pub created_at: i64,
     /// Unix seconds; accrual stops here.
     pub deleted_at: Option<i64>,
-    /// Partitions the cluster has now.
-    pub partitions: u64,
-    /// Bytes the pool stores for the cluster now (measured or estimated).
-    pub stored_bytes: u64,
+    /// What the cluster holds now: its partitions and the bytes the pool stores for it.
+    /// `None` while the gateway does not know yet (before its first reconciliation with the
+    /// pool since it started), which is not the same as holding nothing.
+    pub counts: Option<Counts>,
 }
 
 /// Where the meter learns which clusters exist and what they hold. The gateway implements it
@@ -52,6 +62,9 @@ pub struct Flusher {
     /// Flushes not yet known to be stored, oldest first. Only the last may still be extended,
     /// and only while it has never been attempted.
     queue: VecDeque<Pending>,
+    /// Per cluster, where this flusher last moved the clock to. A clock found there means the
+    /// span since was watched by this flusher, so the counts it knows now apply to it.
+    accrued_to: HashMap<Uuid, i64>,
 }
 
 struct Pending {
@@ -71,6 +84,7 @@ impl Flusher {
             store,
             next_seq: 1,
             queue: VecDeque::new(),
+            accrued_to: HashMap::new(),
         }
     }
 
@@ -143,18 +157,31 @@ impl Flusher {
     ) -> Result<(), StoreError> {
         let ids: Vec<Uuid> = clusters.iter().map(|c| c.cluster).collect();
         let clocks = self.store.clocks(&ids).await?;
+        let last = self.store.last_counts(&ids).await?;
         let mut accruals = Vec::new();
-        for (c, clock) in clusters.iter().zip(clocks) {
+        for ((c, clock), last) in clusters.iter().zip(clocks).zip(last) {
             let from = clock.unwrap_or(c.created_at);
             let to = c.deleted_at.map_or(now, |d| d.min(now));
-            if to > from {
-                accruals.push(Accrual {
-                    cluster: c.cluster,
-                    from,
-                    to,
-                    rows: accrue(c.cluster, from, to, c.partitions, c.stored_bytes),
-                });
+            if to <= from {
+                continue;
             }
+            let watched = clock.is_some() && self.accrued_to.get(&c.cluster) == Some(&from);
+            let counts = if watched {
+                c.counts.or(last)
+            } else {
+                last.or(c.counts)
+            };
+            let Some(counts) = counts else {
+                // Not known yet: accruing now would bill the gap at zero.
+                continue;
+            };
+            accruals.push(Accrual {
+                cluster: c.cluster,
+                from,
+                to,
+                counts,
+                rows: accrue(c.cluster, from, to, counts.partitions, counts.stored_bytes),
+            });
         }
         if accruals.is_empty() {
             return Ok(());
@@ -188,6 +215,13 @@ impl Flusher {
         while let Some(front) = self.queue.front_mut() {
             front.attempted = true;
             let applied = self.store.apply(&front.flush).await?;
+            for acc in &front.flush.accruals {
+                if applied.stale_accruals.contains(&acc.cluster) {
+                    self.accrued_to.remove(&acc.cluster);
+                } else {
+                    self.accrued_to.insert(acc.cluster, acc.to);
+                }
+            }
             if !applied.stale_accruals.is_empty() {
                 tracing::debug!(
                     clusters = applied.stale_accruals.len(),

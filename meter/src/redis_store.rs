@@ -9,7 +9,9 @@
 //! - `tg:p:<cluster>:<hour>`: hash of `<principal>\0in` / `<principal>\0out` byte counts;
 //! - `tg:uh:<cluster>`: sorted set of the hours that have usage, for range reads;
 //! - `tg:uc:<cluster>`: sorted set of the hours whose usage changed since the closer billed them;
-//! - `tg:clock:<cluster>`: the accrual clock; `tg:seq:<instance>`: the highest seq applied.
+//! - `tg:clock:<cluster>`: the accrual clock; `tg:seq:<instance>`: the highest seq applied;
+//! - `tg:counts:<cluster>`: hash of the partitions (`p`) and stored bytes (`s`) the clock's last
+//!   move accrued at, written with it.
 //!
 //! The clock is also written as field `ac` of the hour hash holding the last second it
 //! accrued, in the same script as that usage. If the clock key alone is lost (evicted, deleted
@@ -28,7 +30,7 @@ use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
 
-use crate::store::{Applied, BoxFuture, Flush, PrincipalUsage, StoreError, UsageStore};
+use crate::store::{Applied, BoxFuture, Counts, Flush, PrincipalUsage, StoreError, UsageStore};
 use crate::HourlyUsage;
 
 /// `clock_of(c)`: the cluster's accrual clock as a string, healed from the usage hashes when the
@@ -86,6 +88,7 @@ for _, a in ipairs(f.accruals) do
   else
     for _, r in ipairs(a.rows) do add(r) end
     redis.call('SET', 'tg:clock:' .. a.c, a.to)
+    redis.call('HSET', 'tg:counts:' .. a.c, 'p', a.p, 's', a.s)
     local last = a.rows[#a.rows]
     if last then
       redis.call('HSET', 'tg:u:' .. a.c .. ':' .. last.h, 'ac', a.to)
@@ -145,6 +148,8 @@ fn flush_json(f: &Flush) -> String {
             "c": a.cluster.as_hyphenated().to_string(),
             "from": a.from.to_string(),
             "to": a.to.to_string(),
+            "p": a.counts.partitions.to_string(),
+            "s": a.counts.stored_bytes.to_string(),
             "rows": a.rows.iter().map(row_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "principals": f.principals.iter().map(|p| json!({
@@ -251,6 +256,36 @@ impl UsageStore for RedisStore {
                         .map_err(|_| StoreError::Corrupt(format!("an accrual clock reads {v:?}"))),
                 })
                 .collect()
+        })
+    }
+
+    fn last_counts<'a>(
+        &'a self,
+        clusters: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Option<Counts>>, StoreError>> {
+        Box::pin(async move {
+            if clusters.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = redis::pipe();
+            for c in clusters {
+                pipe.cmd("HMGET")
+                    .arg(format!("tg:counts:{}", c.as_hyphenated()))
+                    .arg(&["p", "s"]);
+            }
+            let mut conn = self.conn.clone();
+            let values: Vec<[Option<u64>; 2]> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            Ok(values
+                .into_iter()
+                .map(|v| match v {
+                    [Some(partitions), Some(stored_bytes)] => Some(Counts {
+                        partitions,
+                        stored_bytes,
+                    }),
+                    _ => None,
+                })
+                .collect())
         })
     }
 

@@ -30,6 +30,14 @@ pub struct PrincipalUsage {
     pub bytes_out: u64,
 }
 
+/// What a cluster holds, the rates its time-based usage accrues at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub partitions: u64,
+    /// Measured or estimated.
+    pub stored_bytes: u64,
+}
+
 /// A cluster's time-based usage from `from` to `to` (its accrual clock's move), with the rows
 /// that split it by hour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +45,10 @@ pub struct Accrual {
     pub cluster: Uuid,
     pub from: i64,
     pub to: i64,
+    /// The counts the rows were accrued at. The store keeps them beside the clock, so the
+    /// next accrual from that clock, perhaps by a gateway started later that has not yet
+    /// counted anything itself, knows what the cluster held when accrual stopped.
+    pub counts: Counts,
     pub rows: Vec<HourlyUsage>,
 }
 
@@ -73,7 +85,8 @@ pub struct Applied {
 ///   applied for its instance changes nothing and answers `fresh: false`. A flush retried after
 ///   a timeout is therefore counted once, whether or not the first attempt landed.
 /// - An accrual is applied only if the cluster's stored clock equals its `from` (or the cluster
-///   has no clock yet), and then sets the clock to `to`; otherwise it is skipped and reported.
+///   has no clock yet), and then sets the clock to `to` and the cluster's last counts to its
+///   `counts`, in the same atomic write; otherwise it is skipped and reported.
 ///   The bytes of the same flush are applied regardless.
 /// - The clock is never behind the time-based usage stored: a store that can lose the clock
 ///   apart from the usage (a Redis key) keeps it recoverable from that usage, so a lost clock
@@ -87,6 +100,13 @@ pub trait UsageStore: Send + Sync + 'static {
         &'a self,
         clusters: &'a [Uuid],
     ) -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>>;
+
+    /// Each cluster's counts as of its clock: those of the accrual that last moved it, `None`
+    /// for clusters that have none recorded.
+    fn last_counts<'a>(
+        &'a self,
+        clusters: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Option<Counts>>, StoreError>>;
 
     /// The cluster's usage per hour, for hours in `[from, to)`, in hour order, omitting hours
     /// without usage.

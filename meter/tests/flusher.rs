@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tollgate_meter::counters::CounterSet;
 use tollgate_meter::embedded::EmbeddedStore;
 use tollgate_meter::flusher::{ClusterSource, ClusterState, Flusher};
-use tollgate_meter::store::{Applied, BoxFuture, Flush, PrincipalUsage, StoreError, UsageStore};
+use tollgate_meter::store::{
+    Applied, BoxFuture, Counts, Flush, PrincipalUsage, StoreError, UsageStore,
+};
 use tollgate_meter::HourlyUsage;
 use uuid::Uuid;
 
@@ -42,6 +44,12 @@ impl UsageStore for Flaky {
     }
     fn clocks<'a>(&'a self, c: &'a [Uuid]) -> BoxFuture<'a, Result<Vec<Option<i64>>, StoreError>> {
         self.inner.clocks(c)
+    }
+    fn last_counts<'a>(
+        &'a self,
+        c: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Option<Counts>>, StoreError>> {
+        self.inner.last_counts(c)
     }
     fn hourly(
         &self,
@@ -108,8 +116,10 @@ async fn every_byte_once_through_unreachable_stores_and_lost_replies() {
         cluster: c,
         created_at: 1000,
         deleted_at: None,
-        partitions: 3,
-        stored_bytes: 10,
+        counts: Some(Counts {
+            partitions: 3,
+            stored_bytes: 10,
+        }),
     }]);
 
     let mut now = 1000;
@@ -156,8 +166,10 @@ async fn accrual_stops_at_deletion_and_catches_up_after_downtime() {
         cluster: c,
         created_at: 3000,
         deleted_at: Some(3000 + 7200),
-        partitions: 1,
-        stored_bytes: 0,
+        counts: Some(Counts {
+            partitions: 1,
+            stored_bytes: 0,
+        }),
     }]);
     let mut flusher = Flusher::new("gw", CounterSet::default(), store.clone());
     flusher.tick(&source, 3010).await.unwrap();
@@ -169,4 +181,74 @@ async fn accrual_stops_at_deletion_and_catches_up_after_downtime() {
     let mut other = Flusher::new("gw-2", CounterSet::default(), store.clone());
     other.tick(&source, 3000 + 200_000).await.unwrap();
     assert_eq!(totals(&store, c).await.cluster_seconds, 7200);
+}
+
+fn state(c: Uuid, counts: Option<(u64, u64)>) -> ClusterState {
+    ClusterState {
+        cluster: c,
+        created_at: 1000,
+        deleted_at: None,
+        counts: counts.map(|(partitions, stored_bytes)| Counts {
+            partitions,
+            stored_bytes,
+        }),
+    }
+}
+
+/// Issue 13: a restarted gateway billed the gap at 0 partitions and 0 stored bytes, the
+/// counts it reports before its first reconciliation with the pool.
+#[tokio::test]
+async fn a_restart_gap_accrues_at_the_counts_the_cluster_had_when_accrual_stopped() {
+    let c = Uuid::new_v4();
+    let store = store();
+    let mut before = Flusher::new("gw-1", CounterSet::default(), store.clone());
+    before
+        .tick(&Fixed(vec![state(c, Some((3, 10)))]), 1010)
+        .await
+        .unwrap();
+    // The gateway stops at 1010 and starts again at 5000, not yet reconciled.
+    let mut after = Flusher::new("gw-2", CounterSet::default(), store.clone());
+    let unknown = Fixed(vec![state(c, None)]);
+    after.tick(&unknown, 5000).await.unwrap();
+    let t = totals(&store, c).await;
+    assert_eq!(t.cluster_seconds, 4000);
+    assert_eq!(t.partition_seconds, 3 * 4000);
+    assert_eq!(t.storage_byte_seconds, 10 * 4000);
+    // Still not reconciled a second later: the last known counts go on.
+    after.tick(&unknown, 5001).await.unwrap();
+    // Reconciled: the counts it now knows apply to the time it watched.
+    after
+        .tick(&Fixed(vec![state(c, Some((5, 7)))]), 5011)
+        .await
+        .unwrap();
+    let t = totals(&store, c).await;
+    assert_eq!(t.cluster_seconds, 4011);
+    assert_eq!(t.partition_seconds, 3 * 4001 + 5 * 10);
+    assert_eq!(t.storage_byte_seconds, 10 * 4001 + 7 * 10);
+}
+
+/// With no counts kept beside the clock (a store from before they were kept), accrual waits
+/// for the first counts known and then accrues the whole gap at them, once.
+#[tokio::test]
+async fn without_kept_counts_accrual_waits_for_known_counts() {
+    let c = Uuid::new_v4();
+    let store = store();
+    let mut flusher = Flusher::new("gw", CounterSet::default(), store.clone());
+    flusher
+        .tick(&Fixed(vec![state(c, None)]), 2000)
+        .await
+        .unwrap();
+    flusher
+        .tick(&Fixed(vec![state(c, None)]), 2500)
+        .await
+        .unwrap();
+    assert_eq!(totals(&store, c).await, HourlyUsage::zero(c, 0));
+    flusher
+        .tick(&Fixed(vec![state(c, Some((4, 2)))]), 3000)
+        .await
+        .unwrap();
+    let t = totals(&store, c).await;
+    assert_eq!(t.cluster_seconds, 2000);
+    assert_eq!(t.partition_seconds, 4 * 2000);
+    assert_eq!(t.storage_byte_seconds, 2 * 2000);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tollgate_meter::counters::CounterSet;
 use tollgate_meter::flusher::{ClusterSource, ClusterState, Flusher};
 use tollgate_meter::redis_store::RedisStore;
-use tollgate_meter::store::{BoxFuture, UsageStore};
+use tollgate_meter::store::{BoxFuture, Counts, UsageStore};
 use uuid::Uuid;
 
 /// A redis-server of our own, with an append-only file so a restart keeps its data.
@@ -184,8 +184,10 @@ impl ClusterSource for OneCluster {
             cluster: self.cluster,
             created_at: self.created_at,
             deleted_at: None,
-            partitions: 2,
-            stored_bytes: 0,
+            counts: Some(Counts {
+                partitions: 2,
+                stored_bytes: 0,
+            }),
         };
         Box::pin(async move { vec![state] })
     }

@@ -1,7 +1,7 @@
 //! The [`UsageStore`] contract, checked against every store (`embedded.rs`, `redis.rs`): each
 //! store gets the same calls and must give the same answers.
 
-use tollgate_meter::store::{Accrual, Flush, PrincipalUsage, UsageStore};
+use tollgate_meter::store::{Accrual, Counts, Flush, PrincipalUsage, UsageStore};
 use tollgate_meter::{accrual::accrue, HourlyUsage};
 use uuid::Uuid;
 
@@ -76,6 +76,10 @@ pub async fn check(store: &dyn UsageStore) {
         cluster: other,
         from,
         to,
+        counts: Counts {
+            partitions: 2,
+            stored_bytes: 1000,
+        },
         rows: accrue(other, from, to, 2, 1000),
     };
     let mut f = flush("a", 2, vec![]);
@@ -83,6 +87,17 @@ pub async fn check(store: &dyn UsageStore) {
     let applied = store.apply(&f).await.unwrap();
     assert!(applied.fresh && applied.stale_accruals.is_empty());
     assert_eq!(store.clocks(&[other]).await.unwrap(), vec![Some(3700)]);
+    // The counts it accrued at are kept beside the clock.
+    assert_eq!(
+        store.last_counts(&[other, c]).await.unwrap(),
+        vec![
+            Some(Counts {
+                partitions: 2,
+                stored_bytes: 1000
+            }),
+            None
+        ]
+    );
     // Another instance that read the clock before the move: skipped, bytes still applied.
     let mut late = flush("b", 2, vec![bytes(other, 3600, 1, 0)]);
     late.accruals = vec![acc(3500, 3800)];
