@@ -504,6 +504,19 @@ async fn start(
         }
         None => None,
     };
+    let quotas_task = match &common.redis_url {
+        Some(url) => {
+            let instance = uuid::Uuid::new_v4().simple().to_string();
+            let shared = crate::quotas::shared::SharedQuotas::new(
+                url,
+                instance,
+                gateway.quota_meters().clone(),
+            )
+            .context("configuring shared quotas through Redis")?;
+            Some(tokio::spawn(shared.run(stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
     let autoscaler_task = autoscaler.map(|a| {
         let pool = pool.clone();
         let brokers = move || u32::try_from(pool.brokers().len()).unwrap_or(u32::MAX);
@@ -545,6 +558,9 @@ async fn start(
     }
     let _ = closer_task.await;
     if let Some(t) = sync_task {
+        let _ = t.await;
+    }
+    if let Some(t) = quotas_task {
         let _ = t.await;
     }
     match admin_task.await {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 from confluent_kafka import Consumer, Producer
 
@@ -189,3 +190,70 @@ def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant
           f"quota_use {quota_use(admin, tc)}")
     assert abs(got - QUOTA) <= 0.10 * QUOTA, f"held at {got:.0f} B/s, quota {QUOTA}"
     assert quota_use(admin, tc)["throttles"]["egress"] > 0
+
+
+def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, redis_server, tmp_path):
+    """Two `tollgate serve` on one pool and one Redis (as test_metering's
+    test_two_gateways_sharing_redis_add_up starts them), one producer of the same cluster
+    through each, both far over its ingress quota: together they are held to the quota (each
+    instance leases slices of it from Redis), not to twice it. Each gateway advertises only
+    itself, so each producer's requests go through the gateway it bootstrapped from."""
+    from dataclasses import replace
+
+    from conftest import Stack, gateway_binary, make_tenant
+    from test_metering import STACK_ARGS, accepts, pool_broker
+
+    measure = 12.0
+    pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
+    key_file = tmp_path / "token-signing.key"
+    key_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    key_file.chmod(0o600)
+    token = "e2e-admin-" + unique("", 16)
+    gateways: list[Stack] = []
+    ok = False
+    try:
+        for name in ("a", "b"):
+            gateways.append(Stack(gateway_binary(), mode="serve", pool_bootstrap=pool_broker(pool),
+                                  admin_token=token,
+                                  extra_args=("--redis-url", redis_server, "--token-signing-key-file",
+                                              str(key_file), *STACK_ARGS),
+                                  label=f"tollgate serve {name}"))
+        # Each advertises only its own node, so each producer's requests go through its own.
+        for g in gateways:
+            g.start().wait_ready()
+        a, b = gateways
+        admin_a = Admin(a.admin_url, token)
+        tc = make_tenant(a, admin_a)
+        set_quotas(admin_a, tc, ingress_bytes_per_second=QUOTA)
+        topic = unique("q-")
+        create_topic(tc.conn(), topic, partitions=2)
+        through_b = replace(tc, bootstrap=b.bootstrap)
+        # The cluster, its quota and the topic reach B through Redis about once a second.
+        wait_until(lambda: accepts(through_b.conn(), topic), 15, "gateway B to show the topic")
+
+        start = time.monotonic() + WARM_UP
+        rates = {"a": Rate(start), "b": Rate(start)}
+        for r in rates.values():
+            r.end = start + measure
+        threads = [threading.Thread(target=produce_until, args=(t, topic, rates[n], None))
+                   for n, t in (("a", tc), ("b", through_b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        per_second = {n: r.bytes / measure for n, r in rates.items()}
+        together = sum(per_second.values())
+        print(f"\ningress quota {QUOTA} B/s shared by two gateways over {measure:.0f} s: through A "
+              f"{per_second['a']:.0f} B/s, through B {per_second['b']:.0f} B/s, together {together:.0f} B/s "
+              f"({together / QUOTA:.3f} x quota); quota_use on A {quota_use(admin_a, tc)}")
+        assert not rates["a"].errors and not rates["b"].errors, rates
+        # Both instances carried traffic of the cluster and held it.
+        assert quota_use(admin_a, tc)["throttles"]["ingress"] > 0
+        assert min(per_second.values()) > 0.25 * QUOTA, per_second
+        assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
+        ok = True
+    finally:
+        problems = []
+        for g in gateways:
+            problems += g.finish(keep=not ok)
+    assert not problems, problems

@@ -12,7 +12,9 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::lease::Lease;
 use super::rate::{Bucket, Sampled};
+use super::shared::Link;
 use super::throttle::produce_bytes;
 use super::Quotas;
 
@@ -49,21 +51,37 @@ pub enum Kind {
     Requests,
 }
 
-/// One rate of a cluster: its bucket, its last second, and its throttle events.
+/// One rate of a cluster: its bucket, its lease of the quota shared with other instances,
+/// its last second, and its throttle events.
 #[derive(Debug, Default)]
 struct Meter {
     bucket: Bucket,
+    lease: Arc<Lease>,
     sampled: Sampled,
     throttles: AtomicU64,
 }
 
 impl Meter {
-    fn charge(&self, now: u64, amount: u64, quota: Option<u64>) -> Duration {
+    /// Charges against the local bucket alone without `link` (one instance), against the
+    /// leases while Redis answers, else against the local bucket at this instance's share.
+    fn charge(&self, now: u64, amount: u64, quota: Option<u64>, link: Option<&Link>) -> Duration {
         self.sampled.add(now, amount);
         let Some(quota) = quota else {
+            if link.is_some() {
+                self.lease.set_quota(None);
+            }
             return Duration::ZERO;
         };
-        let wait = self.bucket.charge(now, amount, quota);
+        let wait = match link {
+            None => self.bucket.charge(now, amount, quota),
+            Some(link) if link.up() => self.lease.charge(amount, quota),
+            Some(_) => {
+                // Noted, so that the first exchange after an outage (or the first at all)
+                // asks for a slice.
+                self.lease.note(amount, quota);
+                self.bucket.charge(now, amount, self.lease.fallback(quota))
+            }
+        };
         if wait == 0 {
             return Duration::ZERO;
         }
@@ -89,23 +107,36 @@ pub struct ClusterMeter {
     /// per Produce request, only while that quota is set.
     partitions_in: Mutex<HashMap<PartitionKey, Bucket>>,
     partition_ingress_throttles: AtomicU64,
+    /// Set when instances share quotas through Redis.
+    link: Option<Arc<Link>>,
 }
 
 impl ClusterMeter {
+    /// The leases of the cluster's shared rate quotas.
+    pub fn leases(&self) -> [(Kind, &Arc<Lease>); 3] {
+        [
+            (Kind::Ingress, &self.ingress.lease),
+            (Kind::Egress, &self.egress.lease),
+            (Kind::Requests, &self.requests.lease),
+        ]
+    }
+
     /// Charges `amount` of `kind` against the cluster's `quotas`, as they are now, and
     /// returns how long its client is to be throttled (zero: not at all).
     pub fn charge(&self, kind: Kind, amount: u64, quotas: &Quotas) -> Duration {
         let now = now_ns();
+        let link = self.link.as_deref();
         match kind {
-            Kind::Ingress => self
-                .ingress
-                .charge(now, amount, quotas.ingress_bytes_per_second),
+            Kind::Ingress => {
+                self.ingress
+                    .charge(now, amount, quotas.ingress_bytes_per_second, link)
+            }
             Kind::Egress => self
                 .egress
-                .charge(now, amount, quotas.egress_bytes_per_second),
+                .charge(now, amount, quotas.egress_bytes_per_second, link),
             Kind::Requests => self
                 .requests
-                .charge(now, amount, quotas.requests_per_second),
+                .charge(now, amount, quotas.requests_per_second, link),
         }
     }
 
@@ -180,9 +211,23 @@ pub struct Throttles {
 #[derive(Debug, Clone, Default)]
 pub struct Meters {
     inner: Arc<Mutex<HashMap<uuid::Uuid, Arc<ClusterMeter>>>>,
+    /// Set once, before any meter is made, when quotas are shared through Redis.
+    link: Arc<std::sync::OnceLock<Arc<Link>>>,
 }
 
 impl Meters {
+    /// Makes the meters made from now on share their rate quotas over the returned link
+    /// ([`super::shared`]).
+    pub fn share(&self) -> Arc<Link> {
+        self.link.get_or_init(Default::default).clone()
+    }
+
+    /// Every cluster's meter, for the exchange of leases.
+    pub fn all(&self) -> Vec<(uuid::Uuid, Arc<ClusterMeter>)> {
+        let meters = self.inner.lock().expect("poisoned");
+        meters.iter().map(|(id, m)| (*id, m.clone())).collect()
+    }
+
     /// The cluster's meter, made at its first use. Connections keep it, so this runs once per
     /// connection, not per request. Meters of clusters `live` denies are dropped once they
     /// outnumber `expected` (the registry's size) twice over, so deleted clusters' go.
@@ -196,7 +241,15 @@ impl Meters {
         if meters.len() > 2 * expected + 16 {
             meters.retain(|id, _| live(id));
         }
-        meters.entry(*id).or_default().clone()
+        meters
+            .entry(*id)
+            .or_insert_with(|| {
+                Arc::new(ClusterMeter {
+                    link: self.link.get().cloned(),
+                    ..ClusterMeter::default()
+                })
+            })
+            .clone()
     }
 
     /// The cluster's use, if it has used anything here.

@@ -10,10 +10,14 @@
 //!   [`meter`]: each cluster's byte and request rates on this instance, the connection's mute,
 //!   and the use the admin API shows; [`throttle`]: what requests and answers are charged, and
 //!   `throttle_time_ms`.
+//! - [`shared`]: the rate quotas held across the instances sharing Redis, leased in slices;
+//!   [`lease`]: an instance's slices, arithmetic only.
 
+pub mod lease;
 pub mod limits;
 pub mod meter;
 pub mod rate;
+pub mod shared;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};
