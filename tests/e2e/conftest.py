@@ -25,8 +25,9 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -347,6 +348,42 @@ class Stack:
             parts.append(f"----- {self.label} {name}{cut} -----")
             parts.extend(lines[-max_lines:])
         return "\n".join(parts)
+
+
+@contextmanager
+def serve_pair(pool_bootstrap: str, redis_url: str, tmp_path: Path, extra_args: tuple[str, ...] = (),
+               advertise_both: bool = False) -> Iterator[tuple[list[Stack], str]]:
+    """Two `tollgate serve` gateways ("a", "b") on one pool and one Redis, sharing a token
+    signing key file and an admin token; yields (gateways, admin token) once both are ready.
+    With `advertise_both` both present the same two gateway nodes (`--advertise A,B`), so a
+    client may bootstrap from either; otherwise each advertises only its own node. On leaving,
+    each gateway is finished (kept for inspection if the body failed) and a clean exit asserts
+    no problems were found."""
+    key_file = tmp_path / "token-signing.key"
+    key_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    key_file.chmod(0o600)
+    token = "e2e-admin-" + unique("", 16)
+    gateways: list[Stack] = []
+    ok = False
+    try:
+        for name in ("a", "b"):
+            gateways.append(Stack(gateway_binary(), mode="serve", pool_bootstrap=pool_bootstrap,
+                                  admin_token=token,
+                                  extra_args=("--redis-url", redis_url, "--token-signing-key-file",
+                                              str(key_file), *extra_args),
+                                  label=f"tollgate serve {name}"))
+        nodes = ",".join(g.bootstrap for g in gateways)
+        for g in gateways:
+            if advertise_both:
+                g.argv += ["--advertise", nodes]
+            g.start().wait_ready()
+        yield gateways, token
+        ok = True
+    finally:
+        problems = []
+        for g in gateways:
+            problems += g.finish(keep=not ok)
+    assert not problems, problems
 
 
 def start_dev_stack(extra_args: tuple[str, ...] = (), label: str | None = None) -> Stack:

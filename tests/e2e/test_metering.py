@@ -30,7 +30,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from conftest import Stack, gateway_binary, make_tenant
+from conftest import Stack, gateway_binary, make_tenant, serve_pair
 from support import (Admin, Conn, RawKafka, TenantCluster, batch_records, create_topic, let_pending_fetches_finish,
                      split_batches, unique, wait_until)
 
@@ -496,24 +496,8 @@ def test_two_gateways_sharing_redis_add_up(stack_factory, redis_server, tmp_path
     through Redis and serves their Kafka clients. Produce through both adds up exactly in A's
     usage; each second of the cluster's life is accrued once."""
     pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
-    key_file = tmp_path / "token-signing.key"
-    key_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
-    key_file.chmod(0o600)
-    token = "e2e-admin-" + unique("", 16)
-    gateways: list[Stack] = []
-    ok = False
-    try:
-        for name in ("a", "b"):
-            gateways.append(Stack(gateway_binary(), mode="serve", pool_bootstrap=pool_broker(pool),
-                                  admin_token=token,
-                                  extra_args=("--redis-url", redis_server, "--token-signing-key-file",
-                                              str(key_file), *STACK_ARGS),
-                                  label=f"tollgate serve {name}"))
-        # Both present the same gateway nodes, so a client may bootstrap from either.
-        nodes = ",".join(g.bootstrap for g in gateways)
-        for g in gateways:
-            g.argv += ["--advertise", nodes]
-            g.start().wait_ready()
+    # Both present the same gateway nodes, so a client may bootstrap from either.
+    with serve_pair(pool_broker(pool), redis_server, tmp_path, STACK_ARGS, advertise_both=True) as (gateways, token):
         a, b = gateways
         admin_a = Admin(a.admin_url, token)
         tc = make_tenant(a, admin_a)
@@ -568,12 +552,6 @@ def test_two_gateways_sharing_redis_add_up(stack_factory, redis_server, tmp_path
         cs = totals(body)["cluster_seconds"]
         age = int(time.time()) - parse_rfc3339(tc.cluster["created_at"])
         assert cs <= age + len(body["hours"]), f"cluster_seconds {cs} for a cluster {age} s old: accrued twice?"
-        ok = True
-    finally:
-        problems = []
-        for g in gateways:
-            problems += g.finish(keep=not ok)
-    assert not problems, problems
 
 
 # --------------------------------------------------------------------------------------------

@@ -200,27 +200,13 @@ def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, r
     itself, so each producer's requests go through the gateway it bootstrapped from."""
     from dataclasses import replace
 
-    from conftest import Stack, gateway_binary, make_tenant
+    from conftest import make_tenant, serve_pair
     from test_metering import STACK_ARGS, accepts, pool_broker
 
     measure = 12.0
     pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
-    key_file = tmp_path / "token-signing.key"
-    key_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
-    key_file.chmod(0o600)
-    token = "e2e-admin-" + unique("", 16)
-    gateways: list[Stack] = []
-    ok = False
-    try:
-        for name in ("a", "b"):
-            gateways.append(Stack(gateway_binary(), mode="serve", pool_bootstrap=pool_broker(pool),
-                                  admin_token=token,
-                                  extra_args=("--redis-url", redis_server, "--token-signing-key-file",
-                                              str(key_file), *STACK_ARGS),
-                                  label=f"tollgate serve {name}"))
-        # Each advertises only its own node, so each producer's requests go through its own.
-        for g in gateways:
-            g.start().wait_ready()
+    # Each advertises only its own node, so each producer's requests go through its own.
+    with serve_pair(pool_broker(pool), redis_server, tmp_path, STACK_ARGS) as (gateways, token):
         a, b = gateways
         admin_a = Admin(a.admin_url, token)
         tc = make_tenant(a, admin_a)
@@ -251,9 +237,3 @@ def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, r
         assert quota_use(admin_a, tc)["throttles"]["ingress"] > 0
         assert min(per_second.values()) > 0.25 * QUOTA, per_second
         assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
-        ok = True
-    finally:
-        problems = []
-        for g in gateways:
-            problems += g.finish(keep=not ok)
-    assert not problems, problems
