@@ -463,7 +463,7 @@ async fn start(
             pool: pool.clone(),
             autoscaler: autoscaler.clone(),
         })
-        .with_quota_meters(gateway.quota_meters().clone());
+        .with_quotas(gateway.clone());
     match admin.retry_pending_cleanups().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(

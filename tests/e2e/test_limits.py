@@ -45,6 +45,9 @@ def test_a_cluster_at_max_connections_has_its_next_connection_closed(stack, admi
     held = [connect(limited) for _ in range(3)]
     try:
         assert refused(limited), "a 4th connection was served"
+        # The admin API shows the cluster's connections and the refusal.
+        use = admin._ok("GET", f"/v1/clusters/{limited.cluster_id}")["quota_use"]
+        assert use["connections"] == 3 and use["refused"]["connections"] >= 1, use
         # Another tenant is not touched, with a real client (several connections) too.
         with RawKafka(other.bootstrap, other.token) as raw:
             raw.request(3, 4, struct.pack(">ib", -1, 0))

@@ -57,9 +57,9 @@ struct ClusterJson<'a> {
     max_message_bytes: i32,
     created_at: String,
     quotas: &'a Quotas,
-    /// Use of the rate quotas on this instance (absent before the listener runs).
+    /// Use of the quotas on this instance (absent before the data path runs).
     #[serde(skip_serializing_if = "Option::is_none")]
-    quota_use: Option<crate::quotas::meter::Usage>,
+    quota_use: Option<super::QuotaUse>,
 }
 
 fn to_json<'a>(admin: &'a Admin, cluster: &'a Cluster) -> Result<ClusterJson<'a>, ApiError> {

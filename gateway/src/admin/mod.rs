@@ -73,6 +73,17 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// memory); we back off and retry, and give up after this many in a row (about half a minute).
 const MAX_ACCEPT_FAILURES: u32 = 40;
 
+/// `quota_use` of a cluster's JSON: what it uses of its quotas on this instance.
+#[derive(Debug, serde::Serialize)]
+pub struct QuotaUse {
+    #[serde(flatten)]
+    rates: crate::quotas::meter::Usage,
+    /// Authenticated connections open now.
+    connections: u64,
+    /// How often each count quota refused something since the gateway started.
+    refused: crate::quotas::limits::Refused,
+}
+
 /// What the admin API needs to know about its deployment.
 #[derive(Clone)]
 pub struct AdminConfig {
@@ -113,7 +124,8 @@ struct Inner {
     /// The pool and its autoscaler, for the `/v1/pool` endpoints; set once at startup.
     pool_view: std::sync::OnceLock<pool::PoolView>,
     /// The Kafka listener's rate meters, whose use cluster JSON shows; set once at startup.
-    quota_meters: std::sync::OnceLock<crate::quotas::meter::Meters>,
+    /// The data path's quota state, once the listener runs.
+    quotas: std::sync::OnceLock<crate::state::Gateway>,
     /// Held from a store write until the registry reflects it, so that two concurrent changes
     /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
     writes: Mutex<()>,
@@ -152,7 +164,7 @@ impl Admin {
                 usage: std::sync::OnceLock::new(),
                 billing: std::sync::OnceLock::new(),
                 pool_view: std::sync::OnceLock::new(),
-                quota_meters: std::sync::OnceLock::new(),
+                quotas: std::sync::OnceLock::new(),
                 writes: Mutex::new(()),
             }),
         }
@@ -170,16 +182,20 @@ impl Admin {
         self
     }
 
-    /// Attaches the rate meters whose use cluster JSON shows as `quota_use`.
-    pub fn with_quota_meters(self, meters: crate::quotas::meter::Meters) -> Admin {
-        let _ = self.inner.quota_meters.set(meters);
+    /// Attaches the data path whose quota state cluster JSON shows as `quota_use`.
+    pub fn with_quotas(self, gateway: crate::state::Gateway) -> Admin {
+        let _ = self.inner.quotas.set(gateway);
         self
     }
 
-    /// A cluster's use of its rate quotas on this instance, once the listener's meters are
-    /// attached.
-    fn quota_use(&self, cluster: &uuid::Uuid) -> Option<crate::quotas::meter::Usage> {
-        self.inner.quota_meters.get().map(|m| m.usage(cluster))
+    /// A cluster's use of its quotas on this instance (rates, throttles, open connections,
+    /// refusals), once the data path is attached.
+    fn quota_use(&self, cluster: &uuid::Uuid) -> Option<QuotaUse> {
+        self.inner.quotas.get().map(|gw| QuotaUse {
+            rates: gw.quota_meters().usage(cluster),
+            connections: gw.quota_counts().connections(cluster),
+            refused: gw.quota_counts().refused(cluster),
+        })
     }
 
     /// Attaches the usage store the usage endpoints read.
