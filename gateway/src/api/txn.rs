@@ -228,6 +228,11 @@ pub async fn txn_offset_commit(
         }
         Err(code) => Some(code),
     };
+    // A transaction's commit may make a new group, as an OffsetCommit may.
+    let whole_code = match whole_code {
+        None => (crate::quotas::limits::admit_group(ctx, req.group_id.0.as_str()).await).err(),
+        refused => refused,
+    };
     let mut refused = Vec::new();
     req.topics.retain_mut(|t| {
         let code = whole_code.or_else(|| match ctx.admit_topic(Action::ReadData, &t.name) {

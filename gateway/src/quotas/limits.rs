@@ -882,7 +882,23 @@ mod tests {
         };
         assert_eq!(resp.topics[0].name.0.as_str(), "orders");
         assert_eq!(resp.topics[0].partitions[0].error_code, GROUP_LIMIT);
-        assert_eq!(ctx.gw.quota_counts().refused(&cluster).consumer_groups, 2);
+        // A transaction's commit to a new group is refused too.
+        let txn_commit = kafka_protocol::messages::TxnOffsetCommitRequest::default()
+            .with_transactional_id(kafka_protocol::messages::TransactionalId(
+                StrBytes::from_static_str("tx"),
+            ))
+            .with_group_id(group("new"))
+            .with_topics(vec![
+                kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders")))
+                    .with_partitions(vec![Default::default()]),
+            ]);
+        let reply = crate::api::txn::txn_offset_commit(&ctx, 3, txn_commit).await;
+        let ResponseKind::TxnOffsetCommit(resp) = now(reply.unwrap()) else {
+            panic!()
+        };
+        assert_eq!(resp.topics[0].partitions[0].error_code, GROUP_LIMIT);
+        assert_eq!(ctx.gw.quota_counts().refused(&cluster).consumer_groups, 3);
         // The group the cluster has goes on to its coordinator (none in this test).
         let reply = crate::api::groups::join_group(&ctx, 5, join("known")).await;
         assert!(!matches!(reply, Ok(Reply::Now(_))));
