@@ -16,3 +16,20 @@ pub mod calibration;
 pub mod dev;
 pub mod gateway;
 pub mod procs;
+
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Starts the clock progress lines are stamped with (else their first line starts it).
+pub fn start_clock() {
+    STARTED.get_or_init(std::time::Instant::now);
+}
+
+/// Writes a benchmark's progress line on stderr, stamped with the seconds since its first
+/// line: what the binaries' `progress!` macros call.
+pub fn progress(bin: &str, line: std::fmt::Arguments<'_>) {
+    let elapsed = STARTED
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64();
+    eprintln!("{bin} [{elapsed:6.1} s] {line}");
+}

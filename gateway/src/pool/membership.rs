@@ -278,12 +278,9 @@ impl Pool {
 
     /// Every registered broker's address and state, in the order they were registered.
     pub fn states(&self) -> Vec<(String, BrokerState)> {
-        self.inner
-            .members
-            .read()
-            .expect("poisoned")
-            .iter()
-            .map(|m| (m.broker.addr.clone(), m.state))
+        self.members_with_state()
+            .into_iter()
+            .map(|(b, state)| (b.addr.clone(), state))
             .collect()
     }
 

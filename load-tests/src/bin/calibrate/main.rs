@@ -14,16 +14,10 @@
 //! The figures of a run and how to read them are in `load-tests/README.md`.
 
 /// When the run started, for the progress lines.
-static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
 /// A progress line on stderr, stamped with the seconds since the run started.
 macro_rules! progress {
     ($($arg:tt)*) => {
-        eprintln!(
-            "calibrate [{:6.1} s] {}",
-            $crate::STARTED.get_or_init(std::time::Instant::now).elapsed().as_secs_f64(),
-            format_args!($($arg)*)
-        )
+        tollgate_load_tests::progress("calibrate", format_args!($($arg)*))
     };
 }
 
@@ -123,7 +117,7 @@ fn price(s: &str) -> Result<Decimal, String> {
 }
 
 fn main() -> ExitCode {
-    STARTED.get_or_init(Instant::now);
+    tollgate_load_tests::start_clock();
     let args = Args::parse();
     let limit = Duration::from_secs(args.max_seconds);
     std::thread::spawn(move || {

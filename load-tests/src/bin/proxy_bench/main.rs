@@ -16,16 +16,10 @@
 //! `load-tests/README.md`.
 
 /// When the run started, for the progress lines.
-static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
 /// A progress line on stderr, stamped with the seconds since the run started.
 macro_rules! progress {
     ($($arg:tt)*) => {
-        eprintln!(
-            "proxy-bench [{:6.1} s] {}",
-            $crate::STARTED.get_or_init(std::time::Instant::now).elapsed().as_secs_f64(),
-            format_args!($($arg)*)
-        )
+        tollgate_load_tests::progress("proxy-bench", format_args!($($arg)*))
     };
 }
 
@@ -144,7 +138,7 @@ pub struct Args {
 }
 
 fn main() -> ExitCode {
-    STARTED.get_or_init(Instant::now);
+    tollgate_load_tests::start_clock();
     let args = Args::parse();
     let tune = !args.malloc_as_is && !malloc::tuned();
     let pin = (args.pin && !pin::pinned()).then_some(pin::BENCH_CPUS);
