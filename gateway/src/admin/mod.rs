@@ -82,6 +82,10 @@ pub struct QuotaUse {
     connections: u64,
     /// How often each count quota refused something since the gateway started.
     refused: crate::quotas::limits::Refused,
+    /// The bytes the cluster stores on the pool, which `storage_limit_bytes` holds to, and
+    /// whether they were measured from the pool's log sizes or estimated.
+    stored_bytes: u64,
+    stored_bytes_source: crate::metering::StorageSource,
 }
 
 /// What the admin API needs to know about its deployment.
@@ -123,8 +127,8 @@ struct Inner {
     billing: std::sync::OnceLock<billing::Billing>,
     /// The pool and its autoscaler, for the `/v1/pool` endpoints; set once at startup.
     pool_view: std::sync::OnceLock<pool::PoolView>,
-    /// The Kafka listener's rate meters, whose use cluster JSON shows; set once at startup.
-    /// The data path's quota state, once the listener runs.
+    /// The data path (its quota state and stored bytes), which cluster JSON shows; set once
+    /// the Kafka listener runs.
     quotas: std::sync::OnceLock<crate::state::Gateway>,
     /// Held from a store write until the registry reflects it, so that two concurrent changes
     /// to one cluster (a PATCH racing a DELETE) reach the registry in the order they committed.
@@ -195,7 +199,17 @@ impl Admin {
             rates: gw.quota_meters().usage(cluster),
             connections: gw.quota_counts().connections(cluster),
             refused: gw.quota_counts().refused(cluster),
+            stored_bytes: gw.metering().stored_bytes(cluster),
+            stored_bytes_source: gw.metering().storage_source(),
         })
+    }
+
+    /// Where the data path's stored bytes come from, once it is attached.
+    fn storage_source(&self) -> Option<crate::metering::StorageSource> {
+        self.inner
+            .quotas
+            .get()
+            .map(|gw| gw.metering().storage_source())
     }
 
     /// Attaches the usage store the usage endpoints read.

@@ -85,9 +85,10 @@ pub(super) async fn hourly(admin: &Admin, query: Option<&str>) -> ApiResult {
         &json!({
             "cluster": p.cluster.as_hyphenated().to_string(),
             "hours": hours,
-            // The pool reports no log sizes: storage is estimated from bytes produced within
-            // the retention window (see the gateway's metering module).
-            "storage_estimated": true,
+            // Whether the stored bytes behind storage_byte_seconds are, as of now, estimated
+            // from bytes produced within the retention window rather than measured from the
+            // pool's log sizes (see the gateway's metering::storage).
+            "storage_estimated": admin.storage_source() != Some(crate::metering::StorageSource::Measured),
         }),
     ))
 }

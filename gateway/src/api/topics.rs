@@ -301,6 +301,8 @@ pub async fn delete_records(
         },
         |r: DeleteRecordsRequest| r.topics,
         move |ctx, mut resp: DeleteRecordsResponse| {
+            // Deleted records free storage: measure it now, not in ten seconds.
+            ctx.gw.metering().topics_changed();
             resp.topics.retain_mut(|t| ctx.topic_back(&mut t.name));
             resp.topics.extend(refused);
             ResponseKind::DeleteRecords(resp)

@@ -275,6 +275,22 @@ impl Router {
         Err(last)
     }
 
+    /// Sends a request to the broker at `addr`, meeting it first if the pool has not: for
+    /// requests each broker answers for itself (DescribeLogDirs). Only for requests that
+    /// change nothing.
+    pub async fn call_at<R: kafka_protocol::protocol::Request + 'static>(
+        &self,
+        addr: &str,
+        version: i16,
+        req: &R,
+    ) -> Result<R::Response, UpstreamError> {
+        let broker = self.broker_at(addr).await?;
+        broker
+            .call(version, req)
+            .await
+            .inspect_err(|e| self.broker_failed(&broker, e))
+    }
+
     /// Learns brokers and leaders from a pool Metadata answer (leader-based pools only: a
     /// stateless pool's brokers each claim everything).
     pub fn learn_metadata(&self, resp: &MetadataResponse) {

@@ -5,15 +5,12 @@
 //! - Partition counts are reconciled against the pool's metadata every
 //!   [`RECONCILE_EVERY`], and at once after a tenant creates or deletes topics or partitions,
 //!   so partition-seconds follow the pool, not just what passed through this gateway.
-//! - Stored bytes: the pool (tansu) has no DescribeLogDirs, so storage is *estimated* as the
-//!   bytes produced to the cluster within the retention window (default seven days, Kafka's
-//!   default `retention.ms`), from the usage store itself. The usage API marks it as estimated.
-//!   It overcounts topics deleted or compacted inside the window and undercounts topics with a
-//!   longer retention; a pool that reports log sizes should replace it.
+//! - Stored bytes are measured from the pool's log sizes at the same times, or estimated where
+//!   the pool cannot say ([`storage`]); [`StorageSource`] labels which.
 //! - [`Source`] tells the flusher which clusters exist and existed, from the admin store, and
 //!   what they hold: nothing known (`None`, not zero) until the first reconciliation and the
-//!   first storage estimate since start have succeeded, so a restart's gap is never billed at
-//!   zero (the flusher accrues it at the counts kept beside the clock).
+//!   first storage figures since start, so a restart's gap is never billed at zero (the
+//!   flusher accrues it at the counts kept beside the clock).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,15 +22,20 @@ use tokio::sync::Notify;
 use tollgate_meter::counters::{CounterSet, Counters};
 use tollgate_meter::flusher::{ClusterSource, ClusterState};
 use tollgate_meter::store::{BoxFuture, Counts, UsageStore};
-use tollgate_meter::{hour_of, HOUR};
 use uuid::Uuid;
 
 use crate::admin::Store;
 use crate::pool::UpstreamError;
 use crate::state::Gateway;
 
+pub mod storage;
+
+pub use storage::StorageSource;
+
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
-const STORAGE_EVERY: Duration = Duration::from_secs(60);
+/// How often storage is estimated where it cannot be measured: an estimate reads an hour's
+/// usage rows per cluster, and moves with the hour, not the second.
+const ESTIMATE_EVERY: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETENTION_SECONDS: i64 = 7 * 24 * 3600;
 
 /// Metering state shared by the data path, the flusher and the admin API. Cheap to share
@@ -44,11 +46,10 @@ pub struct Metering {
     counters: CounterSet,
     usage: Arc<dyn UsageStore>,
     partitions: RwLock<HashMap<Uuid, u64>>,
-    stored_bytes: RwLock<HashMap<Uuid, u64>>,
-    /// Whether `partitions` and `stored_bytes` hold a reconciliation's and an estimate's
-    /// figures yet; before that their zeros mean "not known", not "none".
+    stored: RwLock<Stored>,
+    /// Whether `partitions` holds a reconciliation's figures yet; before that its zeros mean
+    /// "not known", not "none" (as `Stored::source` does for stored bytes).
     reconciled: AtomicBool,
-    estimated: AtomicBool,
     topics_changed: Notify,
     retention_seconds: i64,
 }
@@ -60,9 +61,11 @@ impl Metering {
             counters: CounterSet::default(),
             usage,
             partitions: RwLock::default(),
-            stored_bytes: RwLock::default(),
+            stored: RwLock::new(Stored {
+                bytes: HashMap::new(),
+                source: StorageSource::Unknown,
+            }),
             reconciled: AtomicBool::new(false),
-            estimated: AtomicBool::new(false),
             topics_changed: Notify::new(),
             retention_seconds,
         }
@@ -88,7 +91,8 @@ impl Metering {
         &self.usage
     }
 
-    /// Called after a tenant changed its topics: reconcile soon, not in ten seconds.
+    /// Called after a tenant changed its topics or deleted records: reconcile and measure
+    /// soon, not in ten seconds.
     pub fn topics_changed(&self) {
         self.topics_changed.notify_one();
     }
@@ -108,8 +112,12 @@ impl Metering {
         self.partitions.read().expect("poisoned").values().sum()
     }
 
-    /// Counts every live cluster's partitions on the pool.
-    pub async fn reconcile_partitions(&self, gw: &Gateway) -> Result<(), UpstreamError> {
+    /// Counts every live cluster's partitions on the pool; returns the pool's answer, which
+    /// names every topic, its partitions' leaders and the brokers.
+    pub async fn reconcile_partitions(
+        &self,
+        gw: &Gateway,
+    ) -> Result<MetadataResponse, UpstreamError> {
         let (_, max) = gw
             .router()
             .pool()
@@ -129,77 +137,103 @@ impl Metering {
         }
         *self.partitions.write().expect("poisoned") = counts;
         self.reconciled.store(true, Ordering::Release);
-        Ok(())
+        Ok(resp)
     }
 
-    /// Re-estimates every live cluster's stored bytes (see the module docs).
-    pub async fn estimate_storage(&self, gw: &Gateway, now: i64) {
-        let from = hour_of(now - self.retention_seconds);
-        let to = hour_of(now) + HOUR;
-        let mut estimates = HashMap::new();
-        for c in gw.registry().all() {
-            match self.usage.hourly(c.id, from, to).await {
-                Ok(rows) => {
-                    estimates.insert(c.id, rows.iter().map(|r| r.bytes_in).sum());
+    /// Measures every live cluster's stored bytes from the pool's log sizes, given a Metadata
+    /// answer for every topic. Where the pool cannot say, falls back to the estimate, unless
+    /// a measurement was had before: a pool that measured and failed once keeps the last
+    /// measurement rather than flip to a figure of another kind.
+    async fn measure_storage(&self, gw: &Gateway, metadata: &MetadataResponse) -> bool {
+        match storage::measure(gw, metadata).await {
+            Ok(bytes) => {
+                self.set_stored(bytes, StorageSource::Measured);
+                true
+            }
+            Err(e) => {
+                let source = self.storage_source();
+                if source == StorageSource::Measured {
+                    tracing::warn!(error = %e, "stored bytes not measured; keeping the last measurement");
+                } else if !matches!(e, storage::MeasureError::Unsupported) {
+                    tracing::warn!(error = %e, "stored bytes not measured; estimating them");
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "storage estimate skipped");
-                    return;
-                }
+                false
             }
         }
-        *self.stored_bytes.write().expect("poisoned") = estimates;
-        self.estimated.store(true, Ordering::Release);
     }
 
-    /// `cluster`'s stored bytes as last estimated (0 before the first estimate).
+    /// Re-estimates every live cluster's stored bytes (see [`storage`]).
+    pub async fn estimate_storage(&self, gw: &Gateway, now: i64) {
+        if let Some(bytes) =
+            storage::estimate(gw, self.usage.as_ref(), self.retention_seconds, now).await
+        {
+            self.set_stored(bytes, StorageSource::Estimated);
+        }
+    }
+
+    fn set_stored(&self, bytes: HashMap<Uuid, u64>, source: StorageSource) {
+        *self.stored.write().expect("poisoned") = Stored { bytes, source };
+    }
+
+    /// `cluster`'s stored bytes as last measured or estimated (0 before either).
     pub fn stored_bytes(&self, cluster: &Uuid) -> u64 {
-        self.stored_bytes
+        self.stored
             .read()
             .expect("poisoned")
+            .bytes
             .get(cluster)
             .copied()
             .unwrap_or(0)
     }
 
-    /// Sets a cluster's stored bytes, as an estimate or a measurement would.
+    /// Whether the stored bytes are measured, estimated or not known yet.
+    pub fn storage_source(&self) -> StorageSource {
+        self.stored.read().expect("poisoned").source
+    }
+
+    /// Sets a cluster's stored bytes, as a measurement would.
     #[cfg(test)]
     pub(crate) fn set_stored_bytes(&self, cluster: Uuid, bytes: u64) {
-        self.stored_bytes
-            .write()
-            .expect("poisoned")
-            .insert(cluster, bytes);
-        self.estimated.store(true, Ordering::Release);
+        let mut stored = self.stored.write().expect("poisoned");
+        stored.bytes.insert(cluster, bytes);
+        stored.source = StorageSource::Measured;
     }
 
     /// What `cluster` holds as far as this gateway knows, for accrual: `None` until partitions
-    /// have been reconciled and storage estimated since start. Clusters absent from the pool
-    /// (deleted ones) hold nothing once those have run.
+    /// have been reconciled and storage measured or estimated since start. Clusters absent
+    /// from the pool (deleted ones) hold nothing once those have run.
     pub fn counts(&self, cluster: &Uuid) -> Option<Counts> {
-        let known =
-            self.reconciled.load(Ordering::Acquire) && self.estimated.load(Ordering::Acquire);
+        let known = self.reconciled.load(Ordering::Acquire)
+            && self.storage_source() != StorageSource::Unknown;
         known.then(|| Counts {
             partitions: self.partitions(cluster),
             stored_bytes: self.stored_bytes(cluster),
         })
     }
 
-    /// Keeps partition counts and storage estimates fresh until `shutdown`.
+    /// Keeps partition counts and stored bytes fresh until `shutdown`: both every
+    /// [`RECONCILE_EVERY`] and after a tenant changed its topics or deleted records, so a
+    /// deletion frees room under `storage_limit_bytes` at once.
     pub async fn run_refresh(
         self: Arc<Self>,
         gw: Gateway,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let mut storage_due = tokio::time::Instant::now();
+        let mut estimate_due = tokio::time::Instant::now();
         loop {
-            if let Err(e) = self.reconcile_partitions(&gw).await {
-                tracing::debug!(error = %e, "partition reconciliation failed; keeping the last counts");
-            }
-            if tokio::time::Instant::now() >= storage_due {
+            let measured = match self.reconcile_partitions(&gw).await {
+                Ok(metadata) => self.measure_storage(&gw, &metadata).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "partition reconciliation failed; keeping the last counts");
+                    false
+                }
+            };
+            let fallback = !measured && self.storage_source() != StorageSource::Measured;
+            if fallback && tokio::time::Instant::now() >= estimate_due {
                 self.estimate_storage(&gw, tollgate_meter::flusher::unix_now())
                     .await;
-                storage_due = tokio::time::Instant::now() + STORAGE_EVERY;
+                estimate_due = tokio::time::Instant::now() + ESTIMATE_EVERY;
             }
             tokio::select! {
                 _ = tokio::time::sleep(RECONCILE_EVERY) => {}
@@ -208,6 +242,13 @@ impl Metering {
             }
         }
     }
+}
+
+/// Every cluster's stored bytes and where they came from, replaced whole by each
+/// measurement or estimate.
+struct Stored {
+    bytes: HashMap<Uuid, u64>,
+    source: StorageSource,
 }
 
 /// The flusher's view of the clusters: every cluster in the admin store, deleted ones
