@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer
 
 from support import Admin, TenantCluster, create_topic, unique, wait_until
@@ -151,7 +152,12 @@ def test_a_producer_over_its_partition_ingress_quota_is_held_to_it_on_that_parti
     assert use["throttles"]["partition_ingress"] > 0 and use["throttles"]["ingress"] == 0
 
 
-def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant):
+@pytest.mark.parametrize("quota", ["egress", "partition_egress"])
+def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant, quota: str):
+    """The cluster's egress quota, or its one partition's (the other left far above): a
+    partition's is charged as the answer goes through (relayed answers are cut through, their
+    partitions known only then), so it mutes the connection from then and the next answer
+    says so."""
     tc = new_tenant()
     topic = unique("q-")
     create_topic(tc.conn(), topic)
@@ -169,7 +175,7 @@ def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant
                 producer.poll(0.05)
         producer.poll(0)
     assert producer.flush(60) == 0
-    set_quotas(admin, tc, egress_bytes_per_second=QUOTA)
+    set_quotas(admin, tc, **{f"{quota}_bytes_per_second": QUOTA})
 
     consumer = Consumer(tc.conn().confluent(**{
         "group.id": unique("g-"), "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -186,10 +192,12 @@ def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant
             rate.bytes += len(msg.value())
     consumer.close()
     got = rate.per_second
-    print(f"\negress quota {QUOTA} B/s: consumer {got:.0f} B/s ({got / QUOTA:.3f} x quota); "
+    print(f"\n{quota} quota {QUOTA} B/s: consumer {got:.0f} B/s ({got / QUOTA:.3f} x quota); "
           f"quota_use {quota_use(admin, tc)}")
     assert abs(got - QUOTA) <= 0.10 * QUOTA, f"held at {got:.0f} B/s, quota {QUOTA}"
-    assert quota_use(admin, tc)["throttles"]["egress"] > 0
+    throttles = quota_use(admin, tc)["throttles"]
+    other = {"egress": "partition_egress", "partition_egress": "egress"}[quota]
+    assert throttles[quota] > 0 and throttles[other] == 0, throttles
 
 
 def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, redis_server, tmp_path):

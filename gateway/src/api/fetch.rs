@@ -202,6 +202,7 @@ fn relayed(
                         }
                     }),
                     throttle_time_ms: 0,
+                    per_partition: false,
                 }));
             }
             Err(error) => error,

@@ -27,12 +27,15 @@
 //! nothing else can be said, and clients retry on a new connection.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::split::leader_moved;
 use crate::frame::Frame;
 use crate::pool::{BodyStream, UpstreamError};
+use crate::quotas::meter::PartitionKey;
 
 /// The tag of the padding field: far above any tag Kafka's FetchResponse defines (0, for node
 /// endpoints), and two bytes as a varint.
@@ -62,6 +65,8 @@ pub struct Relay {
     /// The least `throttle_time_ms` the client is told (its cluster's quotas); the pool's is
     /// kept when longer.
     pub throttle_time_ms: i32,
+    /// Whether [`Relayed::partitions`] is wanted (a partition egress quota is set).
+    pub per_partition: bool,
 }
 
 /// What a relayed answer carried.
@@ -71,6 +76,8 @@ pub struct Relayed {
     pub moved: Vec<String>,
     /// Bytes of complete record batches: what the client was sent to consume.
     pub delivered: u64,
+    /// Those bytes by partition, as the tenant names it, if asked for and not zero.
+    pub partitions: Vec<(PartitionKey, u64)>,
 }
 
 impl Relay {
@@ -88,6 +95,7 @@ impl Relay {
             forwarded,
             done,
             throttle_time_ms: throttled,
+            per_partition,
         } = self;
         let malformed = |reason: &str| UpstreamError::Decode {
             addr: addr.clone(),
@@ -129,13 +137,16 @@ impl Relay {
 
         let mut moved: Vec<String> = Vec::new();
         let mut delivered = 0u64;
+        let mut by_partition = Vec::new();
         for _ in 0..topics {
+            let mut tenant_topic = (TopicName::default(), Uuid::nil());
             let physical = if by_id {
                 let id = Uuid::from_slice(&input.bytes(16).await?).expect("16 bytes");
                 let Some((name, _)) = forwarded.iter().find(|(_, i)| *i == id) else {
                     return Err(malformed("an answer for a topic not asked for").into());
                 };
                 out.put_slice(id.as_bytes());
+                tenant_topic.1 = id;
                 name.clone()
             } else {
                 let name = input.string(flexible).await?;
@@ -146,12 +157,16 @@ impl Relay {
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| malformed("an answer for a topic not asked for"))?;
                 out.put_string(tenant, flexible);
+                if per_partition {
+                    tenant_topic.0 = TopicName(StrBytes::from_string(tenant.to_owned()));
+                }
                 String::from_utf8_lossy(&name).into_owned()
             };
             let partitions = input.array_len(flexible).await?;
             out.put_nullable_len(Some(partitions), flexible);
             for _ in 0..partitions {
-                out.put_i32(input.i32().await?); // partition index
+                let index = input.i32().await?;
+                out.put_i32(index);
                 let error_code = input.i16().await?;
                 out.put_i16(error_code);
                 if leader_moved(error_code) && !moved.contains(&physical) {
@@ -181,6 +196,10 @@ impl Relay {
                         .forward(n, &mut out, |at, piece| walk.feed(at, piece))
                         .await?;
                     delivered += walk.complete;
+                    if per_partition && walk.complete > 0 {
+                        let (name, id) = &tenant_topic;
+                        by_partition.push(((name.clone(), *id, index), walk.complete));
+                    }
                 }
                 if flexible {
                     // DivergingEpoch (0) and SnapshotId (2) say where the log stands and are
@@ -225,7 +244,11 @@ impl Relay {
         if out.written != 4 + frame_len {
             return Err(malformed("rewritten answer does not match its length").into());
         }
-        done(Relayed { moved, delivered });
+        done(Relayed {
+            moved,
+            delivered,
+            partitions: by_partition,
+        });
         Ok(())
     }
 }
@@ -785,6 +808,7 @@ mod tests {
             forwarded: forwarded(),
             done: Box::new(move |r| *seen_by_done.lock().unwrap() = Some(r)),
             throttle_time_ms: 0,
+            per_partition: true,
         };
         let mut out = Vec::new();
         let result = relay.write_to(&mut out, 4242).await;
@@ -825,6 +849,17 @@ mod tests {
                 let relayed = relayed.expect("done was told");
                 assert_eq!(relayed.moved, vec![format!("{PREFIX}orders")]);
                 assert_eq!(relayed.delivered, 5100, "complete batches only");
+                // By partition, as the tenant names it: by name before v13, by id from it.
+                let total: u64 = relayed.partitions.iter().map(|(_, n)| n).sum();
+                assert_eq!(total, 5100, "v{version}");
+                for ((name, id, _), _) in &relayed.partitions {
+                    if version < 13 {
+                        assert!(["orders", LONG].contains(&name.0.as_str()), "{name:?}");
+                        assert!(id.is_nil());
+                    } else {
+                        assert!(name.0.is_empty() && ids().contains(id), "{id}");
+                    }
+                }
             }
         }
     }

@@ -94,8 +94,38 @@ impl Meter {
 /// (which is exact: a new bucket is a full one). MSK Serverless's 2,400 partitions fit.
 const PARTITION_BUCKETS: usize = 4_096;
 
-/// A partition as a Produce request names it: by name, or from v13 by topic id.
-type PartitionKey = (TopicName, uuid::Uuid, i32);
+/// A partition as the tenant names it: by name, or from Produce v13 and Fetch v13 by topic id
+/// (the name then empty).
+pub type PartitionKey = (TopicName, uuid::Uuid, i32);
+
+/// Per-partition buckets of one rate (`partition_*_bytes_per_second`): a lock taken once per
+/// request, only while the quota is set.
+#[derive(Debug, Default)]
+struct PartitionBuckets {
+    buckets: Mutex<HashMap<PartitionKey, Bucket>>,
+    throttles: AtomicU64,
+}
+
+impl PartitionBuckets {
+    /// Charges each partition its bytes; the longest wait wins and counts one throttle.
+    fn charge(&self, parts: impl IntoIterator<Item = (PartitionKey, u64)>, quota: u64) -> Duration {
+        let now = now_ns();
+        let mut buckets = self.buckets.lock().expect("poisoned");
+        if buckets.len() > PARTITION_BUCKETS {
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        let mut wait = 0;
+        for (key, bytes) in parts {
+            wait = wait.max(buckets.entry(key).or_default().charge(now, bytes, quota));
+        }
+        drop(buckets);
+        if wait == 0 {
+            return Duration::ZERO;
+        }
+        self.throttles.fetch_add(1, Ordering::Relaxed);
+        Duration::from_nanos(wait).min(MAX_THROTTLE)
+    }
+}
 
 /// One cluster's rates on this instance. Shared by its connections.
 #[derive(Debug, Default)]
@@ -103,10 +133,10 @@ pub struct ClusterMeter {
     ingress: Meter,
     egress: Meter,
     requests: Meter,
-    /// Each partition's ingress (`partition_ingress_bytes_per_second`); a lock taken once
-    /// per Produce request, only while that quota is set.
-    partitions_in: Mutex<HashMap<PartitionKey, Bucket>>,
-    partition_ingress_throttles: AtomicU64,
+    /// Each partition's ingress and egress, per instance (a partition's traffic mostly
+    /// takes one instance: its producers' and consumers' connections).
+    partitions_in: PartitionBuckets,
+    partitions_out: PartitionBuckets,
     /// Set when instances share quotas through Redis.
     link: Option<Arc<Link>>,
 }
@@ -147,26 +177,26 @@ impl ClusterMeter {
         let Some(quota) = quotas.partition_ingress_bytes_per_second else {
             return cluster;
         };
-        let now = now_ns();
-        let mut buckets = self.partitions_in.lock().expect("poisoned");
-        if buckets.len() > PARTITION_BUCKETS {
-            buckets.retain(|_, b| !b.is_full(now));
-        }
-        let mut wait = 0;
-        for t in &req.topic_data {
-            for p in &t.partition_data {
+        let parts = req.topic_data.iter().flat_map(|t| {
+            t.partition_data.iter().map(|p| {
                 let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
-                let key = (t.name.clone(), t.topic_id, p.index);
-                wait = wait.max(buckets.entry(key).or_default().charge(now, bytes, quota));
-            }
+                ((t.name.clone(), t.topic_id, p.index), bytes)
+            })
+        });
+        cluster.max(self.partitions_in.charge(parts, quota))
+    }
+
+    /// Charges the bytes a fetch answer delivered from each partition against the partition
+    /// egress quota (the cluster's egress is charged with [`ClusterMeter::charge`]).
+    pub fn charge_fetched(
+        &self,
+        parts: impl IntoIterator<Item = (PartitionKey, u64)>,
+        quotas: &Quotas,
+    ) -> Duration {
+        match quotas.partition_egress_bytes_per_second {
+            Some(quota) => self.partitions_out.charge(parts, quota),
+            None => Duration::ZERO,
         }
-        drop(buckets);
-        if wait == 0 {
-            return cluster;
-        }
-        self.partition_ingress_throttles
-            .fetch_add(1, Ordering::Relaxed);
-        cluster.max(Duration::from_nanos(wait).min(MAX_THROTTLE))
     }
 
     /// What the cluster used in the last second, and its throttles so far.
@@ -180,7 +210,8 @@ impl ClusterMeter {
                 ingress: self.ingress.throttles.load(Ordering::Relaxed),
                 egress: self.egress.throttles.load(Ordering::Relaxed),
                 requests: self.requests.throttles.load(Ordering::Relaxed),
-                partition_ingress: self.partition_ingress_throttles.load(Ordering::Relaxed),
+                partition_ingress: self.partitions_in.throttles.load(Ordering::Relaxed),
+                partition_egress: self.partitions_out.throttles.load(Ordering::Relaxed),
             },
         }
     }
@@ -205,6 +236,8 @@ pub struct Throttles {
     pub requests: u64,
     /// Produce requests over `partition_ingress_bytes_per_second` on some partition.
     pub partition_ingress: u64,
+    /// Fetch answers over `partition_egress_bytes_per_second` on some partition.
+    pub partition_egress: u64,
 }
 
 /// Every cluster's meter on this instance. Cheap to clone.

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::{ProduceRequest, ResponseKind};
+use kafka_protocol::messages::{FetchResponse, ProduceRequest, ResponseKind};
 
-use super::meter::{millis, ClusterMeter, Kind, Mute};
+use super::meter::{millis, ClusterMeter, Kind, Mute, PartitionKey};
 use super::Quotas;
 use crate::api::Answer;
 use crate::pool::UpstreamError;
@@ -85,6 +85,16 @@ fn answer_bytes(answer: &Answer) -> u64 {
     }
 }
 
+/// The record bytes a fetch answer delivers from each partition, as the tenant names it.
+fn fetched(resp: &FetchResponse) -> impl Iterator<Item = (PartitionKey, u64)> + '_ {
+    resp.responses.iter().flat_map(|t| {
+        t.partitions.iter().filter_map(move |p| {
+            let bytes = p.records.as_ref().map_or(0, |r| r.len() as u64);
+            (bytes > 0).then(|| ((t.topic.clone(), t.topic_id, p.partition_index), bytes))
+        })
+    })
+}
+
 /// What an answer still to come needs to be throttled: the throttle of its request, and for a
 /// fetch, the cluster's egress meter and quotas to charge its bytes against.
 pub struct Pending {
@@ -108,7 +118,28 @@ impl Pending {
             let mut answer = reply.await?;
             let mut throttle = self.throttle;
             if let Some((meter, quotas)) = &self.egress {
-                let egress = meter.charge(Kind::Egress, answer_bytes(&answer), quotas);
+                let mut egress = meter.charge(Kind::Egress, answer_bytes(&answer), quotas);
+                match &mut answer {
+                    Answer::Message(ResponseKind::Fetch(resp)) => {
+                        egress = egress.max(meter.charge_fetched(fetched(resp), quotas));
+                    }
+                    // A relayed answer's partitions are known once it has gone through: their
+                    // throttle mutes the connection from then, and the client's next answer
+                    // says so (Kafka too tells a throttle in the answer after the one that
+                    // earned it when it cannot know it before).
+                    Answer::Relay(relay) if quotas.partition_egress_bytes_per_second.is_some() => {
+                        relay.per_partition = true;
+                        let (meter, quotas) = (meter.clone(), *quotas);
+                        let mute = self.mute.clone();
+                        let done = std::mem::replace(&mut relay.done, Box::new(|_| {}));
+                        relay.done = Box::new(move |relayed| {
+                            let parts = relayed.partitions.iter().cloned();
+                            mute.extend(meter.charge_fetched(parts, &quotas));
+                            done(relayed);
+                        });
+                    }
+                    _ => {}
+                }
                 self.mute.extend(egress);
                 throttle = throttle.max(egress);
             }
@@ -197,5 +228,53 @@ mod tests {
         );
         assert!(mute.until().is_some());
         assert_eq!(meter.usage().throttles.egress, 1);
+    }
+
+    #[tokio::test]
+    async fn a_partition_over_its_egress_quota_throttles_the_fetch() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::TopicName;
+        let part = |index, n: usize| {
+            PartitionData::default()
+                .with_partition_index(index)
+                .with_records(Some(vec![0u8; n].into()))
+        };
+        let fetch = |sizes: Vec<PartitionData>| {
+            ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName("t".into()))
+                    .with_partitions(sizes),
+            ]))
+        };
+        let meter = Arc::new(ClusterMeter::default());
+        let quotas = Quotas {
+            egress_bytes_per_second: Some(1_000_000),
+            partition_egress_bytes_per_second: Some(1_000),
+            ..Quotas::default()
+        };
+        let answer = |body: ResponseKind| {
+            let pending = Pending {
+                throttle: Duration::ZERO,
+                egress: Some((meter.clone(), quotas)),
+                mute: Arc::new(Mute::default()),
+            };
+            let reply: BoxFuture<'static, Result<Answer, UpstreamError>> =
+                Box::pin(async move { Ok(Answer::Message(body)) });
+            pending.answer(reply)
+        };
+        let throttle = |a: Answer| match a {
+            Answer::Message(ResponseKind::Fetch(r)) => r.throttle_time_ms,
+            _ => unreachable!(),
+        };
+        // Each partition has a second of allowance of its own.
+        let a = answer(fetch(vec![part(0, 1_000), part(1, 1_000)])).await;
+        assert_eq!(throttle(a.unwrap()), 0);
+        // Partition 0 goes 2,000 B over; the cluster is far under its own quota.
+        let a = answer(fetch(vec![part(0, 2_000), part(1, 10)])).await;
+        let ms = throttle(a.unwrap());
+        assert!((1_990..=2_000).contains(&ms), "{ms}");
+        let usage = meter.usage();
+        assert_eq!(usage.throttles.partition_egress, 1);
+        assert_eq!(usage.throttles.egress, 0);
     }
 }
