@@ -58,6 +58,10 @@ pub enum Reply {
     Later(BoxFuture<'static, Result<Answer, UpstreamError>>),
     /// The client expects no response (produce with acks=0).
     Nothing,
+    /// A request refused that has no response to say so (an acks=0 produce): the connection
+    /// is closed, as Kafka closes an acks=0 producer's connection when its produce fails, so
+    /// the client learns of it rather than lose records silently.
+    Close(String),
 }
 
 /// An answer from the pool, rewritten for the client.

@@ -68,6 +68,9 @@ pub enum CloseReason {
     Idle(std::time::Duration),
     #[error("cluster was deleted")]
     ClusterGone,
+    /// A request refused that has no response to carry the refusal (an acks=0 produce).
+    #[error("refused without a response to say so: {0}")]
+    Unanswerable(String),
     /// Over a connection quota of its cluster (`max_connections`, `connections_per_second`).
     #[error("closed by quota: {0}")]
     OverQuota(String),
@@ -533,6 +536,7 @@ impl Connection {
                         .await
                     }
                     Reply::Nothing => Ok(()),
+                    Reply::Close(why) => Err(CloseReason::Unanswerable(why)),
                 }
             }
         }

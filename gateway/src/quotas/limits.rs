@@ -944,7 +944,14 @@ mod tests {
             let mut buf = bytes::BytesMut::new();
             kafka_protocol::protocol::Encodable::encode(&resp, &mut buf, version).unwrap();
         }
-        assert_eq!(ctx.gw.quota_counts().refused(&cluster).storage, 2);
+        // An acks=0 produce has no answer to carry the refusal: its connection is closed,
+        // as Kafka closes it, rather than its records dropped in silence.
+        let reply = crate::api::produce::produce(&ctx, 9, req.clone().with_acks(0)).await;
+        assert!(
+            matches!(&reply, Ok(Reply::Close(why)) if why.contains("storage_limit_bytes")),
+            "acks=0 over the limit closes"
+        );
+        assert_eq!(ctx.gw.quota_counts().refused(&cluster).storage, 3);
         // Under the limit (a deletion measured), or no limit: produce goes on to the pool.
         ctx.gw.metering().set_stored_bytes(cluster, 999);
         let reply = crate::api::produce::produce(&ctx, 9, req.clone()).await;

@@ -39,7 +39,9 @@ pub async fn produce(
         // last silently; a request no client sends is refused whole instead.
         tracing::debug!("produce request names a partition twice; refused");
         if req.acks == 0 {
-            return Ok(Reply::Nothing);
+            return Ok(Reply::Close(
+                "an acks=0 produce request named a partition twice".into(),
+            ));
         }
         let refused = req
             .topic_data
@@ -57,7 +59,7 @@ pub async fn produce(
     }
     if let Some(message) = crate::quotas::limits::storage_full(ctx) {
         if req.acks == 0 {
-            return Ok(Reply::Nothing);
+            return Ok(Reply::Close(message));
         }
         let resp = crate::quotas::limits::refuse_produce(&req, version, &message);
         return Ok(Reply::now(ResponseKind::Produce(resp)));
@@ -205,7 +207,7 @@ pub async fn produce(
     };
     if accepted.is_empty() {
         if acks == 0 {
-            return Ok(Reply::Nothing);
+            return Ok(Reply::Close(acks_zero_refused(&refused)));
         }
         let resp = ProduceResponse::default().with_responses(refused);
         return Ok(Reply::now(ResponseKind::Produce(resp)));
@@ -240,6 +242,11 @@ pub async fn produce(
         ctx.gw.signals().bytes_in(forwarded);
         if let Some(c) = &ctx.session.counters {
             c.add_in(forwarded);
+        }
+        // As Kafka: the partitions it may write are written, and a refused one closes the
+        // connection, the only way an acks=0 producer hears of it.
+        if !refused.is_empty() {
+            return Ok(Reply::Close(acks_zero_refused(&refused)));
         }
         return Ok(Reply::Nothing);
     }
@@ -451,6 +458,19 @@ fn refusal(
         )
 }
 
+/// Why an acks=0 produce closes its connection: the partitions refused and their codes.
+fn acks_zero_refused(refused: &[TopicProduceResponse]) -> String {
+    let codes: Vec<String> = refused
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses
+                .iter()
+                .map(move |p| format!("{}-{}: error {}", t.name.0, p.index, p.error_code))
+        })
+        .collect();
+    format!("acks=0 produce refused ({})", codes.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -520,7 +540,7 @@ mod tests {
         );
         assert!(matches!(
             produce(&ctx, 7, request(0, &[("a", 1, b"x"), ("a", 1, b"y")])).await,
-            Ok(Reply::Nothing)
+            Ok(Reply::Close(why)) if why.contains("twice")
         ));
 
         // The same topic twice with different partitions is fine: forwarded (and here, with
