@@ -398,6 +398,51 @@ def metered_stack(stack_factory) -> tuple[Stack, Admin, TenantCluster]:
     return s, admin, tc
 
 
+def test_a_batch_acknowledged_again_after_a_lost_answer_is_metered_once(stack_factory):
+    """An idempotent producer whose Produce answer is lost (the connection cut after the pool
+    acknowledged the batch to the gateway) sends the batch again on a new connection, and
+    bytes_in is exactly the batches acknowledged, each counted once. tansu answers the repeat
+    DUPLICATE_SEQUENCE_NUMBER (librdkafka takes it as delivered), which is not metered; Apache
+    Kafka answers it with success, which the gateway's table of acknowledged sequences catches
+    (the unit test a_batch_the_pool_acknowledges_again_is_metered_once, in api/produce)."""
+    from answer_dropper import AnswerDropper
+    from conftest import LANES, free_port_run
+
+    proxy_port = free_port_run(LANES)
+    s = stack_factory(STACK_ARGS + ("--advertise", f"127.0.0.1:{proxy_port}"))
+    dropper = AnswerDropper(proxy_port, s.kafka_port, LANES).start()
+    try:
+        admin = Admin(s.admin_url, s.admin_token)
+        tc = make_tenant(s, admin)
+        create_topic(tc.conn(), "retried", partitions=1)
+        conn = Conn(f"127.0.0.1:{proxy_port}", tc.token)
+        producer = Producer(conn.confluent(**{
+            **EXACT_PRODUCER, "enable.idempotence": True, "message.timeout.ms": 60000}))
+        reports: list = []
+        records = [(f"key-{i:04d}".encode(), bytes([i % 251]) * (100 + i)) for i in range(60)]
+        for i, (key, value) in enumerate(records):
+            if i in (20, 40):
+                # Once what came before is acknowledged, so the lost answer is a later one's.
+                assert producer.flush(30) == 0
+                dropper.arm()
+            producer.produce("retried", key=key, value=value, partition=0,
+                             on_delivery=lambda err, msg: reports.append(err))
+            producer.poll(0)
+            time.sleep(0.02)
+        assert producer.flush(70) == 0
+        failed = [e for e in reports if e is not None]
+        assert not failed and len(reports) == len(records), f"failures {failed[:5]}; {conn.errors}"
+        assert dropper.dropped == 2, f"{dropper.dropped} answers lost"
+        # Every record once in the log: the pool took the repeats as the duplicates they are.
+        got = consume_all(tc.conn(), "retried", 1, len(records))
+        assert [(k, v) for k, v, _, _ in got] == records
+        expected = sum(batch_size(k, v) for k, v in records)
+        bytes_in = settled_usage(admin, tc, "bytes_in", expected)
+        assert bytes_in == expected, f"bytes_in {bytes_in}, the {len(records)} batches hold {expected}"
+    finally:
+        dropper.close()
+
+
 def test_sigterm_mid_traffic_loses_nothing(stack_factory):
     s, admin, tc = metered_stack(stack_factory)
     traffic = Traffic(tc.conn(), "traffic", 2)

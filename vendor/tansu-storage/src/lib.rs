@@ -172,6 +172,8 @@ use tansu_sans_io::{
     describe_cluster_response::DescribeClusterBroker,
     describe_configs_response::DescribeConfigsResult,
     describe_groups_response,
+    describe_log_dirs_request::DescribableLogDirTopic,
+    describe_log_dirs_response::DescribeLogDirsResult,
     describe_topic_partitions_request::{Cursor, TopicRequest},
     describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic,
     fetch_request::FetchTopic,
@@ -209,12 +211,13 @@ pub use service::{
     AlterUserScramCredentialsService, ChannelRequestLayer, ChannelRequestService,
     ConsumerGroupDescribeService, CreateAclsService, CreateTopicsService, DeleteGroupsService,
     DeleteRecordsService, DeleteTopicsService, DescribeAclsService, DescribeClusterService,
-    DescribeConfigsService, DescribeGroupsService, DescribeTopicPartitionsService,
-    DescribeUserScramCredentialsService, FetchService, FindCoordinatorService,
-    GetTelemetrySubscriptionsService, IncrementalAlterConfigsService, InitProducerIdService,
-    ListGroupsService, ListOffsetsService, ListPartitionReassignmentsService, MetadataService,
-    ProduceService, Request, RequestChannelService, RequestLayer, RequestReceiver, RequestSender,
-    RequestService, RequestStorageService, Response, TxnAddOffsetsService, TxnAddPartitionService,
+    DescribeConfigsService, DescribeGroupsService, DescribeLogDirsService,
+    DescribeTopicPartitionsService, DescribeUserScramCredentialsService, FetchService,
+    FindCoordinatorService, GetTelemetrySubscriptionsService, IncrementalAlterConfigsService,
+    InitProducerIdService, ListGroupsService, ListOffsetsService,
+    ListPartitionReassignmentsService, MetadataService, ProduceService, Request,
+    RequestChannelService, RequestLayer, RequestReceiver, RequestSender, RequestService,
+    RequestStorageService, Response, TxnAddOffsetsService, TxnAddPartitionService,
     TxnOffsetCommitService, bounded_channel,
 };
 
@@ -1455,6 +1458,22 @@ pub trait Storage: Clone + Debug + Send + Sync + 'static {
         cursor: Option<Topition>,
     ) -> Result<Vec<DescribeTopicPartitionsResponseTopic>>;
 
+    /// Describe the log directory of this storage: the bytes held by each requested partition
+    /// (every partition when `topics` is `None`).
+    ///
+    /// Tollgate patch: tansu did not implement DescribeLogDirs; the gateway measures the bytes
+    /// each partition holds with it. Engines that cannot say fail, and the service answers
+    /// KAFKA_STORAGE_ERROR for the directory.
+    async fn describe_log_dirs(
+        &self,
+        topics: Option<&[DescribableLogDirTopic]>,
+    ) -> Result<DescribeLogDirsResult> {
+        debug!(?topics);
+        Err(Error::Message(
+            "DescribeLogDirs is not implemented by this storage engine".into(),
+        ))
+    }
+
     /// Conditionally update the state of a group in this storage.
     async fn update_group(
         &self,
@@ -2498,6 +2517,41 @@ impl Storage for StorageContainer {
             Self::Turso(engine) => {
                 engine.describe_topic_partitions(topics, partition_limit, cursor)
             }
+        }
+        .await
+        .inspect(|_| {
+            STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
+        })
+        .inspect_err(|_| {
+            STORAGE_CONTAINER_ERRORS.add(1, &attributes);
+        })
+    }
+
+    // Tollgate patch: DescribeLogDirs (see Storage::describe_log_dirs).
+    #[instrument(skip_all)]
+    async fn describe_log_dirs(
+        &self,
+        topics: Option<&[DescribableLogDirTopic]>,
+    ) -> Result<DescribeLogDirsResult> {
+        let attributes = [KeyValue::new("method", "describe_log_dirs")];
+
+        match self {
+            #[cfg(feature = "dynostore")]
+            Self::DynoStore(engine) => engine.describe_log_dirs(topics),
+
+            #[cfg(feature = "libsql")]
+            Self::Lite(engine) => engine.describe_log_dirs(topics),
+
+            Self::Null(engine) => engine.describe_log_dirs(topics),
+
+            #[cfg(feature = "postgres")]
+            Self::Postgres(engine) => engine.describe_log_dirs(topics),
+
+            #[cfg(feature = "slatedb")]
+            Self::Slate(engine) => engine.describe_log_dirs(topics),
+
+            #[cfg(feature = "turso")]
+            Self::Turso(engine) => engine.describe_log_dirs(topics),
         }
         .await
         .inspect(|_| {

@@ -23,6 +23,8 @@ mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+// Tollgate patch: DescribeLogDirs, each partition's stored bytes.
+mod describe_log_dirs;
 mod describe_topic_partitions;
 mod describe_user_scram_credentials;
 mod fetch;
@@ -56,6 +58,7 @@ pub use describe_acls::DescribeAclsService;
 pub use describe_cluster::DescribeClusterService;
 pub use describe_configs::DescribeConfigsService;
 pub use describe_groups::DescribeGroupsService;
+pub use describe_log_dirs::DescribeLogDirsService;
 pub use describe_topic_partitions::DescribeTopicPartitionsService;
 pub use describe_user_scram_credentials::DescribeUserScramCredentialsService;
 pub use fetch::FetchService;
@@ -79,6 +82,8 @@ use tansu_sans_io::{
     delete_records_request::DeleteRecordsTopic, delete_records_response::DeleteRecordsTopicResult,
     describe_cluster_response::DescribeClusterBroker,
     describe_configs_response::DescribeConfigsResult,
+    describe_log_dirs_request::DescribableLogDirTopic,
+    describe_log_dirs_response::DescribeLogDirsResult,
     describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic,
     incremental_alter_configs_request::AlterConfigsResource,
     incremental_alter_configs_response::AlterConfigsResourceResponse,
@@ -154,6 +159,8 @@ pub enum Request {
         partition_limit: i32,
         cursor: Option<Topition>,
     },
+    // Tollgate patch: DescribeLogDirs, so that the Lite engine's delegate can answer it.
+    DescribeLogDirs(Option<Vec<DescribableLogDirTopic>>),
     ListGroups(Option<Vec<String>>),
     DeleteGroups(Option<Vec<String>>),
     DescribeGroups {
@@ -218,6 +225,7 @@ impl Display for Request {
             Self::DeleteTopic(_) => f.write_str("DeleteTopic"),
             Self::DescribeConfig { .. } => f.write_str("DescribeConfig"),
             Self::DescribeGroups { .. } => f.write_str("DescribeGroups"),
+            Self::DescribeLogDirs(_) => f.write_str("DescribeLogDirs"), // Tollgate patch
             Self::DescribeTopicPartitions { .. } => f.write_str("DescribeTopicPartitions"),
             Self::Fetch { .. } => f.write_str("Fetch"),
             Self::IncrementalAlterResource(_) => f.write_str("IncrementalAlterResource"),
@@ -258,6 +266,8 @@ pub enum Response {
     DeleteUserScramCredential(Result<()>),
     DescribeConfig(Result<DescribeConfigsResult>),
     DescribeGroups(Result<Vec<NamedGroupDetail>>),
+    // Tollgate patch: DescribeLogDirs, see Request::DescribeLogDirs.
+    DescribeLogDirs(Result<DescribeLogDirsResult>),
     DescribeTopicPartitions(Result<Vec<DescribeTopicPartitionsResponseTopic>>),
     Fetch(Result<Vec<deflated::Batch>>),
     IncrementalAlterResponse(Result<AlterConfigsResourceResponse>),
@@ -836,6 +846,26 @@ impl Storage for RequestChannelService {
         .map_err(Into::into)
     }
 
+    // Tollgate patch: DescribeLogDirs over the channel, see Request::DescribeLogDirs.
+    #[instrument(skip_all)]
+    async fn describe_log_dirs(
+        &self,
+        topics: Option<&[DescribableLogDirTopic]>,
+    ) -> Result<DescribeLogDirsResult> {
+        let topics = topics.map(Vec::from);
+
+        self.serve(Context::default(), Request::DescribeLogDirs(topics))
+            .await
+            .and_then(|response| {
+                if let Response::DescribeLogDirs(inner) = response {
+                    inner.map_err(Into::into)
+                } else {
+                    Err(Error::UnexpectedServiceResponse(Box::new(response)).into())
+                }
+            })
+            .map_err(Into::into)
+    }
+
     #[instrument(skip_all)]
     async fn list_groups(&self, states_filter: Option<&[String]>) -> Result<Vec<ListedGroup>> {
         let states_filter = states_filter.map(Vec::from);
@@ -1383,6 +1413,10 @@ where
                 self.storage
                     .describe_topic_partitions(topics.as_deref(), partition_limit, cursor)
                     .await,
+            )),
+            // Tollgate patch: see Request::DescribeLogDirs.
+            Request::DescribeLogDirs(topics) => Ok(Response::DescribeLogDirs(
+                self.storage.describe_log_dirs(topics.as_deref()).await,
             )),
             Request::ListGroups(items) => Ok(Response::ListGroups(
                 self.storage.list_groups(items.as_deref()).await,

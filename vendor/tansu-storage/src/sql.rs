@@ -260,6 +260,11 @@ pub(crate) static SQL: LazyLock<Cache> = LazyLock::new(|| {
             "topition_select_id.sql",
             include_sql!("sql/topition_select_id.sql"),
         ),
+        // Tollgate patch: DescribeLogDirs, each topition's stored bytes.
+        (
+            "topition_size_by_cluster.sql",
+            include_sql!("sql/topition_size_by_cluster.sql"),
+        ),
         (
             "txn_detail_insert.sql",
             include_sql!("sql/txn_detail_insert.sql"),

@@ -20,7 +20,7 @@ use tansu_sans_io::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterUserScramCredentialsRequest,
     ApiKey as _, ConsumerGroupDescribeRequest, CreateAclsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
     DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
     FindCoordinatorRequest, GetTelemetrySubscriptionsRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, ListGroupsRequest, ListOffsetsRequest,
@@ -31,9 +31,9 @@ use tansu_storage::{
     AlterUserScramCredentialsService, ConsumerGroupDescribeService, CreateAclsService,
     CreateTopicsService, DeleteGroupsService, DeleteRecordsService, DeleteTopicsService,
     DescribeAclsService, DescribeClusterService, DescribeConfigsService, DescribeGroupsService,
-    DescribeTopicPartitionsService, DescribeUserScramCredentialsService, FetchService,
-    FindCoordinatorService, GetTelemetrySubscriptionsService, IncrementalAlterConfigsService,
-    InitProducerIdService, ListGroupsService, ListOffsetsService,
+    DescribeLogDirsService, DescribeTopicPartitionsService, DescribeUserScramCredentialsService,
+    FetchService, FindCoordinatorService, GetTelemetrySubscriptionsService,
+    IncrementalAlterConfigsService, InitProducerIdService, ListGroupsService, ListOffsetsService,
     ListPartitionReassignmentsService, MetadataService, ProduceService, Storage,
     TxnAddOffsetsService, TxnAddPartitionService, TxnOffsetCommitService,
 };
@@ -61,6 +61,7 @@ where
         describe_cluster,
         describe_configs,
         describe_groups,
+        describe_log_dirs, // Tollgate patch: see describe_log_dirs below.
         describe_topic_partitions,
         describe_user_scram_credentials,
         fetch,
@@ -328,6 +329,29 @@ where
                 FrameRequestLayer::<DescribeGroupsRequest>::new(),
             )
                 .into_layer(DescribeGroupsService)
+                .boxed(),
+        )
+        .map_err(Into::into)
+}
+
+// Tollgate patch: tansu did not route DescribeLogDirs (so ApiVersions, built from the routes,
+// did not offer it); the gateway measures each partition's stored bytes with it.
+pub fn describe_log_dirs<S>(
+    builder: FrameRouteBuilder<(), Error>,
+    storage: S,
+) -> Result<FrameRouteBuilder<(), Error>, Error>
+where
+    S: Storage,
+{
+    builder
+        .with_route(
+            DescribeLogDirsRequest::KEY,
+            (
+                MapErrLayer::new(Error::from),
+                MapStateLayer::new(|_| storage),
+                FrameRequestLayer::<DescribeLogDirsRequest>::new(),
+            )
+                .into_layer(DescribeLogDirsService)
                 .boxed(),
         )
         .map_err(Into::into)
