@@ -245,3 +245,120 @@ def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, r
         assert quota_use(admin_a, tc)["throttles"]["ingress"] > 0
         assert min(per_second.values()) > 0.25 * QUOTA, per_second
         assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
+
+
+def redis_command(url: str, *args: str) -> bytes:
+    """One command to the Redis at `url` (RESP, no client library); its raw answer."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=5) as c:
+        c.sendall(f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a)}\r\n{a}\r\n".encode() for a in args))
+        return c.recv(256)
+
+
+def test_two_gateways_hold_one_egress_quota_and_their_shares_while_redis_is_away(
+        stack_factory, redis_server, tmp_path):
+    """Two `tollgate serve` on one pool and one Redis, a consumer of the same cluster through
+    each (one partition each), both far over its egress quota: together they are held to the
+    quota. Then Redis stops answering (CLIENT PAUSE: every command waits, as on a Redis that
+    hangs) while two producers push far over the cluster's ingress quota: each instance holds
+    its share (the quota over the two instances it last saw spending it), so together they are
+    still held to the quota, and each says so in its log."""
+    from dataclasses import replace
+
+    from conftest import make_tenant, serve_pair
+    from test_metering import STACK_ARGS, accepts, pool_broker
+
+    measure = 10.0
+    pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
+    with serve_pair(pool_broker(pool), redis_server, tmp_path, STACK_ARGS) as (gateways, token):
+        a, b = gateways
+        admin_a = Admin(a.admin_url, token)
+        tc = make_tenant(a, admin_a)
+        topic = unique("q-")
+        create_topic(tc.conn(), topic, partitions=2)
+        through_b = replace(tc, bootstrap=b.bootstrap)
+        wait_until(lambda: accepts(through_b.conn(), topic), 15, "gateway B to show the topic")
+
+        # Egress: enough records on each partition that neither consumer runs dry at the quota.
+        per_partition = int(QUOTA * (WARM_UP + measure) * 1.3) // VALUE_BYTES
+        producer = Producer(tc.conn().confluent(**{"acks": "1", "linger.ms": 20,
+                                                   "enable.idempotence": False}))
+        for p in (0, 1):
+            for _ in range(per_partition):
+                while True:
+                    try:
+                        producer.produce(topic, value=b"y" * VALUE_BYTES, partition=p)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                producer.poll(0)
+        assert producer.flush(60) == 0
+        set_quotas(admin_a, tc, egress_bytes_per_second=QUOTA)
+        start = time.monotonic() + WARM_UP
+        rates = {"a": Rate(start), "b": Rate(start)}
+        for r in rates.values():
+            r.end = start + measure
+
+        def consume(t: TenantCluster, partition: int, rate: Rate) -> None:
+            from confluent_kafka import TopicPartition
+            # Answers of at most 64 kB: a third of a second of each instance's share, as a
+            # production answer (50 MB at most) is of a production quota (400 MB/s).
+            consumer = Consumer(t.conn().confluent(**{
+                "group.id": unique("g-"), "enable.auto.commit": False,
+                "fetch.max.bytes": 64 * 1024, "max.partition.fetch.bytes": 64 * 1024,
+                "message.max.bytes": 64 * 1024, "queued.max.messages.kbytes": 128}))
+            consumer.assign([TopicPartition(topic, partition, 0)])
+            while time.monotonic() < rate.end:
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None and time.monotonic() >= rate.start:
+                    rate.bytes += len(msg.value())
+            consumer.close()
+
+        threads = [threading.Thread(target=consume, args=(t, p, rates[n]))
+                   for n, t, p in (("a", tc, 0), ("b", through_b, 1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        per_second = {n: r.bytes / measure for n, r in rates.items()}
+        together = sum(per_second.values())
+        print(f"\negress quota {QUOTA} B/s shared by two gateways over {measure:.0f} s: through A "
+              f"{per_second['a']:.0f} B/s, through B {per_second['b']:.0f} B/s, together {together:.0f} B/s "
+              f"({together / QUOTA:.3f} x quota)")
+        assert min(per_second.values()) > 0.25 * QUOTA, per_second
+        assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
+
+        # Ingress with Redis away: both instances were seen spending, so each holds half.
+        set_quotas(admin_a, tc, egress_bytes_per_second=None, ingress_bytes_per_second=QUOTA)
+        # Both spend through Redis for WARM_UP seconds (so each has seen the other), then
+        # Redis stops answering; the window starts once both have noticed (1 s timeout).
+        pause_after, noticed = WARM_UP, 2.0
+        pause_s = pause_after + noticed + measure + 4
+        start = time.monotonic() + pause_after + noticed
+        rates = {"a": Rate(start), "b": Rate(start)}
+        for r in rates.values():
+            r.end = start + measure
+        threads = [threading.Thread(target=produce_until, args=(t, topic, rates[n], None, p))
+                   for n, t, p in (("a", tc, 0), ("b", through_b, 1))]
+        for t in threads:
+            t.start()
+        time.sleep(pause_after)
+        assert redis_command(redis_server, "CLIENT", "PAUSE", str(int(pause_s * 1000)), "ALL") == b"+OK\r\n"
+        for t in threads:
+            t.join()
+        per_second = {n: r.bytes / measure for n, r in rates.items()}
+        together = sum(per_second.values())
+        print(f"ingress quota {QUOTA} B/s with Redis paused, over {measure:.0f} s: through A "
+              f"{per_second['a']:.0f} B/s, through B {per_second['b']:.0f} B/s, together {together:.0f} B/s "
+              f"({together / QUOTA:.3f} x quota)")
+        assert not rates["a"].errors and not rates["b"].errors, rates
+        for g in gateways:
+            assert "Redis unreachable: each instance holds rate quotas to its share" in g.logs(400), g.label
+        assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
+        # Redis answers again (the pause ends), and the instances share through it again.
+        wait_until(lambda: all("Redis answers again" in g.logs(400) for g in gateways), pause_s + 10,
+                   "both gateways to share quotas through Redis again")
