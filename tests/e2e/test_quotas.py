@@ -152,6 +152,23 @@ def test_a_producer_over_its_partition_ingress_quota_is_held_to_it_on_that_parti
     assert use["throttles"]["partition_ingress"] > 0 and use["throttles"]["ingress"] == 0
 
 
+def fill(tc: TenantCluster, topic: str, records: int, partition: int = -1) -> None:
+    """Produces `records` values of VALUE_BYTES to `partition` (or as the partitioner says),
+    for consumers to read back; all must be delivered."""
+    producer = Producer(tc.conn().confluent(**{"acks": "1", "linger.ms": 20,
+                                               "enable.idempotence": False}))
+    value = b"y" * VALUE_BYTES
+    for _ in range(records):
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
 @pytest.mark.parametrize("quota", ["egress", "partition_egress"])
 def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant, quota: str):
     """The cluster's egress quota, or its one partition's (the other left far above): a
@@ -162,19 +179,7 @@ def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant
     topic = unique("q-")
     create_topic(tc.conn(), topic)
     # More than the window can take at the quota, so the consumer never runs dry.
-    records = int(QUOTA * (WARM_UP + MEASURE) * 1.3) // VALUE_BYTES
-    producer = Producer(tc.conn().confluent(**{"acks": "1", "linger.ms": 20,
-                                               "enable.idempotence": False}))
-    value = b"y" * VALUE_BYTES
-    for _ in range(records):
-        while True:
-            try:
-                producer.produce(topic, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    assert producer.flush(60) == 0
+    fill(tc, topic, int(QUOTA * (WARM_UP + MEASURE) * 1.3) // VALUE_BYTES)
     set_quotas(admin, tc, **{f"{quota}_bytes_per_second": QUOTA})
 
     consumer = Consumer(tc.conn().confluent(**{
@@ -198,6 +203,29 @@ def test_a_consumer_over_its_egress_quota_is_held_to_it(admin: Admin, new_tenant
     throttles = quota_use(admin, tc)["throttles"]
     other = {"egress": "partition_egress", "partition_egress": "egress"}[quota]
     assert throttles[quota] > 0 and throttles[other] == 0, throttles
+
+
+def held_together(what: str, start: float, measure: float, clients) -> dict[str, Rate]:
+    """Runs `clients` ({gateway name: function of its Rate}) at once, each measured over
+    [start, start + measure); prints each gateway's rate and the sum, and checks that both
+    carried the cluster's traffic and together were held to QUOTA within 10%."""
+    rates = {n: Rate(start) for n in clients}
+    for r in rates.values():
+        r.end = start + measure
+    threads = [threading.Thread(target=run, args=(rates[n],)) for n, run in clients.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_second = {n: r.bytes / measure for n, r in rates.items()}
+    together = sum(per_second.values())
+    print(f"\n{what}, quota {QUOTA} B/s, over {measure:.0f} s: "
+          + ", ".join(f"through {n.upper()} {v:.0f} B/s" for n, v in per_second.items())
+          + f", together {together:.0f} B/s ({together / QUOTA:.3f} x quota)")
+    assert all(not r.errors for r in rates.values()), {n: r.errors[:3] for n, r in rates.items()}
+    assert min(per_second.values()) > 0.25 * QUOTA, per_second
+    assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
+    return rates
 
 
 def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, redis_server, tmp_path):
@@ -225,26 +253,12 @@ def test_two_gateways_sharing_redis_hold_a_cluster_to_one_quota(stack_factory, r
         # The cluster, its quota and the topic reach B through Redis about once a second.
         wait_until(lambda: accepts(through_b.conn(), topic), 15, "gateway B to show the topic")
 
-        start = time.monotonic() + WARM_UP
-        rates = {"a": Rate(start), "b": Rate(start)}
-        for r in rates.values():
-            r.end = start + measure
-        threads = [threading.Thread(target=produce_until, args=(t, topic, rates[n], None))
-                   for n, t in (("a", tc), ("b", through_b))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        per_second = {n: r.bytes / measure for n, r in rates.items()}
-        together = sum(per_second.values())
-        print(f"\ningress quota {QUOTA} B/s shared by two gateways over {measure:.0f} s: through A "
-              f"{per_second['a']:.0f} B/s, through B {per_second['b']:.0f} B/s, together {together:.0f} B/s "
-              f"({together / QUOTA:.3f} x quota); quota_use on A {quota_use(admin_a, tc)}")
-        assert not rates["a"].errors and not rates["b"].errors, rates
+        held_together("ingress shared by two gateways", time.monotonic() + WARM_UP, measure, {
+            "a": lambda rate: produce_until(tc, topic, rate, None),
+            "b": lambda rate: produce_until(through_b, topic, rate, None)})
         # Both instances carried traffic of the cluster and held it.
+        print(f"quota_use on A {quota_use(admin_a, tc)}")
         assert quota_use(admin_a, tc)["throttles"]["ingress"] > 0
-        assert min(per_second.values()) > 0.25 * QUOTA, per_second
-        assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
 
 
 def redis_command(url: str, *args: str) -> bytes:
@@ -285,23 +299,9 @@ def test_two_gateways_hold_one_egress_quota_and_their_shares_while_redis_is_away
 
         # Egress: enough records on each partition that neither consumer runs dry at the quota.
         per_partition = int(QUOTA * (WARM_UP + measure) * 1.3) // VALUE_BYTES
-        producer = Producer(tc.conn().confluent(**{"acks": "1", "linger.ms": 20,
-                                                   "enable.idempotence": False}))
         for p in (0, 1):
-            for _ in range(per_partition):
-                while True:
-                    try:
-                        producer.produce(topic, value=b"y" * VALUE_BYTES, partition=p)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-                producer.poll(0)
-        assert producer.flush(60) == 0
+            fill(tc, topic, per_partition, p)
         set_quotas(admin_a, tc, egress_bytes_per_second=QUOTA)
-        start = time.monotonic() + WARM_UP
-        rates = {"a": Rate(start), "b": Rate(start)}
-        for r in rates.values():
-            r.end = start + measure
 
         def consume(t: TenantCluster, partition: int, rate: Rate) -> None:
             from confluent_kafka import TopicPartition
@@ -318,19 +318,9 @@ def test_two_gateways_hold_one_egress_quota_and_their_shares_while_redis_is_away
                     rate.bytes += len(msg.value())
             consumer.close()
 
-        threads = [threading.Thread(target=consume, args=(t, p, rates[n]))
-                   for n, t, p in (("a", tc, 0), ("b", through_b, 1))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        per_second = {n: r.bytes / measure for n, r in rates.items()}
-        together = sum(per_second.values())
-        print(f"\negress quota {QUOTA} B/s shared by two gateways over {measure:.0f} s: through A "
-              f"{per_second['a']:.0f} B/s, through B {per_second['b']:.0f} B/s, together {together:.0f} B/s "
-              f"({together / QUOTA:.3f} x quota)")
-        assert min(per_second.values()) > 0.25 * QUOTA, per_second
-        assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
+        held_together("egress shared by two gateways", time.monotonic() + WARM_UP, measure, {
+            "a": lambda rate: consume(tc, 0, rate),
+            "b": lambda rate: consume(through_b, 1, rate)})
 
         # Ingress with Redis away: both instances were seen spending, so each holds half.
         set_quotas(admin_a, tc, egress_bytes_per_second=None, ingress_bytes_per_second=QUOTA)
@@ -339,26 +329,22 @@ def test_two_gateways_hold_one_egress_quota_and_their_shares_while_redis_is_away
         pause_after, noticed = WARM_UP, 2.0
         pause_s = pause_after + noticed + measure + 4
         start = time.monotonic() + pause_after + noticed
-        rates = {"a": Rate(start), "b": Rate(start)}
-        for r in rates.values():
-            r.end = start + measure
-        threads = [threading.Thread(target=produce_until, args=(t, topic, rates[n], None, p))
-                   for n, t, p in (("a", tc, 0), ("b", through_b, 1))]
-        for t in threads:
-            t.start()
-        time.sleep(pause_after)
-        assert redis_command(redis_server, "CLIENT", "PAUSE", str(int(pause_s * 1000)), "ALL") == b"+OK\r\n"
-        for t in threads:
-            t.join()
-        per_second = {n: r.bytes / measure for n, r in rates.items()}
-        together = sum(per_second.values())
-        print(f"ingress quota {QUOTA} B/s with Redis paused, over {measure:.0f} s: through A "
-              f"{per_second['a']:.0f} B/s, through B {per_second['b']:.0f} B/s, together {together:.0f} B/s "
-              f"({together / QUOTA:.3f} x quota)")
-        assert not rates["a"].errors and not rates["b"].errors, rates
+
+        paused: list[bytes] = []
+
+        def pause_redis() -> None:
+            time.sleep(pause_after)
+            paused.append(redis_command(redis_server, "CLIENT", "PAUSE", str(int(pause_s * 1000)), "ALL"))
+
+        pauser = threading.Thread(target=pause_redis)
+        pauser.start()
+        held_together("ingress with Redis paused", start, measure, {
+            "a": lambda rate: produce_until(tc, topic, rate, None, 0),
+            "b": lambda rate: produce_until(through_b, topic, rate, None, 1)})
+        pauser.join()
+        assert paused == [b"+OK\r\n"], paused
         for g in gateways:
             assert "Redis unreachable: each instance holds rate quotas to its share" in g.logs(400), g.label
-        assert abs(together - QUOTA) <= 0.10 * QUOTA, f"held at {together:.0f} B/s together, quota {QUOTA}"
         # Redis answers again (the pause ends), and the instances share through it again.
         wait_until(lambda: all("Redis answers again" in g.logs(400) for g in gateways), pause_s + 10,
                    "both gateways to share quotas through Redis again")
