@@ -19,6 +19,61 @@ pub struct Tenancy {
     pub token: String,
 }
 
+/// The quotas a cluster has (CONTRACT, "Quotas and limits"), as the admin API names them.
+pub const QUOTA_NAMES: [&str; 11] = [
+    "ingress_bytes_per_second",
+    "egress_bytes_per_second",
+    "partition_ingress_bytes_per_second",
+    "partition_egress_bytes_per_second",
+    "max_connections",
+    "connections_per_second",
+    "requests_per_second",
+    "max_partitions",
+    "partition_mutations_per_5_minutes",
+    "max_consumer_groups",
+    "storage_limit_bytes",
+];
+
+/// What an unbound quota of bytes (per second, or stored) is set to: 2^50, a PiB (a PiB a
+/// second), which no run here comes near.
+pub const UNBOUND_BYTES: u64 = 1 << 50;
+/// What an unbound count quota (connections, requests, partitions, groups; per second or per
+/// 5 minutes) is set to: 2^40, about 10^12.
+pub const UNBOUND_COUNT: u64 = 1 << 40;
+
+/// Quotas enforced but never binding: every quota set, so the gateway does all its quota
+/// accounting (token buckets per cluster and partition, leases through Redis, connection,
+/// partition and group counts, the storage check), each far above anything a benchmark
+/// reaches, so none throttles or refuses. The gateway's arithmetic takes such values: a
+/// bucket's cost is `amount * 10^9 / quota` in 128 bits, shares and graces fit an `i64`, and
+/// Redis's doubles hold 2^50 exactly. What measures a pool's capacity or the gateway's cost
+/// uses these, not the defaults.
+pub fn unbound_quotas() -> Value {
+    let quotas = QUOTA_NAMES
+        .iter()
+        .map(|&name| {
+            let limit = if name.contains("bytes") {
+                UNBOUND_BYTES
+            } else {
+                UNBOUND_COUNT
+            };
+            (name.to_owned(), Value::from(limit))
+        })
+        .collect();
+    Value::Object(quotas)
+}
+
+/// Quotas off: every quota `null` (no limit), so the gateway keeps no quota state for the
+/// cluster beyond reading the nulls.
+pub fn no_quotas() -> Value {
+    Value::Object(
+        QUOTA_NAMES
+            .iter()
+            .map(|&name| (name.to_owned(), Value::Null))
+            .collect(),
+    )
+}
+
 /// A client of one gateway's admin API, authenticated with its admin token.
 pub struct Admin {
     addr: SocketAddr,
@@ -48,20 +103,26 @@ impl Admin {
     }
 
     /// A tenant, a cluster that takes 10 MiB batches, and a token (principal `load-tests`,
-    /// valid 12 hours) allowed everything in it.
-    pub fn provision(&self, tenant: &str, cluster: &str) -> Result<Tenancy> {
+    /// valid 12 hours) allowed everything in it. `quotas` is the cluster's `"quotas"` object
+    /// (see [`unbound_quotas`], [`no_quotas`]); `None` leaves the gateway's defaults (Amazon MSK
+    /// Serverless's limits, which a benchmark on one partition or at 15,000 requests/s passes).
+    pub fn provision(
+        &self,
+        tenant: &str,
+        cluster: &str,
+        quotas: Option<&Value>,
+    ) -> Result<Tenancy> {
         self.expect(
             "POST",
             "/v1/tenants",
             &json!({"id": tenant, "name": tenant}),
             201,
         )?;
-        let created = self.expect(
-            "POST",
-            "/v1/clusters",
-            &json!({"tenant": tenant, "name": cluster, "max_message_bytes": 10_485_760}),
-            201,
-        )?;
+        let mut body = json!({"tenant": tenant, "name": cluster, "max_message_bytes": 10_485_760});
+        if let Some(quotas) = quotas {
+            body["quotas"] = quotas.clone();
+        }
+        let created = self.expect("POST", "/v1/clusters", &body, 201)?;
         let cluster_id = created["id"]
             .as_str()
             .context("POST /v1/clusters answered no id")?
@@ -175,6 +236,27 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unbound_and_no_quotas_name_every_quota() {
+        let unbound = unbound_quotas();
+        let unbound = unbound.as_object().unwrap();
+        assert_eq!(unbound.len(), QUOTA_NAMES.len());
+        assert_eq!(unbound["ingress_bytes_per_second"], UNBOUND_BYTES);
+        assert_eq!(unbound["storage_limit_bytes"], UNBOUND_BYTES);
+        assert_eq!(unbound["requests_per_second"], UNBOUND_COUNT);
+        assert_eq!(unbound["partition_mutations_per_5_minutes"], UNBOUND_COUNT);
+        // Far above the defaults (MSK Serverless's: 200 MiB/s in, 15,000 requests/s), and
+        // exact in a double (Redis's Lua numbers).
+        for v in unbound.values() {
+            let v = v.as_u64().unwrap();
+            assert!((1 << 40..=1 << 53).contains(&v), "{v}");
+        }
+        let off = no_quotas();
+        let off = off.as_object().unwrap();
+        assert_eq!(off.len(), QUOTA_NAMES.len());
+        assert!(off.values().all(Value::is_null));
+    }
 
     #[test]
     fn parses_content_length_and_chunked_bodies() {

@@ -1,8 +1,8 @@
 //! `tollgate dev --brokers N` as a child process: the gateway and its own pool of tansu brokers
 //! on one SQLite file in a fresh data dir, on free loopback ports, with one tenant cluster
-//! provisioned and the autoscaler sampling the load every second in shadow mode (it decides
-//! and records, and never resizes), so that `GET /v1/pool/history` gives the load per second
-//! as the gateway itself counts it.
+//! provisioned (by default with its quotas enforced but never binding) and the autoscaler
+//! sampling the load every second in shadow mode (it decides and records, and never resizes),
+//! so that `GET /v1/pool/history` gives the load per second as the gateway itself counts it.
 //!
 //! Stopping it is SIGTERM (the gateway stops its brokers, after flushing usage), then SIGKILL
 //! for whatever of the process tree is left: SIGKILL alone would orphan the brokers.
@@ -36,6 +36,11 @@ pub struct DevLaunch {
     pub dir: PathBuf,
     /// How long the stack may take to start its brokers and answer on both listeners.
     pub startup_timeout: Duration,
+    /// The provisioned cluster's `"quotas"`; by default [`crate::admin::unbound_quotas`]:
+    /// enforced, never binding, so the load measures the pool, not the quotas (the defaults
+    /// would hold it to 15,000 requests/s, 5 MiB/s per partition and 100 new connections a
+    /// second). `None`: the gateway's defaults.
+    pub quotas: Option<serde_json::Value>,
 }
 
 impl DevLaunch {
@@ -46,6 +51,7 @@ impl DevLaunch {
             brokers: brokers.max(1),
             dir,
             startup_timeout: Duration::from_secs(60),
+            quotas: Some(crate::admin::unbound_quotas()),
         }
     }
 
@@ -103,12 +109,14 @@ impl DevLaunch {
         admin
             .wait_healthy(deadline)
             .with_context(|| format!("tollgate dev log:\n{}", process.log_tail(20)))?;
-        let tenancy = admin.provision("calibrate", "calibrate").with_context(|| {
-            format!(
-                "provisioning through the admin API; tollgate dev log:\n{}",
-                process.log_tail(20)
-            )
-        })?;
+        let tenancy = admin
+            .provision("calibrate", "calibrate", self.quotas.as_ref())
+            .with_context(|| {
+                format!(
+                    "provisioning through the admin API; tollgate dev log:\n{}",
+                    process.log_tail(20)
+                )
+            })?;
         process.wait_listening(kafka, deadline)?;
         Ok(DevStack {
             gateway: Gateway {

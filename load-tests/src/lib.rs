@@ -4,7 +4,8 @@
 //! - `procs`: child processes that are killed when dropped, their logs and CPU time, free
 //!   loopback ports, finding programs on PATH.
 //! - `admin`: a tiny HTTP/1.1 client for the gateway's admin API and provisioning (tenant,
-//!   cluster, token).
+//!   cluster, token), and the clusters' quotas for measuring: enforced but never binding
+//!   (`unbound_quotas`), or off (`no_quotas`).
 //! - `gateway`: `tollgate serve` on free loopback ports with a provisioned tenant cluster.
 //! - `dev`: `tollgate dev --brokers N` (its own tansu pool) the same way, with the load the
 //!   gateway counts each second.

@@ -13,7 +13,6 @@
 //! (ApiVersions and SASL by hand, for idle connections and broker start timing), `report`.
 //! The figures of a run and how to read them are in `load-tests/README.md`.
 
-/// When the run started, for the progress lines.
 /// A progress line on stderr, stamped with the seconds since the run started.
 macro_rules! progress {
     ($($arg:tt)*) => {

@@ -1,13 +1,15 @@
-//! One pool's runs: the three paths (direct, gateway, gateway without metering), each measured
-//! `--rounds` times with the paths taking turns in a rotating order, so that drift on a shared
-//! machine (other builds, the pool's memory filling) does not favour one path.
+//! One pool's runs: the three paths (direct, gateway, and the gateway to compare with: without
+//! metering, or without quotas), each measured `--rounds` times with the paths taking turns in
+//! a rotating order, so that drift on a shared machine (other builds, the pool's memory
+//! filling) does not favour one path.
 //!
 //! First the throughput rounds (produce N records to a fresh topic, read them back with a fresh
 //! group); with `--consume-rounds K`, K more reads of the last round's records on every path,
 //! the paths taking turns (the same records in the same pool state, and no memory growing on
 //! the mock); then the latency rounds, at half the median direct produce rate, each on a fresh
 //! topic. Topics are deleted once measured where the pool can. Both gateways run for the whole
-//! pool, started before the first round.
+//! pool, started before the first round (with `--start-redis`, after a Redis of the pool's
+//! own); after the last, each gateway is asked what its cluster used of its quotas.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,11 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tollgate_load_tests::procs::{self, Child};
 
-use crate::gateway::{self, Gateway, Started};
+use crate::gateway::{self, Gateway, Setup, Started};
 use crate::pool::{Pool, PoolKind, MOCK_THREADS};
 use crate::report::{CpuUse, PathKind, PathResult, Phase, PoolResult, Stat, ThroughputRound};
 use crate::workload::{self, Endpoint, Spread};
-use crate::Args;
+use crate::{Args, Compare, QuotaSetting};
 
 /// One path under test and how to reach it.
 struct Lane {
@@ -91,6 +93,19 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             return result;
         }
     };
+    // With --start-redis, a Redis of the pool's own, before the gateways that use it.
+    let mut redis_url = args.redis_url.clone();
+    if args.start_redis {
+        let cpus = crate::pin::placement(args).map(|p| p.gateway);
+        match pool.start_redis(cpus.as_deref(), work) {
+            Ok(url) => redis_url = Some(url),
+            Err(e) => {
+                progress!("pool {} skipped: {e:#}", kind.name());
+                result.skipped = Some(format!("{e:#}"));
+                return result;
+            }
+        }
+    }
     result.description = pool.describe();
     // The gateway's own default: a lane per pool broker it is given.
     let gateway_lanes = args
@@ -107,9 +122,14 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
         base: "direct".into(),
         pool_prefix: String::new(),
     }];
-    for (path, metering) in [
-        (PathKind::Gateway, true),
-        (PathKind::GatewayNoMetering, false),
+    // The second gateway: without metering (same quotas), or without quotas (metering on).
+    let (second, second_metering, second_quotas) = match args.compare {
+        Compare::NoMetering => (PathKind::GatewayNoMetering, false, args.quotas.body()),
+        Compare::NoQuotas => (PathKind::GatewayNoQuotas, true, QuotaSetting::Off.body()),
+    };
+    for (path, metering, quotas) in [
+        (PathKind::Gateway, true, args.quotas.body()),
+        (second, second_metering, second_quotas),
     ] {
         let mut lane = Lane {
             result: PathResult::new(path),
@@ -119,14 +139,17 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             pool_prefix: String::new(),
         };
         let dir = work.join(path.name());
-        match gateway::start(
-            tollgate,
-            &pool.gateway_bootstrap,
+        let setup = Setup {
+            bin: tollgate,
+            pool_bootstrap: &pool.gateway_bootstrap,
             metering,
-            gateway_lanes,
-            crate::pin::placement(args).map(|p| p.gateway),
-            &dir,
-        ) {
+            quotas,
+            redis_url: redis_url.as_deref(),
+            lanes: gateway_lanes,
+            cpus: crate::pin::placement(args).map(|p| p.gateway),
+            cluster: path.name(),
+        };
+        match gateway::start(setup, &dir) {
             Ok(Started::Running(gw)) => {
                 progress!(
                     "{} {}: gateway pid {}, cluster {}",
@@ -203,6 +226,26 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             "{}: no direct produce throughput, so no latency runs",
             kind.name()
         ),
+    }
+
+    // A run whose quotas bound measured the quotas: each gateway says what its cluster used.
+    for lane in &mut lanes {
+        let Some(gw) = &lane.gateway else { continue };
+        match gw.quota_use() {
+            Ok(q) => {
+                let bound = q.bound();
+                if !bound.is_empty() {
+                    progress!(
+                        "{} {}: QUOTAS BOUND: {}",
+                        kind.name(),
+                        lane.result.path.name(),
+                        bound.join(", ")
+                    );
+                }
+                lane.result.set_quota_use(q);
+            }
+            Err(e) => lane.failed("reading the cluster's quota use", e),
+        }
     }
 
     if let Some(death) = pool.died() {
@@ -457,13 +500,15 @@ fn measured<T>(
         matches!(pool.kind, PoolKind::Mock).then(|| procs::own_threads_cpu_seconds(MOCK_THREADS))
     };
     let (gw0, own0, pool0, all0) = (gw(), procs::own_cpu_seconds(), pool.cpu_seconds(), all());
+    let redis0 = pool.redis_cpu_seconds();
     let mock0 = mock();
+    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     let start = Instant::now();
     let result = f();
     let wall_s = start.elapsed().as_secs_f64();
     let (gw1, own1, pool1, all1) = (gw(), procs::own_cpu_seconds(), pool.cpu_seconds(), all());
+    let redis_s = diff(redis0, pool.redis_cpu_seconds());
     let mock1 = mock();
-    let diff = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     let (gateway_s, bench_process_s, pool_process_s) =
         (diff(gw0, gw1), own1 - own0, diff(pool0, pool1));
     let cpu = CpuUse {
@@ -473,9 +518,13 @@ fn measured<T>(
         bench_process_s,
         mock_threads_s: diff(mock0, mock1),
         pool_process_s,
+        redis_s,
         others_s: diff(all0, all1).map(|m| {
-            (m - gateway_s.unwrap_or(0.0) - bench_process_s - pool_process_s.unwrap_or(0.0))
-                .max(0.0)
+            (m - gateway_s.unwrap_or(0.0)
+                - bench_process_s
+                - pool_process_s.unwrap_or(0.0)
+                - redis_s.unwrap_or(0.0))
+            .max(0.0)
         }),
     };
     (result, cpu)

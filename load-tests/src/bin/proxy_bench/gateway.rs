@@ -1,10 +1,12 @@
-//! The gateway under test, started with the library's launcher (`tollgate_load_tests::gateway`)
-//! with metering or without it (the hidden `--no-metering` flag).
+//! The gateways under test, started with the library's launcher (`tollgate_load_tests::gateway`)
+//! with metering or without it (the hidden `--no-metering` flag), their cluster's quotas, and
+//! Redis when the run has one; afterwards, what their clusters used of their quotas.
 
 use std::path::Path;
 
-use anyhow::Result;
-use tollgate_load_tests::admin::Tenancy;
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use tollgate_load_tests::admin::{Admin, Tenancy};
 use tollgate_load_tests::gateway::{self as launcher, Launch};
 use tollgate_load_tests::procs::Child;
 
@@ -14,6 +16,7 @@ pub struct Gateway {
     pub process: Child,
     pub endpoint: Endpoint,
     pub tenancy: Tenancy,
+    pub admin: Admin,
 }
 
 pub enum Started {
@@ -22,23 +25,35 @@ pub enum Started {
     NotSupported(String),
 }
 
-/// Starts `tollgate serve` against `pool_bootstrap`, with metering or without, its data in
-/// `dir`.
-pub fn start(
-    bin: &Path,
-    pool_bootstrap: &str,
-    metering: bool,
-    lanes: usize,
-    cpus: Option<String>,
-    dir: &Path,
-) -> Result<Started> {
-    let mut launch = Launch::new(bin, pool_bootstrap, dir);
-    launch.lanes = lanes;
-    launch.cpus = cpus;
+/// How to start one gateway path's `tollgate serve`.
+pub struct Setup<'a> {
+    pub bin: &'a Path,
+    pub pool_bootstrap: &'a str,
+    pub metering: bool,
+    /// The cluster's `"quotas"`; `None`: the gateway's defaults.
+    pub quotas: Option<Value>,
+    /// `--redis-url` for the gateway.
+    pub redis_url: Option<&'a str>,
+    pub lanes: usize,
+    pub cpus: Option<String>,
+    /// The cluster's name (a path's own, so that gateways sharing a Redis, which syncs
+    /// clusters, never hold two of one name).
+    pub cluster: &'a str,
+}
+
+/// Starts `tollgate serve` as `setup` says, its data in `dir`.
+pub fn start(setup: Setup<'_>, dir: &Path) -> Result<Started> {
+    let mut launch = Launch::new(setup.bin, setup.pool_bootstrap, dir);
+    launch.lanes = setup.lanes;
+    launch.cpus = setup.cpus;
     launch.tenant = "bench".into();
-    launch.cluster = "bench".into();
-    if !metering {
+    launch.cluster = setup.cluster.into();
+    launch.quotas = setup.quotas;
+    if !setup.metering {
         launch = launch.args(["--no-metering"]);
+    }
+    if let Some(url) = setup.redis_url {
+        launch = launch.args(["--redis-url", url]);
     }
     match launch.start() {
         Ok(gw) => {
@@ -50,17 +65,122 @@ pub fn start(
                 process: gw.process,
                 endpoint,
                 tenancy: gw.tenancy,
+                admin: gw.admin,
             })))
         }
         Err(e) => {
             let log = launcher::Gateway::log_in(dir);
             match log.lines().find(|l| l.contains("--no-metering")) {
-                Some(line) if !metering => Ok(Started::NotSupported(format!(
+                Some(line) if !setup.metering => Ok(Started::NotSupported(format!(
                     "this gateway build does not accept --no-metering: {}",
                     line.trim()
                 ))),
                 _ => Err(e),
             }
         }
+    }
+}
+
+/// A cluster's quotas and what it used of them on its gateway (`GET /v1/clusters/{id}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaUse {
+    /// The cluster's quotas as the gateway holds them.
+    pub quotas: Value,
+    /// `quota_use` as the gateway shows it; `None` from a build without it.
+    pub quota_use: Option<Value>,
+}
+
+impl QuotaUse {
+    /// Responses throttled for a rate quota (`quota_use.throttles`, every quota summed).
+    pub fn throttles(&self) -> Option<u64> {
+        self.sum("throttles")
+    }
+
+    /// Things refused for a count quota (`quota_use.refused`, every quota summed).
+    pub fn refusals(&self) -> Option<u64> {
+        self.sum("refused")
+    }
+
+    fn sum(&self, field: &str) -> Option<u64> {
+        let counts = self.quota_use.as_ref()?.get(field)?.as_object()?;
+        Some(counts.values().filter_map(Value::as_u64).sum())
+    }
+
+    /// The quotas that throttled or refused anything, with how often: "partition_ingress
+    /// throttled 12".
+    pub fn bound(&self) -> Vec<String> {
+        let Some(use_) = &self.quota_use else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (field, verb) in [("throttles", "throttled"), ("refused", "refused")] {
+            let Some(counts) = use_.get(field).and_then(Value::as_object) else {
+                continue;
+            };
+            for (quota, n) in counts {
+                if let Some(n) = n.as_u64().filter(|n| *n > 0) {
+                    out.push(format!("{quota} {verb} {n}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Gateway {
+    /// The provisioned cluster's quotas and use of them so far.
+    pub fn quota_use(&self) -> Result<QuotaUse> {
+        let path = format!("/v1/clusters/{}", self.tenancy.cluster_id);
+        let (status, body) = self.admin.call("GET", &path, None)?;
+        ensure!(status == 200, "GET {path} answered {status}: {body}");
+        let mut cluster: Value =
+            serde_json::from_str(&body).with_context(|| format!("GET {path}: body {body:?}"))?;
+        Ok(QuotaUse {
+            quotas: cluster
+                .get_mut("quotas")
+                .map(Value::take)
+                .unwrap_or_default(),
+            quota_use: cluster.get_mut("quota_use").map(Value::take),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn throttles_and_refusals_are_summed_and_named() {
+        let q = QuotaUse {
+            quotas: json!({}),
+            quota_use: Some(json!({
+                "ingress_bytes_per_second": 5,
+                "throttles": {"ingress": 0, "egress": 0, "requests": 0,
+                              "partition_ingress": 12, "partition_egress": 3},
+                "connections": 2,
+                "refused": {"partition_mutations": 0, "connections": 1, "connection_rate": 0,
+                            "consumer_groups": 0, "storage": 0},
+            })),
+        };
+        assert_eq!(q.throttles(), Some(15));
+        assert_eq!(q.refusals(), Some(1));
+        let mut bound = q.bound();
+        bound.sort();
+        assert_eq!(
+            bound,
+            [
+                "connections refused 1",
+                "partition_egress throttled 3",
+                "partition_ingress throttled 12",
+            ]
+        );
+        let old = QuotaUse {
+            quotas: Value::Null,
+            quota_use: None,
+        };
+        assert_eq!((old.throttles(), old.refusals()), (None, None));
+        assert!(old.bound().is_empty());
     }
 }

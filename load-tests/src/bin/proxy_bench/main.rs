@@ -1,21 +1,31 @@
 //! `proxy-bench`: what the gateway costs, measured with one client (librdkafka) against one
-//! pool, directly and through the gateway (with metering, and without it).
+//! pool, directly and through the gateway, and what metering or quotas cost the gateway.
 //!
 //! For each pool (librdkafka's mock cluster, in this process; tansu with its memory engine) and
-//! each path (direct, gateway, gateway with `--no-metering`) it measures produce and consume
+//! each path (direct, gateway, and a second gateway to compare with: `--no-metering`, or with
+//! `--compare no-quotas` metering on and every quota off) it measures produce and consume
 //! throughput, delivery latency at half of the direct produce throughput, and the gateway
 //! process's CPU time; then prints a table with the ratios and writes it all as JSON.
 //!
+//! The gateway path's cluster has its quotas enforced but set far above what a run reaches
+//! (`--quotas unbound`, the default; `tollgate_load_tests::admin::unbound_quotas`): the
+//! gateway's defaults (Amazon MSK Serverless's limits: 5 MiB/s per partition, 200 MiB/s in,
+//! 15,000 requests/s) would throttle the runs, whose figures would then measure the quotas.
+//! After the runs each gateway's `quota_use` is read back: a cluster that was throttled or
+//! refused anything makes the run's figures invalid, which the table, the JSON
+//! (`quotas_bound`) and the exit status (4) say. With `--redis-url` (or `--start-redis`) both
+//! gateways share rate quotas through Redis, as instances of one deployment do.
+//!
 //!     cargo build --release -p tollgate-gateway
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --out target/proxy-bench.json
+//!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --compare no-quotas --start-redis
 //!
 //! Modules: `bench` (one pool's rounds over the three paths), `pool` (the pools and topic
-//! creation), `gateway` (the gateway process, with metering or without), `workload` (the three
-//! measurements), `report` (figures, medians, ratios, table, JSON). Child processes, the admin
-//! API client and the gateway launcher are the library's (`tollgate_load_tests`). The figures and how to read them are in
-//! `load-tests/README.md`.
+//! creation), `gateway` (the gateway processes: metering or not, their quotas, Redis),
+//! `workload` (the three measurements), `report` (figures, medians, ratios, table, JSON). Child
+//! processes, the admin API client and the gateway launcher are the library's
+//! (`tollgate_load_tests`). The figures and how to read them are in `load-tests/README.md`.
 
-/// When the run started, for the progress lines.
 /// A progress line on stderr, stamped with the seconds since the run started.
 macro_rules! progress {
     ($($arg:tt)*) => {
@@ -37,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tollgate_load_tests::procs;
+use tollgate_load_tests::{admin, procs};
 
 use crate::pool::PoolKind;
 use crate::report::Report;
@@ -128,6 +138,42 @@ pub struct Args {
     /// latency, sets the throughput ratio.
     #[arg(long, env = "TOLLGATE_BENCH_PIN")]
     pub pin: bool,
+    /// The quotas of the gateway path's cluster (and of the no-metering path's): `unbound`,
+    /// every quota set far above anything a run reaches (2^50 bytes, 2^40 counts), so the
+    /// gateway does all its quota accounting and none binds; `off`, every quota null; or
+    /// `defaults`, the gateway's own (Amazon MSK Serverless's: 5 MiB/s per partition, 200 MiB/s
+    /// in, 400 out, 15,000 requests/s), which the runs here exceed, so that the figures then
+    /// measure the quotas. `defaults` sends no quotas at all, as against a gateway build
+    /// without them.
+    #[arg(
+        long,
+        env = "TOLLGATE_BENCH_QUOTAS",
+        value_enum,
+        default_value_t = QuotaSetting::Unbound
+    )]
+    pub quotas: QuotaSetting,
+    /// The second gateway path, to compare the gateway path with: `no-metering` (the same
+    /// quotas, `--no-metering`: what metering costs) or `no-quotas` (metering on, every quota
+    /// null: what quota accounting costs, with `--quotas unbound`).
+    #[arg(
+        long,
+        env = "TOLLGATE_BENCH_COMPARE",
+        value_enum,
+        default_value_t = Compare::NoMetering
+    )]
+    pub compare: Compare,
+    /// Redis for both gateways (`tollgate serve --redis-url`): rate quotas are then leased
+    /// through it every 100 ms, as instances of one deployment share them, and usage and
+    /// clusters are kept there too. Give a Redis of its own (the gateways sync their clusters
+    /// through it, so a Redis used before carries the old runs' clusters into every gateway):
+    /// see `--start-redis`.
+    #[arg(long, env = "TOLLGATE_BENCH_REDIS_URL", conflicts_with = "start_redis")]
+    pub redis_url: Option<String>,
+    /// Start a fresh `redis-server` (on PATH; Debian's package) per pool, on a free loopback
+    /// port without persistence, and give it to both gateways as with `--redis-url`. Its CPU
+    /// time is reported per phase (`redis_s`); under `--pin` it runs on the gateway's CPUs.
+    #[arg(long, env = "TOLLGATE_BENCH_START_REDIS")]
+    pub start_redis: bool,
     /// Where the JSON report goes.
     #[arg(
         long,
@@ -136,6 +182,43 @@ pub struct Args {
     )]
     pub out: PathBuf,
 }
+
+/// `--quotas`: what the gateway path's cluster is provisioned with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaSetting {
+    /// Every quota set, far above what a run reaches.
+    Unbound,
+    /// Every quota null (no limit).
+    Off,
+    /// The gateway's defaults (no quotas sent).
+    Defaults,
+}
+
+impl QuotaSetting {
+    /// The `"quotas"` of the cluster's POST body; `None`: the gateway's defaults.
+    pub fn body(self) -> Option<serde_json::Value> {
+        match self {
+            QuotaSetting::Unbound => Some(admin::unbound_quotas()),
+            QuotaSetting::Off => Some(admin::no_quotas()),
+            QuotaSetting::Defaults => None,
+        }
+    }
+}
+
+/// `--compare`: what the second gateway path is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compare {
+    /// `--no-metering`, same quotas.
+    NoMetering,
+    /// Metering on, every quota null.
+    NoQuotas,
+}
+
+/// Exit status of a run whose gateway clusters were throttled or refused by their quotas
+/// (other than with `--quotas defaults`, which asks for that).
+const EXIT_QUOTAS_BOUND: u8 = 4;
 
 fn main() -> ExitCode {
     tollgate_load_tests::start_clock();
@@ -160,7 +243,15 @@ fn main() -> ExitCode {
         std::process::exit(3);
     });
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(bound) if bound && args.quotas != QuotaSetting::Defaults => {
+            eprintln!(
+                "proxy-bench: QUOTAS BOUND: a gateway path's cluster was throttled or refused \
+                 by its quotas (see the table and `quotas_bound` in the report); its figures \
+                 measure the quotas, not the gateway"
+            );
+            ExitCode::from(EXIT_QUOTAS_BOUND)
+        }
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy-bench: {e:#}");
             ExitCode::FAILURE
@@ -168,7 +259,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<()> {
+/// Runs the benchmark and writes its report; true when a gateway path's quotas bound.
+fn run(args: &Args) -> Result<bool> {
     if args.messages == Some(0)
         || args.size == 0
         || args.rounds == 0
@@ -213,6 +305,11 @@ fn run(args: &Args) -> Result<()> {
             librdkafka: rdkafka::util::get_rdkafka_version().1,
             gateway: tollgate.display().to_string(),
             pin: pin::placement(args).map(|p| p.describe()),
+            quotas: args.quotas,
+            quotas_sent: args.quotas.body(),
+            compare: args.compare,
+            redis: args.start_redis || args.redis_url.is_some(),
+            redis_started: args.start_redis,
             malloc: if malloc::tuned() {
                 malloc::TUNABLES.into()
             } else {
@@ -239,7 +336,7 @@ fn run(args: &Args) -> Result<()> {
         args.out.display()
     );
     let _ = std::fs::remove_dir_all(&work);
-    Ok(())
+    Ok(report.quotas_bound())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {

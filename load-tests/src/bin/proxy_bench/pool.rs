@@ -53,6 +53,8 @@ pub struct Pool {
     mock_brokers: i32,
     mock: Option<MockCluster<'static, DefaultProducerContext>>,
     process: Option<Child>,
+    /// The Redis the pool's gateways share (`--start-redis`), started and stopped with the pool.
+    redis: Option<Child>,
 }
 
 impl Pool {
@@ -74,6 +76,7 @@ impl Pool {
             mock_brokers: brokers,
             mock: Some(mock),
             process: None,
+            redis: None,
         })
     }
 
@@ -108,6 +111,7 @@ impl Pool {
             mock_brokers: 0,
             mock: None,
             process: Some(child),
+            redis: None,
         })
     }
 
@@ -142,19 +146,66 @@ impl Pool {
         }
     }
 
+    /// Starts a `redis-server` for the pool's gateways on a free loopback port, without
+    /// persistence, its log in `work`; `cpus`: where it runs. Returns its URL.
+    pub fn start_redis(&mut self, cpus: Option<&str>, work: &Path) -> Result<String> {
+        let Some(path) = procs::resolve("redis-server") else {
+            bail!("redis-server not found on PATH (--start-redis): apt-get install redis-server");
+        };
+        let addr = procs::free_addr()?;
+        let mut cmd = procs::command_on(&path, cpus);
+        cmd.args([
+            "--port",
+            &addr.port().to_string(),
+            "--bind",
+            &addr.ip().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .current_dir(work);
+        let mut child = Child::spawn_command("redis-server", cmd, work.join("redis.log"))?;
+        child.wait_listening(addr, Instant::now() + Duration::from_secs(10))?;
+        self.redis = Some(child);
+        Ok(format!("redis://{addr}/"))
+    }
+
+    /// CPU seconds used by the Redis of `--start-redis`, when there is one.
+    pub fn redis_cpu_seconds(&self) -> Option<f64> {
+        self.redis.as_ref().and_then(|c| c.cpu_seconds().ok())
+    }
+
     /// CPU seconds used by the pool's own process, when it has one.
     pub fn cpu_seconds(&self) -> Option<f64> {
         self.process.as_ref().and_then(|c| c.cpu_seconds().ok())
     }
 
-    /// `Some(reason)` when the pool's process has died.
+    /// `Some(reason)` when the pool's process, or its Redis, has died.
     pub fn died(&mut self) -> Option<String> {
-        let child = self.process.as_mut()?;
-        let exit = child.exited()?;
-        Some(format!("{exit}:\n{}", child.log_tail(20)))
+        [self.process.as_mut(), self.redis.as_mut()]
+            .into_iter()
+            .flatten()
+            .find_map(|child| {
+                let exit = child.exited()?;
+                Some(format!("{exit}:\n{}", child.log_tail(20)))
+            })
     }
 
     pub fn describe(&self) -> String {
+        let pool = self.describe_pool();
+        match &self.redis {
+            Some(redis) => format!(
+                "{pool}; the gateways' Redis started for it (log {})",
+                redis.log_path().display()
+            ),
+            None => pool,
+        }
+    }
+
+    fn describe_pool(&self) -> String {
         match self.kind {
             PoolKind::Mock if self.mock_brokers == 1 => format!(
                 "mock cluster, 1 broker at {} leading every partition",

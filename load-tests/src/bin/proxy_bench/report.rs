@@ -1,5 +1,7 @@
-//! What a run found: per pool and path the figures of every round and their medians, per pool
-//! the ratios against the issue's targets; printed as a table and written as JSON.
+//! What a run found: per pool and path the figures of every round and their medians and, for
+//! the gateway paths, their cluster's quotas and what it used of them; per pool the ratios
+//! against the issue's targets and whether quotas bound; printed as a table and written as
+//! JSON.
 
 use std::fmt::Write as _;
 
@@ -13,9 +15,9 @@ pub const TARGET_THROUGHPUT_RATIO: f64 = 0.95;
 pub const TARGET_ADDED_P99_MS: f64 = 1.0;
 /// Gateway CPU below this many seconds per GB (2^30 bytes) proxied.
 pub const TARGET_CPU_S_PER_GB: f64 = 2.0;
-/// Metering on vs off: a median throughput ratio at least this high counts as no loss; below
-/// it, the loss counts as measurable only when metering-on's best round is below
-/// metering-off's worst (the rounds' ranges do not overlap).
+/// Metering on vs off, and quotas on vs off: a median throughput ratio at least this high
+/// counts as no loss; below it, the loss counts as measurable only when the "on" path's best
+/// round is below the "off" path's worst (the rounds' ranges do not overlap).
 pub const METERING_RATIO: f64 = 0.97;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -63,6 +65,16 @@ pub struct Settings {
     pub malloc: String,
     /// Which CPUs ran what (`--pin`); `None`: every process on every core.
     pub pin: Option<String>,
+    /// `--quotas`: the gateway path's cluster's quotas (and the no-metering path's).
+    pub quotas: crate::QuotaSetting,
+    /// The `"quotas"` sent when provisioning those clusters; `None`: none, the defaults.
+    pub quotas_sent: Option<serde_json::Value>,
+    /// `--compare`: the second gateway path (`gateway-no-metering` or `gateway-no-quotas`).
+    pub compare: crate::Compare,
+    /// Whether both gateways ran with `--redis-url` (rate quotas leased through Redis).
+    pub redis: bool,
+    /// Whether that Redis was the benchmark's own (`--start-redis`, one per pool).
+    pub redis_started: bool,
 }
 
 #[derive(Serialize)]
@@ -88,6 +100,8 @@ pub enum PathKind {
     Direct,
     Gateway,
     GatewayNoMetering,
+    /// Metering on, every quota null (`--compare no-quotas`).
+    GatewayNoQuotas,
 }
 
 impl PathKind {
@@ -96,6 +110,7 @@ impl PathKind {
             PathKind::Direct => "direct",
             PathKind::Gateway => "gateway",
             PathKind::GatewayNoMetering => "gateway-no-metering",
+            PathKind::GatewayNoQuotas => "gateway-no-quotas",
         }
     }
 }
@@ -109,6 +124,23 @@ pub struct PathResult {
     pub error: Option<String>,
     /// Over the rounds (filled in by [`PoolResult::summarize`]).
     pub medians: Medians,
+    /// A gateway path's cluster's quotas, as its gateway held them after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<serde_json::Value>,
+    /// What the cluster used of its quotas over the run, as its gateway showed it after
+    /// (`GET /v1/clusters/{id}`, `quota_use`: rates of the last second, throttles, refusals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_use: Option<serde_json::Value>,
+    /// Of `quota_use`, responses throttled for a rate quota and things refused for a count
+    /// quota, every quota summed: anything but 0 means the quotas bound and the path's
+    /// figures measure them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_throttles: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_refusals: Option<u64>,
+    /// The quotas that throttled or refused anything, with how often.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quotas_bound_by: Vec<String>,
     pub throughput_rounds: Vec<ThroughputRound>,
     pub latency_rounds: Vec<Phase<Latency>>,
 }
@@ -120,6 +152,11 @@ impl PathResult {
             status: "ok",
             error: None,
             medians: Medians::default(),
+            quotas: None,
+            quota_use: None,
+            quota_throttles: None,
+            quota_refusals: None,
+            quotas_bound_by: Vec::new(),
             throughput_rounds: Vec::new(),
             latency_rounds: Vec::new(),
         }
@@ -134,6 +171,23 @@ impl PathResult {
         });
     }
 
+    /// Records what the path's cluster used of its quotas over the run.
+    pub fn set_quota_use(&mut self, q: crate::gateway::QuotaUse) {
+        self.quota_throttles = q.throttles();
+        self.quota_refusals = q.refusals();
+        self.quotas_bound_by = q.bound();
+        self.quotas = Some(q.quotas);
+        self.quota_use = q.quota_use;
+    }
+
+    /// Whether the path's quotas throttled or refused anything; `None`: not known.
+    fn quotas_bound(&self) -> Option<bool> {
+        match (self.quota_throttles, self.quota_refusals) {
+            (Some(t), Some(r)) => Some(t + r > 0),
+            _ => None,
+        }
+    }
+
     fn produces(&self) -> impl Iterator<Item = &Phase<Throughput>> {
         self.throughput_rounds
             .iter()
@@ -146,11 +200,12 @@ impl PathResult {
             .filter_map(|r| r.consume.as_ref())
     }
 
-    /// Gateway CPU over every produce and consume phase per 2^30 payload bytes they moved.
-    fn cpu_per_gb(&self) -> Option<f64> {
+    /// `of`'s CPU (the gateway's, Redis's) over every produce and consume phase per 2^30
+    /// payload bytes they moved.
+    fn cpu_per_gb(&self, of: fn(&CpuUse) -> Option<f64>) -> Option<f64> {
         let (mut cpu, mut bytes) = (0.0, 0u64);
         for p in self.produces().chain(self.consumes()) {
-            cpu += p.cpu.gateway_s?;
+            cpu += of(&p.cpu)?;
             bytes += p.result.bytes;
         }
         (bytes > 0).then(|| cpu / (bytes as f64 / GIB))
@@ -182,7 +237,8 @@ impl PathResult {
                     (p.cpu.bench_process_s - p.cpu.mock_threads_s?) / (p.result.bytes as f64 / GIB),
                 )
             })),
-            gateway_cpu_s_per_gb: self.cpu_per_gb(),
+            gateway_cpu_s_per_gb: self.cpu_per_gb(|c| c.gateway_s),
+            redis_cpu_s_per_gb: self.cpu_per_gb(|c| c.redis_s),
         };
     }
 }
@@ -224,6 +280,11 @@ pub struct CpuUse {
     /// The pool's own process (tansu).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool_process_s: Option<f64>,
+    /// The Redis the benchmark started (`--start-redis`), which both gateways use: what
+    /// leasing quotas (and keeping usage) through it cost on its side. A Redis given with
+    /// `--redis-url` is in `others_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_s: Option<f64>,
     /// Everything else the machine ran meanwhile (other builds and tests on a shared machine
     /// take cores from the benchmark and skew its figures).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,6 +338,10 @@ pub struct Medians {
     pub consume_client_cpu_s_per_gb: Option<Stat>,
     /// Not a median: all produce and consume phases' gateway CPU over all their bytes.
     pub gateway_cpu_s_per_gb: Option<f64>,
+    /// The same of the Redis the benchmark started (`--start-redis`): leasing quotas and
+    /// keeping usage, on Redis's side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_s_per_gb: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
@@ -291,9 +356,22 @@ pub struct Summary {
     pub added_p99_ms: Option<f64>,
     pub gateway_cpu_s_per_gb: Option<f64>,
     pub gateway_cpu_s_per_gb_no_metering: Option<f64>,
-    /// Metering on over metering off, medians of MB/s.
+    /// Metering on over metering off, medians of MB/s (`--compare no-metering`).
     pub metering_produce_ratio: Option<f64>,
     pub metering_consume_ratio: Option<f64>,
+    /// `--compare no-quotas`: the gateway path's CPU per GB with every quota null, its
+    /// throughput with the quotas (`--quotas`) over without, medians of MB/s, and the CPU the
+    /// quotas add per GB (gateway minus gateway-no-quotas; run-to-run noise included).
+    pub gateway_cpu_s_per_gb_no_quotas: Option<f64>,
+    pub quotas_produce_ratio: Option<f64>,
+    pub quotas_consume_ratio: Option<f64>,
+    pub quotas_cpu_s_per_gb_added: Option<f64>,
+    /// Over the gateway paths: responses throttled and things refused by their clusters'
+    /// quotas, summed; `quotas_bound` is whether there were any (then the figures measure the
+    /// quotas, not the gateway), `None` when a gateway did not say.
+    pub quota_throttles: Option<u64>,
+    pub quota_refusals: Option<u64>,
+    pub quotas_bound: Option<bool>,
     /// Cores' worth of CPU that other processes on the machine used during the pool's
     /// measured phases, on average and in the busiest phase.
     pub other_load_cores_avg: Option<f64>,
@@ -307,6 +385,8 @@ pub struct Targets {
     pub added_p99_under_1ms_at_half_load: Verdict,
     pub cpu_under_2s_per_gb: Verdict,
     pub metering_no_measurable_throughput_loss: Verdict,
+    /// Quotas (enforced, not binding) on vs off, as metering's: `--compare no-quotas`.
+    pub quotas_no_measurable_throughput_loss: Verdict,
 }
 
 #[derive(Serialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -343,7 +423,7 @@ fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
     }
 }
 
-/// Whether metering (`on`) costs no measurable throughput against `off`; see
+/// Whether metering or quotas (`on`) cost no measurable throughput against `off`; see
 /// [`METERING_RATIO`].
 fn no_measurable_loss(on: Option<Stat>, off: Option<Stat>) -> Option<bool> {
     let (on, off) = (on?, off?);
@@ -363,10 +443,11 @@ impl PoolResult {
         for p in &mut self.paths {
             p.compute_medians();
         }
-        let (d, g, n) = (
+        let (d, g, n, nq) = (
             self.path(Direct),
             self.path(Gateway),
             self.path(GatewayNoMetering),
+            self.path(GatewayNoQuotas),
         );
         let get = |m: Option<&Medians>, f: fn(&Medians) -> Option<Stat>| m.and_then(f);
         let produce = |m| get(m, |m| m.produce_mb_per_s);
@@ -378,12 +459,28 @@ impl PoolResult {
         let consume_ratio = ratio(consume(g), consume(d));
         let added_p99_ms = diff(p99(g), p99(d));
         let cpu = g.and_then(|g| g.gateway_cpu_s_per_gb);
-        let metering_ok = match (
-            no_measurable_loss(produce(g), produce(n)),
-            no_measurable_loss(consume(g), consume(n)),
+        let no_loss = |off| match (
+            no_measurable_loss(produce(g), produce(off)),
+            no_measurable_loss(consume(g), consume(off)),
         ) {
             (Some(p), Some(c)) => Some(p && c),
             _ => None,
+        };
+        let cpu_no_quotas = nq.and_then(|m| m.gateway_cpu_s_per_gb);
+        // The gateway paths that ran (a build without --no-metering has none to ask).
+        let gateways = || {
+            self.paths
+                .iter()
+                .filter(|p| p.path != Direct && p.status != "not supported")
+        };
+        let total = |f: fn(&PathResult) -> Option<u64>| gateways().map(f).sum::<Option<u64>>();
+        let bound: Vec<Option<bool>> = gateways().map(PathResult::quotas_bound).collect();
+        let quotas_bound = if bound.contains(&Some(true)) {
+            Some(true)
+        } else if bound.contains(&None) {
+            None
+        } else {
+            Some(false)
         };
         let (mut others, mut wall, mut busiest) = (0.0, 0.0, None::<f64>);
         for p in &self.paths {
@@ -421,6 +518,13 @@ impl PoolResult {
             gateway_cpu_s_per_gb_no_metering: n.and_then(|n| n.gateway_cpu_s_per_gb),
             metering_produce_ratio: ratio(produce(g), produce(n)),
             metering_consume_ratio: ratio(consume(g), consume(n)),
+            gateway_cpu_s_per_gb_no_quotas: cpu_no_quotas,
+            quotas_produce_ratio: ratio(produce(g), produce(nq)),
+            quotas_consume_ratio: ratio(consume(g), consume(nq)),
+            quotas_cpu_s_per_gb_added: cpu.zip(cpu_no_quotas).map(|(on, off)| on - off),
+            quota_throttles: total(|p| p.quota_throttles),
+            quota_refusals: total(|p| p.quota_refusals),
+            quotas_bound,
             targets: Targets {
                 throughput_at_least_095_of_direct: Verdict::of(
                     produce_ratio
@@ -431,7 +535,8 @@ impl PoolResult {
                     added_p99_ms.map(|a| a < TARGET_ADDED_P99_MS),
                 ),
                 cpu_under_2s_per_gb: Verdict::of(cpu.map(|c| c < TARGET_CPU_S_PER_GB)),
-                metering_no_measurable_throughput_loss: Verdict::of(metering_ok),
+                metering_no_measurable_throughput_loss: Verdict::of(no_loss(n)),
+                quotas_no_measurable_throughput_loss: Verdict::of(no_loss(nq)),
             },
         };
         self.summary = Some(summary);
@@ -468,6 +573,13 @@ fn spread(s: Option<Stat>, decimals: usize) -> String {
 }
 
 impl Report {
+    /// Whether some pool's gateway paths were throttled or refused by their quotas.
+    pub fn quotas_bound(&self) -> bool {
+        self.pools
+            .iter()
+            .any(|p| p.summary.as_ref().and_then(|s| s.quotas_bound) == Some(true))
+    }
+
     /// Two figures per pool and path, for the paths `figures` gives them for; nothing when none.
     fn pair_table(
         &self,
@@ -518,6 +630,25 @@ impl Report {
                 n => format!(" (and {n} more reads of the last round's records)"),
             },
             s.librdkafka
+        );
+        let _ = writeln!(
+            out,
+            "gateway cluster's quotas: {}; compared with: {}; Redis: {}",
+            match s.quotas {
+                crate::QuotaSetting::Unbound =>
+                    "unbound (every quota set, 2^50 bytes or 2^40, none binding)",
+                crate::QuotaSetting::Off => "off (every quota null)",
+                crate::QuotaSetting::Defaults => "the gateway's defaults (MSK Serverless's)",
+            },
+            match s.compare {
+                crate::Compare::NoMetering => "gateway-no-metering (--no-metering, same quotas)",
+                crate::Compare::NoQuotas => "gateway-no-quotas (metering on, every quota null)",
+            },
+            match (s.redis, s.redis_started) {
+                (false, _) => "no (quotas per instance)",
+                (true, true) => "both gateways, rate quotas leased through it (started per pool)",
+                (true, false) => "both gateways, rate quotas leased through it (--redis-url)",
+            }
         );
         for pool in self.pools.iter().filter(|p| p.skipped.is_none()) {
             let _ = writeln!(
@@ -570,6 +701,14 @@ impl Report {
                         let _ = writeln!(out, "{:<6}   ! {line}", "");
                     }
                 }
+                if !p.quotas_bound_by.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "{:<6}   ! QUOTAS BOUND: {}: these figures measure the quotas",
+                        "",
+                        p.quotas_bound_by.join(", ")
+                    );
+                }
             }
         }
         self.pair_table(
@@ -597,11 +736,25 @@ impl Report {
         for pool in &self.pools {
             let Some(sm) = &pool.summary else { continue };
             let t = &sm.targets;
+            let (compared, cpu_off, ratios, off_verdict) = match self.settings.compare {
+                crate::Compare::NoMetering => (
+                    "metering",
+                    sm.gateway_cpu_s_per_gb_no_metering,
+                    (sm.metering_produce_ratio, sm.metering_consume_ratio),
+                    t.metering_no_measurable_throughput_loss,
+                ),
+                crate::Compare::NoQuotas => (
+                    "quotas",
+                    sm.gateway_cpu_s_per_gb_no_quotas,
+                    (sm.quotas_produce_ratio, sm.quotas_consume_ratio),
+                    t.quotas_no_measurable_throughput_loss,
+                ),
+            };
             let _ = writeln!(
                 out,
                 "{}: gateway/direct produce {} consume {}; added latency p50 {} ms, p99 {} ms \
-                 at {} records/s; gateway CPU {} s/GB ({} without metering); metering on/off \
-                 produce {} consume {}",
+                 at {} records/s; gateway CPU {} s/GB ({} without {compared}); {compared} \
+                 on/off produce {} consume {}",
                 pool.pool,
                 num(sm.produce_ratio, 3),
                 num(sm.consume_ratio, 3),
@@ -609,9 +762,55 @@ impl Report {
                 signed(sm.added_p99_ms, 2),
                 num(sm.latency_rate, 0),
                 num(sm.gateway_cpu_s_per_gb, 2),
-                num(sm.gateway_cpu_s_per_gb_no_metering, 2),
-                num(sm.metering_produce_ratio, 3),
-                num(sm.metering_consume_ratio, 3),
+                num(cpu_off, 2),
+                num(ratios.0, 3),
+                num(ratios.1, 3),
+            );
+            if self.settings.compare == crate::Compare::NoQuotas {
+                let _ = writeln!(
+                    out,
+                    "{:width$}  quota accounting adds {} s/GB of gateway CPU (gateway minus \
+                     gateway-no-quotas, noise included)",
+                    "",
+                    signed(sm.quotas_cpu_s_per_gb_added, 3),
+                    width = pool.pool.len(),
+                );
+            }
+            let redis: Vec<String> = pool
+                .paths
+                .iter()
+                .filter_map(|p| {
+                    let s = p.medians.redis_cpu_s_per_gb?;
+                    Some(format!("{} {s:.3}", p.path.name()))
+                })
+                .collect();
+            if !redis.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{:width$}  Redis's CPU per GB during each path's throughput phases, s: {} \
+                     (direct: its idle baseline)",
+                    "",
+                    redis.join(", "),
+                    width = pool.pool.len(),
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{:width$}  {}",
+                "",
+                match sm.quotas_bound {
+                    Some(false) => "quotas: no gateway path was throttled or refused".to_owned(),
+                    Some(true) => format!(
+                        "!!! QUOTAS BOUND: the gateway paths were throttled {} times and refused \
+                         {} (see each path's quotas_bound_by): their figures measure the quotas, \
+                         not the gateway",
+                        sm.quota_throttles.map_or("?".into(), |n| n.to_string()),
+                        sm.quota_refusals.map_or("?".into(), |n| n.to_string()),
+                    ),
+                    None =>
+                        "quotas: whether they bound is not known (a gateway did not say)".to_owned(),
+                },
+                width = pool.pool.len(),
             );
             let _ = writeln!(
                 out,
@@ -626,12 +825,17 @@ impl Report {
                 out,
                 "{:width$}  targets: throughput >= {TARGET_THROUGHPUT_RATIO} of direct {}; \
                  added p99 < {TARGET_ADDED_P99_MS} ms {}; CPU < {TARGET_CPU_S_PER_GB} s/GB {}; \
-                 metering costs no measurable throughput {}",
+                 {} no measurable throughput {}",
                 "",
                 t.throughput_at_least_095_of_direct.label(),
                 t.added_p99_under_1ms_at_half_load.label(),
                 t.cpu_under_2s_per_gb.label(),
-                t.metering_no_measurable_throughput_loss.label(),
+                if compared == "quotas" {
+                    "quotas cost"
+                } else {
+                    "metering costs"
+                },
+                off_verdict.label(),
                 width = pool.pool.len(),
             );
         }
@@ -649,6 +853,103 @@ mod tests {
         assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
         assert_eq!(Stat::of([1.0, 2.0].into_iter()).unwrap().median, 1.5);
         assert!(Stat::of(std::iter::empty()).is_none());
+    }
+
+    /// A path with one round: produce and consume at `mb_per_s`, 1 GiB each, the gateway
+    /// using `cpu_s` on each.
+    fn path(kind: PathKind, mb_per_s: f64, cpu_s: Option<f64>) -> PathResult {
+        let phase = || Phase {
+            result: Throughput {
+                bytes: 1 << 30,
+                mb_per_s,
+                ..Throughput::default()
+            },
+            cpu: CpuUse {
+                gateway_s: cpu_s,
+                ..CpuUse::default()
+            },
+        };
+        let mut p = PathResult::new(kind);
+        p.throughput_rounds.push(ThroughputRound {
+            round: 0,
+            produce: Some(phase()),
+            consume: Some(phase()),
+        });
+        p
+    }
+
+    fn quota_use(throttles: u64) -> crate::gateway::QuotaUse {
+        crate::gateway::QuotaUse {
+            quotas: serde_json::json!({}),
+            quota_use: Some(serde_json::json!({
+                "throttles": {"ingress": 0, "partition_ingress": throttles},
+                "refused": {"connections": 0},
+            })),
+        }
+    }
+
+    fn pool(paths: Vec<PathResult>) -> PoolResult {
+        let mut pool = PoolResult {
+            pool: "mock",
+            description: String::new(),
+            messages: 1,
+            partitions: 1,
+            latency_partitions: 1,
+            skipped: None,
+            paths,
+            summary: None,
+        };
+        pool.summarize();
+        pool
+    }
+
+    #[test]
+    fn quotas_on_off_ratios_and_whether_they_bound() {
+        let mut gw = path(PathKind::Gateway, 90.0, Some(0.6));
+        gw.set_quota_use(quota_use(0));
+        let mut off = path(PathKind::GatewayNoQuotas, 100.0, Some(0.5));
+        off.set_quota_use(quota_use(0));
+        let p = pool(vec![path(PathKind::Direct, 120.0, None), gw, off]);
+        let s = p.summary.as_ref().unwrap();
+        assert_eq!(s.quotas_produce_ratio, Some(0.9));
+        assert_eq!(s.quotas_consume_ratio, Some(0.9));
+        assert_eq!(s.gateway_cpu_s_per_gb_no_quotas, Some(0.5));
+        assert!((s.quotas_cpu_s_per_gb_added.unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(s.metering_produce_ratio, None);
+        assert_eq!(
+            s.targets.quotas_no_measurable_throughput_loss,
+            Verdict::Missed
+        );
+        assert_eq!(
+            s.targets.metering_no_measurable_throughput_loss,
+            Verdict::NotMeasured
+        );
+        assert_eq!(
+            (s.quota_throttles, s.quota_refusals, s.quotas_bound),
+            (Some(0), Some(0), Some(false))
+        );
+        assert!(p.paths[1].quotas_bound_by.is_empty());
+
+        // One throttle on one gateway path: the quotas bound.
+        let mut gw = path(PathKind::Gateway, 90.0, Some(0.6));
+        gw.set_quota_use(quota_use(7));
+        let mut off = path(PathKind::GatewayNoMetering, 100.0, Some(0.5));
+        off.set_quota_use(quota_use(0));
+        let p = pool(vec![path(PathKind::Direct, 120.0, None), gw, off]);
+        let s = p.summary.as_ref().unwrap();
+        assert_eq!((s.quota_throttles, s.quotas_bound), (Some(7), Some(true)));
+        assert_eq!(
+            p.paths[1].quotas_bound_by,
+            ["partition_ingress throttled 7"]
+        );
+        assert_eq!(s.quotas_produce_ratio, None);
+        assert_eq!(s.metering_produce_ratio, Some(0.9));
+
+        // A gateway that did not say: not known.
+        let mut gw = path(PathKind::Gateway, 90.0, Some(0.6));
+        gw.set_quota_use(quota_use(0));
+        let p = pool(vec![gw, path(PathKind::GatewayNoQuotas, 100.0, None)]);
+        assert_eq!(p.summary.as_ref().unwrap().quotas_bound, None);
     }
 
     #[test]
