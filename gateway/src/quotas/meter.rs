@@ -90,19 +90,26 @@ impl Meter {
     }
 }
 
-/// Partitions a cluster's meter keeps buckets for before it drops those at full allowance
-/// (which is exact: a new bucket is a full one). MSK Serverless's 2,400 partitions fit.
-const PARTITION_BUCKETS: usize = 4_096;
+/// Topics a cluster's meter keeps partition buckets for before it drops those whose buckets
+/// are all at full allowance (which is exact: a new bucket is a full one).
+const TOPIC_BUCKETS: usize = 1_024;
+
+/// Partition indexes a meter keeps a bucket for: MSK Serverless's 2,400 partitions of a
+/// cluster fit in one topic many times over. A partition past it cannot exist on the pool
+/// (its topic would pass `max_partitions`), so the pool refuses it and nothing is charged.
+const MAX_PARTITION_INDEX: usize = 1 << 16;
 
 /// A partition as the tenant names it: by name, or from Produce v13 and Fetch v13 by topic id
 /// (the name then empty).
 pub type PartitionKey = (TopicName, uuid::Uuid, i32);
 
-/// Per-partition buckets of one rate (`partition_*_bytes_per_second`): a lock taken once per
-/// request, only while the quota is set.
+/// Per-partition buckets of one rate (`partition_*_bytes_per_second`), by topic and then by
+/// partition index: a request names each topic once and its partitions together, so the
+/// topic is hashed once and each partition is an index. A lock taken once per request, only
+/// while the quota is set.
 #[derive(Debug, Default)]
 struct PartitionBuckets {
-    buckets: Mutex<HashMap<PartitionKey, Bucket>>,
+    topics: Mutex<HashMap<(TopicName, uuid::Uuid), Vec<Bucket>>>,
     throttles: AtomicU64,
 }
 
@@ -110,15 +117,37 @@ impl PartitionBuckets {
     /// Charges each partition its bytes; the longest wait wins and counts one throttle.
     fn charge(&self, parts: impl IntoIterator<Item = (PartitionKey, u64)>, quota: u64) -> Duration {
         let now = now_ns();
-        let mut buckets = self.buckets.lock().expect("poisoned");
-        if buckets.len() > PARTITION_BUCKETS {
-            buckets.retain(|_, b| !b.is_full(now));
+        let mut topics = self.topics.lock().expect("poisoned");
+        if topics.len() > TOPIC_BUCKETS {
+            topics.retain(|_, buckets| buckets.iter().any(|b| !b.is_full(now)));
         }
         let mut wait = 0;
-        for (key, bytes) in parts {
-            wait = wait.max(buckets.entry(key).or_default().charge(now, bytes, quota));
+        let mut current: Option<(TopicName, uuid::Uuid, &mut Vec<Bucket>)> = None;
+        for ((name, id, index), bytes) in parts {
+            let Some(index) = usize::try_from(index)
+                .ok()
+                .filter(|i| *i < MAX_PARTITION_INDEX)
+            else {
+                continue;
+            };
+            let buckets = match current.take() {
+                Some((n, i, buckets)) if i == id && n == name => {
+                    current = Some((n, i, buckets));
+                    &mut current.as_mut().expect("just set").2
+                }
+                _ => {
+                    let buckets = topics.entry((name.clone(), id)).or_default();
+                    current = Some((name, id, buckets));
+                    &mut current.as_mut().expect("just set").2
+                }
+            };
+            if buckets.len() <= index {
+                buckets.resize_with(index + 1, Bucket::default);
+            }
+            wait = wait.max(buckets[index].charge(now, bytes, quota));
         }
-        drop(buckets);
+        drop(current);
+        drop(topics);
         if wait == 0 {
             return Duration::ZERO;
         }
@@ -404,6 +433,31 @@ mod tests {
             m.charge_produce(&produce(&[(0, 100_000)]), &lifted),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn partitions_are_buckets_by_topic_and_index_and_bounded() {
+        let b = PartitionBuckets::default();
+        let part = |topic: &'static str, index: i32, bytes: u64| {
+            ((TopicName(topic.into()), uuid::Uuid::nil(), index), bytes)
+        };
+        // Two topics interleaved, each partition its own allowance of 1,000 B.
+        let parts = [
+            part("a", 0, 1_000),
+            part("b", 0, 1_000),
+            part("a", 1, 1_000),
+        ];
+        assert_eq!(b.charge(parts, 1_000), Duration::ZERO);
+        let wait = b.charge([part("b", 0, 500)], 1_000);
+        assert!(wait > Duration::from_millis(490), "{wait:?}");
+        assert_eq!(b.charge([part("a", 2, 1_000)], 1_000), Duration::ZERO);
+        // An index no pool partition can have (or a negative one) is not charged, and no
+        // bucket is made for it: a request cannot make the gateway allocate 2^31 buckets.
+        let bogus = [part("c", i32::MAX, 1 << 40), part("c", -1, 1 << 40)];
+        assert_eq!(b.charge(bogus, 1_000), Duration::ZERO);
+        let topics = b.topics.lock().unwrap();
+        assert!(topics.values().all(|v| v.len() <= 3), "{topics:?}");
+        assert_eq!(b.throttles.load(Ordering::Relaxed), 1);
     }
 
     #[test]
