@@ -512,7 +512,8 @@ async fn start(
                 instance,
                 gateway.quota_meters().clone(),
             )
-            .context("configuring shared quotas through Redis")?;
+            .context("configuring shared quotas through Redis")?
+            .with_connections(gateway.quota_counts().clone());
             Some(tokio::spawn(shared.run(stopped(stop_rx.clone()))))
         }
         None => None,

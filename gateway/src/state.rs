@@ -72,7 +72,7 @@ struct Inner {
     tokens: Arc<Tokens>,
     metering: Arc<Metering>,
     /// What each cluster has used of its count quotas (partition mutations, connections).
-    quota_counts: crate::quotas::limits::Counts,
+    quota_counts: Arc<crate::quotas::limits::Counts>,
     /// Each cluster's budget of request bytes in flight ([`Limits::cluster_bytes_in_flight`]),
     /// kept apart from the registry's `Cluster` values, which an update replaces.
     cluster_bytes: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<Semaphore>>>,
@@ -102,7 +102,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 config,
                 router: Router::new(pool, pool_kind),
-                quota_counts: crate::quotas::limits::Counts::new(registry.clone()),
+                quota_counts: Arc::new(crate::quotas::limits::Counts::new(registry.clone())),
                 registry,
                 tokens,
                 metering,
@@ -120,7 +120,7 @@ impl Gateway {
     }
 
     /// What each cluster has used of its count quotas on this instance.
-    pub fn quota_counts(&self) -> &crate::quotas::limits::Counts {
+    pub fn quota_counts(&self) -> &Arc<crate::quotas::limits::Counts> {
         &self.inner.quota_counts
     }
 

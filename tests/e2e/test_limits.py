@@ -155,3 +155,36 @@ def test_partition_quotas_refuse_topics_with_codes_naming_them(stack, admin, new
     # Lifting the quota applies at once.
     set_quotas(admin, tc, partition_mutations_per_5_minutes=None)
     create("second", 2)
+
+
+def test_max_connections_holds_across_two_gateways_sharing_redis(stack_factory, redis_server, tmp_path):
+    """Two `tollgate serve` on one pool and one Redis: a cluster's connections through both
+    count against one max_connections (each instance tells the others its count every 100 ms
+    through Redis)."""
+    from dataclasses import replace
+
+    from conftest import make_tenant, serve_pair
+    from test_metering import STACK_ARGS, accepts, pool_broker
+
+    pool = stack_factory(label="tollgate dev as the pool for two serve gateways")
+    with serve_pair(pool_broker(pool), redis_server, tmp_path, STACK_ARGS) as (gateways, token):
+        a, b = gateways
+        admin_a = Admin(a.admin_url, token)
+        tc = make_tenant(a, admin_a)
+        through_b = replace(tc, bootstrap=b.bootstrap)
+        wait_until(lambda: accepts(through_b.conn()), 15, "gateway B to know the cluster")
+        set_quotas(admin_a, tc, max_connections=3, connections_per_second=None)
+        held = [connect(tc), connect(tc), connect(through_b)]
+        try:
+            # B holds to the quota once it has the PATCH (its registry follows Redis about once
+            # a second) and has heard of A's two (every 100 ms); A, once it hears of B's one.
+            wait_until(lambda: refused(through_b), 10, "a 4th connection through B refused")
+            wait_until(lambda: refused(tc), 5, "a 4th connection through A refused")
+            use = admin_a._ok("GET", f"/v1/clusters/{tc.cluster_id}")["quota_use"]
+            assert (use["connections"], use["connections_elsewhere"]) == (2, 1), use
+            # A connection closed through A gives a place back through B.
+            held.pop(0).close()
+            wait_until(lambda: not refused(through_b), 10, "a place through B after a close on A")
+        finally:
+            for raw in held:
+                raw.close()

@@ -78,8 +78,10 @@ const MAX_ACCEPT_FAILURES: u32 = 40;
 pub struct QuotaUse {
     #[serde(flatten)]
     rates: crate::quotas::meter::Usage,
-    /// Authenticated connections open now.
+    /// Authenticated connections open now on this instance, and on the other instances
+    /// sharing Redis as this one last heard (`max_connections` holds to their sum).
     connections: u64,
+    connections_elsewhere: u64,
     /// How often each count quota refused something since the gateway started.
     refused: crate::quotas::limits::Refused,
     /// The bytes the cluster stores on the pool, which `storage_limit_bytes` holds to, and
@@ -198,6 +200,7 @@ impl Admin {
         self.inner.quotas.get().map(|gw| QuotaUse {
             rates: gw.quota_meters().usage(cluster),
             connections: gw.quota_counts().connections(cluster),
+            connections_elsewhere: gw.quota_counts().connections_elsewhere(cluster),
             refused: gw.quota_counts().refused(cluster),
             stored_bytes: gw.metering().stored_bytes(cluster),
             stored_bytes_source: gw.metering().storage_source(),

@@ -76,6 +76,9 @@ struct ClusterCounts {
     /// The cluster's groups (pool ids) as the pool last listed them, plus those admitted
     /// since, and when it listed them.
     groups: Option<(HashSet<String>, Instant)>,
+    /// The other gateway instances' connections of the cluster, as Redis last had them
+    /// ([`super::shared`]): open, and admitted in their last second.
+    others: (u64, u64),
 }
 
 /// An authenticated connection's place in its cluster's `max_connections`, given back when
@@ -174,7 +177,7 @@ impl Counts {
         self.connect_at(cluster.id, &quotas_of(gw, cluster), Instant::now())
     }
 
-    fn connect_at(
+    pub(super) fn connect_at(
         &self,
         cluster: Uuid,
         quotas: &Quotas,
@@ -188,7 +191,10 @@ impl Counts {
             {
                 c.admitted.pop_front();
             }
-            let open = c.open.load(Ordering::Relaxed);
+            // Cluster-wide with other instances sharing Redis: theirs as of the last
+            // exchange (at most an interval old), or as last known while Redis is away.
+            let (others_open, others_admitted) = c.others;
+            let open = c.open.load(Ordering::Relaxed) + others_open;
             if let Some(max) = quotas.max_connections.filter(|max| open >= *max) {
                 c.refused.connections += 1;
                 return Err(format!(
@@ -196,12 +202,12 @@ impl Counts {
                 ));
             }
             let rate = quotas.connections_per_second;
-            if let Some(rate) = rate.filter(|rate| c.admitted.len() as u64 >= *rate) {
+            let admitted = c.admitted.len() as u64 + others_admitted;
+            if let Some(rate) = rate.filter(|rate| admitted >= *rate) {
                 c.refused.connection_rate += 1;
                 return Err(format!(
-                    "the cluster had {} connections in the last second, at its quota \
-                     connections_per_second ({rate})",
-                    c.admitted.len()
+                    "the cluster had {admitted} connections in the last second, at its quota \
+                     connections_per_second ({rate})"
                 ));
             }
             if rate.is_some() {
@@ -215,6 +221,38 @@ impl Counts {
     /// Authenticated connections of `cluster` open on this instance.
     pub fn connections(&self, cluster: &Uuid) -> u64 {
         self.with(cluster, |c| c.open.load(Ordering::Relaxed))
+    }
+
+    /// Authenticated connections of `cluster` open on the other instances sharing Redis, as
+    /// this one last heard.
+    pub fn connections_elsewhere(&self, cluster: &Uuid) -> u64 {
+        self.with(cluster, |c| c.others.0)
+    }
+
+    /// What this instance tells the others of its connections, for each cluster it has
+    /// connections of, admitted some in the last second, or hears of others' connections of
+    /// (so that it keeps hearing until they are gone): (cluster, open, admitted in the last
+    /// second).
+    pub fn connection_report(&self, now: Instant) -> Vec<(Uuid, u64, u64)> {
+        let clusters = self.clusters.lock().expect("poisoned");
+        clusters
+            .iter()
+            .filter_map(|(id, c)| {
+                let open = c.open.load(Ordering::Relaxed);
+                let admitted = c
+                    .admitted
+                    .iter()
+                    .filter(|at| now.saturating_duration_since(**at) < CONNECTION_WINDOW)
+                    .count() as u64;
+                (open > 0 || admitted > 0 || c.others != (0, 0)).then_some((*id, open, admitted))
+            })
+            .collect()
+    }
+
+    /// Records the other instances' connections of `cluster` (open, admitted in the last
+    /// second), as Redis has them now.
+    pub fn set_others(&self, cluster: &Uuid, open: u64, admitted: u64) {
+        self.with(cluster, |c| c.others = (open, admitted))
     }
 
     fn refused_mutations(&self, cluster: &Uuid) {

@@ -16,6 +16,14 @@
 //! Redis unreachable: each instance holds each cluster to its share, the quota over the
 //! instances last seen spending it, with its own clock ([`super::rate::Bucket`]), and says so
 //! once per outage.
+//!
+//! Connection quotas (`max_connections`, `connections_per_second`) hold across instances
+//! too: in the same interval each instance writes, for each cluster it has connections of,
+//! how many it has open and admitted in its last second (the hash `tg:conns:{cluster}`, a
+//! field per instance, dropped after [`ACTIVE_MS`] without a write), and reads the others'
+//! sums, which [`super::limits::Counts`] adds to its own. So a cluster's connections hold to
+//! its quota within what the instances admit in one interval; with Redis unreachable each
+//! instance keeps the others' last known counts.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -24,6 +32,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::lease::{Lease, Want, INTERVAL_MS};
+use super::limits::Counts;
 use super::meter::{Kind, Meters};
 
 /// Whether this instance's quotas are leased from Redis now. Read by the data path. Before
@@ -99,6 +108,40 @@ end
 return out
 ";
 
+/// KEYS: one connection hash per cluster reported. ARGV: the instance, how long an
+/// instance's figures count after it wrote them (ms), the hash's expiry (ms), then for each
+/// key the instance's open connections and those admitted in its last second. Returns, for
+/// each key, the other instances' open and admitted connections.
+const CONNECTIONS_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me = 'i:' .. ARGV[1]
+local active = tonumber(ARGV[2])
+local expire = ARGV[3]
+local out = {}
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, me, ARGV[2 + 2 * i] .. ':' .. ARGV[3 + 2 * i] .. ':' .. now)
+  local open, admitted = 0, 0
+  local h = redis.call('HGETALL', key)
+  for j = 1, #h, 2 do
+    local f, v = h[j], h[j + 1]
+    if f ~= me then
+      local o, a, at = string.match(v, '^(%d+):(%d+):(%d+)$')
+      if o and tonumber(at) >= now - active then
+        open = open + tonumber(o)
+        admitted = admitted + tonumber(a)
+      else
+        redis.call('HDEL', key, f)
+      end
+    end
+  end
+  redis.call('PEXPIRE', key, expire)
+  table.insert(out, open)
+  table.insert(out, admitted)
+end
+return out
+";
+
 /// A bucket's allowance, in ms of its quota: one second, as [`super::rate::BURST_NS`].
 const BURST_MS: u64 = 1_000;
 /// An instance that took no slice for this long has stopped spending the quota: ten
@@ -114,6 +157,9 @@ pub struct SharedQuotas {
     script: redis::Script,
     meters: Meters,
     link: Arc<Link>,
+    connections_script: redis::Script,
+    /// Where this instance's connections are counted, once attached.
+    counts: Option<Arc<Counts>>,
 }
 
 impl SharedQuotas {
@@ -133,7 +179,41 @@ impl SharedQuotas {
             script: redis::Script::new(SCRIPT),
             meters,
             link,
+            connections_script: redis::Script::new(CONNECTIONS_SCRIPT),
+            counts: None,
         })
+    }
+
+    /// Shares the connection quotas too, counted in `counts`.
+    pub fn with_connections(mut self, counts: Arc<Counts>) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    /// Tells the others this instance's connections of each cluster it has some of, and
+    /// learns theirs, once.
+    pub async fn exchange_connections(&self) -> Result<(), redis::RedisError> {
+        let Some(counts) = &self.counts else {
+            return Ok(());
+        };
+        let report = counts.connection_report(std::time::Instant::now());
+        if report.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.connections_script.prepare_invoke();
+        invocation.arg(&self.instance).arg(ACTIVE_MS).arg(EXPIRE_MS);
+        for (cluster, open, admitted) in &report {
+            invocation
+                .key(format!("tg:conns:{}", cluster.as_hyphenated()))
+                .arg(open)
+                .arg(admitted);
+        }
+        let mut conn = self.conn.clone();
+        let others: Vec<u64> = invocation.invoke_async(&mut conn).await?;
+        for ((cluster, _, _), o) in report.iter().zip(others.chunks(2)) {
+            counts.set_others(cluster, o[0], o.get(1).copied().unwrap_or(0));
+        }
+        Ok(())
     }
 
     /// Takes a slice of every quota this instance's clients are spending, once.
@@ -183,7 +263,11 @@ impl SharedQuotas {
                 _ = &mut stop => return,
                 _ = tick.tick() => {}
             }
-            match self.exchange().await {
+            let exchanged = match self.exchange().await {
+                Ok(()) => self.exchange_connections().await,
+                Err(e) => Err(e),
+            };
+            match exchanged {
                 Ok(()) => {
                     if self.link.set(true) == DOWN {
                         tracing::info!(
@@ -310,5 +394,63 @@ mod tests {
         let wait = meter.charge(Kind::Ingress, QUOTA / 4, &quotas());
         assert!(wait > Duration::from_millis(990), "{wait:?}");
         assert!(shared.exchange().await.is_err());
+    }
+
+    /// A cluster's connections across two instances hold to its max_connections and
+    /// connections_per_second once the instances have exchanged their counts.
+    #[tokio::test]
+    async fn connection_quotas_hold_across_instances() {
+        use crate::tenancy::Registry;
+        let redis = RedisServer::start().await;
+        let cluster = uuid::Uuid::new_v4();
+        let quotas = Quotas {
+            max_connections: Some(3),
+            connections_per_second: Some(100),
+            ..Quotas::default()
+        };
+        let instances: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|name| {
+                let counts = Arc::new(Counts::new(Registry::default()));
+                let shared = SharedQuotas::new(&redis.url, name.into(), Meters::default())
+                    .unwrap()
+                    .with_connections(counts.clone());
+                (shared, counts)
+            })
+            .collect();
+        let (a, b) = (&instances[0], &instances[1]);
+        let now = std::time::Instant::now();
+        let held: Vec<_> = (0..2)
+            .map(|_| a.1.connect_at(cluster, &quotas, now).unwrap())
+            .collect();
+        // B hears of A's two (A writes first; B, with none of its own yet, is told on its
+        // first connection and then asks).
+        a.0.exchange_connections().await.unwrap();
+        let third = b.1.connect_at(cluster, &quotas, now).unwrap();
+        b.0.exchange_connections().await.unwrap();
+        assert_eq!(b.1.connections_elsewhere(&cluster), 2);
+        let refused = b.1.connect_at(cluster, &quotas, now).unwrap_err();
+        assert!(refused.contains("3 connections open"), "{refused}");
+        // A hears of B's one and refuses a fourth too.
+        a.0.exchange_connections().await.unwrap();
+        assert!(a.1.connect_at(cluster, &quotas, now).is_err());
+        // A closes its two: once B hears so, B admits again.
+        drop(held);
+        a.0.exchange_connections().await.unwrap();
+        b.0.exchange_connections().await.unwrap();
+        assert_eq!(b.1.connections_elsewhere(&cluster), 0);
+        let _more = b.1.connect_at(cluster, &quotas, now).unwrap();
+        // Connection attempts add up across instances too: 2 + 1 + 1 admitted in this
+        // second, at a quota of 4.
+        let rate = Quotas {
+            max_connections: None,
+            connections_per_second: Some(4),
+            ..Quotas::default()
+        };
+        b.0.exchange_connections().await.unwrap();
+        a.0.exchange_connections().await.unwrap();
+        let refused = a.1.connect_at(cluster, &rate, now).unwrap_err();
+        assert!(refused.contains("connections_per_second"), "{refused}");
+        drop(third);
     }
 }
