@@ -513,7 +513,7 @@ async fn start(
                 gateway.quota_meters().clone(),
             )
             .context("configuring shared quotas through Redis")?
-            .with_connections(gateway.quota_counts().clone());
+            .with_counts(gateway.quota_counts().clone());
             Some(tokio::spawn(shared.run(stopped(stop_rx.clone()))))
         }
         None => None,

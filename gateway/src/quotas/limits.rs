@@ -76,9 +76,18 @@ struct ClusterCounts {
     /// The cluster's groups (pool ids) as the pool last listed them, plus those admitted
     /// since, and when it listed them.
     groups: Option<(HashSet<String>, Instant)>,
-    /// The other gateway instances' connections of the cluster, as Redis last had them
-    /// ([`super::shared`]): open, and admitted in their last second.
-    others: (u64, u64),
+    /// What the other gateway instances sharing Redis count of the cluster, as Redis last
+    /// had it ([`super::shared`]).
+    others: Others,
+}
+
+/// The other instances' counts of a cluster: connections open, connections admitted in their
+/// last second, partitions created or deleted in their last [`MUTATION_WINDOW`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Others {
+    pub open: u64,
+    pub admitted: u64,
+    pub mutations: u64,
 }
 
 /// An authenticated connection's place in its cluster's `max_connections`, given back when
@@ -146,23 +155,31 @@ impl Counts {
             {
                 c.mutations.pop_front();
             }
-            let used: u64 = c.mutations.iter().map(|(_, n)| n).sum();
+            // With other instances sharing Redis, theirs count too (as of the last exchange).
+            let elsewhere = c.others.mutations;
+            let used: u64 = c.mutations.iter().map(|(_, n)| n).sum::<u64>() + elsewhere;
             if used == 0 || used.saturating_add(partitions) <= limit {
                 c.mutations.push_back((now, partitions));
                 return Ok(());
             }
             // Room comes as the oldest mutations leave the window: enough of them for this
-            // one to fit, or all of them for one larger than the quota.
+            // one to fit, or all of them for one larger than the quota. The others' ages are
+            // not known here: when this instance's own cannot make the room, theirs leave
+            // within a window at the latest.
             let excess = (used + partitions).saturating_sub(limit);
             let mut freed = 0;
-            let mut room_at = now;
+            let mut room_at = None;
             for (at, n) in &c.mutations {
                 freed += n;
-                room_at = *at + MUTATION_WINDOW;
                 if freed >= excess && partitions <= limit {
+                    room_at = Some(*at + MUTATION_WINDOW);
                     break;
                 }
             }
+            let room_at = room_at.unwrap_or_else(|| match c.mutations.back() {
+                Some((at, _)) if elsewhere == 0 => *at + MUTATION_WINDOW,
+                _ => now + MUTATION_WINDOW,
+            });
             Err(room_at
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1)))
@@ -193,7 +210,11 @@ impl Counts {
             }
             // Cluster-wide with other instances sharing Redis: theirs as of the last
             // exchange (at most an interval old), or as last known while Redis is away.
-            let (others_open, others_admitted) = c.others;
+            let Others {
+                open: others_open,
+                admitted: others_admitted,
+                ..
+            } = c.others;
             let open = c.open.load(Ordering::Relaxed) + others_open;
             if let Some(max) = quotas.max_connections.filter(|max| open >= *max) {
                 c.refused.connections += 1;
@@ -226,33 +247,39 @@ impl Counts {
     /// Authenticated connections of `cluster` open on the other instances sharing Redis, as
     /// this one last heard.
     pub fn connections_elsewhere(&self, cluster: &Uuid) -> u64 {
-        self.with(cluster, |c| c.others.0)
+        self.with(cluster, |c| c.others.open)
     }
 
-    /// What this instance tells the others of its connections, for each cluster it has
-    /// connections of, admitted some in the last second, or hears of others' connections of
-    /// (so that it keeps hearing until they are gone): (cluster, open, admitted in the last
-    /// second).
-    pub fn connection_report(&self, now: Instant) -> Vec<(Uuid, u64, u64)> {
+    /// What this instance tells the others sharing Redis of each cluster it has connections
+    /// of, admitted some in the last second, made partition mutations in the last window, or
+    /// hears of others' counts of (so that it keeps hearing until they are gone).
+    pub fn report(&self, now: Instant) -> Vec<(Uuid, Others)> {
         let clusters = self.clusters.lock().expect("poisoned");
         clusters
             .iter()
             .filter_map(|(id, c)| {
-                let open = c.open.load(Ordering::Relaxed);
-                let admitted = c
-                    .admitted
-                    .iter()
-                    .filter(|at| now.saturating_duration_since(**at) < CONNECTION_WINDOW)
-                    .count() as u64;
-                (open > 0 || admitted > 0 || c.others != (0, 0)).then_some((*id, open, admitted))
+                let mine = Others {
+                    open: c.open.load(Ordering::Relaxed),
+                    admitted: c
+                        .admitted
+                        .iter()
+                        .filter(|at| now.saturating_duration_since(**at) < CONNECTION_WINDOW)
+                        .count() as u64,
+                    mutations: c
+                        .mutations
+                        .iter()
+                        .filter(|(at, _)| now.saturating_duration_since(*at) < MUTATION_WINDOW)
+                        .map(|(_, n)| n)
+                        .sum(),
+                };
+                (mine != Others::default() || c.others != Others::default()).then_some((*id, mine))
             })
             .collect()
     }
 
-    /// Records the other instances' connections of `cluster` (open, admitted in the last
-    /// second), as Redis has them now.
-    pub fn set_others(&self, cluster: &Uuid, open: u64, admitted: u64) {
-        self.with(cluster, |c| c.others = (open, admitted))
+    /// Records what the other instances count of `cluster`, as Redis has it now.
+    pub fn set_others(&self, cluster: &Uuid, others: Others) {
+        self.with(cluster, |c| c.others = others)
     }
 
     fn refused_mutations(&self, cluster: &Uuid) {

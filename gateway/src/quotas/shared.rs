@@ -17,13 +17,14 @@
 //! instances last seen spending it, with its own clock ([`super::rate::Bucket`]), and says so
 //! once per outage.
 //!
-//! Connection quotas (`max_connections`, `connections_per_second`) hold across instances
-//! too: in the same interval each instance writes, for each cluster it has connections of,
-//! how many it has open and admitted in its last second (the hash `tg:conns:{cluster}`, a
-//! field per instance, dropped after [`ACTIVE_MS`] without a write), and reads the others'
-//! sums, which [`super::limits::Counts`] adds to its own. So a cluster's connections hold to
-//! its quota within what the instances admit in one interval; with Redis unreachable each
-//! instance keeps the others' last known counts.
+//! Count quotas (`max_connections`, `connections_per_second`,
+//! `partition_mutations_per_5_minutes`) hold across instances too: in the same interval each
+//! instance writes, for each cluster it counts something of, its connections open, those
+//! admitted in its last second and the partitions created or deleted in its last five minutes
+//! (the hash `tg:limits:{cluster}`, a field per instance, dropped after [`ACTIVE_MS`] without
+//! a write), and reads the others' sums, which [`super::limits::Counts`] adds to its own. So a
+//! cluster holds to these quotas within what the instances admit in one interval; with Redis
+//! unreachable each instance keeps the others' last known counts.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::lease::{Lease, Want, INTERVAL_MS};
-use super::limits::Counts;
+use super::limits::{Counts, Others};
 use super::meter::{Kind, Meters};
 
 /// Whether this instance's quotas are leased from Redis now. Read by the data path. Before
@@ -108,11 +109,11 @@ end
 return out
 ";
 
-/// KEYS: one connection hash per cluster reported. ARGV: the instance, how long an
-/// instance's figures count after it wrote them (ms), the hash's expiry (ms), then for each
-/// key the instance's open connections and those admitted in its last second. Returns, for
-/// each key, the other instances' open and admitted connections.
-const CONNECTIONS_SCRIPT: &str = r"
+/// KEYS: one hash per cluster reported. ARGV: the instance, how long an instance's figures
+/// count after it wrote them (ms), the hash's expiry (ms), then for each key the instance's
+/// open connections, those admitted in its last second and its partition mutations in its
+/// last window. Returns, for each key, the other instances' sums of the three.
+const COUNTS_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local me = 'i:' .. ARGV[1]
@@ -120,16 +121,18 @@ local active = tonumber(ARGV[2])
 local expire = ARGV[3]
 local out = {}
 for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, me, ARGV[2 + 2 * i] .. ':' .. ARGV[3 + 2 * i] .. ':' .. now)
-  local open, admitted = 0, 0
+  local k = 1 + 3 * i
+  redis.call('HSET', key, me, ARGV[k] .. ':' .. ARGV[k + 1] .. ':' .. ARGV[k + 2] .. ':' .. now)
+  local open, admitted, mutations = 0, 0, 0
   local h = redis.call('HGETALL', key)
   for j = 1, #h, 2 do
     local f, v = h[j], h[j + 1]
     if f ~= me then
-      local o, a, at = string.match(v, '^(%d+):(%d+):(%d+)$')
+      local o, a, m, at = string.match(v, '^(%d+):(%d+):(%d+):(%d+)$')
       if o and tonumber(at) >= now - active then
         open = open + tonumber(o)
         admitted = admitted + tonumber(a)
+        mutations = mutations + tonumber(m)
       else
         redis.call('HDEL', key, f)
       end
@@ -138,6 +141,7 @@ for i, key in ipairs(KEYS) do
   redis.call('PEXPIRE', key, expire)
   table.insert(out, open)
   table.insert(out, admitted)
+  table.insert(out, mutations)
 end
 return out
 ";
@@ -157,8 +161,8 @@ pub struct SharedQuotas {
     script: redis::Script,
     meters: Meters,
     link: Arc<Link>,
-    connections_script: redis::Script,
-    /// Where this instance's connections are counted, once attached.
+    counts_script: redis::Script,
+    /// Where this instance's count quotas are counted, once attached.
     counts: Option<Arc<Counts>>,
 }
 
@@ -179,39 +183,46 @@ impl SharedQuotas {
             script: redis::Script::new(SCRIPT),
             meters,
             link,
-            connections_script: redis::Script::new(CONNECTIONS_SCRIPT),
+            counts_script: redis::Script::new(COUNTS_SCRIPT),
             counts: None,
         })
     }
 
-    /// Shares the connection quotas too, counted in `counts`.
-    pub fn with_connections(mut self, counts: Arc<Counts>) -> Self {
+    /// Shares the count quotas too, counted in `counts`.
+    pub fn with_counts(mut self, counts: Arc<Counts>) -> Self {
         self.counts = Some(counts);
         self
     }
 
-    /// Tells the others this instance's connections of each cluster it has some of, and
+    /// Tells the others this instance's counts of each cluster it counts something of, and
     /// learns theirs, once.
-    pub async fn exchange_connections(&self) -> Result<(), redis::RedisError> {
+    pub async fn exchange_counts(&self) -> Result<(), redis::RedisError> {
         let Some(counts) = &self.counts else {
             return Ok(());
         };
-        let report = counts.connection_report(std::time::Instant::now());
+        let report = counts.report(std::time::Instant::now());
         if report.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.connections_script.prepare_invoke();
+        let mut invocation = self.counts_script.prepare_invoke();
         invocation.arg(&self.instance).arg(ACTIVE_MS).arg(EXPIRE_MS);
-        for (cluster, open, admitted) in &report {
+        for (cluster, mine) in &report {
             invocation
-                .key(format!("tg:conns:{}", cluster.as_hyphenated()))
-                .arg(open)
-                .arg(admitted);
+                .key(format!("tg:limits:{}", cluster.as_hyphenated()))
+                .arg(mine.open)
+                .arg(mine.admitted)
+                .arg(mine.mutations);
         }
         let mut conn = self.conn.clone();
         let others: Vec<u64> = invocation.invoke_async(&mut conn).await?;
-        for ((cluster, _, _), o) in report.iter().zip(others.chunks(2)) {
-            counts.set_others(cluster, o[0], o.get(1).copied().unwrap_or(0));
+        for ((cluster, _), o) in report.iter().zip(others.chunks(3)) {
+            let at = |i: usize| o.get(i).copied().unwrap_or(0);
+            let others = Others {
+                open: at(0),
+                admitted: at(1),
+                mutations: at(2),
+            };
+            counts.set_others(cluster, others);
         }
         Ok(())
     }
@@ -264,7 +275,7 @@ impl SharedQuotas {
                 _ = tick.tick() => {}
             }
             let exchanged = match self.exchange().await {
-                Ok(()) => self.exchange_connections().await,
+                Ok(()) => self.exchange_counts().await,
                 Err(e) => Err(e),
             };
             match exchanged {
@@ -396,10 +407,11 @@ mod tests {
         assert!(shared.exchange().await.is_err());
     }
 
-    /// A cluster's connections across two instances hold to its max_connections and
-    /// connections_per_second once the instances have exchanged their counts.
+    /// A cluster's connections and partition mutations across two instances hold to its
+    /// max_connections, connections_per_second and partition_mutations_per_5_minutes once the
+    /// instances have exchanged their counts.
     #[tokio::test]
-    async fn connection_quotas_hold_across_instances() {
+    async fn count_quotas_hold_across_instances() {
         use crate::tenancy::Registry;
         let redis = RedisServer::start().await;
         let cluster = uuid::Uuid::new_v4();
@@ -414,7 +426,7 @@ mod tests {
                 let counts = Arc::new(Counts::new(Registry::default()));
                 let shared = SharedQuotas::new(&redis.url, name.into(), Meters::default())
                     .unwrap()
-                    .with_connections(counts.clone());
+                    .with_counts(counts.clone());
                 (shared, counts)
             })
             .collect();
@@ -425,19 +437,19 @@ mod tests {
             .collect();
         // B hears of A's two (A writes first; B, with none of its own yet, is told on its
         // first connection and then asks).
-        a.0.exchange_connections().await.unwrap();
+        a.0.exchange_counts().await.unwrap();
         let third = b.1.connect_at(cluster, &quotas, now).unwrap();
-        b.0.exchange_connections().await.unwrap();
+        b.0.exchange_counts().await.unwrap();
         assert_eq!(b.1.connections_elsewhere(&cluster), 2);
         let refused = b.1.connect_at(cluster, &quotas, now).unwrap_err();
         assert!(refused.contains("3 connections open"), "{refused}");
         // A hears of B's one and refuses a fourth too.
-        a.0.exchange_connections().await.unwrap();
+        a.0.exchange_counts().await.unwrap();
         assert!(a.1.connect_at(cluster, &quotas, now).is_err());
         // A closes its two: once B hears so, B admits again.
         drop(held);
-        a.0.exchange_connections().await.unwrap();
-        b.0.exchange_connections().await.unwrap();
+        a.0.exchange_counts().await.unwrap();
+        b.0.exchange_counts().await.unwrap();
         assert_eq!(b.1.connections_elsewhere(&cluster), 0);
         let _more = b.1.connect_at(cluster, &quotas, now).unwrap();
         // Connection attempts add up across instances too: 2 + 1 + 1 admitted in this
@@ -447,10 +459,24 @@ mod tests {
             connections_per_second: Some(4),
             ..Quotas::default()
         };
-        b.0.exchange_connections().await.unwrap();
-        a.0.exchange_connections().await.unwrap();
+        b.0.exchange_counts().await.unwrap();
+        a.0.exchange_counts().await.unwrap();
         let refused = a.1.connect_at(cluster, &rate, now).unwrap_err();
         assert!(refused.contains("connections_per_second"), "{refused}");
         drop(third);
+
+        // Partition mutations add up too: 3 on A, then B may make 1 more of 4, not 2.
+        a.1.mutate(&cluster, Some(4), 3, now).unwrap();
+        a.0.exchange_counts().await.unwrap();
+        b.0.exchange_counts().await.unwrap();
+        let wait = b.1.mutate(&cluster, Some(4), 2, now).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(290) && wait <= Duration::from_secs(300),
+            "room within a window at the latest: {wait:?}"
+        );
+        b.1.mutate(&cluster, Some(4), 1, now).unwrap();
+        b.0.exchange_counts().await.unwrap();
+        a.0.exchange_counts().await.unwrap();
+        assert!(a.1.mutate(&cluster, Some(4), 1, now).is_err());
     }
 }
