@@ -19,21 +19,6 @@ pub struct Tenancy {
     pub token: String,
 }
 
-/// The quotas a cluster has (CONTRACT, "Quotas and limits"), as the admin API names them.
-pub const QUOTA_NAMES: [&str; 11] = [
-    "ingress_bytes_per_second",
-    "egress_bytes_per_second",
-    "partition_ingress_bytes_per_second",
-    "partition_egress_bytes_per_second",
-    "max_connections",
-    "connections_per_second",
-    "requests_per_second",
-    "max_partitions",
-    "partition_mutations_per_5_minutes",
-    "max_consumer_groups",
-    "storage_limit_bytes",
-];
-
 /// What an unbound quota of bytes (per second, or stored) is set to: 2^50, a PiB (a PiB a
 /// second), which no run here comes near.
 pub const UNBOUND_BYTES: u64 = 1 << 50;
@@ -41,37 +26,45 @@ pub const UNBOUND_BYTES: u64 = 1 << 50;
 /// 5 minutes) is set to: 2^40, about 10^12.
 pub const UNBOUND_COUNT: u64 = 1 << 40;
 
-/// Quotas enforced but never binding: every quota set, so the gateway does all its quota
-/// accounting (token buckets per cluster and partition, leases through Redis, connection,
-/// partition and group counts, the storage check), each far above anything a benchmark
-/// reaches, so none throttles or refuses. The gateway's arithmetic takes such values: a
-/// bucket's cost is `amount * 10^9 / quota` in 128 bits, shares and graces fit an `i64`, and
-/// Redis's doubles hold 2^50 exactly. What measures a pool's capacity or the gateway's cost
-/// uses these, not the defaults.
-pub fn unbound_quotas() -> Value {
-    let quotas = QUOTA_NAMES
-        .iter()
-        .map(|&name| {
-            let limit = if name.contains("bytes") {
-                UNBOUND_BYTES
-            } else {
-                UNBOUND_COUNT
-            };
-            (name.to_owned(), Value::from(limit))
-        })
-        .collect();
-    Value::Object(quotas)
+/// How a provisioned cluster's quotas are set. The quotas themselves are the ones the gateway
+/// shows on the new cluster, so a quota the gateway gains is set too, never left at a default
+/// that could bind.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaSetting {
+    /// Enforced but never binding: every quota set, so the gateway does all its quota
+    /// accounting (token buckets per cluster and partition, leases through Redis, connection,
+    /// partition and group counts, the storage check), each far above anything a benchmark
+    /// reaches ([`UNBOUND_BYTES`] for byte quotas, [`UNBOUND_COUNT`] for the others). The
+    /// gateway's arithmetic takes such values: a bucket's cost is `amount * 10^9 / quota` in
+    /// 128 bits, shares and graces fit an `i64`, and Redis's doubles hold 2^50 exactly. What
+    /// measures a pool's capacity or the gateway's cost uses this, not the defaults.
+    Unbound,
+    /// Every quota null (no limit): the gateway keeps no quota state for the cluster beyond
+    /// reading the nulls.
+    Off,
+    /// The gateway's defaults (Amazon MSK Serverless's limits, which a benchmark on one
+    /// partition or at 15,000 requests/s passes).
+    Defaults,
 }
 
-/// Quotas off: every quota `null` (no limit), so the gateway keeps no quota state for the
-/// cluster beyond reading the nulls.
-pub fn no_quotas() -> Value {
-    Value::Object(
-        QUOTA_NAMES
-            .iter()
-            .map(|&name| (name.to_owned(), Value::Null))
-            .collect(),
-    )
+impl QuotaSetting {
+    /// The `"quotas"` object that sets each of `names` so; `None` for the defaults.
+    pub fn body<'a>(self, names: impl IntoIterator<Item = &'a str>) -> Option<Value> {
+        let value = |name: &str| match self {
+            QuotaSetting::Unbound if name.contains("bytes") => Value::from(UNBOUND_BYTES),
+            QuotaSetting::Unbound => Value::from(UNBOUND_COUNT),
+            _ => Value::Null,
+        };
+        (self != QuotaSetting::Defaults).then(|| {
+            Value::Object(
+                names
+                    .into_iter()
+                    .map(|name| (name.to_owned(), value(name)))
+                    .collect(),
+            )
+        })
+    }
 }
 
 /// A client of one gateway's admin API, authenticated with its admin token.
@@ -102,31 +95,35 @@ impl Admin {
         bail!("admin API at {} not healthy in time: {last}", self.addr)
     }
 
-    /// A tenant, a cluster that takes 10 MiB batches, and a token (principal `load-tests`,
-    /// valid 12 hours) allowed everything in it. `quotas` is the cluster's `"quotas"` object
-    /// (see [`unbound_quotas`], [`no_quotas`]); `None` leaves the gateway's defaults (Amazon MSK
-    /// Serverless's limits, which a benchmark on one partition or at 15,000 requests/s passes).
-    pub fn provision(
-        &self,
-        tenant: &str,
-        cluster: &str,
-        quotas: Option<&Value>,
-    ) -> Result<Tenancy> {
+    /// A tenant, a cluster that takes 10 MiB batches with its quotas set as `quotas` says,
+    /// and a token (principal `load-tests`, valid 12 hours) allowed everything in it.
+    pub fn provision(&self, tenant: &str, cluster: &str, quotas: QuotaSetting) -> Result<Tenancy> {
         self.expect(
             "POST",
             "/v1/tenants",
             &json!({"id": tenant, "name": tenant}),
             201,
         )?;
-        let mut body = json!({"tenant": tenant, "name": cluster, "max_message_bytes": 10_485_760});
-        if let Some(quotas) = quotas {
-            body["quotas"] = quotas.clone();
-        }
+        let body = json!({"tenant": tenant, "name": cluster, "max_message_bytes": 10_485_760});
         let created = self.expect("POST", "/v1/clusters", &body, 201)?;
         let cluster_id = created["id"]
             .as_str()
             .context("POST /v1/clusters answered no id")?
             .to_owned();
+        // Every quota the gateway shows on the new cluster, before a client can connect.
+        let names = created["quotas"]
+            .as_object()
+            .context("POST /v1/clusters answered no quotas")?
+            .keys()
+            .map(String::as_str);
+        if let Some(quotas) = quotas.body(names) {
+            self.expect(
+                "PATCH",
+                &format!("/v1/clusters/{cluster_id}"),
+                &json!({ "quotas": quotas }),
+                200,
+            )?;
+        }
         let token = self.expect(
             "POST",
             "/v1/tokens",
@@ -238,10 +235,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unbound_and_no_quotas_name_every_quota() {
-        let unbound = unbound_quotas();
+    fn each_setting_sets_every_quota_the_gateway_shows() {
+        let names = [
+            "ingress_bytes_per_second",
+            "storage_limit_bytes",
+            "requests_per_second",
+            "partition_mutations_per_5_minutes",
+        ];
+        let unbound = QuotaSetting::Unbound.body(names).unwrap();
         let unbound = unbound.as_object().unwrap();
-        assert_eq!(unbound.len(), QUOTA_NAMES.len());
+        assert_eq!(unbound.len(), names.len());
         assert_eq!(unbound["ingress_bytes_per_second"], UNBOUND_BYTES);
         assert_eq!(unbound["storage_limit_bytes"], UNBOUND_BYTES);
         assert_eq!(unbound["requests_per_second"], UNBOUND_COUNT);
@@ -252,10 +255,11 @@ mod tests {
             let v = v.as_u64().unwrap();
             assert!((1 << 40..=1 << 53).contains(&v), "{v}");
         }
-        let off = no_quotas();
+        let off = QuotaSetting::Off.body(names).unwrap();
         let off = off.as_object().unwrap();
-        assert_eq!(off.len(), QUOTA_NAMES.len());
+        assert_eq!(off.len(), names.len());
         assert!(off.values().all(Value::is_null));
+        assert_eq!(QuotaSetting::Defaults.body(names), None);
     }
 
     #[test]

@@ -36,11 +36,10 @@ pub struct DevLaunch {
     pub dir: PathBuf,
     /// How long the stack may take to start its brokers and answer on both listeners.
     pub startup_timeout: Duration,
-    /// The provisioned cluster's `"quotas"`; by default [`crate::admin::unbound_quotas`]:
-    /// enforced, never binding, so the load measures the pool, not the quotas (the defaults
-    /// would hold it to 15,000 requests/s, 5 MiB/s per partition and 100 new connections a
-    /// second). `None`: the gateway's defaults.
-    pub quotas: Option<serde_json::Value>,
+    /// How the provisioned cluster's quotas are set; by default unbound (enforced, never
+    /// binding), so the load measures the pool, not the quotas (the defaults would hold it to
+    /// 15,000 requests/s, 5 MiB/s per partition and 100 new connections a second).
+    pub quotas: crate::admin::QuotaSetting,
 }
 
 impl DevLaunch {
@@ -51,7 +50,7 @@ impl DevLaunch {
             brokers: brokers.max(1),
             dir,
             startup_timeout: Duration::from_secs(60),
-            quotas: Some(crate::admin::unbound_quotas()),
+            quotas: crate::admin::QuotaSetting::Unbound,
         }
     }
 
@@ -110,7 +109,7 @@ impl DevLaunch {
             .wait_healthy(deadline)
             .with_context(|| format!("tollgate dev log:\n{}", process.log_tail(20)))?;
         let tenancy = admin
-            .provision("calibrate", "calibrate", self.quotas.as_ref())
+            .provision("calibrate", "calibrate", self.quotas)
             .with_context(|| {
                 format!(
                     "provisioning through the admin API; tollgate dev log:\n{}",

@@ -34,9 +34,8 @@ pub struct Launch {
     pub lanes: usize,
     /// CPUs the gateway may run on (a `taskset -c` list); `None`: any.
     pub cpus: Option<String>,
-    /// The provisioned cluster's `"quotas"` (`crate::admin::unbound_quotas`, `no_quotas`);
-    /// `None`: the gateway's defaults.
-    pub quotas: Option<serde_json::Value>,
+    /// How the provisioned cluster's quotas are set; by default the gateway's defaults.
+    pub quotas: crate::admin::QuotaSetting,
 }
 
 impl Launch {
@@ -52,7 +51,7 @@ impl Launch {
             startup_timeout: Duration::from_secs(20),
             lanes: 3,
             cpus: None,
-            quotas: None,
+            quotas: crate::admin::QuotaSetting::Defaults,
         }
     }
 
@@ -121,7 +120,7 @@ impl Launch {
             .wait_healthy(deadline)
             .with_context(|| format!("gateway log:\n{}", process.log_tail(20)))?;
         let tenancy = admin
-            .provision(&self.tenant, &self.cluster, self.quotas.as_ref())
+            .provision(&self.tenant, &self.cluster, self.quotas)
             .with_context(|| {
                 format!(
                     "provisioning through the admin API; gateway log:\n{}",

@@ -5,7 +5,7 @@
 //!   loopback ports, finding programs on PATH.
 //! - `admin`: a tiny HTTP/1.1 client for the gateway's admin API and provisioning (tenant,
 //!   cluster, token), and the clusters' quotas for measuring: enforced but never binding
-//!   (`unbound_quotas`), or off (`no_quotas`).
+//!   (`admin::QuotaSetting::Unbound`), or off (`QuotaSetting::Off`).
 //! - `gateway`: `tollgate serve` on free loopback ports with a provisioned tenant cluster.
 //! - `dev`: `tollgate dev --brokers N` (its own tansu pool) the same way, with the load the
 //!   gateway counts each second.

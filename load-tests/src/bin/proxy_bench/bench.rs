@@ -21,7 +21,8 @@ use crate::gateway::{self, Gateway, Setup, Started};
 use crate::pool::{Pool, PoolKind, MOCK_THREADS};
 use crate::report::{CpuUse, PathKind, PathResult, Phase, PoolResult, Stat, ThroughputRound};
 use crate::workload::{self, Endpoint, Spread};
-use crate::{Args, Compare, QuotaSetting};
+use crate::{Args, Compare};
+use tollgate_load_tests::admin::QuotaSetting;
 
 /// One path under test and how to reach it.
 struct Lane {
@@ -124,11 +125,11 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
     }];
     // The second gateway: without metering (same quotas), or without quotas (metering on).
     let (second, second_metering, second_quotas) = match args.compare {
-        Compare::NoMetering => (PathKind::GatewayNoMetering, false, args.quotas.body()),
-        Compare::NoQuotas => (PathKind::GatewayNoQuotas, true, QuotaSetting::Off.body()),
+        Compare::NoMetering => (PathKind::GatewayNoMetering, false, args.quotas),
+        Compare::NoQuotas => (PathKind::GatewayNoQuotas, true, QuotaSetting::Off),
     };
     for (path, metering, quotas) in [
-        (PathKind::Gateway, true, args.quotas.body()),
+        (PathKind::Gateway, true, args.quotas),
         (second, second_metering, second_quotas),
     ] {
         let mut lane = Lane {

@@ -30,8 +30,8 @@ pub struct Setup<'a> {
     pub bin: &'a Path,
     pub pool_bootstrap: &'a str,
     pub metering: bool,
-    /// The cluster's `"quotas"`; `None`: the gateway's defaults.
-    pub quotas: Option<Value>,
+    /// How the cluster's quotas are set.
+    pub quotas: tollgate_load_tests::admin::QuotaSetting,
     /// `--redis-url` for the gateway.
     pub redis_url: Option<&'a str>,
     pub lanes: usize,

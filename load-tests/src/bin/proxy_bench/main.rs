@@ -8,7 +8,7 @@
 //! process's CPU time; then prints a table with the ratios and writes it all as JSON.
 //!
 //! The gateway path's cluster has its quotas enforced but set far above what a run reaches
-//! (`--quotas unbound`, the default; `tollgate_load_tests::admin::unbound_quotas`): the
+//! (`--quotas unbound`, the default; `tollgate_load_tests::admin::QuotaSetting`): the
 //! gateway's defaults (Amazon MSK Serverless's limits: 5 MiB/s per partition, 200 MiB/s in,
 //! 15,000 requests/s) would throttle the runs, whose figures would then measure the quotas.
 //! After the runs each gateway's `quota_use` is read back: a cluster that was throttled or
@@ -47,7 +47,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tollgate_load_tests::{admin, procs};
+use tollgate_load_tests::admin::QuotaSetting;
+use tollgate_load_tests::procs;
 
 use crate::pool::PoolKind;
 use crate::report::Report;
@@ -183,29 +184,6 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// `--quotas`: what the gateway path's cluster is provisioned with.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum QuotaSetting {
-    /// Every quota set, far above what a run reaches.
-    Unbound,
-    /// Every quota null (no limit).
-    Off,
-    /// The gateway's defaults (no quotas sent).
-    Defaults,
-}
-
-impl QuotaSetting {
-    /// The `"quotas"` of the cluster's POST body; `None`: the gateway's defaults.
-    pub fn body(self) -> Option<serde_json::Value> {
-        match self {
-            QuotaSetting::Unbound => Some(admin::unbound_quotas()),
-            QuotaSetting::Off => Some(admin::no_quotas()),
-            QuotaSetting::Defaults => None,
-        }
-    }
-}
-
 /// `--compare`: what the second gateway path is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -306,7 +284,6 @@ fn run(args: &Args) -> Result<bool> {
             gateway: tollgate.display().to_string(),
             pin: pin::placement(args).map(|p| p.describe()),
             quotas: args.quotas,
-            quotas_sent: args.quotas.body(),
             compare: args.compare,
             redis: args.start_redis || args.redis_url.is_some(),
             redis_started: args.start_redis,

@@ -66,9 +66,7 @@ pub struct Settings {
     /// Which CPUs ran what (`--pin`); `None`: every process on every core.
     pub pin: Option<String>,
     /// `--quotas`: the gateway path's cluster's quotas (and the no-metering path's).
-    pub quotas: crate::QuotaSetting,
-    /// The `"quotas"` sent when provisioning those clusters; `None`: none, the defaults.
-    pub quotas_sent: Option<serde_json::Value>,
+    pub quotas: tollgate_load_tests::admin::QuotaSetting,
     /// `--compare`: the second gateway path (`gateway-no-metering` or `gateway-no-quotas`).
     pub compare: crate::Compare,
     /// Whether both gateways ran with `--redis-url` (rate quotas leased through Redis).
@@ -635,10 +633,11 @@ impl Report {
             out,
             "gateway cluster's quotas: {}; compared with: {}; Redis: {}",
             match s.quotas {
-                crate::QuotaSetting::Unbound =>
+                tollgate_load_tests::admin::QuotaSetting::Unbound =>
                     "unbound (every quota set, 2^50 bytes or 2^40, none binding)",
-                crate::QuotaSetting::Off => "off (every quota null)",
-                crate::QuotaSetting::Defaults => "the gateway's defaults (MSK Serverless's)",
+                tollgate_load_tests::admin::QuotaSetting::Off => "off (every quota null)",
+                tollgate_load_tests::admin::QuotaSetting::Defaults =>
+                    "the gateway's defaults (MSK Serverless's)",
             },
             match s.compare {
                 crate::Compare::NoMetering => "gateway-no-metering (--no-metering, same quotas)",
