@@ -24,6 +24,7 @@ as_root() {
 APT_PACKAGES=(
     redis-server          # the meter's and ledger's shared store in the e2e suite
     kcat                  # one of the e2e suite's client stacks
+    openssl               # the CA and certificates the TLS tests make (unit and e2e)
     # librdkafka, built from source by the rdkafka crate (load-tests, gateway tests): its CMake
     # build needs these headers and tools.
     cmake g++ make pkg-config

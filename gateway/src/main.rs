@@ -420,6 +420,13 @@ struct CommonArgs {
     /// (`--pool-bootstrap`, or `dev --brokers`).
     #[arg(long, env = "TOLLGATE_LANES", value_parser = clap::value_parser!(u16).range(1..=64))]
     lanes: Option<u16>,
+    /// TLS on the Kafka listener (every lane): the certificate chain, PEM, server certificate
+    /// first. Re-read when it changes, without dropping connections. Needs --tls-key.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM (PKCS#8, RSA or EC).
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Address of the admin HTTP API.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
     admin_listen: SocketAddr,
@@ -651,6 +658,12 @@ impl TryFrom<CommonArgs> for Common {
             kafka_listen: a.kafka_listen,
             advertise: a.advertise,
             lanes: a.lanes.map(usize::from),
+            tls: match (a.tls_cert, a.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(tollgate_gateway::listener::tls::TlsFiles { cert, key })
+                }
+                _ => None,
+            },
             admin_listen: a.admin_listen,
             data_dir: a.data_dir,
             admin_token: a.admin_token,

@@ -36,6 +36,8 @@ pub struct Common {
     pub advertise: Vec<String>,
     /// Nodes per advertised address; one per pool broker given when not set.
     pub lanes: Option<usize>,
+    /// TLS on the Kafka listener (`--tls-cert`, `--tls-key`).
+    pub tls: Option<crate::listener::tls::TlsFiles>,
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_token: Option<String>,
@@ -357,6 +359,19 @@ async fn start(
     let lanes = common
         .lanes
         .unwrap_or_else(|| pool.all_brokers().len().max(1));
+    // The certificate is loaded before anything listens, so a bad pair stops the start with
+    // a message naming the file.
+    let tls = match &common.tls {
+        Some(files) => {
+            let certs = crate::listener::tls::Reloading::load(files.clone())
+                .context("TLS on the Kafka listener (--tls-cert, --tls-key)")?;
+            let acceptor = certs
+                .acceptor()
+                .context("configuring TLS on the Kafka listener")?;
+            Some((certs, acceptor))
+        }
+        None => None,
+    };
     let kafka = bind_lanes(common.kafka_listen, lanes).await?;
     let admin_listener = TcpListener::bind(common.admin_listen)
         .await
@@ -539,11 +554,15 @@ async fn start(
         std::time::Duration::from_secs(10),
         stopped(flusher_rx),
     ));
+    if let Some((certs, _)) = &tls {
+        tokio::spawn(certs.clone().watch(stopped(stop_rx.clone())));
+    }
     let kafka_task = tokio::spawn(
         Listener {
             listeners: kafka,
             gateway,
             max_connections: common.max_connections,
+            tls: tls.as_ref().map(|(_, acceptor)| acceptor.clone()),
         }
         .run(stopped(stop_rx.clone())),
     );

@@ -157,6 +157,7 @@ impl Stack {
                 listeners: vec![listener],
                 gateway,
                 max_connections: 64,
+                tls: None,
             }
             .run(std::future::pending()),
         );

@@ -177,6 +177,9 @@ class Conn:
     #: expired and the point is to see the gateway refuse it.
     client_side_expiry: float | None = None
     errors: list = field(default_factory=list)
+    #: A CA file (PEM) when the listener speaks TLS: every client then uses SASL_SSL and
+    #: verifies the gateway's certificate against it.
+    ca: str | None = None
 
     # -- confluent-kafka (librdkafka) --
 
@@ -187,7 +190,9 @@ class Conn:
             "error_cb": self.errors.append,
         }
         if self.token is not None:
-            conf["security.protocol"] = "SASL_PLAINTEXT"
+            conf["security.protocol"] = "SASL_SSL" if self.ca else "SASL_PLAINTEXT"
+            if self.ca:
+                conf["ssl.ca.location"] = self.ca
             conf["sasl.mechanisms"] = mechanism
             if mechanism == "OAUTHBEARER":
                 jwt = self.token
@@ -220,6 +225,8 @@ class Conn:
 
             conf.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER",
                         sasl_oauth_token_provider=Provider())
+            if self.ca:
+                conf.update(security_protocol="SASL_SSL", ssl_cafile=self.ca, ssl_check_hostname=True)
         conf.update(extra)
         return conf
 
@@ -238,6 +245,10 @@ class Conn:
 
             conf.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER",
                         sasl_oauth_token_provider=Provider())
+            if self.ca:
+                from aiokafka.helpers import create_ssl_context
+
+                conf.update(security_protocol="SASL_SSL", ssl_context=create_ssl_context(cafile=self.ca))
         conf.update(extra)
         return conf
 
@@ -245,7 +256,11 @@ class Conn:
 
     def kcat_args(self) -> list[str]:
         args = ["-b", self.bootstrap, "-X", "client.id=tollgate-e2e"]
-        if self.token is not None:
+        if self.token is not None and self.ca:
+            args += ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={self.ca}",
+                     "-X", "sasl.mechanisms=PLAIN",
+                     "-X", "sasl.username=tollgate-e2e", "-X", f"sasl.password={self.token}"]
+        elif self.token is not None:
             args += ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
                      "-X", "sasl.username=tollgate-e2e", "-X", f"sasl.password={self.token}"]
         return args
@@ -260,6 +275,8 @@ class TenantCluster:
     token: str
     expires_at: str
     bootstrap: str
+    #: The CA of the listener's certificate when it speaks TLS (see `Conn.ca`).
+    ca: str | None = None
 
     @property
     def cluster_id(self) -> str:
@@ -275,7 +292,7 @@ class TenantCluster:
         return f"tg-{uuid.UUID(self.cluster_id).hex}-"
 
     def conn(self, token: str | None = None) -> Conn:
-        return Conn(self.bootstrap, token if token is not None else self.token)
+        return Conn(self.bootstrap, token if token is not None else self.token, ca=self.ca)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,11 +7,13 @@
 //! answers cannot hold the gateway's stop (and its final usage flush) hostage.
 
 pub mod sources;
+pub mod tls;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::state::Gateway;
 use sources::Sources;
@@ -24,6 +26,8 @@ pub struct Listener {
     pub listeners: Vec<TcpListener>,
     pub gateway: Gateway,
     pub max_connections: usize,
+    /// TLS on every lane, when configured.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Listener {
@@ -44,6 +48,7 @@ impl Listener {
             .map(|listener| {
                 tokio::spawn(accept(
                     listener,
+                    self.tls.clone(),
                     self.gateway.clone(),
                     limit.clone(),
                     sources.clone(),
@@ -72,6 +77,7 @@ impl Listener {
 /// One listener's accept loop, until `stopped` turns true; the listener closes when it ends.
 async fn accept(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     gateway: Gateway,
     limit: Arc<Semaphore>,
     sources: Sources,
@@ -108,8 +114,24 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let rx = notify.subscribe();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            crate::connection::serve(gw, stream, peer.to_string(), rx).await;
+            match tls {
+                None => crate::connection::serve(gw, stream, peer.to_string(), rx).await,
+                Some(acceptor) => {
+                    // The handshake counts against the time a client has to authenticate.
+                    let deadline = gw.config().limits.sasl_deadline;
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            crate::connection::serve(gw, stream, peer.to_string(), rx).await
+                        }
+                        // A client speaking plaintext to a TLS listener, or a scanner: debug
+                        // only, as a flood would flood the log.
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+                    }
+                }
+            }
             drop(source);
             drop(permit);
         });
