@@ -190,6 +190,7 @@ mod tests {
                         name: format!("c{i}"),
                         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
                         quotas: Default::default(),
+                        allowed_cidrs: None,
                         created_at: START,
                     })
                     .unwrap();

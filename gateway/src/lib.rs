@@ -20,6 +20,7 @@
 //! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
 
 pub mod admin;
+pub mod allowlist;
 pub mod api;
 pub mod authz;
 pub mod closing;

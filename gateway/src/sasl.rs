@@ -42,6 +42,8 @@ pub enum AuthError {
     ConnectDenied,
     #[error("re-authentication must use a token for the same cluster and principal")]
     ReauthMismatch,
+    #[error("the cluster does not accept connections from {0} (its allowed_cidrs)")]
+    SourceNotAllowed(String),
 }
 
 /// Extracts the bearer token from an OAUTHBEARER client first message:
@@ -93,12 +95,15 @@ pub fn plain_token(msg: &[u8]) -> Result<&str, AuthError> {
 }
 
 /// Verifies the token in an authenticate message and makes the session it grants.
-/// `previous` is the session being re-authenticated, if any.
+/// `previous` is the session being re-authenticated, if any; `source` the client's address,
+/// which the cluster's allowlist must admit (unknown only for connections that are not TCP,
+/// in tests).
 pub fn authenticate(
     gw: &Gateway,
     mechanism: Mechanism,
     msg: &[u8],
     previous: Option<&Session>,
+    source: Option<std::net::IpAddr>,
 ) -> Result<Session, AuthError> {
     let jwt = match mechanism {
         Mechanism::OAuthBearer => oauthbearer_token(msg)?,
@@ -113,6 +118,17 @@ pub fn authenticate(
         .get(&claims.cluster)
         .filter(|c| c.tenant == claims.tenant)
         .ok_or(AuthError::UnknownCluster)?;
+    // The earliest point the cluster is known: checked before anything else is granted, and
+    // at every re-authentication, so a narrowed list reaches open connections then.
+    // A source that cannot be told is refused wherever a list is set (fail closed).
+    if let Some(allowed) = &cluster.allowed_cidrs {
+        if !source.is_some_and(|ip| crate::allowlist::allows(Some(allowed), ip)) {
+            return Err(AuthError::SourceNotAllowed(source.map_or_else(
+                || "an unknown address".to_owned(),
+                |ip| ip.to_string(),
+            )));
+        }
+    }
     if let Some(prev) = previous {
         if prev.cluster.id != cluster.id || prev.principal != claims.sub {
             return Err(AuthError::ReauthMismatch);

@@ -46,6 +46,9 @@ pub struct Cluster {
     /// Stored clusters made before quotas existed have the defaults.
     #[serde(default)]
     pub quotas: crate::quotas::Quotas,
+    /// The networks its clients may connect from; `None`: anywhere ([`crate::allowlist`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_cidrs: Option<Vec<crate::allowlist::Cidr>>,
 }
 
 impl Cluster {
@@ -258,6 +261,7 @@ mod tests {
             name: "orders".into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             quotas: Default::default(),
+            allowed_cidrs: None,
             created_at: 0,
         };
         assert_eq!(

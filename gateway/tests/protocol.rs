@@ -116,6 +116,7 @@ impl Stack {
             name: "orders".into(),
             max_message_bytes: 4096,
             quotas: Default::default(),
+            allowed_cidrs: None,
             created_at: now(),
         };
         let (a, b) = (cluster("acme"), cluster("globex"));

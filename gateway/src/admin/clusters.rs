@@ -35,6 +35,9 @@ struct CreateCluster {
     /// Any of the quotas (`null`: no limit); the others take the defaults.
     #[serde(default)]
     quotas: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The networks its clients may connect from; absent or `null`: anywhere.
+    #[serde(default)]
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +48,18 @@ struct PatchCluster {
     /// The quotas to change (`null`: no limit); the others keep their values.
     #[serde(default)]
     quotas: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A new allowlist; `null`: anywhere again; absent: unchanged.
+    #[serde(default, deserialize_with = "present")]
+    allowed_cidrs: Option<Option<Vec<String>>>,
+}
+
+/// A field given, even as `null` (`Some(None)`), as against one left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +72,8 @@ struct ClusterJson<'a> {
     max_message_bytes: i32,
     created_at: String,
     quotas: &'a Quotas,
+    /// `null`: clients may connect from anywhere.
+    allowed_cidrs: Option<&'a [crate::allowlist::Cidr]>,
     /// Use of the quotas on this instance (absent before the data path runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     quota_use: Option<super::QuotaUse>,
@@ -72,6 +89,7 @@ fn to_json<'a>(admin: &'a Admin, cluster: &'a Cluster) -> Result<ClusterJson<'a>
         max_message_bytes: cluster.max_message_bytes,
         created_at: rfc3339(cluster.created_at)?,
         quotas: &cluster.quotas,
+        allowed_cidrs: cluster.allowed_cidrs.as_deref(),
         quota_use: admin.quota_use(&cluster.id),
     })
 }
@@ -108,6 +126,12 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
     if let Some(changes) = &body.quotas {
         quotas.apply(changes).map_err(ApiError::invalid)?;
     }
+    let allowed_cidrs = body
+        .allowed_cidrs
+        .as_deref()
+        .map(crate::allowlist::parse_list)
+        .transpose()
+        .map_err(ApiError::invalid)?;
     let cluster = Cluster {
         id: Uuid::new_v4(),
         tenant: body.tenant,
@@ -115,6 +139,7 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
         max_message_bytes: max_message_bytes(body.max_message_bytes)?,
         created_at: now(),
         quotas,
+        allowed_cidrs,
     };
     let cluster = admin
         .blocking(move |inner| {
@@ -172,11 +197,20 @@ pub(super) async fn get(admin: &Admin, id: &str) -> ApiResult {
 pub(super) async fn patch(admin: &Admin, id: &str, request: Request<Incoming>) -> ApiResult {
     let id = parse_id(id)?;
     let body: PatchCluster = read_json(request).await?;
-    if body.max_message_bytes.is_none() && body.quotas.is_none() {
+    if body.max_message_bytes.is_none() && body.quotas.is_none() && body.allowed_cidrs.is_none() {
         return Err(ApiError::invalid(
-            "nothing to change: PATCH accepts max_message_bytes and quotas",
+            "nothing to change: PATCH accepts max_message_bytes, quotas and allowed_cidrs",
         ));
     }
+    let allowed_cidrs = body
+        .allowed_cidrs
+        .map(|list| {
+            list.as_deref()
+                .map(crate::allowlist::parse_list)
+                .transpose()
+        })
+        .transpose()
+        .map_err(ApiError::invalid)?;
     let limit = body
         .max_message_bytes
         .map(|n| max_message_bytes(Some(n)))
@@ -192,13 +226,16 @@ pub(super) async fn patch(admin: &Admin, id: &str, request: Request<Incoming>) -
                 if let Some(limit) = limit {
                     c.max_message_bytes = limit;
                 }
+                if let Some(allowed) = &allowed_cidrs {
+                    c.allowed_cidrs = allowed.clone();
+                }
                 Ok(())
             })?;
             inner.registry.upsert(cluster.clone());
             Ok(cluster)
         })
         .await?;
-    tracing::info!(cluster = %cluster.id, max_message_bytes = cluster.max_message_bytes, quotas = ?cluster.quotas, "cluster updated");
+    tracing::info!(cluster = %cluster.id, max_message_bytes = cluster.max_message_bytes, quotas = ?cluster.quotas, allowed_cidrs = ?cluster.allowed_cidrs, "cluster updated");
     Ok(json_response(StatusCode::OK, &to_json(admin, &cluster)?))
 }
 

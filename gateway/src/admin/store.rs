@@ -356,6 +356,7 @@ pub(crate) mod tests {
             name: name.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             quotas: Default::default(),
+            allowed_cidrs: None,
             created_at: 1_700_000_100,
         }
     }

@@ -422,6 +422,44 @@ async fn cluster_lifecycle() {
         .await
         .error(400, "invalid");
 
+    // Allowlists: none by default; PATCH sets one, normalized; a bad entry changes nothing
+    // and says which; null lifts it; leaving the field out keeps it.
+    assert_eq!(
+        h.call("GET", &path, None).await.json()["allowed_cidrs"],
+        json!(null)
+    );
+    let patched = h
+        .call(
+            "PATCH",
+            &path,
+            Some(r#"{"allowed_cidrs": ["10.0.0.0/8", "127.0.0.2"]}"#),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(
+        patched.json()["allowed_cidrs"],
+        json!(["10.0.0.0/8", "127.0.0.2/32"])
+    );
+    let registered = h.registry.get(&id).unwrap().allowed_cidrs.clone().unwrap();
+    assert_eq!(registered.len(), 2);
+    let bad = h
+        .call("PATCH", &path, Some(r#"{"allowed_cidrs": ["10.0.0.1/8"]}"#))
+        .await;
+    bad.error(400, "invalid");
+    assert!(bad.body.contains("10.0.0.1/8"), "{}", bad.body);
+    let kept = h
+        .call("PATCH", &path, Some(r#"{"max_message_bytes": 2097152}"#))
+        .await;
+    assert_eq!(
+        kept.json()["allowed_cidrs"],
+        json!(["10.0.0.0/8", "127.0.0.2/32"])
+    );
+    let lifted = h
+        .call("PATCH", &path, Some(r#"{"allowed_cidrs": null}"#))
+        .await;
+    assert_eq!(lifted.json()["allowed_cidrs"], json!(null));
+    assert!(h.registry.get(&id).unwrap().allowed_cidrs.is_none());
+
     // Quotas: the defaults are MSK Serverless's; PATCH changes the keys it names, null lifts
     // a limit, and a bad key or value changes nothing.
     let got = h.call("GET", &path, None).await.json();

@@ -53,6 +53,7 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
         name: "orders".into(),
         max_message_bytes: 1 << 20,
         quotas: Default::default(),
+        allowed_cidrs: None,
         created_at: 0,
     };
     // Registered, as a live cluster is: handlers look up its limits there.

@@ -136,6 +136,7 @@ pub async fn serve<S>(
     ));
     let mut conn = Connection {
         id: NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        source: peer.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()),
         connection_bytes: Arc::new(tokio::sync::Semaphore::new(
             limits.connection_bytes_in_flight,
         )),
@@ -248,6 +249,8 @@ struct Connection {
     /// This connection's place in its cluster's connection quota, from authentication on.
     quota_slot: Option<crate::quotas::limits::ConnectionSlot>,
     tx: mpsc::Sender<Outgoing>,
+    /// The client's address, which its cluster's `allowed_cidrs` are checked against.
+    source: Option<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -577,7 +580,13 @@ impl Connection {
             .mechanism
             .take()
             .expect("a v0 handshake set the mechanism");
-        match sasl::authenticate(&self.gw, mechanism, &token, self.session.as_deref()) {
+        match sasl::authenticate(
+            &self.gw,
+            mechanism,
+            &token,
+            self.session.as_deref(),
+            self.source,
+        ) {
             Ok(session) => {
                 self.take_quota_slot(&session)?;
                 self.session = Some(Arc::new(session));
@@ -629,6 +638,7 @@ impl Connection {
             mechanism,
             &req.auth_bytes,
             self.session.as_deref(),
+            self.source,
         ) {
             Ok(session) => {
                 let lifetime = (session.expires_at_ms - now_ms()).max(0);

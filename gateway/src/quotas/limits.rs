@@ -658,6 +658,7 @@ mod tests {
                 max_message_bytes: 1 << 20,
                 created_at: 0,
                 quotas: Quotas::default(),
+                allowed_cidrs: None,
             });
         }
         Counts::new(registry)
