@@ -427,6 +427,20 @@ struct CommonArgs {
     /// The private key of --tls-cert, PEM (PKCS#8, RSA or EC).
     #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The PROXY protocol (version 2) on the Kafka listener, from the load balancers in
+    /// --proxy-trusted-cidrs only: `optional` reads a header when a trusted peer sends one,
+    /// `required` refuses connections without one; allowlists and logs then see the client's
+    /// address.
+    #[arg(
+        long,
+        env = "TOLLGATE_PROXY_PROTOCOL",
+        value_enum,
+        default_value = "off"
+    )]
+    proxy_protocol: tollgate_gateway::listener::proxy_protocol::Mode,
+    /// The load balancers whose PROXY headers are believed (CIDRs, comma-separated).
+    #[arg(long, env = "TOLLGATE_PROXY_TRUSTED_CIDRS", value_delimiter = ',')]
+    proxy_trusted_cidrs: Vec<String>,
     /// Address of the admin HTTP API.
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
     admin_listen: SocketAddr,
@@ -654,8 +668,23 @@ impl TryFrom<CommonArgs> for Common {
             }
             None => None,
         };
+        use tollgate_gateway::listener::proxy_protocol::{Mode, ProxyProtocol};
+        let trusted = tollgate_gateway::allowlist::parse_list(&a.proxy_trusted_cidrs)
+            .map_err(|e| anyhow::anyhow!("--proxy-trusted-cidrs: {e}"))?;
+        if a.proxy_protocol != Mode::Off && trusted.is_empty() {
+            anyhow::bail!(
+                "--proxy-protocol {:?} needs --proxy-trusted-cidrs: the load balancers whose \
+                 headers are believed",
+                a.proxy_protocol
+            );
+        }
+        let proxy = ProxyProtocol {
+            mode: a.proxy_protocol,
+            trusted,
+        };
         Ok(Common {
             kafka_listen: a.kafka_listen,
+            proxy,
             advertise: a.advertise,
             lanes: a.lanes.map(usize::from),
             tls: match (a.tls_cert, a.tls_key) {

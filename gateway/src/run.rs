@@ -38,6 +38,8 @@ pub struct Common {
     pub lanes: Option<usize>,
     /// TLS on the Kafka listener (`--tls-cert`, `--tls-key`).
     pub tls: Option<crate::listener::tls::TlsFiles>,
+    /// Whose PROXY protocol headers the Kafka listener believes.
+    pub proxy: crate::listener::proxy_protocol::ProxyProtocol,
     pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_token: Option<String>,
@@ -563,6 +565,7 @@ async fn start(
             gateway,
             max_connections: common.max_connections,
             tls: tls.as_ref().map(|(_, acceptor)| acceptor.clone()),
+            proxy: common.proxy.clone(),
         }
         .run(stopped(stop_rx.clone())),
     );

@@ -159,6 +159,7 @@ impl Stack {
                 gateway,
                 max_connections: 64,
                 tls: None,
+                proxy: Default::default(),
             }
             .run(std::future::pending()),
         );

@@ -493,27 +493,33 @@ class RawKafka:
     """One connection to the gateway, authenticated with SASL PLAIN (the token as password),
     speaking a few hand-encoded requests."""
 
-    def __init__(self, bootstrap: str, token: str, timeout: float = 30, source: str | None = None):
-        """`source`: the local address to connect from (another loopback address, say)."""
-        error, message = self.open(bootstrap, token, timeout, source)
+    def __init__(self, bootstrap: str, token: str, timeout: float = 30, source: str | None = None,
+                 prefix: bytes = b""):
+        """`source`: the local address to connect from (another loopback address, say);
+        `prefix`: bytes sent before the first request (a PROXY protocol header)."""
+        error, message = self.open(bootstrap, token, timeout, source, prefix)
         assert error == 0, f"SaslAuthenticate error {error}: {message}"
 
     @classmethod
-    def refused(cls, bootstrap: str, token: str, source: str | None = None) -> tuple[int, str]:
+    def refused(cls, bootstrap: str, token: str, source: str | None = None,
+                prefix: bytes = b"") -> tuple[int, str]:
         """Authenticates and returns SaslAuthenticate's (error code, message), for a test that
         expects the gateway to refuse."""
         raw = cls.__new__(cls)
         try:
-            return raw.open(bootstrap, token, 30, source)
+            return raw.open(bootstrap, token, 30, source, prefix)
         finally:
             raw.close()
 
-    def open(self, bootstrap: str, token: str, timeout: float, source: str | None) -> tuple[int, str]:
+    def open(self, bootstrap: str, token: str, timeout: float, source: str | None,
+             prefix: bytes = b"") -> tuple[int, str]:
         import socket
 
         host, port = bootstrap.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout,
                                              source_address=(source, 0) if source else None)
+        if prefix:
+            self.sock.sendall(prefix)
         self.correlation = 0
         mechanisms = self.request(17, 1, _kstring("PLAIN"))  # SaslHandshake v1
         assert struct.unpack_from(">h", mechanisms)[0] == 0, f"SaslHandshake error: {mechanisms!r}"

@@ -51,3 +51,42 @@ def test_a_cluster_allows_only_its_networks(admin, new_tenant):
     assert status == 400 and "300.1.2.3/32" in str(body), body
     with RawKafka(tc.bootstrap, tc.token, source="127.0.0.1") as raw:
         raw.request(18, 0, b"")
+
+
+def proxy_v2(client_ip: str, client_port: int = 40000) -> bytes:
+    """A PROXY protocol v2 header (PROXY command, TCP over IPv4) naming `client_ip`."""
+    import socket
+    import struct
+
+    block = socket.inet_aton(client_ip) + socket.inet_aton("127.0.0.1") + struct.pack(">HH", client_port, 9092)
+    return b"\r\n\r\n\0\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack(">H", len(block)) + block
+
+
+def test_proxy_headers_name_the_client_only_from_trusted_balancers(stack_factory):
+    """`--proxy-protocol optional --proxy-trusted-cidrs 127.0.0.1/32`: the "load balancer" is a
+    client on 127.0.0.1 sending a PROXY v2 header; a client on 127.0.0.3 forging one is not
+    believed. The cluster allows only 127.0.0.2, the address the trusted header names."""
+    from conftest import make_tenant
+    from support import Admin
+
+    s = stack_factory(("--proxy-protocol", "optional", "--proxy-trusted-cidrs", "127.0.0.1/32"))
+    admin = Admin(s.admin_url, s.admin_token)
+    tc = make_tenant(s, admin)
+    status, body = admin.request("PATCH", f"/v1/clusters/{tc.cluster_id}",
+                                 {"allowed_cidrs": ["127.0.0.2/32"]})
+    assert status == 200, body
+    # Through the trusted balancer, for a client at 127.0.0.2: served.
+    with RawKafka(tc.bootstrap, tc.token, source="127.0.0.1", prefix=proxy_v2("127.0.0.2")) as raw:
+        raw.request(18, 0, b"")
+    # Through the balancer for a client elsewhere: refused, naming that client.
+    code, message = RawKafka.refused(tc.bootstrap, tc.token, source="127.0.0.1",
+                                     prefix=proxy_v2("192.0.2.9"))
+    assert (code, message) == (SASL_AUTHENTICATION_FAILED,
+                               "the cluster does not accept connections from 192.0.2.9 (its allowed_cidrs)")
+    # The balancer's own connection without a header (optional): the balancer's address.
+    code, message = RawKafka.refused(tc.bootstrap, tc.token, source="127.0.0.1")
+    assert "from 127.0.0.1 " in message, (code, message)
+    # An untrusted peer forging a header is not believed: its bytes are not Kafka, and the
+    # connection is closed without an answer.
+    with pytest.raises((ConnectionError, OSError, AssertionError)):
+        RawKafka(tc.bootstrap, tc.token, timeout=10, source="127.0.0.3", prefix=proxy_v2("127.0.0.2"))

@@ -6,6 +6,7 @@
 //! back (mini-redis's design), for at most [`DRAIN`]: a client that does not read its last
 //! answers cannot hold the gateway's stop (and its final usage flush) hostage.
 
+pub mod proxy_protocol;
 pub mod sources;
 pub mod tls;
 
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+
+use proxy_protocol::ProxyProtocol;
 
 use crate::state::Gateway;
 use sources::Sources;
@@ -28,6 +31,8 @@ pub struct Listener {
     pub max_connections: usize,
     /// TLS on every lane, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// Whose PROXY protocol headers are believed.
+    pub proxy: ProxyProtocol,
 }
 
 impl Listener {
@@ -49,6 +54,7 @@ impl Listener {
                 tokio::spawn(accept(
                     listener,
                     self.tls.clone(),
+                    self.proxy.clone(),
                     self.gateway.clone(),
                     limit.clone(),
                     sources.clone(),
@@ -78,6 +84,7 @@ impl Listener {
 async fn accept(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    proxy: ProxyProtocol,
     gateway: Gateway,
     limit: Arc<Semaphore>,
     sources: Sources,
@@ -101,36 +108,67 @@ async fn accept(
             },
             _ = until_stopped(&mut stopped) => break,
         };
-        let source = match sources.admit(peer.ip(), std::time::Instant::now()) {
-            Ok(guard) => guard,
-            Err(refusal) => {
-                // Closed before a byte is read: the cheapest answer to a flood. Logged at
-                // debug only, since a flood would otherwise flood the log too.
-                tracing::debug!(%peer, %refusal, "connection refused");
-                drop(stream);
-                continue;
+        // A trusted load balancer's connections are many clients: each is limited as the
+        // client its PROXY header names, once that is read.
+        let behind_balancer = proxy.believes(peer.ip());
+        let source = if behind_balancer {
+            None
+        } else {
+            match sources.admit(peer.ip(), std::time::Instant::now()) {
+                Ok(guard) => Some(guard),
+                Err(refusal) => {
+                    // Closed before a byte is read: the cheapest answer to a flood. Logged at
+                    // debug only, since a flood would otherwise flood the log too.
+                    tracing::debug!(%peer, %refusal, "connection refused");
+                    drop(stream);
+                    continue;
+                }
             }
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let rx = notify.subscribe();
-        let tls = tls.clone();
+        let (tls, proxy, sources) = (tls.clone(), proxy.clone(), sources.clone());
         tokio::spawn(async move {
-            match tls {
-                None => crate::connection::serve(gw, stream, peer.to_string(), rx).await,
-                Some(acceptor) => {
-                    // The handshake counts against the time a client has to authenticate.
-                    let deadline = gw.config().limits.sasl_deadline;
-                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            crate::connection::serve(gw, stream, peer.to_string(), rx).await
-                        }
-                        // A client speaking plaintext to a TLS listener, or a scanner: debug
-                        // only, as a flood would flood the log.
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+            // The PROXY header and the TLS handshake count against the time a client has to
+            // authenticate.
+            let deadline = gw.config().limits.sasl_deadline;
+            let (client, stream) =
+                match tokio::time::timeout(deadline, proxy.accept(stream, peer)).await {
+                    Ok(Ok(accepted)) => accepted,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection refused");
+                        return;
                     }
-                }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no PROXY header in time");
+                        return;
+                    }
+                };
+            let source = match source {
+                Some(guard) => guard,
+                None => match sources.admit(client.ip(), std::time::Instant::now()) {
+                    Ok(guard) => guard,
+                    Err(refusal) => {
+                        tracing::debug!(%peer, %client, %refusal, "connection refused");
+                        return;
+                    }
+                },
+            };
+            let client = client.to_string();
+            match tls {
+                None => crate::connection::serve(gw, stream, client, rx).await,
+                Some(acceptor) => match tokio::time::timeout(deadline, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => crate::connection::serve(gw, stream, client, rx).await,
+                    // A client speaking plaintext to a TLS listener, or a scanner: debug only,
+                    // as a flood would flood the log.
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %client, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(peer = %client, "TLS handshake not finished in time"),
+                },
             }
             drop(source);
             drop(permit);
