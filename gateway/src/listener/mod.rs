@@ -51,16 +51,15 @@ impl Listener {
             .listeners
             .into_iter()
             .map(|listener| {
-                tokio::spawn(accept(
-                    listener,
-                    self.tls.clone(),
-                    self.proxy.clone(),
-                    self.gateway.clone(),
-                    limit.clone(),
-                    sources.clone(),
-                    notify.clone(),
-                    stopped.clone(),
-                ))
+                let shared = Accepting {
+                    gateway: self.gateway.clone(),
+                    tls: self.tls.clone(),
+                    proxy: self.proxy.clone(),
+                    limit: limit.clone(),
+                    sources: sources.clone(),
+                    notify: notify.clone(),
+                };
+                tokio::spawn(accept(listener, shared, stopped.clone()))
             })
             .collect();
         shutdown.await;
@@ -80,17 +79,29 @@ impl Listener {
     }
 }
 
-/// One listener's accept loop, until `stopped` turns true; the listener closes when it ends.
-async fn accept(
-    listener: TcpListener,
+/// What every lane's accept loop shares.
+#[derive(Clone)]
+struct Accepting {
+    gateway: Gateway,
     tls: Option<TlsAcceptor>,
     proxy: ProxyProtocol,
-    gateway: Gateway,
+    /// Live connections, all lanes together.
     limit: Arc<Semaphore>,
     sources: Sources,
+    /// Tells every connection the gateway is stopping.
     notify: broadcast::Sender<()>,
-    mut stopped: watch::Receiver<bool>,
-) {
+}
+
+/// One listener's accept loop, until `stopped` turns true; the listener closes when it ends.
+async fn accept(listener: TcpListener, shared: Accepting, mut stopped: watch::Receiver<bool>) {
+    let Accepting {
+        gateway,
+        tls,
+        proxy,
+        limit,
+        sources,
+        notify,
+    } = shared;
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
