@@ -24,6 +24,7 @@ pub mod allowlist;
 pub mod api;
 pub mod authz;
 pub mod closing;
+pub mod config_file;
 pub mod connection;
 pub mod devpool;
 pub mod frame;

@@ -405,6 +405,10 @@ fn autoscale(command: AutoscaleCommand) -> anyhow::Result<()> {
 
 #[derive(Args)]
 struct CommonArgs {
+    /// A TOML file of settings: each key a flag's long name, each value what the flag takes
+    /// (deploy/tollgate.example.toml). Flags and their environment variables override it.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
     /// Address of the Kafka listener tenants' clients connect to.
     #[arg(long, env = "TOLLGATE_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
     kafka_listen: SocketAddr,
@@ -721,6 +725,28 @@ impl TryFrom<CommonArgs> for Common {
     }
 }
 
+/// The command line, with the defaults of `dev` and `serve` taken from their configuration
+/// file when one is named (`--config`, `TOLLGATE_CONFIG`); a bad file is an error that names
+/// it, a bad command line exits as clap does.
+fn parse_cli() -> Result<Cli, tollgate_gateway::config_file::ConfigError> {
+    use clap::{CommandFactory, FromArgMatches};
+    use tollgate_gateway::config_file;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = Cli::command();
+    let subcommand = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if matches!(subcommand.as_str(), "dev" | "serve") {
+        if let Some(path) = config_file::named(&args) {
+            args = config_file::apply(&cmd, &subcommand, &path, args)?;
+        }
+    }
+    let matches = cmd.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -729,7 +755,13 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Dev(a) => match Common::try_from(a.common) {
             Ok(common) => run::dev(common, a.tansu, a.brokers).await,
@@ -750,5 +782,44 @@ async fn main() -> std::process::ExitCode {
             eprintln!("tollgate: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// The example configuration in deploy/ is one `tollgate serve` takes, and what it says is
+    /// what the gateway gets; a flag still overrides it.
+    #[test]
+    fn the_deployment_example_configures_serve() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/tollgate.example.toml"
+        );
+        let cmd = Cli::command();
+        let args = ["tollgate", "serve", "--lanes", "2"].map(std::ffi::OsString::from);
+        let args = tollgate_gateway::config_file::apply(
+            &cmd,
+            "serve",
+            std::path::Path::new(example),
+            args.to_vec(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let matches = cmd
+            .try_get_matches_from(args)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Serve(a) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.pool_bootstrap.len(), 3);
+        assert_eq!(a.common.kafka_listen, "0.0.0.0:9092".parse().unwrap());
+        assert_eq!(a.common.advertise, ["kafka.tollgate.example.com:9092"]);
+        assert_eq!(a.common.data_dir, PathBuf::from("/var/lib/tollgate"));
+        assert_eq!(a.common.lanes, Some(2), "the command line wins");
+        let common = Common::try_from(a.common).unwrap();
+        assert_eq!(common.limits.sasl_deadline, Duration::from_secs(10));
     }
 }
