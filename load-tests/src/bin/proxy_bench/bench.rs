@@ -1,7 +1,7 @@
 //! One pool's runs: the three paths (direct, gateway, and the gateway to compare with: without
-//! metering, or without quotas), each measured `--rounds` times with the paths taking turns in
-//! a rotating order, so that drift on a shared machine (other builds, the pool's memory
-//! filling) does not favour one path.
+//! metering, without quotas, or in plaintext while the gateway path serves TLS), each measured
+//! `--rounds` times with the paths taking turns in a rotating order, so that drift on a shared
+//! machine (other builds, the pool's memory filling) does not favour one path.
 //!
 //! First the throughput rounds (produce N records to a fresh topic, read them back with a fresh
 //! group); with `--consume-rounds K`, K more reads of the last round's records on every path,
@@ -57,7 +57,13 @@ impl Lane {
     }
 }
 
-pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolResult {
+pub fn pool(
+    args: &Args,
+    kind: PoolKind,
+    tollgate: &Path,
+    tls: Option<&crate::tls::Files>,
+    work: &Path,
+) -> PoolResult {
     let mut result = PoolResult {
         pool: kind.name(),
         description: String::new(),
@@ -118,19 +124,22 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
         endpoint: Some(Endpoint {
             bootstrap: pool.bootstrap.clone(),
             sasl: None,
+            ca: None,
         }),
         gateway: None,
         base: "direct".into(),
         pool_prefix: String::new(),
     }];
-    // The second gateway: without metering (same quotas), or without quotas (metering on).
+    // The second gateway: without metering (same quotas), without quotas (metering on), or in
+    // plaintext (the same metering and quotas) while the gateway path serves TLS.
     let (second, second_metering, second_quotas) = match args.compare {
         Compare::NoMetering => (PathKind::GatewayNoMetering, false, args.quotas),
         Compare::NoQuotas => (PathKind::GatewayNoQuotas, true, QuotaSetting::Off),
+        Compare::Plaintext => (PathKind::GatewayPlaintext, true, args.quotas),
     };
-    for (path, metering, quotas) in [
-        (PathKind::Gateway, true, args.quotas),
-        (second, second_metering, second_quotas),
+    for (path, metering, quotas, tls) in [
+        (PathKind::Gateway, true, args.quotas, tls),
+        (second, second_metering, second_quotas, None),
     ] {
         let mut lane = Lane {
             result: PathResult::new(path),
@@ -144,6 +153,7 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
             bin: tollgate,
             pool_bootstrap: &pool.gateway_bootstrap,
             metering,
+            tls,
             quotas,
             redis_url: redis_url.as_deref(),
             lanes: gateway_lanes,
@@ -161,6 +171,23 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
                 );
                 lane.endpoint = Some(gw.endpoint.clone());
                 lane.pool_prefix = gw.tenancy.pool_prefix.clone();
+                if let Some(files) = tls {
+                    // What a client with OpenSSL's defaults (librdkafka's) gets from it.
+                    let addr = gw.endpoint.bootstrap.parse();
+                    let negotiated = addr
+                        .map_err(anyhow::Error::from)
+                        .and_then(|addr| crate::tls::negotiated(addr, &files.ca));
+                    lane.result.tls = Some(match negotiated {
+                        Ok(n) => n,
+                        Err(e) => format!("TLS (what a client negotiates is not known: {e:#})"),
+                    });
+                    progress!(
+                        "{} {}: serves {}",
+                        kind.name(),
+                        path.name(),
+                        lane.result.tls.as_deref().unwrap_or_default()
+                    );
+                }
                 lane.gateway = Some(gw);
             }
             Ok(Started::NotSupported(why)) => {
@@ -205,16 +232,40 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
         }
     }
 
-    let direct_rate = Stat::of(
-        lanes[0]
-            .result
-            .throughput_rounds
-            .iter()
-            .filter_map(|r| r.produce.as_ref())
-            .map(|p| p.result.messages_per_s),
-    )
-    .map(|s| 0.5 * s.median);
-    match args.latency_rate.or(direct_rate) {
+    let half_rate = |lane: &Lane| {
+        Stat::of(
+            lane.result
+                .throughput_rounds
+                .iter()
+                .filter_map(|r| r.produce.as_ref())
+                .map(|p| p.result.messages_per_s),
+        )
+        .map(|s| 0.5 * s.median)
+    };
+    let direct_rate = half_rate(&lanes[0]);
+    // `--compare plaintext`: half of the slowest path's, so that every path carries the same
+    // load well below what it can (TLS clients can produce far less than plaintext ones; at
+    // half of direct their latency would be that of a queue that only grows).
+    let auto_rate = match args.compare {
+        Compare::Plaintext => direct_rate.map(|direct| {
+            let slowest = lanes
+                .iter()
+                .skip(1)
+                .filter_map(half_rate)
+                .fold(direct, f64::min);
+            if slowest < direct {
+                progress!(
+                    "{}: latency at {slowest:.0} records/s, half of the slowest path's produce \
+                     rate (half of direct's: {direct:.0})",
+                    kind.name()
+                );
+            }
+            slowest
+        }),
+        Compare::NoMetering | Compare::NoQuotas => direct_rate,
+    };
+    let latency_rate = args.latency_rate.or(auto_rate);
+    match latency_rate {
         Some(rate) => {
             let spread = Spread::new(latency_partitions(args), args.size);
             for round in 0..args.rounds {
@@ -254,6 +305,10 @@ pub fn pool(args: &Args, kind: PoolKind, tollgate: &Path, work: &Path) -> PoolRe
     }
     result.paths = lanes.into_iter().map(|l| l.result).collect();
     result.summarize();
+    if let Some(summary) = &mut result.summary {
+        // The rate the latency runs were given (`--latency-rate`, or the slowest path's).
+        summary.latency_rate = latency_rate.or(summary.latency_rate);
+    }
     result
 }
 

@@ -1,6 +1,7 @@
 //! The gateways under test, started with the library's launcher (`tollgate_load_tests::gateway`)
-//! with metering or without it (the hidden `--no-metering` flag), their cluster's quotas, and
-//! Redis when the run has one; afterwards, what their clusters used of their quotas.
+//! with metering or without it (the hidden `--no-metering` flag), over TLS or in plaintext
+//! (`--tls-cert`, `--tls-key`), their cluster's quotas, and Redis when the run has one;
+//! afterwards, what their clusters used of their quotas.
 
 use std::path::Path;
 
@@ -21,7 +22,8 @@ pub struct Gateway {
 
 pub enum Started {
     Running(Box<Gateway>),
-    /// This gateway build lacks something the run needs (the hidden `--no-metering` flag).
+    /// This gateway build lacks something the run needs (the hidden `--no-metering` flag,
+    /// `--tls-cert`).
     NotSupported(String),
 }
 
@@ -30,6 +32,9 @@ pub struct Setup<'a> {
     pub bin: &'a Path,
     pub pool_bootstrap: &'a str,
     pub metering: bool,
+    /// Serve TLS with these files (`--tls-cert`, `--tls-key`); clients then use SASL_SSL
+    /// trusting their CA. `None`: plaintext.
+    pub tls: Option<&'a crate::tls::Files>,
     /// How the cluster's quotas are set.
     pub quotas: tollgate_load_tests::admin::QuotaSetting,
     /// `--redis-url` for the gateway.
@@ -55,11 +60,20 @@ pub fn start(setup: Setup<'_>, dir: &Path) -> Result<Started> {
     if let Some(url) = setup.redis_url {
         launch = launch.args(["--redis-url", url]);
     }
+    if let Some(tls) = setup.tls {
+        launch = launch.args([
+            "--tls-cert".to_owned(),
+            tls.cert.display().to_string(),
+            "--tls-key".to_owned(),
+            tls.key.display().to_string(),
+        ]);
+    }
     match launch.start() {
         Ok(gw) => {
             let endpoint = Endpoint {
                 bootstrap: gw.kafka.to_string(),
                 sasl: Some(gw.sasl_plain()),
+                ca: setup.tls.map(|t| t.ca.clone()),
             };
             Ok(Started::Running(Box::new(Gateway {
                 process: gw.process,
@@ -70,12 +84,26 @@ pub fn start(setup: Setup<'_>, dir: &Path) -> Result<Started> {
         }
         Err(e) => {
             let log = launcher::Gateway::log_in(dir);
-            match log.lines().find(|l| l.contains("--no-metering")) {
-                Some(line) if !setup.metering => Ok(Started::NotSupported(format!(
-                    "this gateway build does not accept --no-metering: {}",
-                    line.trim()
-                ))),
-                _ => Err(e),
+            // A build without the flag: clap's "unexpected argument '--no-metering' found". A
+            // TLS gateway's own errors name `--tls-cert` too (a file that does not load), so
+            // that flag counts as refused only in clap's words.
+            let refused = |flag: &str, clap_only: bool| {
+                log.lines()
+                    .find(|l| {
+                        l.contains(flag)
+                            && (!clap_only
+                                || l.contains("unexpected argument")
+                                || l.contains("wasn't expected"))
+                    })
+                    .map(|l| format!("this gateway build does not accept {flag}: {}", l.trim()))
+            };
+            let missing = (!setup.metering)
+                .then(|| refused("--no-metering", false))
+                .flatten()
+                .or_else(|| setup.tls.and_then(|_| refused("--tls-cert", true)));
+            match missing {
+                Some(why) => Ok(Started::NotSupported(why)),
+                None => Err(e),
             }
         }
     }

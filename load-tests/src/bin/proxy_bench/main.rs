@@ -1,11 +1,13 @@
 //! `proxy-bench`: what the gateway costs, measured with one client (librdkafka) against one
-//! pool, directly and through the gateway, and what metering or quotas cost the gateway.
+//! pool, directly and through the gateway, and what metering, quotas or TLS cost the gateway.
 //!
 //! For each pool (librdkafka's mock cluster, in this process; tansu with its memory engine) and
 //! each path (direct, gateway, and a second gateway to compare with: `--no-metering`, or with
-//! `--compare no-quotas` metering on and every quota off) it measures produce and consume
-//! throughput, delivery latency at half of the direct produce throughput, and the gateway
-//! process's CPU time; then prints a table with the ratios and writes it all as JSON.
+//! `--compare no-quotas` metering on and every quota off, or with `--compare plaintext` the
+//! gateway path serving TLS and the second the same build in plaintext) it measures produce
+//! and consume throughput, delivery latency at half of the direct produce throughput (with
+//! `--compare plaintext`, of the slowest path's), and the gateway process's CPU time; then
+//! prints a table with the ratios and writes it all as JSON.
 //!
 //! The gateway path's cluster has its quotas enforced but set far above what a run reaches
 //! (`--quotas unbound`, the default; `tollgate_load_tests::admin::QuotaSetting`): the
@@ -19,9 +21,11 @@
 //!     cargo build --release -p tollgate-gateway
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --out target/proxy-bench.json
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --compare no-quotas --start-redis
+//!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --pools mock --compare plaintext --pin
 //!
 //! Modules: `bench` (one pool's rounds over the three paths), `pool` (the pools and topic
-//! creation), `gateway` (the gateway processes: metering or not, their quotas, Redis),
+//! creation), `gateway` (the gateway processes: metering or not, TLS or not, their quotas,
+//! Redis), `tls` (the certificates for `--compare plaintext`),
 //! `workload` (the three measurements), `report` (figures, medians, ratios, table, JSON). Child
 //! processes, the admin API client and the gateway launcher are the library's
 //! (`tollgate_load_tests`). The figures and how to read them are in `load-tests/README.md`.
@@ -39,6 +43,7 @@ mod malloc;
 mod pin;
 mod pool;
 mod report;
+mod tls;
 mod workload;
 
 use std::path::PathBuf;
@@ -98,7 +103,8 @@ pub struct Args {
     #[arg(long, env = "TOLLGATE_BENCH_LATENCY_SECONDS", default_value_t = 3.0)]
     pub latency_seconds: f64,
     /// Records per second of the latency runs; default: half of the pool's direct produce
-    /// throughput.
+    /// throughput (with `--compare plaintext`, half of the slowest path's, so that the TLS path
+    /// is not measured beyond what its clients can send).
     #[arg(long, env = "TOLLGATE_BENCH_LATENCY_RATE")]
     pub latency_rate: Option<f64>,
     /// Hard limit of each phase (produce, consume, latency), in seconds.
@@ -154,8 +160,11 @@ pub struct Args {
     )]
     pub quotas: QuotaSetting,
     /// The second gateway path, to compare the gateway path with: `no-metering` (the same
-    /// quotas, `--no-metering`: what metering costs) or `no-quotas` (metering on, every quota
-    /// null: what quota accounting costs, with `--quotas unbound`).
+    /// quotas, `--no-metering`: what metering costs), `no-quotas` (metering on, every quota
+    /// null: what quota accounting costs, with `--quotas unbound`) or `plaintext` (the gateway
+    /// path serves TLS, `--tls-cert`/`--tls-key` with a certificate made at run time by the
+    /// `openssl` command, its clients on SASL_SSL; the second path is the same build, metering
+    /// and quotas in plaintext: what TLS costs).
     #[arg(
         long,
         env = "TOLLGATE_BENCH_COMPARE",
@@ -192,6 +201,8 @@ pub enum Compare {
     NoMetering,
     /// Metering on, every quota null.
     NoQuotas,
+    /// The gateway path over TLS, the second path the same gateway in plaintext.
+    Plaintext,
 }
 
 /// Exit status of a run whose gateway clusters were throttled or refused by their quotas
@@ -250,6 +261,13 @@ fn run(args: &Args) -> Result<bool> {
     workload::set_overrides(args.client_config.clone());
     let work = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // `--compare plaintext`: the gateway path's certificate, one for the whole run.
+    let tls = match args.compare {
+        Compare::Plaintext => {
+            Some(tls::make(&work.join("tls")).context("making the TLS gateway's certificates")?)
+        }
+        Compare::NoMetering | Compare::NoQuotas => None,
+    };
     let started = Instant::now();
     let mut report = Report {
         date: now_utc(),
@@ -272,7 +290,16 @@ fn run(args: &Args) -> Result<bool> {
             idempotence: true,
             linger_ms: 5,
             latency_seconds: args.latency_seconds,
-            latency_load: "half of direct produce throughput (records/s), same rate on every path",
+            latency_load: match (args.latency_rate, args.compare) {
+                (Some(_), _) => "--latency-rate records/s, same rate on every path",
+                (None, Compare::Plaintext) => {
+                    "half of the slowest path's produce throughput (records/s), same rate on \
+                     every path"
+                }
+                (None, _) => {
+                    "half of direct produce throughput (records/s), same rate on every path"
+                }
+            },
             spread_leaders: args.spread_leaders,
             lanes: args.lanes,
             client_config: args
@@ -285,6 +312,8 @@ fn run(args: &Args) -> Result<bool> {
             pin: pin::placement(args).map(|p| p.describe()),
             quotas: args.quotas,
             compare: args.compare,
+            gateway_tls: tls.is_some(),
+            tls_certificate: tls.as_ref().map(|t| t.description.clone()),
             redis: args.start_redis || args.redis_url.is_some(),
             redis_started: args.start_redis,
             malloc: if malloc::tuned() {
@@ -297,7 +326,7 @@ fn run(args: &Args) -> Result<bool> {
     };
     for &kind in &args.pools {
         progress!("pool {}", kind.name());
-        let result = bench::pool(args, kind, &tollgate, &work.join(kind.name()));
+        let result = bench::pool(args, kind, &tollgate, tls.as_ref(), &work.join(kind.name()));
         report.pools.push(result);
     }
     let table = report.table();

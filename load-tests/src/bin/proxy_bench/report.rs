@@ -67,8 +67,14 @@ pub struct Settings {
     pub pin: Option<String>,
     /// `--quotas`: the gateway path's cluster's quotas (and the no-metering path's).
     pub quotas: tollgate_load_tests::admin::QuotaSetting,
-    /// `--compare`: the second gateway path (`gateway-no-metering` or `gateway-no-quotas`).
+    /// `--compare`: the second gateway path (`gateway-no-metering`, `gateway-no-quotas` or
+    /// `gateway-plaintext`).
     pub compare: crate::Compare,
+    /// Whether the gateway path served TLS (`--compare plaintext`; clients on SASL_SSL).
+    pub gateway_tls: bool,
+    /// The certificate it served, and what made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<String>,
     /// Whether both gateways ran with `--redis-url` (rate quotas leased through Redis).
     pub redis: bool,
     /// Whether that Redis was the benchmark's own (`--start-redis`, one per pool).
@@ -100,6 +106,9 @@ pub enum PathKind {
     GatewayNoMetering,
     /// Metering on, every quota null (`--compare no-quotas`).
     GatewayNoQuotas,
+    /// The same gateway as the gateway path, in plaintext while that one serves TLS
+    /// (`--compare plaintext`).
+    GatewayPlaintext,
 }
 
 impl PathKind {
@@ -109,6 +118,7 @@ impl PathKind {
             PathKind::Gateway => "gateway",
             PathKind::GatewayNoMetering => "gateway-no-metering",
             PathKind::GatewayNoQuotas => "gateway-no-quotas",
+            PathKind::GatewayPlaintext => "gateway-plaintext",
         }
     }
 }
@@ -120,6 +130,10 @@ pub struct PathResult {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A path whose gateway served TLS: the protocol, cipher suite and key exchange a client
+    /// with OpenSSL's defaults (as librdkafka here) negotiated with it (`openssl s_client`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
     /// Over the rounds (filled in by [`PoolResult::summarize`]).
     pub medians: Medians,
     /// A gateway path's cluster's quotas, as its gateway held them after the run.
@@ -149,6 +163,7 @@ impl PathResult {
             path,
             status: "ok",
             error: None,
+            tls: None,
             medians: Medians::default(),
             quotas: None,
             quota_use: None,
@@ -178,6 +193,14 @@ impl PathResult {
         self.quota_use = q.quota_use;
     }
 
+    /// The path's name in the printed tables: the JSON's, or "gateway (TLS)".
+    pub fn label(&self) -> &'static str {
+        match (self.path, &self.tls) {
+            (PathKind::Gateway, Some(_)) => "gateway (TLS)",
+            (path, _) => path.name(),
+        }
+    }
+
     /// Whether the path's quotas throttled or refused anything; `None`: not known.
     fn quotas_bound(&self) -> Option<bool> {
         match (self.quota_throttles, self.quota_refusals) {
@@ -201,12 +224,7 @@ impl PathResult {
     /// `of`'s CPU (the gateway's, Redis's) over every produce and consume phase per 2^30
     /// payload bytes they moved.
     fn cpu_per_gb(&self, of: fn(&CpuUse) -> Option<f64>) -> Option<f64> {
-        let (mut cpu, mut bytes) = (0.0, 0u64);
-        for p in self.produces().chain(self.consumes()) {
-            cpu += of(&p.cpu)?;
-            bytes += p.result.bytes;
-        }
-        (bytes > 0).then(|| cpu / (bytes as f64 / GIB))
+        cpu_per_gb(self.produces().chain(self.consumes()), of)
     }
 
     fn compute_medians(&mut self) {
@@ -230,15 +248,34 @@ impl PathResult {
                 self.consumes()
                     .filter_map(|p| Some(p.cpu.mock_threads_s? / (p.result.bytes as f64 / GIB))),
             ),
+            produce_client_cpu_s_per_gb: Stat::of(self.produces().map(|p| {
+                (p.cpu.bench_process_s - p.cpu.mock_threads_s.unwrap_or(0.0))
+                    / (p.result.bytes as f64 / GIB)
+            })),
             consume_client_cpu_s_per_gb: Stat::of(self.consumes().filter_map(|p| {
                 Some(
                     (p.cpu.bench_process_s - p.cpu.mock_threads_s?) / (p.result.bytes as f64 / GIB),
                 )
             })),
             gateway_cpu_s_per_gb: self.cpu_per_gb(|c| c.gateway_s),
+            produce_gateway_cpu_s_per_gb: cpu_per_gb(self.produces(), |c| c.gateway_s),
+            consume_gateway_cpu_s_per_gb: cpu_per_gb(self.consumes(), |c| c.gateway_s),
             redis_cpu_s_per_gb: self.cpu_per_gb(|c| c.redis_s),
         };
     }
+}
+
+/// `of`'s CPU over `phases` per 2^30 payload bytes they moved; `None` when a phase lacks it.
+fn cpu_per_gb<'a>(
+    phases: impl Iterator<Item = &'a Phase<Throughput>>,
+    of: fn(&CpuUse) -> Option<f64>,
+) -> Option<f64> {
+    let (mut cpu, mut bytes) = (0.0, 0u64);
+    for p in phases {
+        cpu += of(&p.cpu)?;
+        bytes += p.result.bytes;
+    }
+    (bytes > 0).then(|| cpu / (bytes as f64 / GIB))
 }
 
 /// One round's throughput runs: produce N records, then read them back.
@@ -334,8 +371,14 @@ pub struct Medians {
     /// this process (the clients): on the mock pool, where the two share a process.
     pub consume_mock_cpu_s_per_gb: Option<Stat>,
     pub consume_client_cpu_s_per_gb: Option<Stat>,
+    /// CPU seconds per 2^30 bytes produced of this process less the mock cluster's threads: the
+    /// producing client (on tansu the process holds nothing else).
+    pub produce_client_cpu_s_per_gb: Option<Stat>,
     /// Not a median: all produce and consume phases' gateway CPU over all their bytes.
     pub gateway_cpu_s_per_gb: Option<f64>,
+    /// The same over the produce phases alone, and over the consume phases alone.
+    pub produce_gateway_cpu_s_per_gb: Option<f64>,
+    pub consume_gateway_cpu_s_per_gb: Option<f64>,
     /// The same of the Redis the benchmark started (`--start-redis`): leasing quotas and
     /// keeping usage, on Redis's side.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -347,7 +390,8 @@ pub struct Summary {
     /// Gateway (metering on) over direct, medians of MB/s.
     pub produce_ratio: Option<f64>,
     pub consume_ratio: Option<f64>,
-    /// Records per second of the latency runs: half of direct produce throughput.
+    /// Records per second of the latency runs: half of direct produce throughput (with
+    /// `--compare plaintext`, of the slowest path's; or `--latency-rate`).
     pub latency_rate: Option<f64>,
     /// Gateway minus direct, medians of the rounds' percentiles.
     pub added_p50_ms: Option<f64>,
@@ -364,6 +408,29 @@ pub struct Summary {
     pub quotas_produce_ratio: Option<f64>,
     pub quotas_consume_ratio: Option<f64>,
     pub quotas_cpu_s_per_gb_added: Option<f64>,
+    /// `--compare plaintext` (the gateway path over TLS, gateway-plaintext the same build
+    /// without): gateway-plaintext over direct, medians of MB/s, and its added p50 and p99
+    /// over direct; TLS over plaintext, medians of MB/s; the plaintext gateway's CPU per GB
+    /// and what TLS adds to it (gateway minus gateway-plaintext; run-to-run noise included);
+    /// the latency TLS adds (medians of the rounds' percentiles, gateway minus
+    /// gateway-plaintext); and what TLS adds to the clients' CPU per GB (this process less the
+    /// mock's threads, medians; consuming on the mock pool only).
+    pub plaintext_produce_ratio: Option<f64>,
+    pub plaintext_consume_ratio: Option<f64>,
+    pub plaintext_added_p50_ms: Option<f64>,
+    pub plaintext_added_p99_ms: Option<f64>,
+    pub gateway_cpu_s_per_gb_plaintext: Option<f64>,
+    pub tls_produce_ratio: Option<f64>,
+    pub tls_consume_ratio: Option<f64>,
+    pub tls_cpu_s_per_gb_added: Option<f64>,
+    /// The same over the produce phases alone (the gateway decrypts what clients send), and
+    /// over the consume phases alone (it encrypts what they read).
+    pub tls_produce_cpu_s_per_gb_added: Option<f64>,
+    pub tls_consume_cpu_s_per_gb_added: Option<f64>,
+    pub tls_added_p50_ms: Option<f64>,
+    pub tls_added_p99_ms: Option<f64>,
+    pub tls_client_produce_cpu_s_per_gb_added: Option<f64>,
+    pub tls_client_consume_cpu_s_per_gb_added: Option<f64>,
     /// Over the gateway paths: responses throttled and things refused by their clusters'
     /// quotas, summed; `quotas_bound` is whether there were any (then the figures measure the
     /// quotas, not the gateway), `None` when a gateway did not say.
@@ -441,11 +508,12 @@ impl PoolResult {
         for p in &mut self.paths {
             p.compute_medians();
         }
-        let (d, g, n, nq) = (
+        let (d, g, n, nq, pt) = (
             self.path(Direct),
             self.path(Gateway),
             self.path(GatewayNoMetering),
             self.path(GatewayNoQuotas),
+            self.path(GatewayPlaintext),
         );
         let get = |m: Option<&Medians>, f: fn(&Medians) -> Option<Stat>| m.and_then(f);
         let produce = |m| get(m, |m| m.produce_mb_per_s);
@@ -465,6 +533,7 @@ impl PoolResult {
             _ => None,
         };
         let cpu_no_quotas = nq.and_then(|m| m.gateway_cpu_s_per_gb);
+        let cpu_plaintext = pt.and_then(|m| m.gateway_cpu_s_per_gb);
         // The gateway paths that ran (a build without --no-metering has none to ask).
         let gateways = || {
             self.paths
@@ -520,6 +589,32 @@ impl PoolResult {
             quotas_produce_ratio: ratio(produce(g), produce(nq)),
             quotas_consume_ratio: ratio(consume(g), consume(nq)),
             quotas_cpu_s_per_gb_added: cpu.zip(cpu_no_quotas).map(|(on, off)| on - off),
+            plaintext_produce_ratio: ratio(produce(pt), produce(d)),
+            plaintext_consume_ratio: ratio(consume(pt), consume(d)),
+            plaintext_added_p50_ms: diff(p50(pt), p50(d)),
+            plaintext_added_p99_ms: diff(p99(pt), p99(d)),
+            gateway_cpu_s_per_gb_plaintext: cpu_plaintext,
+            tls_produce_ratio: ratio(produce(g), produce(pt)),
+            tls_consume_ratio: ratio(consume(g), consume(pt)),
+            tls_cpu_s_per_gb_added: cpu.zip(cpu_plaintext).map(|(on, off)| on - off),
+            tls_produce_cpu_s_per_gb_added: g
+                .and_then(|g| g.produce_gateway_cpu_s_per_gb)
+                .zip(pt.and_then(|p| p.produce_gateway_cpu_s_per_gb))
+                .map(|(on, off)| on - off),
+            tls_consume_cpu_s_per_gb_added: g
+                .and_then(|g| g.consume_gateway_cpu_s_per_gb)
+                .zip(pt.and_then(|p| p.consume_gateway_cpu_s_per_gb))
+                .map(|(on, off)| on - off),
+            tls_added_p50_ms: diff(p50(g), p50(pt)),
+            tls_added_p99_ms: diff(p99(g), p99(pt)),
+            tls_client_produce_cpu_s_per_gb_added: diff(
+                get(g, |m| m.produce_client_cpu_s_per_gb),
+                get(pt, |m| m.produce_client_cpu_s_per_gb),
+            ),
+            tls_client_consume_cpu_s_per_gb_added: diff(
+                get(g, |m| m.consume_client_cpu_s_per_gb),
+                get(pt, |m| m.consume_client_cpu_s_per_gb),
+            ),
             quota_throttles: total(|p| p.quota_throttles),
             quota_refusals: total(|p| p.quota_refusals),
             quotas_bound,
@@ -591,7 +686,7 @@ impl Report {
             .iter()
             .filter(|pool| pool.skipped.is_none())
             .flat_map(|pool| pool.paths.iter().map(move |p| (pool.pool, p)))
-            .filter_map(|(pool, p)| Some((pool, p.path.name(), figures(p)?)))
+            .filter_map(|(pool, p)| Some((pool, p.label(), figures(p)?)))
             .collect();
         if rows.is_empty() {
             return;
@@ -613,15 +708,82 @@ impl Report {
         }
     }
 
+    /// `--compare plaintext`: TLS against plaintext, the same gateway build, and both against
+    /// direct.
+    fn tls_summary(&self, out: &mut String, pool: &PoolResult, sm: &Summary) {
+        let width = pool.pool.len();
+        let m = |kind| pool.path(kind);
+        let lat =
+            |kind, f: fn(&Medians) -> Option<Stat>| num(m(kind).and_then(f).map(|s| s.median), 2);
+        let p50 = |kind| lat(kind, |m| m.latency_p50_ms);
+        let p99 = |kind| lat(kind, |m| m.latency_p99_ms);
+        let _ = writeln!(
+            out,
+            "{:width$}  TLS against plaintext (the same gateway): produce {} consume {}; gateway \
+             CPU {} s/GB over TLS, {} in plaintext: TLS adds {} s/GB (noise included)",
+            "",
+            num(sm.tls_produce_ratio, 3),
+            num(sm.tls_consume_ratio, 3),
+            num(sm.gateway_cpu_s_per_gb, 2),
+            num(sm.gateway_cpu_s_per_gb_plaintext, 2),
+            signed(sm.tls_cpu_s_per_gb_added, 3),
+        );
+        let dir = |kind, f: fn(&Medians) -> Option<f64>| num(m(kind).and_then(f), 2);
+        let _ =
+            writeln!(
+            out,
+            "{:width$}  gateway CPU producing {} s/GB over TLS, {} in plaintext (TLS adds {}); \
+             consuming {} and {} (TLS adds {})",
+            "",
+            dir(PathKind::Gateway, |m| m.produce_gateway_cpu_s_per_gb),
+            dir(PathKind::GatewayPlaintext, |m| m.produce_gateway_cpu_s_per_gb),
+            signed(sm.tls_produce_cpu_s_per_gb_added, 3),
+            dir(PathKind::Gateway, |m| m.consume_gateway_cpu_s_per_gb),
+            dir(PathKind::GatewayPlaintext, |m| m.consume_gateway_cpu_s_per_gb),
+            signed(sm.tls_consume_cpu_s_per_gb_added, 3),
+        );
+        let _ = writeln!(
+            out,
+            "{:width$}  latency p50 / p99 at {} records/s, ms: TLS {} / {}, plaintext {} / {}, \
+             direct {} / {}; TLS adds {} ms at p50, {} ms at p99",
+            "",
+            num(sm.latency_rate, 0),
+            p50(PathKind::Gateway),
+            p99(PathKind::Gateway),
+            p50(PathKind::GatewayPlaintext),
+            p99(PathKind::GatewayPlaintext),
+            p50(PathKind::Direct),
+            p99(PathKind::Direct),
+            signed(sm.tls_added_p50_ms, 2),
+            signed(sm.tls_added_p99_ms, 2),
+        );
+        let _ = writeln!(
+            out,
+            "{:width$}  plaintext gateway/direct produce {} consume {}, added p50 {} ms, p99 {} \
+             ms; TLS adds the clients {} s/GB of CPU producing, {} consuming",
+            "",
+            num(sm.plaintext_produce_ratio, 3),
+            num(sm.plaintext_consume_ratio, 3),
+            signed(sm.plaintext_added_p50_ms, 2),
+            signed(sm.plaintext_added_p99_ms, 2),
+            signed(sm.tls_client_produce_cpu_s_per_gb_added, 3),
+            signed(sm.tls_client_consume_cpu_s_per_gb_added, 3),
+        );
+        if let Some(tls) = pool.paths.iter().find_map(|p| p.tls.as_deref()) {
+            let _ = writeln!(out, "{:width$}  negotiated: {tls}", "");
+        }
+    }
+
     pub fn table(&self) -> String {
         let mut out = String::new();
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "\nrecords of {} B, acks=all, idempotent, linger 5 ms; latency runs of {} s at half \
-             of direct produce throughput; {} rounds{}, medians (min-max); librdkafka {}",
+            "\nrecords of {} B, acks=all, idempotent, linger 5 ms; latency runs of {} s at {}; {} \
+             rounds{}, medians (min-max); librdkafka {}",
             s.size,
             s.latency_seconds,
+            s.latency_load,
             s.rounds,
             match s.consume_rounds {
                 0 => String::new(),
@@ -642,6 +804,9 @@ impl Report {
             match s.compare {
                 crate::Compare::NoMetering => "gateway-no-metering (--no-metering, same quotas)",
                 crate::Compare::NoQuotas => "gateway-no-quotas (metering on, every quota null)",
+                crate::Compare::Plaintext =>
+                    "gateway-plaintext (the same build, metering and quotas, without TLS; the \
+                     gateway path serves TLS, its clients on SASL_SSL)",
             },
             match (s.redis, s.redis_started) {
                 (false, _) => "no (quotas per instance)",
@@ -677,7 +842,7 @@ impl Report {
                         out,
                         "{:<6} {:<20} not supported: {}",
                         pool.pool,
-                        p.path.name(),
+                        p.label(),
                         p.error.as_deref().unwrap_or_default()
                     );
                     continue;
@@ -687,7 +852,7 @@ impl Report {
                     out,
                     "{:<6} {:<20} {:>19} {:>20} {:>8} {:>20} {:>8} {:>7}",
                     pool.pool,
-                    p.path.name(),
+                    p.label(),
                     spread(m.produce_mb_per_s, 0),
                     spread(m.consume_mb_per_s, 0),
                     num(m.latency_p50_ms.map(|s| s.median), 2),
@@ -731,6 +896,21 @@ impl Report {
                     .then_some((m.consume_mock_cpu_s_per_gb, m.consume_client_cpu_s_per_gb))
             },
         );
+        if self.settings.gateway_tls {
+            // What TLS costs the clients (on CPU 0 under --pin, beside the mock cluster, so it
+            // is taken from the throughput of the TLS path).
+            self.pair_table(
+                &mut out,
+                "the clients' CPU per GB, s (this process less the mock cluster's threads; \
+                 consuming on the mock pool only)",
+                ("produce", "consume"),
+                |p| {
+                    let m = &p.medians;
+                    (p.status != "not supported")
+                        .then_some((m.produce_client_cpu_s_per_gb, m.consume_client_cpu_s_per_gb))
+                },
+            );
+        }
         let _ = writeln!(out);
         for pool in &self.pools {
             let Some(sm) = &pool.summary else { continue };
@@ -740,13 +920,19 @@ impl Report {
                     "metering",
                     sm.gateway_cpu_s_per_gb_no_metering,
                     (sm.metering_produce_ratio, sm.metering_consume_ratio),
-                    t.metering_no_measurable_throughput_loss,
+                    Some(("metering costs", t.metering_no_measurable_throughput_loss)),
                 ),
                 crate::Compare::NoQuotas => (
                     "quotas",
                     sm.gateway_cpu_s_per_gb_no_quotas,
                     (sm.quotas_produce_ratio, sm.quotas_consume_ratio),
-                    t.quotas_no_measurable_throughput_loss,
+                    Some(("quotas cost", t.quotas_no_measurable_throughput_loss)),
+                ),
+                crate::Compare::Plaintext => (
+                    "TLS",
+                    sm.gateway_cpu_s_per_gb_plaintext,
+                    (sm.tls_produce_ratio, sm.tls_consume_ratio),
+                    None,
                 ),
             };
             let _ = writeln!(
@@ -765,6 +951,9 @@ impl Report {
                 num(ratios.0, 3),
                 num(ratios.1, 3),
             );
+            if self.settings.compare == crate::Compare::Plaintext {
+                self.tls_summary(&mut out, pool, sm);
+            }
             if self.settings.compare == crate::Compare::NoQuotas {
                 let _ = writeln!(
                     out,
@@ -822,19 +1011,21 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "{:width$}  targets: throughput >= {TARGET_THROUGHPUT_RATIO} of direct {}; \
-                 added p99 < {TARGET_ADDED_P99_MS} ms {}; CPU < {TARGET_CPU_S_PER_GB} s/GB {}; \
-                 {} no measurable throughput {}",
+                "{:width$}  targets{}: throughput >= {TARGET_THROUGHPUT_RATIO} of direct {}; \
+                 added p99 < {TARGET_ADDED_P99_MS} ms {}; CPU < {TARGET_CPU_S_PER_GB} s/GB {}{}",
                 "",
+                if compared == "TLS" {
+                    " (the gateway path, over TLS)"
+                } else {
+                    ""
+                },
                 t.throughput_at_least_095_of_direct.label(),
                 t.added_p99_under_1ms_at_half_load.label(),
                 t.cpu_under_2s_per_gb.label(),
-                if compared == "quotas" {
-                    "quotas cost"
-                } else {
-                    "metering costs"
-                },
-                off_verdict.label(),
+                off_verdict.map_or(String::new(), |(what, verdict)| format!(
+                    "; {what} no measurable throughput {}",
+                    verdict.label()
+                )),
                 width = pool.pool.len(),
             );
         }
@@ -949,6 +1140,44 @@ mod tests {
         gw.set_quota_use(quota_use(0));
         let p = pool(vec![gw, path(PathKind::GatewayNoQuotas, 100.0, None)]);
         assert_eq!(p.summary.as_ref().unwrap().quotas_bound, None);
+    }
+
+    #[test]
+    fn tls_against_plaintext() {
+        let mut tls = path(PathKind::Gateway, 80.0, Some(1.5));
+        tls.tls = Some("TLSv1.3, TLS_AES_256_GCM_SHA384".into());
+        // The TLS path decrypts more on produce than it encrypts on consume.
+        tls.throughput_rounds[0]
+            .produce
+            .as_mut()
+            .unwrap()
+            .cpu
+            .gateway_s = Some(2.5);
+        let plain = path(PathKind::GatewayPlaintext, 100.0, Some(0.5));
+        let p = pool(vec![path(PathKind::Direct, 125.0, None), tls, plain]);
+        let s = p.summary.as_ref().unwrap();
+        assert_eq!(s.tls_produce_ratio, Some(0.8));
+        assert_eq!(s.tls_consume_ratio, Some(0.8));
+        assert_eq!(s.produce_ratio, Some(80.0 / 125.0));
+        assert_eq!(s.plaintext_produce_ratio, Some(0.8));
+        assert_eq!(s.gateway_cpu_s_per_gb, Some(2.0));
+        assert_eq!(s.gateway_cpu_s_per_gb_plaintext, Some(0.5));
+        assert_eq!(s.tls_cpu_s_per_gb_added, Some(1.5));
+        assert_eq!(s.tls_produce_cpu_s_per_gb_added, Some(2.0));
+        assert_eq!(s.tls_consume_cpu_s_per_gb_added, Some(1.0));
+        assert_eq!(
+            (s.metering_produce_ratio, s.quotas_produce_ratio),
+            (None, None)
+        );
+        assert_eq!(p.paths[1].label(), "gateway (TLS)");
+        assert_eq!(p.paths[2].label(), "gateway-plaintext");
+        let json = serde_json::to_value(&p.paths[1]).unwrap();
+        assert_eq!(json["path"], "gateway");
+        assert_eq!(json["tls"], "TLSv1.3, TLS_AES_256_GCM_SHA384");
+        assert_eq!(
+            serde_json::to_value(PathKind::GatewayPlaintext).unwrap(),
+            "gateway-plaintext"
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Endpoint {
     pub bootstrap: String,
     /// SASL PLAIN user name and password (the gateway's token), or plaintext without SASL.
     pub sasl: Option<(String, String)>,
+    /// TLS, verifying the server's certificate (host name included) against this CA
+    /// (`ssl.ca.location`); `None`: no TLS.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// librdkafka properties given with `--client-config`, applied to every client on every path.
@@ -58,11 +61,20 @@ impl Endpoint {
             c.set("debug", debug)
                 .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
         }
+        let protocol = match (&self.sasl, &self.ca) {
+            (Some(_), Some(_)) => "SASL_SSL",
+            (Some(_), None) => "SASL_PLAINTEXT",
+            (None, Some(_)) => "SSL",
+            (None, None) => "PLAINTEXT",
+        };
+        c.set("security.protocol", protocol);
         if let Some((user, password)) = &self.sasl {
-            c.set("security.protocol", "SASL_PLAINTEXT")
-                .set("sasl.mechanisms", "PLAIN")
+            c.set("sasl.mechanisms", "PLAIN")
                 .set("sasl.username", user)
                 .set("sasl.password", password);
+        }
+        if let Some(ca) = &self.ca {
+            c.set("ssl.ca.location", ca.display().to_string());
         }
         overridden(c)
     }
@@ -651,7 +663,27 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{percentile, Spread};
+    use super::{percentile, Endpoint, Spread};
+
+    #[test]
+    fn tls_endpoints_use_sasl_ssl_and_trust_the_ca() {
+        let ep = |sasl: bool, ca: bool| Endpoint {
+            bootstrap: "127.0.0.1:9092".into(),
+            sasl: sasl.then(|| ("u".to_owned(), "token".to_owned())),
+            ca: ca.then(|| "/tmp/ca.pem".into()),
+        };
+        let tls = ep(true, true).config();
+        assert_eq!(tls.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(tls.get("ssl.ca.location"), Some("/tmp/ca.pem"));
+        assert_eq!(tls.get("sasl.mechanisms"), Some("PLAIN"));
+        let plain = ep(true, false).config();
+        assert_eq!(plain.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(plain.get("ssl.ca.location"), None);
+        assert_eq!(
+            ep(false, false).config().get("security.protocol"),
+            Some("PLAINTEXT")
+        );
+    }
 
     #[test]
     fn spreads_runs_over_every_partition() {
