@@ -191,6 +191,7 @@ mod tests {
                         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
                         quotas: Default::default(),
                         allowed_cidrs: None,
+                        credentials: Default::default(),
                         created_at: START,
                     })
                     .unwrap();

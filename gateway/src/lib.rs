@@ -3,8 +3,8 @@
 //!
 //! The data path, from socket to pool:
 //! - [`listener`] accepts connections; [`connection`] reads frames ([`frame`]), authenticates
-//!   with [`sasl`] and [`token`], and runs each request through [`api`], whose handlers
-//!   authorize with [`authz`] (the [`policy`] of the token) and map names with [`tenancy`];
+//!   with [`identity`] (SASL, tokens, SCRAM, allowlists), and runs each request through [`api`],
+//!   whose handlers authorize with [`identity::authz`] and map names with [`tenancy`];
 //!   [`records`] reads record batch headers for limits and metering; [`quotas`] are what one
 //!   cluster may take of the pool.
 //! - [`pool`] talks to the broker pool: its router picks the pool broker for each partition
@@ -20,25 +20,21 @@
 //! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
 
 pub mod admin;
-pub mod allowlist;
 pub mod api;
-pub mod authz;
 pub mod closing;
 pub mod config_file;
 pub mod connection;
 pub mod devpool;
 pub mod frame;
+pub mod identity;
 pub mod limits;
 pub mod listener;
 pub mod metering;
-pub mod policy;
 pub mod pool;
 pub mod pool_admin;
 pub mod quotas;
 pub mod records;
 pub mod run;
-pub mod sasl;
 pub mod state;
 pub mod sync;
 pub mod tenancy;
-pub mod token;

@@ -673,7 +673,7 @@ impl TryFrom<CommonArgs> for Common {
             None => None,
         };
         use tollgate_gateway::listener::proxy_protocol::{Mode, ProxyProtocol};
-        let trusted = tollgate_gateway::allowlist::parse_list(&a.proxy_trusted_cidrs)
+        let trusted = tollgate_gateway::identity::allowlist::parse_list(&a.proxy_trusted_cidrs)
             .map_err(|e| anyhow::anyhow!("--proxy-trusted-cidrs: {e}"))?;
         if a.proxy_protocol != Mode::Off && trusted.is_empty() {
             anyhow::bail!(

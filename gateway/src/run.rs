@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::{self, Admin, AdminConfig, Store};
 use crate::devpool::DevPool;
+use crate::identity::token::Tokens;
 use crate::listener::Listener;
 use crate::metering::{Metering, Source, DEFAULT_RETENTION_SECONDS};
 use crate::pool::autoscale::actuator::command::CommandScaler;
@@ -21,7 +22,6 @@ use crate::pool::{Pool, PoolKind, Timeouts};
 use crate::pool_admin::RouterPoolAdmin;
 use crate::state::{presented_nodes, Gateway, GatewayConfig, Node};
 use crate::tenancy::Registry;
-use crate::token::Tokens;
 
 /// How often the pool's brokers are checked: a broker that dies is out of the routing within
 /// about this long even when no request touches it, and one that starts is taken in.

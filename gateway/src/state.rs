@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::identity::token::Tokens;
 use crate::limits::Limits;
 use crate::metering::Metering;
 use crate::pool::{Pool, PoolKind, Router};
 use crate::tenancy::Registry;
-use crate::token::Tokens;
 
 /// A gateway node as clients see it: one of "the cluster's brokers".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,8 @@ struct Inner {
     signals: Arc<crate::pool::autoscale::Signals>,
     /// Each cluster's byte and request rates, held to its quotas.
     quota_meters: crate::quotas::meter::Meters,
+    /// SCRAM salts for user names that do not exist.
+    decoy_salts: crate::identity::scram::DecoySalts,
 }
 
 impl Gateway {
@@ -111,8 +113,13 @@ impl Gateway {
                 acked_batches: Default::default(),
                 signals: Default::default(),
                 quota_meters: Default::default(),
+                decoy_salts: Default::default(),
             }),
         }
+    }
+
+    pub fn decoy_salts(&self) -> &crate::identity::scram::DecoySalts {
+        &self.inner.decoy_salts
     }
 
     pub fn metering(&self) -> &Arc<Metering> {

@@ -46,9 +46,15 @@ pub struct Cluster {
     /// Stored clusters made before quotas existed have the defaults.
     #[serde(default)]
     pub quotas: crate::quotas::Quotas,
-    /// The networks its clients may connect from; `None`: anywhere ([`crate::allowlist`]).
+    /// The networks its clients may connect from; `None`: anywhere ([`crate::identity::allowlist`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_cidrs: Option<Vec<crate::allowlist::Cidr>>,
+    pub allowed_cidrs: Option<Vec<crate::identity::allowlist::Cidr>>,
+    /// Its SCRAM users and revoked tokens ([`crate::identity::credentials`]).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::identity::credentials::Credentials::is_empty"
+    )]
+    pub credentials: crate::identity::credentials::Credentials,
 }
 
 impl Cluster {
@@ -262,6 +268,7 @@ mod tests {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             quotas: Default::default(),
             allowed_cidrs: None,
+            credentials: Default::default(),
             created_at: 0,
         };
         assert_eq!(

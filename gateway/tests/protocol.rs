@@ -23,13 +23,13 @@ use kafka_protocol::records::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate_gateway::frame::{encode_request, set_correlation_id};
+use tollgate_gateway::identity::policy::Policy;
+use tollgate_gateway::identity::token::Tokens;
 use tollgate_gateway::listener::Listener;
 use tollgate_gateway::metering::Metering;
-use tollgate_gateway::policy::Policy;
 use tollgate_gateway::pool::{Pool, Timeouts};
 use tollgate_gateway::state::{Gateway, GatewayConfig, Node};
 use tollgate_gateway::tenancy::{Cluster, Registry};
-use tollgate_gateway::token::Tokens;
 use tollgate_meter::embedded::EmbeddedStore;
 use tollgate_meter::store::UsageStore;
 use uuid::Uuid;
@@ -117,6 +117,7 @@ impl Stack {
             max_message_bytes: 4096,
             quotas: Default::default(),
             allowed_cidrs: None,
+            credentials: Default::default(),
             created_at: now(),
         };
         let (a, b) = (cluster("acme"), cluster("globex"));

@@ -73,7 +73,7 @@ struct ClusterJson<'a> {
     created_at: String,
     quotas: &'a Quotas,
     /// `null`: clients may connect from anywhere.
-    allowed_cidrs: Option<&'a [crate::allowlist::Cidr]>,
+    allowed_cidrs: Option<&'a [crate::identity::allowlist::Cidr]>,
     /// Use of the quotas on this instance (absent before the data path runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     quota_use: Option<super::QuotaUse>,
@@ -110,7 +110,7 @@ fn max_message_bytes(requested: Option<i64>) -> Result<i32, ApiError> {
 }
 
 /// A path id that is not a UUID names no cluster: that is a 404, like any unknown id.
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("no cluster {id:?}")))
 }
 
@@ -129,7 +129,7 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
     let allowed_cidrs = body
         .allowed_cidrs
         .as_deref()
-        .map(crate::allowlist::parse_list)
+        .map(crate::identity::allowlist::parse_list)
         .transpose()
         .map_err(ApiError::invalid)?;
     let cluster = Cluster {
@@ -140,6 +140,7 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
         created_at: now(),
         quotas,
         allowed_cidrs,
+        credentials: Default::default(),
     };
     let cluster = admin
         .blocking(move |inner| {
@@ -206,7 +207,7 @@ pub(super) async fn patch(admin: &Admin, id: &str, request: Request<Incoming>) -
         .allowed_cidrs
         .map(|list| {
             list.as_deref()
-                .map(crate::allowlist::parse_list)
+                .map(crate::identity::allowlist::parse_list)
                 .transpose()
         })
         .transpose()

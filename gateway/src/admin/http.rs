@@ -145,12 +145,12 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::TenantExists(_) | StoreError::ClusterExists(..) => {
-                ApiError::exists(e.to_string())
-            }
-            StoreError::NoSuchTenant(_) | StoreError::NoSuchCluster(_) => {
-                ApiError::not_found(e.to_string())
-            }
+            StoreError::TenantExists(_)
+            | StoreError::ClusterExists(..)
+            | StoreError::Conflict(_) => ApiError::exists(e.to_string()),
+            StoreError::NoSuchTenant(_)
+            | StoreError::NoSuchCluster(_)
+            | StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
             StoreError::Invalid(message) => ApiError::invalid(message),
             StoreError::DataDir { .. } | StoreError::Db(_) | StoreError::Corrupt(_) => {
                 ApiError::internal(e)

@@ -14,7 +14,11 @@
 //! | `GET` | `/v1/clusters/{id}` | 200 cluster |
 //! | `PATCH` | `/v1/clusters/{id}` | 200 cluster, with the new `max_message_bytes` |
 //! | `DELETE` | `/v1/clusters/{id}` | 204; 502 `pool_unavailable` if the pool kept its topics |
-//! | `POST` | `/v1/tokens` | 201 `{"token", "expires_at"}` |
+//! | `POST` | `/v1/tokens` | 201 `{"token", "jti", "expires_at"}` |
+//! | `DELETE` | `/v1/tokens/{jti}` | 204; its connections close within seconds; 404 unknown id |
+//! | `POST` | `/v1/clusters/{id}/scram-users` | 201 user (no keys); 409 the name is taken |
+//! | `GET` | `/v1/clusters/{id}/scram-users` | 200 `{"scram_users": [...]}` |
+//! | `DELETE` | `/v1/clusters/{id}/scram-users/{username}` | 204; its connections close within seconds |
 //! | `GET` | `/v1/usage?cluster=&from=&to=` | 200 `{"cluster", "hours": [...], "storage_estimated"}` |
 //! | `GET` | `/v1/usage/principals?cluster=&from=&to=` | 200 `{"cluster", "principals": [...]}` |
 //! | `GET` | `/v1/billing/report?tenant=&from=&to=[&format=csv]` | 200 the tenant's report, JSON or CSV |
@@ -33,6 +37,7 @@ pub mod billing;
 mod clusters;
 mod http;
 pub mod pool;
+mod scram_users;
 pub mod store;
 mod tenants;
 mod tokens;
@@ -55,9 +60,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::identity::token::Tokens;
 use crate::pool_admin::PoolAdmin;
 use crate::tenancy::Registry;
-use crate::token::Tokens;
 
 use self::http::{authorized, json_response, ApiError, ApiResult, Body};
 pub use self::store::{ClusterRecord, Store, StoreError};
@@ -302,6 +307,25 @@ impl Admin {
                 Method::POST => tokens::issue(self, request).await,
                 _ => Err(ApiError::method_not_allowed("POST")),
             },
+            ["tokens", jti] => match method {
+                Method::DELETE => tokens::revoke(self, jti).await,
+                _ => Err(ApiError::method_not_allowed("DELETE")),
+            },
+            ["clusters", id, "scram-users"] => {
+                let id = clusters::parse_id(id)?;
+                match method {
+                    Method::GET => scram_users::list(self, id).await,
+                    Method::POST => scram_users::create(self, id, request).await,
+                    _ => Err(ApiError::method_not_allowed("GET, POST")),
+                }
+            }
+            ["clusters", id, "scram-users", username] => {
+                let id = clusters::parse_id(id)?;
+                match method {
+                    Method::DELETE => scram_users::delete(self, id, username).await,
+                    _ => Err(ApiError::method_not_allowed("DELETE")),
+                }
+            }
             ["usage"] => match method {
                 Method::GET => usage::hourly(self, request.uri().query()).await,
                 _ => Err(ApiError::method_not_allowed("GET")),

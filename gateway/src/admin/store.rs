@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,6 +27,22 @@ const CLUSTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("clusters");
 /// once its cluster is deleted (as on MSK). Tenant ids cannot contain `/`, so the key is
 /// unambiguous.
 const CLUSTER_NAMES: TableDefinition<&str, u128> = TableDefinition::new("cluster_names");
+/// Token id (`jti`) -> JSON [`IssuedToken`], for every token the admin API issued and that has
+/// not expired long since: what `DELETE /v1/tokens/{jti}` finds the token's cluster by.
+const TOKENS: TableDefinition<u128, &[u8]> = TableDefinition::new("tokens");
+
+/// Expired tokens are forgotten when a token is issued and the table has a multiple of this
+/// many entries: cheap on average, and the table stays about as large as the live tokens.
+const TOKEN_PRUNE_EVERY: u64 = 256;
+
+/// What the store remembers of an issued token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub cluster: Uuid,
+    pub principal: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: i64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +54,12 @@ pub enum StoreError {
     NoSuchTenant(String),
     #[error("no cluster {0}")]
     NoSuchCluster(Uuid),
+    /// Something else the caller named does not exist; the message says what.
+    #[error("{0}")]
+    NotFound(String),
+    /// What the caller would make exists already; the message says what.
+    #[error("{0}")]
+    Conflict(String),
     /// A change the caller asked for is not valid; the message says why.
     #[error("{0}")]
     Invalid(String),
@@ -113,6 +135,7 @@ impl Store {
         txn.open_table(TENANTS)?;
         txn.open_table(CLUSTERS)?;
         txn.open_table(CLUSTER_NAMES)?;
+        txn.open_table(TOKENS)?;
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
     }
@@ -236,6 +259,16 @@ impl Store {
         id: Uuid,
         change: impl FnOnce(&mut Cluster) -> Result<(), String>,
     ) -> Result<Cluster, StoreError> {
+        self.change_cluster(id, |c| change(c).map_err(StoreError::Invalid))
+    }
+
+    /// Like [`Store::update_cluster`], for changes that fail with any [`StoreError`] (a SCRAM
+    /// user that exists already, one that does not).
+    pub fn change_cluster(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Cluster) -> Result<(), StoreError>,
+    ) -> Result<Cluster, StoreError> {
         let txn = self.db.begin_write()?;
         let updated = {
             let mut clusters = txn.open_table(CLUSTERS)?;
@@ -246,7 +279,7 @@ impl Store {
             if !record.is_live() {
                 return Err(StoreError::NoSuchCluster(id));
             }
-            change(&mut record.cluster).map_err(StoreError::Invalid)?;
+            change(&mut record.cluster)?;
             clusters.insert(id.as_u128(), serde_json::to_vec(&record)?.as_slice())?;
             record.cluster
         };
@@ -305,6 +338,33 @@ impl Store {
 
     /// Fills `registry` with every live cluster; called once at startup, before the Kafka
     /// listener accepts connections. Returns how many clusters were loaded.
+    /// Remembers a token the admin API issued at `now`.
+    pub fn record_token(&self, jti: Uuid, token: &IssuedToken, now: i64) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(token)?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut tokens = txn.open_table(TOKENS)?;
+            tokens.insert(jti.as_u128(), value.as_slice())?;
+            if tokens.len()? % TOKEN_PRUNE_EVERY == 0 {
+                tokens.retain(|_, v| {
+                    serde_json::from_slice::<IssuedToken>(v).map_or(true, |t| t.expires_at > now)
+                })?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A token the admin API issued, if it is remembered.
+    pub fn issued_token(&self, jti: Uuid) -> Result<Option<IssuedToken>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tokens = txn.open_table(TOKENS)?;
+        Ok(match tokens.get(jti.as_u128())? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
     pub fn load_clusters(&self, registry: &Registry) -> Result<usize, StoreError> {
         let live = self.clusters(None)?;
         let n = live.len();
@@ -357,6 +417,7 @@ pub(crate) mod tests {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             quotas: Default::default(),
             allowed_cidrs: None,
+            credentials: Default::default(),
             created_at: 1_700_000_100,
         }
     }

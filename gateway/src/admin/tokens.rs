@@ -5,9 +5,10 @@ use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::http::{json_response, now, read_json, rfc3339, ApiError, ApiResult};
+use super::http::{json_response, no_content, now, read_json, rfc3339, ApiError, ApiResult};
+use super::store::{IssuedToken, StoreError};
 use super::Admin;
-use crate::policy::{Policy, Statement};
+use crate::identity::policy::{Policy, Statement};
 
 /// Amazon MSK's IAM sessions last at most 12 hours; clients re-authenticate (KIP-368) sooner.
 const MAX_TTL_SECONDS: i64 = 12 * 3600;
@@ -28,7 +29,7 @@ struct IssueToken {
 /// Parses a policy document. `Statement` is "one or many", which serde reports only as "did
 /// not match any variant"; on failure we parse the statements one by one to say which one is
 /// wrong and why (an unsupported `Condition`, a misspelt `Effect`, ...).
-fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError> {
+pub(super) fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError> {
     let statements = match value.get("Statement") {
         Some(serde_json::Value::Array(list)) => list.clone(),
         Some(one) => vec![one.clone()],
@@ -51,6 +52,8 @@ fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError> {
 #[derive(Debug, Serialize)]
 struct TokenJson {
     token: String,
+    /// The token's id (its `jti`), what `DELETE /v1/tokens/{jti}` revokes it by.
+    jti: Uuid,
     expires_at: String,
 }
 
@@ -91,6 +94,15 @@ pub(super) async fn issue(admin: &Admin, request: Request<Incoming>) -> ApiResul
         .tokens
         .issue(&cluster.tenant, cluster.id, &principal, policy, now(), ttl)
         .map_err(ApiError::internal)?;
+    let issued = IssuedToken {
+        cluster: cluster.id,
+        principal: claims.sub.clone(),
+        expires_at: claims.exp,
+    };
+    let jti = claims.jti;
+    admin
+        .blocking(move |inner| Ok(inner.store.record_token(jti, &issued, now())?))
+        .await?;
     tracing::info!(
         cluster = %cluster.id,
         principal = %claims.sub,
@@ -102,7 +114,43 @@ pub(super) async fn issue(admin: &Admin, request: Request<Incoming>) -> ApiResul
         StatusCode::CREATED,
         &TokenJson {
             token,
+            jti,
             expires_at: rfc3339(claims.exp)?,
         },
     ))
+}
+
+/// Revokes a token the admin API issued: it is refused from now on, and connections that
+/// authenticated with it close at their next check (within seconds, on every instance).
+/// Revoking twice, or a token that has expired, changes nothing and succeeds.
+pub(super) async fn revoke(admin: &Admin, jti: &str) -> ApiResult {
+    let jti = Uuid::parse_str(jti)
+        .map_err(|_| ApiError::not_found(format!("no token {jti:?} (a token id is a UUID)")))?;
+    let now = now();
+    let token = admin
+        .blocking(move |inner| {
+            let _writes = inner.write_lock();
+            let Some(token) = inner.store.issued_token(jti)? else {
+                return Err(ApiError::not_found(format!(
+                    "no token {jti} was issued here, or it expired long ago"
+                )));
+            };
+            if token.expires_at > now {
+                let cluster = inner.store.change_cluster(token.cluster, |c| {
+                    c.credentials.prune_revoked(now);
+                    c.credentials.revoked_tokens.insert(jti, token.expires_at);
+                    Ok(())
+                });
+                match cluster {
+                    Ok(cluster) => inner.registry.upsert(cluster),
+                    // A deleted cluster's tokens are refused already.
+                    Err(StoreError::NoSuchCluster(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(token)
+        })
+        .await?;
+    tracing::info!(%jti, cluster = %token.cluster, principal = %token.principal, "token revoked");
+    Ok(no_content())
 }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{forward_any, topics_of_ids, Ctx, Reply, INVALID_TOPIC, TOPIC_DENIED};
-use crate::authz::Action;
+use crate::identity::authz::Action;
 use crate::pool::UpstreamError;
 
 pub async fn metadata(

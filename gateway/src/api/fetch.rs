@@ -39,7 +39,7 @@ use super::split::{
     ANSWER_MARGIN,
 };
 use super::{topics_of_ids, Answer, Ctx, Reply};
-use crate::authz::Action;
+use crate::identity::authz::Action;
 use crate::pool::{Broker, PendingReply, UpstreamError};
 
 /// A consumer's replica id in requests that also serve followers.

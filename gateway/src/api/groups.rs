@@ -33,7 +33,7 @@ use std::sync::Arc;
 use super::{
     forward, Ctx, Reply, GROUP_DENIED, INVALID_GROUP, INVALID_REQUEST, NOT_COORDINATOR, TXN_DENIED,
 };
-use crate::authz::Action;
+use crate::identity::authz::Action;
 use crate::pool::{is_network, Broker, PoolKind, UpstreamError, GROUP, TRANSACTION};
 
 /// Sends a single-group request to its coordinator. `refuse` builds the answer for an error

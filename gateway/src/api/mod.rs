@@ -43,7 +43,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
-use crate::authz::{Action, Session};
+use crate::identity::authz::{Action, Session};
 use crate::pool::{Broker, Caller, UpstreamError};
 use crate::pool_admin::BoxFuture;
 use crate::state::Gateway;

@@ -6,12 +6,12 @@ use tollgate_meter::embedded::EmbeddedStore;
 use uuid::Uuid;
 
 use super::Ctx;
-use crate::authz::Session;
+use crate::identity::authz::{Identity, Session};
+use crate::identity::token::{Claims, Tokens};
 use crate::metering::Metering;
 use crate::pool::{Caller, Pool, Timeouts};
 use crate::state::{Gateway, GatewayConfig, Node};
 use crate::tenancy::{Cluster, Registry};
-use crate::token::{Claims, Tokens};
 
 /// A context with no pool behind it: enough for rewrites, which do no I/O.
 pub(crate) fn ctx(policy: &str) -> Ctx {
@@ -54,6 +54,7 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
         max_message_bytes: 1 << 20,
         quotas: Default::default(),
         allowed_cidrs: None,
+        credentials: Default::default(),
         created_at: 0,
     };
     // Registered, as a live cluster is: handlers look up its limits there.
@@ -71,7 +72,12 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
     };
     let counters = metering.counters(cluster.id, "svc");
     let client = Caller::tenant(0, cluster.id);
-    let session = Session::new(claims, cluster, "local".into(), counters);
+    let session = Session::new(
+        Identity::of_token(claims),
+        cluster,
+        "local".into(),
+        counters,
+    );
     Ctx {
         gw,
         session: Arc::new(session),

@@ -22,7 +22,7 @@ use super::{
     forward_any, topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC,
     TOPIC_DENIED,
 };
-use crate::authz::Action;
+use crate::identity::authz::Action;
 use crate::pool::{PoolKind, UpstreamError};
 use crate::quotas::limits::{partition_counts, Mutations};
 

@@ -12,7 +12,7 @@ use kafka_protocol::messages::*;
 
 use super::groups::to_coordinator;
 use super::{forward, forward_any, Ctx, Reply, CLUSTER_DENIED, NOT_COORDINATOR};
-use crate::authz::Action;
+use crate::identity::authz::Action;
 use crate::pool::{UpstreamError, GROUP, TRANSACTION};
 
 pub async fn init_producer_id(

@@ -41,12 +41,12 @@ use tokio::time::Instant;
 
 use crate::api::relay::RelayError;
 use crate::api::{self, versions, Answer, Ctx, Reply};
-use crate::authz::Session;
 use crate::frame::{decode_request_header, Frame, FrameReader, RawHeader};
+use crate::identity::authz::Session;
+use crate::identity::sasl::{self, Exchange, Mechanism, Step};
 use crate::limits::Limits;
 use crate::quotas::meter::{millis, ClusterMeter, Kind, Mute};
 use crate::quotas::throttle::{set_throttle, Pending};
-use crate::sasl::{self, Mechanism};
 use crate::state::Gateway;
 
 /// Why a connection ended, for the log.
@@ -68,6 +68,8 @@ pub enum CloseReason {
     Idle(std::time::Duration),
     #[error("cluster was deleted")]
     ClusterGone,
+    #[error("the credential was revoked")]
+    Revoked,
     /// A request refused that has no response to carry the refusal (an acks=0 produce).
     #[error("refused without a response to say so: {0}")]
     Unanswerable(String),
@@ -101,9 +103,10 @@ struct InFlight {
     _cluster: OwnedSemaphorePermit,
 }
 
-/// How often an authenticated connection with nothing to read checks that its cluster still
-/// exists: a deleted cluster's connections close within this long.
-const CLUSTER_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often an authenticated connection with nothing to read checks that its cluster and its
+/// credential still exist: a deleted cluster's or a revoked credential's connections close
+/// within this long (plus the cluster sync's second on other instances).
+const CLUSTER_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Read buffer kept between a client's frames (see [`FrameReader`]): enough for the produce
 /// requests of a busy producer, small enough for many thousands of connections.
@@ -146,8 +149,9 @@ pub async fn serve<S>(
         limits,
         gw,
         session: None,
-        mechanism: None,
+        exchange: None,
         raw_token_next: false,
+        checked: None,
         quota_slot: None,
         tx,
     };
@@ -242,10 +246,14 @@ struct Connection {
     /// Until when this client is throttled: nothing more is read from it before then.
     mute: Arc<Mute>,
     session: Option<Arc<Session>>,
-    /// Set by a successful SaslHandshake, consumed by the SaslAuthenticate that follows.
-    mechanism: Option<Mechanism>,
-    /// After a v0 handshake the next frame is not a Kafka request but the raw SASL token.
+    /// Set by a successful SaslHandshake, taken by each SaslAuthenticate that follows until the
+    /// exchange ends (one message for tokens, two for SCRAM).
+    exchange: Option<Exchange>,
+    /// After a v0 handshake the exchange's messages are not Kafka requests but raw SASL frames.
     raw_token_next: bool,
+    /// The cluster record the session's credential was last found standing in; a new record
+    /// (a user deleted, a token revoked, anything changed) is checked again.
+    checked: Option<Arc<crate::tenancy::Cluster>>,
     /// This connection's place in its cluster's connection quota, from authentication on.
     quota_slot: Option<crate::quotas::limits::ConnectionSlot>,
     tx: mpsc::Sender<Outgoing>,
@@ -309,10 +317,34 @@ impl Connection {
         if now_ms() >= session.expires_at_ms {
             return Some(CloseReason::SessionExpired);
         }
-        if self.gw.registry().get(&session.cluster.id).is_none() {
+        let Some(cluster) = self.gw.registry().get(&session.cluster.id) else {
             return Some(CloseReason::ClusterGone);
+        };
+        if !cluster.credentials.stands(&session.used) {
+            return Some(CloseReason::Revoked);
         }
         (now >= idle_deadline).then_some(CloseReason::Idle(self.limits.idle_timeout))
+    }
+
+    /// Whether the session's credential still stands in `cluster`, its cluster's current
+    /// record; looked at again only when the record changed, so the hot path compares a pointer.
+    fn still_admitted(
+        &mut self,
+        session: &Session,
+        cluster: &Arc<crate::tenancy::Cluster>,
+    ) -> bool {
+        if self
+            .checked
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, cluster))
+        {
+            return true;
+        }
+        let stands = cluster.credentials.stands(&session.used);
+        if stands {
+            self.checked = Some(Arc::clone(cluster));
+        }
+        stands
     }
 
     /// Counts `bytes` of a request against the connection's and the cluster's budgets,
@@ -506,6 +538,9 @@ impl Connection {
                 let Some(cluster) = self.gw.registry().get(&session.cluster.id) else {
                     return Err(CloseReason::ClusterGone);
                 };
+                if !self.still_admitted(&session, &cluster) {
+                    return Err(CloseReason::Revoked);
+                }
                 self.gw.signals().request();
                 let held = self.hold(&session.cluster.id, size).await?;
                 let mut pending = self.charge(&cluster, &request);
@@ -558,7 +593,7 @@ impl Connection {
         let mut resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
         match Mechanism::parse(req.mechanism.as_str()) {
             Some(m) => {
-                self.mechanism = Some(m);
+                self.exchange = Some(Exchange::Start(m));
                 self.raw_token_next = version == 0;
             }
             None => resp.error_code = ResponseError::UnsupportedSaslMechanism.code(),
@@ -572,31 +607,53 @@ impl Connection {
         .await
     }
 
-    /// The SASL token of a v0 handshake, as a raw frame. Success is answered with an empty raw
-    /// frame (no challenge); failure closes the connection, which is all v0 can say.
-    async fn authenticate_raw(&mut self, token: Bytes) -> Result<(), CloseReason> {
+    /// A SASL message after a v0 handshake, as a raw frame. Challenges and the last server
+    /// message are answered as raw frames (an empty one when there is nothing to say);
+    /// failure closes the connection, which is all v0 can say.
+    async fn authenticate_raw(&mut self, message: Bytes) -> Result<(), CloseReason> {
         self.raw_token_next = false;
-        let mechanism = self
-            .mechanism
+        let exchange = self
+            .exchange
             .take()
-            .expect("a v0 handshake set the mechanism");
-        match sasl::authenticate(
+            .expect("a v0 handshake set the exchange");
+        let step = sasl::step(
             &self.gw,
-            mechanism,
-            &token,
+            exchange,
+            &message,
             self.session.as_deref(),
             self.source,
-        ) {
-            Ok(session) => {
-                self.take_quota_slot(&session)?;
-                self.session = Some(Arc::new(session));
-                self.send(Outgoing::Ready(Frame::from_bytes(Bytes::from_static(&[
-                    0, 0, 0, 0,
-                ]))))
-                .await
+        )
+        .map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
+        let reply = match step {
+            Step::Challenge(challenge, next) => {
+                self.exchange = Some(next);
+                self.raw_token_next = true;
+                challenge
             }
-            Err(e) => Err(CloseReason::AuthFailed(e.to_string())),
-        }
+            Step::Done(session, last) => {
+                self.admitted(session)?;
+                last
+            }
+        };
+        let mut frame = bytes::BytesMut::with_capacity(4 + reply.len());
+        frame.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&reply);
+        self.send(Outgoing::Ready(Frame::from_bytes(frame.freeze())))
+            .await
+    }
+
+    /// A session proven: it takes its place in the cluster's connection quota (kept at a
+    /// re-authentication) and replaces the one before it.
+    fn admitted(&mut self, session: Session) -> Result<(), CloseReason> {
+        tracing::debug!(
+            principal = %session.principal,
+            cluster = %session.cluster.id,
+            "authenticated"
+        );
+        self.take_quota_slot(&session)?;
+        self.checked = None;
+        self.session = Some(Arc::new(session));
+        Ok(())
     }
 
     /// Counts the connection against its cluster's connection quotas once, when it first
@@ -616,7 +673,7 @@ impl Connection {
         correlation_id: i32,
         req: SaslAuthenticateRequest,
     ) -> Result<(), CloseReason> {
-        let Some(mechanism) = self.mechanism.take() else {
+        let Some(exchange) = self.exchange.take() else {
             let resp = SaslAuthenticateResponse::default()
                 .with_error_code(ResponseError::IllegalSaslState.code())
                 .with_error_message(Some(StrBytes::from_static_str(
@@ -633,30 +690,24 @@ impl Connection {
                 "authenticate without handshake".into(),
             ));
         };
-        match sasl::authenticate(
+        let step = sasl::step(
             &self.gw,
-            mechanism,
+            exchange,
             &req.auth_bytes,
             self.session.as_deref(),
             self.source,
-        ) {
-            Ok(session) => {
+        );
+        let resp = match step {
+            Ok(Step::Challenge(challenge, next)) => {
+                self.exchange = Some(next);
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(challenge))
+            }
+            Ok(Step::Done(session, last)) => {
                 let lifetime = (session.expires_at_ms - now_ms()).max(0);
-                let resp = SaslAuthenticateResponse::default().with_session_lifetime_ms(lifetime);
-                tracing::debug!(
-                    principal = %session.principal,
-                    cluster = %session.cluster.id,
-                    "authenticated"
-                );
-                self.take_quota_slot(&session)?;
-                self.session = Some(Arc::new(session));
-                self.send_now(
-                    ApiKey::SaslAuthenticate,
-                    version,
-                    correlation_id,
-                    ResponseKind::SaslAuthenticate(resp),
-                )
-                .await
+                self.admitted(session)?;
+                SaslAuthenticateResponse::default()
+                    .with_auth_bytes(Bytes::from(last))
+                    .with_session_lifetime_ms(lifetime)
             }
             Err(e) => {
                 let message = e.to_string();
@@ -670,8 +721,15 @@ impl Connection {
                     ResponseKind::SaslAuthenticate(resp),
                 )
                 .await?;
-                Err(CloseReason::AuthFailed(message))
+                return Err(CloseReason::AuthFailed(message));
             }
-        }
+        };
+        self.send_now(
+            ApiKey::SaslAuthenticate,
+            version,
+            correlation_id,
+            ResponseKind::SaslAuthenticate(resp),
+        )
+        .await
     }
 }

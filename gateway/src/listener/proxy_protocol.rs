@@ -2,7 +2,7 @@
 //! `--proxy-protocol off|optional|required` with `--proxy-trusted-cidrs`.
 //!
 //! A load balancer in front of the gateway (an AWS NLB, HAProxy, Envoy) can put the client's
-//! real address in a header before the client's first byte. Allowlists ([`crate::allowlist`])
+//! real address in a header before the client's first byte. Allowlists ([`crate::identity::allowlist`])
 //! and logs then see that address rather than the balancer's. The header is believed only from
 //! a peer in the trusted networks: anyone else could claim any address. So:
 //! - `off`: no header is read; every peer is the client.
@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use crate::allowlist::Cidr;
+use crate::identity::allowlist::Cidr;
 
 /// The twelve bytes every version 2 header starts with.
 const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";

@@ -659,6 +659,7 @@ mod tests {
                 created_at: 0,
                 quotas: Quotas::default(),
                 allowed_cidrs: None,
+                credentials: Default::default(),
             });
         }
         Counts::new(registry)

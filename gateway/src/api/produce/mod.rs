@@ -26,7 +26,7 @@ use super::{
     topics_of_ids, Ctx, Reply, CLUSTER_DENIED, INVALID_REQUEST, INVALID_TOPIC, TOPIC_DENIED,
     TXN_DENIED,
 };
-use crate::authz::Action;
+use crate::identity::authz::Action;
 use crate::pool::UpstreamError;
 
 pub async fn produce(

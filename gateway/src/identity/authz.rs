@@ -35,9 +35,10 @@ use std::sync::Arc;
 
 use tollgate_meter::counters::Counters;
 
-use crate::policy::Policy;
+use super::credentials::Used;
+use super::policy::Policy;
+use super::token::Claims;
 use crate::tenancy::{Cluster, Namespace};
-use crate::token::Claims;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -97,23 +98,47 @@ pub struct Session {
     pub expires_at_ms: i64,
     /// Where this connection's bytes are counted; `None` with metering off.
     pub counters: Option<Arc<Counters>>,
+    /// The credential it was made from, which must still stand for it to go on.
+    pub used: Used,
     region: Arc<str>,
+}
+
+/// Who a credential says a client is, before it becomes a [`Session`] of its cluster.
+#[derive(Debug)]
+pub struct Identity {
+    pub principal: String,
+    pub policy: Policy,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+    pub used: Used,
+}
+
+impl Identity {
+    pub fn of_token(claims: Claims) -> Self {
+        Identity {
+            principal: claims.sub,
+            policy: claims.policy,
+            expires_at_ms: claims.exp.saturating_mul(1000),
+            used: Used::Token { jti: claims.jti },
+        }
+    }
 }
 
 impl Session {
     pub fn new(
-        claims: Claims,
+        identity: Identity,
         cluster: Arc<Cluster>,
         region: Arc<str>,
         counters: Option<Arc<Counters>>,
     ) -> Self {
         Session {
-            principal: claims.sub,
+            principal: identity.principal,
             namespace: cluster.namespace(),
             cluster,
-            policy: claims.policy,
-            expires_at_ms: claims.exp.saturating_mul(1000),
+            policy: identity.policy,
+            expires_at_ms: identity.expires_at_ms,
             counters,
+            used: identity.used,
             region,
         }
     }

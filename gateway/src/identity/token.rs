@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::policy::Policy;
+use crate::identity::policy::Policy;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub enum TokenError {
     #[error("token is malformed: {0}")]
     Malformed(String),
     #[error("token policy is invalid: {0}")]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(#[from] crate::identity::policy::PolicyError),
     #[error("signing key: {0}")]
     Key(String),
 }

@@ -1,0 +1,299 @@
+//! SASL authentication: OAUTHBEARER (RFC 7628) and PLAIN (RFC 4616), both carrying the JWT, and
+//! SCRAM-SHA-256 / SCRAM-SHA-512 for a cluster's SCRAM users.
+//!
+//! OAUTHBEARER is the mechanism for token-based auth; PLAIN is for clients that cannot do it,
+//! with the token as the password and the user name ignored (the token names the principal).
+//! The session lifetime answered in SaslAuthenticate (KIP-368) is the time left on the token,
+//! so clients re-authenticate before it runs out and connections do not outlive their token.
+//!
+//! SCRAM takes two client messages; the first names the user as `<user>@<cluster id>`, since
+//! one listener serves every cluster and a user name alone is only unique within its cluster.
+//! Its sessions last [`SCRAM_SESSION_MS`].
+
+use std::sync::Arc;
+
+use super::authz::{Action, Identity, Session};
+use super::credentials::Used;
+use super::scram;
+use crate::state::Gateway;
+use crate::tenancy::Cluster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    OAuthBearer,
+    Plain,
+    Scram(scram::Mechanism),
+}
+
+pub const MECHANISMS: &[&str] = &["OAUTHBEARER", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// How long a SCRAM session lasts before the client must authenticate again (KIP-368), so that
+/// a changed password or policy reaches open connections: as long as a token's default life.
+pub const SCRAM_SESSION_MS: i64 = 3600 * 1000;
+
+impl Mechanism {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
+            "PLAIN" => Some(Mechanism::Plain),
+            other => scram::Mechanism::parse(other).map(Mechanism::Scram),
+        }
+    }
+}
+
+/// Why authentication failed. The message goes back to the client, so it must help the owner
+/// of the token and tell nothing about anyone else.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("malformed {0} message: {1}")]
+    Malformed(&'static str, &'static str),
+    #[error("{0}")]
+    Token(String),
+    #[error("the token's cluster does not exist")]
+    UnknownCluster,
+    #[error("the credential's policy does not allow kafka-cluster:Connect on its cluster")]
+    ConnectDenied,
+    #[error("re-authentication must use a credential of the same kind, cluster and principal")]
+    ReauthMismatch,
+    #[error("the cluster does not accept connections from {0} (its allowed_cidrs)")]
+    SourceNotAllowed(String),
+    #[error("{0}")]
+    Scram(#[from] scram::ScramError),
+    #[error("a SCRAM user name is <user>@<cluster id>, e.g. alice@{example}", example = uuid::Uuid::nil())]
+    ScramUsername,
+}
+
+/// Extracts the bearer token from an OAUTHBEARER client first message:
+/// `gs2-header \x01 *(key=value \x01) \x01`, where the gs2 header is `n,` or `y,` (no channel
+/// binding) followed by an optional `a=authzid` and a `,`.
+pub fn oauthbearer_token(msg: &[u8]) -> Result<&str, AuthError> {
+    const M: &str = "OAUTHBEARER";
+    let msg = std::str::from_utf8(msg).map_err(|_| AuthError::Malformed(M, "not UTF-8"))?;
+    let mut parts = msg.split('\x01');
+    let gs2 = parts.next().unwrap_or_default();
+    if !(gs2.starts_with("n,") || gs2.starts_with("y,")) || !gs2.ends_with(',') {
+        return Err(AuthError::Malformed(M, "bad GS2 header"));
+    }
+    for kv in parts {
+        if let Some(value) = kv.strip_prefix("auth=") {
+            let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed(
+                M,
+                "auth value is not 'Bearer <token>'",
+            ))?;
+            if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+                return Err(AuthError::Malformed(
+                    M,
+                    "auth value is not 'Bearer <token>'",
+                ));
+            }
+            return Ok(token.trim());
+        }
+    }
+    Err(AuthError::Malformed(M, "no auth key"))
+}
+
+/// Extracts the password (the token) from a PLAIN message: `authzid \0 authcid \0 passwd`.
+pub fn plain_token(msg: &[u8]) -> Result<&str, AuthError> {
+    const M: &str = "PLAIN";
+    let msg = std::str::from_utf8(msg).map_err(|_| AuthError::Malformed(M, "not UTF-8"))?;
+    let mut parts = msg.split('\0');
+    let (Some(_authzid), Some(_user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed(
+            M,
+            "expected authzid NUL user NUL password",
+        ));
+    };
+    if password.is_empty() {
+        return Err(AuthError::Malformed(M, "empty password"));
+    }
+    Ok(password)
+}
+
+/// Where a SASL exchange stands between the client's messages.
+pub enum Exchange {
+    /// The handshake chose a mechanism; its first message is next.
+    Start(Mechanism),
+    /// A SCRAM server-first message was sent; the client's proof is next.
+    ScramProof {
+        server: Box<scram::ServerFirst>,
+        /// `None` when the user name named no cluster: the proof fails.
+        cluster: Option<uuid::Uuid>,
+        username: String,
+    },
+}
+
+/// What a client message leads to.
+pub enum Step {
+    /// Send this challenge, then wait for the exchange's next message.
+    Challenge(Vec<u8>, Exchange),
+    /// Authenticated: the session, and the last bytes to send (empty when there are none).
+    Done(Session, Vec<u8>),
+}
+
+/// Takes one client message of `exchange`. `previous` is the session being re-authenticated,
+/// if any; `source` the client's address, which the cluster's allowlist must admit (unknown
+/// only for connections that are not TCP, in tests).
+pub fn step(
+    gw: &Gateway,
+    exchange: Exchange,
+    msg: &[u8],
+    previous: Option<&Session>,
+    source: Option<std::net::IpAddr>,
+) -> Result<Step, AuthError> {
+    match exchange {
+        Exchange::Start(Mechanism::OAuthBearer) => {
+            token_session(gw, oauthbearer_token(msg)?, previous, source)
+        }
+        Exchange::Start(Mechanism::Plain) => token_session(gw, plain_token(msg)?, previous, source),
+        Exchange::Start(Mechanism::Scram(mechanism)) => {
+            let first = scram::ClientFirst::parse(msg)?;
+            let (username, cluster) = first
+                .username
+                .rsplit_once('@')
+                .ok_or(AuthError::ScramUsername)?;
+            let cluster = uuid::Uuid::parse_str(cluster).map_err(|_| AuthError::ScramUsername)?;
+            // An unknown cluster, an unknown user and a user of the other mechanism all go on
+            // with a decoy salt and fail at the proof, like a wrong password.
+            let cluster = gw.registry().get(&cluster);
+            let user = cluster
+                .as_ref()
+                .and_then(|c| c.credentials.scram_users.get(username));
+            let (server, message) = scram::ServerFirst::new(
+                mechanism,
+                &first,
+                user.map(|u| &u.credential),
+                gw.decoy_salts(),
+            );
+            Ok(Step::Challenge(
+                message.into_bytes(),
+                Exchange::ScramProof {
+                    server: Box::new(server),
+                    username: username.to_owned(),
+                    cluster: cluster.map(|c| c.id),
+                },
+            ))
+        }
+        Exchange::ScramProof {
+            server,
+            cluster,
+            username,
+        } => {
+            let server_final = server.finish(msg)?;
+            // The user as it is now: deleted or made again since the first message, it fails.
+            let cluster = cluster
+                .and_then(|id| gw.registry().get(&id))
+                .ok_or(scram::ScramError::Failed)?;
+            let user = cluster
+                .credentials
+                .scram_users
+                .get(&username)
+                .ok_or(scram::ScramError::Failed)?;
+            let identity = Identity {
+                principal: username.clone(),
+                policy: user.policy.clone(),
+                expires_at_ms: crate::identity::now_ms().saturating_add(SCRAM_SESSION_MS),
+                used: Used::Scram {
+                    username,
+                    id: user.id,
+                },
+            };
+            let session = admit(gw, identity, cluster, previous, source)?;
+            Ok(Step::Done(session, server_final.into_bytes()))
+        }
+    }
+}
+
+fn token_session(
+    gw: &Gateway,
+    jwt: &str,
+    previous: Option<&Session>,
+    source: Option<std::net::IpAddr>,
+) -> Result<Step, AuthError> {
+    let claims = gw
+        .tokens()
+        .verify(jwt)
+        .map_err(|e| AuthError::Token(e.to_string()))?;
+    let cluster = gw
+        .registry()
+        .get(&claims.cluster)
+        .filter(|c| c.tenant == claims.tenant)
+        .ok_or(AuthError::UnknownCluster)?;
+    let identity = Identity::of_token(claims);
+    if !cluster.credentials.stands(&identity.used) {
+        return Err(AuthError::Token("token has been revoked".into()));
+    }
+    Ok(Step::Done(
+        admit(gw, identity, cluster, previous, source)?,
+        Vec::new(),
+    ))
+}
+
+/// Makes the session a proven identity grants on `cluster`, if the cluster lets it in.
+fn admit(
+    gw: &Gateway,
+    identity: Identity,
+    cluster: Arc<Cluster>,
+    previous: Option<&Session>,
+    source: Option<std::net::IpAddr>,
+) -> Result<Session, AuthError> {
+    // The earliest point the cluster is known for certain: checked before anything else is
+    // granted, and at every re-authentication, so a narrowed list reaches open connections
+    // then. A source that cannot be told is refused wherever a list is set (fail closed).
+    if let Some(allowed) = &cluster.allowed_cidrs {
+        if !source.is_some_and(|ip| super::allowlist::allows(Some(allowed), ip)) {
+            return Err(AuthError::SourceNotAllowed(source.map_or_else(
+                || "an unknown address".to_owned(),
+                |ip| ip.to_string(),
+            )));
+        }
+    }
+    if let Some(prev) = previous {
+        let same_kind = matches!(
+            (&prev.used, &identity.used),
+            (Used::Token { .. }, Used::Token { .. }) | (Used::Scram { .. }, Used::Scram { .. })
+        );
+        if prev.cluster.id != cluster.id || prev.principal != identity.principal || !same_kind {
+            return Err(AuthError::ReauthMismatch);
+        }
+    }
+    let counters = gw.metering().counters(cluster.id, &identity.principal);
+    let session = Session::new(identity, cluster, Arc::clone(&gw.config().region), counters);
+    if !session.may_cluster(Action::Connect) {
+        return Err(AuthError::ConnectDenied);
+    }
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauthbearer_messages() {
+        assert_eq!(
+            oauthbearer_token(b"n,,\x01auth=Bearer abc.def.ghi\x01\x01"),
+            Ok("abc.def.ghi")
+        );
+        assert_eq!(
+            oauthbearer_token(b"n,a=user,\x01host=x\x01auth=bearer tok\x01\x01"),
+            Ok("tok")
+        );
+        assert!(oauthbearer_token(b"p=tls-unique,,\x01auth=Bearer t\x01\x01").is_err());
+        assert!(oauthbearer_token(b"n,,\x01auth=Basic t\x01\x01").is_err());
+        assert!(oauthbearer_token(b"n,,\x01\x01").is_err());
+        assert!(oauthbearer_token(b"\xff\xfe").is_err());
+        assert!(oauthbearer_token(b"").is_err());
+        assert!(oauthbearer_token(b"n,,\x01auth=Bearer \x01\x01").is_err());
+    }
+
+    #[test]
+    fn plain_messages() {
+        assert_eq!(plain_token(b"\0user\0secret"), Ok("secret"));
+        assert_eq!(plain_token(b"az\0user\0secret"), Ok("secret"));
+        assert!(plain_token(b"user\0secret").is_err());
+        assert!(plain_token(b"\0user\0").is_err());
+        assert!(plain_token(b"\0a\0b\0c").is_err());
+    }
+}
