@@ -13,6 +13,7 @@ import json
 import struct
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -77,6 +78,18 @@ class Admin:
     def create_token(self, cluster_id: str, principal: str, policy: dict, ttl_seconds: int = 3600) -> dict:
         return self._ok("POST", "/v1/tokens", {"cluster": cluster_id, "principal": principal,
                                                "policy": policy, "ttl_seconds": ttl_seconds})
+
+    def revoke_token(self, jti: str) -> Any:
+        return self._ok("DELETE", f"/v1/tokens/{jti}")
+
+    def create_scram_user(self, cluster_id: str, username: str, password: str, mechanism: str,
+                          policy: dict, **extra: Any) -> dict:
+        return self._ok("POST", f"/v1/clusters/{cluster_id}/scram-users",
+                        {"username": username, "password": password, "mechanism": mechanism,
+                         "policy": policy, **extra})
+
+    def delete_scram_user(self, cluster_id: str, username: str) -> Any:
+        return self._ok("DELETE", f"/v1/clusters/{cluster_id}/scram-users/{urllib.parse.quote(username, safe='')}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,6 +193,13 @@ class Conn:
     #: A CA file (PEM) when the listener speaks TLS: every client then uses SASL_SSL and
     #: verifies the gateway's certificate against it.
     ca: str | None = None
+    #: (mechanism, SASL user name, password) of a SCRAM user: every client then authenticates
+    #: with SCRAM instead of the token.
+    scram: tuple[str, str, str] | None = None
+
+    @property
+    def sasl(self) -> bool:
+        return self.token is not None or self.scram is not None
 
     # -- confluent-kafka (librdkafka) --
 
@@ -189,12 +209,16 @@ class Conn:
             "client.id": "tollgate-e2e",
             "error_cb": self.errors.append,
         }
-        if self.token is not None:
+        if self.sasl:
             conf["security.protocol"] = "SASL_SSL" if self.ca else "SASL_PLAINTEXT"
             if self.ca:
                 conf["ssl.ca.location"] = self.ca
+            if self.scram:
+                mechanism, conf["sasl.username"], conf["sasl.password"] = self.scram
             conf["sasl.mechanisms"] = mechanism
-            if mechanism == "OAUTHBEARER":
+            if mechanism.startswith("SCRAM-"):
+                pass
+            elif mechanism == "OAUTHBEARER":
                 jwt = self.token
                 expiry = self.client_side_expiry
 
@@ -214,7 +238,13 @@ class Conn:
 
     def kafka_python(self, **extra: Any) -> dict:
         conf: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "client_id": "tollgate-e2e"}
-        if self.token is not None:
+        if self.scram:
+            mechanism, username, password = self.scram
+            conf.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism,
+                        sasl_plain_username=username, sasl_plain_password=password)
+            if self.ca:
+                conf.update(security_protocol="SASL_SSL", ssl_cafile=self.ca, ssl_check_hostname=True)
+        elif self.token is not None:
             from kafka.net.sasl.oauth import AbstractTokenProvider
 
             jwt = self.token
@@ -234,7 +264,15 @@ class Conn:
 
     def aiokafka(self, **extra: Any) -> dict:
         conf: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "client_id": "tollgate-e2e"}
-        if self.token is not None:
+        if self.scram:
+            mechanism, username, password = self.scram
+            conf.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism,
+                        sasl_plain_username=username, sasl_plain_password=password)
+            if self.ca:
+                from aiokafka.helpers import create_ssl_context
+
+                conf.update(security_protocol="SASL_SSL", ssl_context=create_ssl_context(cafile=self.ca))
+        elif self.token is not None:
             from aiokafka.abc import AbstractTokenProvider
 
             jwt = self.token
@@ -256,7 +294,14 @@ class Conn:
 
     def kcat_args(self) -> list[str]:
         args = ["-b", self.bootstrap, "-X", "client.id=tollgate-e2e"]
-        if self.token is not None and self.ca:
+        if self.scram:
+            mechanism, username, password = self.scram
+            args += ["-X", f"security.protocol={'SASL_SSL' if self.ca else 'SASL_PLAINTEXT'}",
+                     "-X", f"sasl.mechanisms={mechanism}",
+                     "-X", f"sasl.username={username}", "-X", f"sasl.password={password}"]
+            if self.ca:
+                args += ["-X", f"ssl.ca.location={self.ca}"]
+        elif self.token is not None and self.ca:
             args += ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={self.ca}",
                      "-X", "sasl.mechanisms=PLAIN",
                      "-X", "sasl.username=tollgate-e2e", "-X", f"sasl.password={self.token}"]
@@ -489,30 +534,58 @@ def batch_records(batch: bytes) -> list[tuple[int, bytes | None, bytes | None]]:
     return out
 
 
-class RawKafka:
-    """One connection to the gateway, authenticated with SASL PLAIN (the token as password),
-    speaking a few hand-encoded requests."""
+def scram_proof(mechanism: str, password: str, auth_message_start: str, server_first: str,
+                gs2: str = "n,,") -> tuple[str, bytes]:
+    """The client-final message of a SCRAM exchange (RFC 5802) and the server signature it
+    must be answered with, written here from the RFC, independently of the gateway's code."""
+    h = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    attrs = dict(a.split("=", 1) for a in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(h, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", h).digest()
+    stored_key = hashlib.new(h, client_key).digest()
+    without_proof = f"c={base64.b64encode(gs2.encode()).decode()},r={attrs['r']}"
+    auth_message = f"{auth_message_start},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, h).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    server_key = hmac.new(salted, b"Server Key", h).digest()
+    return (f"{without_proof},p={base64.b64encode(proof).decode()}",
+            hmac.new(server_key, auth_message, h).digest())
 
-    def __init__(self, bootstrap: str, token: str, timeout: float = 30, source: str | None = None,
-                 prefix: bytes = b""):
+
+class RawKafka:
+    """One connection to the gateway, authenticated with SASL PLAIN (the token as password) or
+    SCRAM, speaking a few hand-encoded requests."""
+
+    def __init__(self, bootstrap: str, token: str | None, timeout: float = 30, source: str | None = None,
+                 prefix: bytes = b"", scram: tuple[str, str, str] | None = None):
         """`source`: the local address to connect from (another loopback address, say);
-        `prefix`: bytes sent before the first request (a PROXY protocol header)."""
-        error, message = self.open(bootstrap, token, timeout, source, prefix)
+        `prefix`: bytes sent before the first request (a PROXY protocol header);
+        `scram`: (mechanism, user name, password) to authenticate with instead of the token."""
+        error, message = self.open(bootstrap, token, timeout, source, prefix, scram)
         assert error == 0, f"SaslAuthenticate error {error}: {message}"
 
     @classmethod
-    def refused(cls, bootstrap: str, token: str, source: str | None = None,
-                prefix: bytes = b"") -> tuple[int, str]:
+    def refused(cls, bootstrap: str, token: str | None, source: str | None = None,
+                prefix: bytes = b"", scram: tuple[str, str, str] | None = None) -> tuple[int, str]:
         """Authenticates and returns SaslAuthenticate's (error code, message), for a test that
         expects the gateway to refuse."""
         raw = cls.__new__(cls)
         try:
-            return raw.open(bootstrap, token, 30, source, prefix)
+            return raw.open(bootstrap, token, 30, source, prefix, scram)
         finally:
             raw.close()
 
-    def open(self, bootstrap: str, token: str, timeout: float, source: str | None,
-             prefix: bytes = b"") -> tuple[int, str]:
+    def _authenticate(self, auth: bytes) -> tuple[int, str, bytes]:
+        answer = self.request(36, 1, struct.pack(">i", len(auth)) + auth)  # SaslAuthenticate v1
+        error, n = struct.unpack_from(">hh", answer)
+        message = answer[4:4 + n].decode() if n >= 0 else ""
+        pos = 4 + max(n, 0)
+        (m,) = struct.unpack_from(">i", answer, pos)
+        return error, message, answer[pos + 4:pos + 4 + max(m, 0)]
+
+    def open(self, bootstrap: str, token: str | None, timeout: float, source: str | None,
+             prefix: bytes = b"", scram: tuple[str, str, str] | None = None) -> tuple[int, str]:
+        import secrets
         import socket
 
         host, port = bootstrap.rsplit(":", 1)
@@ -521,13 +594,41 @@ class RawKafka:
         if prefix:
             self.sock.sendall(prefix)
         self.correlation = 0
-        mechanisms = self.request(17, 1, _kstring("PLAIN"))  # SaslHandshake v1
+        mechanism = scram[0] if scram else "PLAIN"
+        mechanisms = self.request(17, 1, _kstring(mechanism))  # SaslHandshake v1
         assert struct.unpack_from(">h", mechanisms)[0] == 0, f"SaslHandshake error: {mechanisms!r}"
-        auth = b"\0tollgate-e2e\0" + token.encode()
-        answer = self.request(36, 1, struct.pack(">i", len(auth)) + auth)  # SaslAuthenticate v1
-        error, n = struct.unpack_from(">hh", answer)
-        message = answer[4:4 + n].decode() if n >= 0 else ""
+        if not scram:
+            error, message, _ = self._authenticate(b"\0tollgate-e2e\0" + token.encode())
+            return error, message
+        _, username, password = scram
+        name = username.replace("=", "=3D").replace(",", "=2C")
+        first_bare = f"n={name},r={secrets.token_urlsafe(18)}"
+        error, message, server_first = self._authenticate(f"n,,{first_bare}".encode())
+        if error:
+            return error, message
+        final, expected = scram_proof(mechanism, password, first_bare, server_first.decode())
+        error, message, server_final = self._authenticate(final.encode())
+        if error == 0:
+            assert server_final == b"v=" + base64.b64encode(expected), \
+                f"the gateway's server signature is wrong: {server_final!r}"
         return error, message
+
+    def closed_within(self, seconds: float) -> bool:
+        """Whether the gateway closes this connection within `seconds`, the client sending
+        nothing meanwhile."""
+        import socket
+
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                if not self.sock.recv(4096):
+                    return True
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+        return False
 
     def close(self) -> None:
         self.sock.close()
