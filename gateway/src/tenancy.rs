@@ -174,7 +174,24 @@ impl Namespace {
 /// data path (which reads it on every connection and produce). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    clusters: Arc<RwLock<HashMap<Uuid, Arc<Cluster>>>>,
+    clusters: Arc<RwLock<Clusters>>,
+}
+
+#[derive(Debug, Default)]
+struct Clusters {
+    by_id: HashMap<Uuid, Arc<Cluster>>,
+    /// Access key id -> its cluster: a SigV4 signature names only the key.
+    by_access_key: HashMap<String, Uuid>,
+}
+
+impl Clusters {
+    fn forget_keys(&mut self, cluster: &Cluster) {
+        for key in cluster.credentials.access_keys.keys() {
+            if self.by_access_key.get(key) == Some(&cluster.id) {
+                self.by_access_key.remove(key);
+            }
+        }
+    }
 }
 
 impl Registry {
@@ -182,26 +199,42 @@ impl Registry {
         self.clusters
             .read()
             .expect("registry lock poisoned")
+            .by_id
             .get(id)
             .cloned()
     }
 
+    /// The cluster an access key belongs to.
+    pub fn by_access_key(&self, key_id: &str) -> Option<Arc<Cluster>> {
+        let clusters = self.clusters.read().expect("registry lock poisoned");
+        let id = clusters.by_access_key.get(key_id)?;
+        clusters.by_id.get(id).cloned()
+    }
+
     pub fn upsert(&self, cluster: Cluster) {
-        self.clusters
-            .write()
-            .expect("registry lock poisoned")
-            .insert(cluster.id, Arc::new(cluster));
+        let mut clusters = self.clusters.write().expect("registry lock poisoned");
+        if let Some(old) = clusters.by_id.get(&cluster.id).cloned() {
+            clusters.forget_keys(&old);
+        }
+        for key in cluster.credentials.access_keys.keys() {
+            clusters.by_access_key.insert(key.clone(), cluster.id);
+        }
+        clusters.by_id.insert(cluster.id, Arc::new(cluster));
     }
 
     pub fn remove(&self, id: &Uuid) -> Option<Arc<Cluster>> {
-        self.clusters
-            .write()
-            .expect("registry lock poisoned")
-            .remove(id)
+        let mut clusters = self.clusters.write().expect("registry lock poisoned");
+        let old = clusters.by_id.remove(id)?;
+        clusters.forget_keys(&old);
+        Some(old)
     }
 
     pub fn len(&self) -> usize {
-        self.clusters.read().expect("registry lock poisoned").len()
+        self.clusters
+            .read()
+            .expect("registry lock poisoned")
+            .by_id
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -212,6 +245,7 @@ impl Registry {
         self.clusters
             .read()
             .expect("registry lock poisoned")
+            .by_id
             .values()
             .cloned()
             .collect()
@@ -221,6 +255,54 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_keys_find_their_cluster_until_removed_or_replaced() {
+        use crate::identity::credentials::AccessKey;
+        let key = |c: &mut Cluster, id: &str| {
+            c.credentials.access_keys.insert(
+                id.into(),
+                AccessKey {
+                    secret: "s".into(),
+                    principal: "p".into(),
+                    policy: serde_json::from_str(r#"{"Statement":[]}"#).unwrap(),
+                    created_at: 0,
+                },
+            );
+        };
+        let mut a = Cluster {
+            id: Uuid::from_u128(1),
+            tenant: "t".into(),
+            name: "a".into(),
+            max_message_bytes: 1,
+            created_at: 0,
+            quotas: Default::default(),
+            allowed_cidrs: None,
+            credentials: Default::default(),
+        };
+        let mut b = Cluster {
+            id: Uuid::from_u128(2),
+            name: "b".into(),
+            ..a.clone()
+        };
+        key(&mut a, "K1");
+        key(&mut b, "K2");
+        let r = Registry::default();
+        r.upsert(a.clone());
+        r.upsert(b.clone());
+        assert_eq!(r.by_access_key("K1").unwrap().id, a.id);
+        assert_eq!(r.by_access_key("K2").unwrap().id, b.id);
+        assert!(r.by_access_key("K3").is_none());
+        // K1 deleted, K3 made: the index follows the record.
+        a.credentials.access_keys.clear();
+        key(&mut a, "K3");
+        r.upsert(a.clone());
+        assert!(r.by_access_key("K1").is_none());
+        assert_eq!(r.by_access_key("K3").unwrap().id, a.id);
+        r.remove(&a.id);
+        assert!(r.by_access_key("K3").is_none());
+        assert_eq!(r.by_access_key("K2").unwrap().id, b.id);
+    }
 
     #[test]
     fn mapping_round_trips_and_is_injective() {

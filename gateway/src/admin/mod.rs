@@ -19,6 +19,9 @@
 //! | `POST` | `/v1/clusters/{id}/scram-users` | 201 user (no keys); 409 the name is taken |
 //! | `GET` | `/v1/clusters/{id}/scram-users` | 200 `{"scram_users": [...]}` |
 //! | `DELETE` | `/v1/clusters/{id}/scram-users/{username}` | 204; its connections close within seconds |
+//! | `POST` | `/v1/clusters/{id}/access-keys` | 201 key with `secret_access_key` (shown once) |
+//! | `GET` | `/v1/clusters/{id}/access-keys` | 200 `{"access_keys": [...]}`, no secrets |
+//! | `DELETE` | `/v1/clusters/{id}/access-keys/{key id}` | 204; its connections close within seconds |
 //! | `GET` | `/v1/usage?cluster=&from=&to=` | 200 `{"cluster", "hours": [...], "storage_estimated"}` |
 //! | `GET` | `/v1/usage/principals?cluster=&from=&to=` | 200 `{"cluster", "principals": [...]}` |
 //! | `GET` | `/v1/billing/report?tenant=&from=&to=[&format=csv]` | 200 the tenant's report, JSON or CSV |
@@ -33,6 +36,7 @@
 //! The store is the source of truth; the [`Registry`] the data path reads is updated only after
 //! the store committed, under one lock, so the two never disagree about which clusters exist.
 
+mod access_keys;
 pub mod billing;
 mod clusters;
 mod http;
@@ -317,6 +321,21 @@ impl Admin {
                     Method::GET => scram_users::list(self, id).await,
                     Method::POST => scram_users::create(self, id, request).await,
                     _ => Err(ApiError::method_not_allowed("GET, POST")),
+                }
+            }
+            ["clusters", id, "access-keys"] => {
+                let id = clusters::parse_id(id)?;
+                match method {
+                    Method::GET => access_keys::list(self, id).await,
+                    Method::POST => access_keys::create(self, id, request).await,
+                    _ => Err(ApiError::method_not_allowed("GET, POST")),
+                }
+            }
+            ["clusters", id, "access-keys", key] => {
+                let id = clusters::parse_id(id)?;
+                match method {
+                    Method::DELETE => access_keys::delete(self, id, key).await,
+                    _ => Err(ApiError::method_not_allowed("DELETE")),
                 }
             }
             ["clusters", id, "scram-users", username] => {

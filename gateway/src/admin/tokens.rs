@@ -49,6 +49,19 @@ pub(super) fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError>
     })
 }
 
+/// A principal's problem, if it has one: 1 to 256 printable characters.
+pub(super) fn check_principal(principal: &str) -> Result<(), ApiError> {
+    if principal.is_empty()
+        || principal.chars().count() > MAX_PRINCIPAL_CHARS
+        || principal.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(format!(
+            "principal must be 1 to {MAX_PRINCIPAL_CHARS} printable characters"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 struct TokenJson {
     token: String,
@@ -66,14 +79,7 @@ pub(super) async fn issue(admin: &Admin, request: Request<Incoming>) -> ApiResul
         ))
     })?;
     let principal = body.principal;
-    if principal.is_empty()
-        || principal.chars().count() > MAX_PRINCIPAL_CHARS
-        || principal.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(format!(
-            "principal must be 1 to {MAX_PRINCIPAL_CHARS} printable characters"
-        )));
-    }
+    check_principal(&principal)?;
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
     if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
         return Err(ApiError::invalid(format!(

@@ -1,4 +1,5 @@
-//! A cluster's credentials other than tokens, and the tokens it has revoked.
+//! A cluster's credentials other than tokens (SCRAM users, MSK IAM access keys), and the tokens
+//! it has revoked.
 //!
 //! They live in the cluster's record, so that the admin store persists them and the cluster
 //! sync (`sync.rs`) carries them to every gateway instance with the cluster itself: a user
@@ -27,6 +28,9 @@ pub struct Credentials {
     /// User name -> what the server keeps of its password.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram_users: BTreeMap<String, ScramUser>,
+    /// Access key id -> the key, for clients that sign with SigV4 as with AWS credentials.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub access_keys: BTreeMap<String, AccessKey>,
     /// Token id (`jti`) -> the token's expiry (seconds since the Unix epoch): a revoked token
     /// is remembered until it would have expired anyway.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -35,7 +39,7 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn is_empty(&self) -> bool {
-        self.scram_users.is_empty() && self.revoked_tokens.is_empty()
+        self.scram_users.is_empty() && self.access_keys.is_empty() && self.revoked_tokens.is_empty()
     }
 
     /// Whether the credential a session was made from still admits it.
@@ -46,6 +50,7 @@ impl Credentials {
                 .scram_users
                 .get(username)
                 .is_some_and(|user| user.id == *id),
+            Used::AccessKey { id } => self.access_keys.contains_key(id),
         }
     }
 
@@ -67,11 +72,71 @@ pub struct ScramUser {
     pub created_at: i64,
 }
 
+/// An access key of a cluster: what a client signs its SigV4 requests with.
+///
+/// The secret is kept as it is, because verifying a SigV4 signature takes the secret itself
+/// (every signing key is derived from it and the request's date); AWS keeps its secrets the
+/// same way. The admin store and Redis therefore hold secrets, like the token signing key in
+/// the data dir: both must be protected as credentials are.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub secret: String,
+    pub principal: String,
+    pub policy: Policy,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("principal", &self.principal)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The credential a session was made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Used {
     Token { jti: Uuid },
     Scram { username: String, id: Uuid },
+    AccessKey { id: String },
+}
+
+impl Used {
+    /// Whether a re-authentication with `other` may replace a session made with `self`: the
+    /// same kind of credential (KIP-368: the same mechanism).
+    pub fn same_kind(&self, other: &Used) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// A new access key id: `TGK` and 17 random characters of AWS's key id alphabet, 20 in all.
+pub fn new_access_key_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut random = [0u8; 17];
+    fill_random(&mut random);
+    let tail: String = random
+        .iter()
+        .map(|b| ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    format!("TGK{tail}")
+}
+
+/// A new secret access key: 30 random bytes, 40 characters of base64 as AWS's are.
+pub fn new_secret() -> String {
+    use base64::Engine;
+    let mut random = [0u8; 30];
+    fill_random(&mut random);
+    base64::engine::general_purpose::STANDARD.encode(random)
+}
+
+fn fill_random(out: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(out)
+        .expect("the operating system's random source failed");
 }
 
 /// A user name's problem, if it has one: 1 to [`MAX_USERNAME_CHARS`] characters, none a
@@ -130,6 +195,37 @@ mod tests {
         assert!(!c.stands(&token));
         c.prune_revoked(100);
         assert!(c.revoked_tokens.is_empty());
+    }
+
+    #[test]
+    fn access_keys_stand_while_they_exist_and_look_like_aws_keys() {
+        let mut c = Credentials::default();
+        let id = new_access_key_id();
+        assert_eq!(id.len(), 20);
+        assert!(
+            id.starts_with("TGK")
+                && id
+                    .chars()
+                    .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit())
+        );
+        assert_ne!(id, new_access_key_id());
+        let secret = new_secret();
+        assert_eq!(secret.len(), 40);
+        let used = Used::AccessKey { id: id.clone() };
+        assert!(!c.stands(&used));
+        c.access_keys.insert(
+            id.clone(),
+            AccessKey {
+                secret: secret.clone(),
+                principal: "svc".into(),
+                policy: user(Uuid::nil()).policy,
+                created_at: 0,
+            },
+        );
+        assert!(c.stands(&used));
+        assert!(!format!("{:?}", c.access_keys[&id]).contains(&secret));
+        assert!(used.same_kind(&Used::AccessKey { id: "other".into() }));
+        assert!(!used.same_kind(&Used::Token { jti: Uuid::nil() }));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod credentials;
 pub mod policy;
 pub mod sasl;
 pub mod scram;
+pub mod sigv4;
 pub mod token;
 
 /// Milliseconds since the Unix epoch.

@@ -6,6 +6,11 @@
 //! The session lifetime answered in SaslAuthenticate (KIP-368) is the time left on the token,
 //! so clients re-authenticate before it runs out and connections do not outlive their token.
 //!
+//! Amazon MSK IAM: OAUTHBEARER also takes the tokens of Amazon's `aws-msk-iam-sasl-signer`
+//! libraries, and `AWS_MSK_IAM` the JSON of aws-msk-iam-auth; both are SigV4-presigned
+//! `kafka-cluster:Connect` requests, verified with the cluster's access key they name
+//! ([`sigv4`]); the session lasts until the signature expires (15 minutes at most).
+//!
 //! SCRAM takes two client messages; the first names the user as `<user>@<cluster id>`, since
 //! one listener serves every cluster and a user name alone is only unique within its cluster.
 //! Its sessions last [`SCRAM_SESSION_MS`].
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use super::authz::{Action, Identity, Session};
 use super::credentials::Used;
 use super::scram;
+use super::sigv4::{self, Presigned, SigV4Error};
 use crate::state::Gateway;
 use crate::tenancy::Cluster;
 
@@ -23,9 +29,21 @@ pub enum Mechanism {
     OAuthBearer,
     Plain,
     Scram(scram::Mechanism),
+    AwsMskIam,
 }
 
-pub const MECHANISMS: &[&str] = &["OAUTHBEARER", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub const MECHANISMS: &[&str] = &[
+    "OAUTHBEARER",
+    "PLAIN",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-512",
+    sigv4::MECHANISM_AWS_MSK_IAM,
+];
+
+/// How far in the future a SigV4 signature's date may be, for clients whose clock runs ahead.
+/// AWS allows 15 minutes for requests; a presigned request lives 15 minutes at most here, so a
+/// third of that.
+pub const SIGV4_MAX_SKEW_SECONDS: i64 = 300;
 
 /// How long a SCRAM session lasts before the client must authenticate again (KIP-368), so that
 /// a changed password or policy reaches open connections: as long as a token's default life.
@@ -36,6 +54,7 @@ impl Mechanism {
         match name {
             "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             "PLAIN" => Some(Mechanism::Plain),
+            sigv4::MECHANISM_AWS_MSK_IAM => Some(Mechanism::AwsMskIam),
             other => scram::Mechanism::parse(other).map(Mechanism::Scram),
         }
     }
@@ -59,6 +78,8 @@ pub enum AuthError {
     SourceNotAllowed(String),
     #[error("{0}")]
     Scram(#[from] scram::ScramError),
+    #[error("{0}")]
+    SigV4(#[from] SigV4Error),
     #[error("a SCRAM user name is <user>@<cluster id>, e.g. alice@{example}", example = uuid::Uuid::nil())]
     ScramUsername,
 }
@@ -144,7 +165,21 @@ pub fn step(
 ) -> Result<Step, AuthError> {
     match exchange {
         Exchange::Start(Mechanism::OAuthBearer) => {
-            token_session(gw, oauthbearer_token(msg)?, previous, source)
+            let token = oauthbearer_token(msg)?;
+            // A JWT has two dots; a signer token is base64url, which has none.
+            if token.contains('.') {
+                token_session(gw, token, previous, source)
+            } else {
+                let presigned = sigv4::parse_signer_token(token)?;
+                let session = access_key_session(gw, &presigned, previous, source)?;
+                Ok(Step::Done(session, Vec::new()))
+            }
+        }
+        Exchange::Start(Mechanism::AwsMskIam) => {
+            let presigned = sigv4::parse_msk_iam_payload(msg)?;
+            let session = access_key_session(gw, &presigned, previous, source)?;
+            let answer = sigv4::msk_iam_response(&uuid::Uuid::new_v4().to_string());
+            Ok(Step::Done(session, answer))
         }
         Exchange::Start(Mechanism::Plain) => token_session(gw, plain_token(msg)?, previous, source),
         Exchange::Start(Mechanism::Scram(mechanism)) => {
@@ -230,6 +265,36 @@ fn token_session(
     ))
 }
 
+/// Verifies a SigV4-presigned `kafka-cluster:Connect` with the access key it names. An unknown
+/// key is refused as a wrong signature is, after the same work, so that neither the answer nor
+/// its timing tells which key ids exist.
+fn access_key_session(
+    gw: &Gateway,
+    presigned: &Presigned,
+    previous: Option<&Session>,
+    source: Option<std::net::IpAddr>,
+) -> Result<Session, AuthError> {
+    let now = crate::identity::now_ms() / 1000;
+    let region = &gw.config().region;
+    let id = presigned.access_key_id();
+    let found = gw
+        .registry()
+        .by_access_key(id)
+        .and_then(|c| c.credentials.access_keys.get(id).cloned().map(|k| (c, k)));
+    let Some((cluster, key)) = found else {
+        let _ = presigned.verify("an access key that does not exist", region, now, 0);
+        return Err(SigV4Error::SignatureMismatch.into());
+    };
+    presigned.verify(&key.secret, region, now, SIGV4_MAX_SKEW_SECONDS)?;
+    let identity = Identity {
+        principal: key.principal,
+        policy: key.policy,
+        expires_at_ms: presigned.expires_at_unix().saturating_mul(1000),
+        used: Used::AccessKey { id: id.to_owned() },
+    };
+    admit(gw, identity, cluster, previous, source)
+}
+
 /// Makes the session a proven identity grants on `cluster`, if the cluster lets it in.
 fn admit(
     gw: &Gateway,
@@ -250,11 +315,10 @@ fn admit(
         }
     }
     if let Some(prev) = previous {
-        let same_kind = matches!(
-            (&prev.used, &identity.used),
-            (Used::Token { .. }, Used::Token { .. }) | (Used::Scram { .. }, Used::Scram { .. })
-        );
-        if prev.cluster.id != cluster.id || prev.principal != identity.principal || !same_kind {
+        if prev.cluster.id != cluster.id
+            || prev.principal != identity.principal
+            || !prev.used.same_kind(&identity.used)
+        {
             return Err(AuthError::ReauthMismatch);
         }
     }
