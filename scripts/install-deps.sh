@@ -4,7 +4,8 @@
 #   tansu   the broker the dev stack runs, with vendor/tansu-storage and vendor/tansu-broker patched in
 #           (cargo install, ~15 minutes on 2 cores)
 #   python  the end-to-end suite's Python packages (tests/requirements.txt)
-# Usage: scripts/install-deps.sh [apt] [tansu] [python]   (no argument: all of them)
+#   node    Node.js and npm from Debian, and the suite's npm packages (tests/e2e/node, npm ci)
+# Usage: scripts/install-deps.sh [apt] [tansu] [python] [node]   (no argument: all of them)
 # Idempotent: a second run installs nothing and takes about a second.
 set -euo pipefail
 
@@ -122,6 +123,9 @@ install_python() {
 confluent_kafka confluent-kafka
 kafka kafka-python
 aiokafka aiokafka
+aws_msk_iam_sasl_signer aws-msk-iam-sasl-signer-python
+botocore botocore
+boto3 boto3
 pytest pytest
 pytest_timeout pytest-timeout
 kubernetes_validate kubernetes-validate
@@ -136,13 +140,43 @@ LIST
     "$python" -m pip install --disable-pip-version-check --root-user-action=ignore -q "${missing[@]}"
 }
 
+# kafkajs and the AWS_MSK_IAM mechanism for it (tests/e2e/test_msk_iam.py), pinned by
+# tests/e2e/node/package-lock.json. Node.js is Debian's `nodejs` unless some other package of
+# that name is installed (NodeSource's, which carries its own npm); Debian's `npm` is added
+# only where no npm came with it.
+install_node() {
+    local missing=()
+    dpkg -s nodejs 2>/dev/null | grep -q '^Status: install ok installed' || missing+=(nodejs)
+    if [ ${#missing[@]} -ne 0 ] || ! command -v npm >/dev/null 2>&1; then
+        dpkg -s npm 2>/dev/null | grep -q '^Status: install ok installed' || missing+=(npm)
+    fi
+    if [ ${#missing[@]} -ne 0 ]; then
+        log "node: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -q
+        as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+        || { log "node: node or npm still not on PATH"; exit 1; }
+    local dir=tests/e2e/node
+    # The lock file's copy under node_modules says whether the tree matches the lock.
+    if cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+        log "node: $dir packages present"
+        return
+    fi
+    log "node: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+}
+
 what=("$@")
-[ ${#what[@]} -eq 0 ] && what=(apt tansu python)
+[ ${#what[@]} -eq 0 ] && what=(apt tansu python node)
 for w in "${what[@]}"; do
     case "$w" in
         apt) install_apt ;;
         tansu) install_tansu ;;
         python) install_python ;;
-        *) log "unknown component '$w' (expected apt, tansu or python)"; exit 2 ;;
+        node) install_node ;;
+        *) log "unknown component '$w' (expected apt, tansu, python or node)"; exit 2 ;;
     esac
 done

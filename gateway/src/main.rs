@@ -454,7 +454,7 @@ struct CommonArgs {
     /// Bearer token for the admin API; generated and kept in the data dir when not given.
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Region named in ARNs.
+    /// Region named in ARNs, and the one clients sign for with MSK IAM access keys (SigV4).
     #[arg(long, env = "TOLLGATE_REGION", default_value = "local")]
     region: String,
     /// Issuer of the tokens this gateway signs and accepts.

@@ -557,21 +557,23 @@ class RawKafka:
     SCRAM, speaking a few hand-encoded requests."""
 
     def __init__(self, bootstrap: str, token: str | None, timeout: float = 30, source: str | None = None,
-                 prefix: bytes = b"", scram: tuple[str, str, str] | None = None):
+                 prefix: bytes = b"", scram: tuple[str, str, str] | None = None, oauth: str | None = None):
         """`source`: the local address to connect from (another loopback address, say);
         `prefix`: bytes sent before the first request (a PROXY protocol header);
-        `scram`: (mechanism, user name, password) to authenticate with instead of the token."""
-        error, message = self.open(bootstrap, token, timeout, source, prefix, scram)
+        `scram`: (mechanism, user name, password) to authenticate with instead of the token;
+        `oauth`: a bearer token sent with OAUTHBEARER instead of the token over PLAIN."""
+        error, message = self.open(bootstrap, token, timeout, source, prefix, scram, oauth)
         assert error == 0, f"SaslAuthenticate error {error}: {message}"
 
     @classmethod
     def refused(cls, bootstrap: str, token: str | None, source: str | None = None,
-                prefix: bytes = b"", scram: tuple[str, str, str] | None = None) -> tuple[int, str]:
+                prefix: bytes = b"", scram: tuple[str, str, str] | None = None,
+                oauth: str | None = None) -> tuple[int, str]:
         """Authenticates and returns SaslAuthenticate's (error code, message), for a test that
         expects the gateway to refuse."""
         raw = cls.__new__(cls)
         try:
-            return raw.open(bootstrap, token, 30, source, prefix, scram)
+            return raw.open(bootstrap, token, 30, source, prefix, scram, oauth)
         finally:
             raw.close()
 
@@ -584,7 +586,8 @@ class RawKafka:
         return error, message, answer[pos + 4:pos + 4 + max(m, 0)]
 
     def open(self, bootstrap: str, token: str | None, timeout: float, source: str | None,
-             prefix: bytes = b"", scram: tuple[str, str, str] | None = None) -> tuple[int, str]:
+             prefix: bytes = b"", scram: tuple[str, str, str] | None = None,
+             oauth: str | None = None) -> tuple[int, str]:
         import secrets
         import socket
 
@@ -594,9 +597,12 @@ class RawKafka:
         if prefix:
             self.sock.sendall(prefix)
         self.correlation = 0
-        mechanism = scram[0] if scram else "PLAIN"
+        mechanism = scram[0] if scram else "OAUTHBEARER" if oauth else "PLAIN"
         mechanisms = self.request(17, 1, _kstring(mechanism))  # SaslHandshake v1
         assert struct.unpack_from(">h", mechanisms)[0] == 0, f"SaslHandshake error: {mechanisms!r}"
+        if oauth:
+            error, message, _ = self._authenticate(f"n,,\x01auth=Bearer {oauth}\x01\x01".encode())
+            return error, message
         if not scram:
             error, message, _ = self._authenticate(b"\0tollgate-e2e\0" + token.encode())
             return error, message
