@@ -1,7 +1,8 @@
 """TLS on the Kafka listener (issue 14; CONTRACT "Security": `--tls-cert FILE --tls-key FILE`,
 PEM, reloaded on change) against a real `tollgate dev` stack: every client stack of the suite
 (confluent-kafka, kafka-python, aiokafka, kcat) runs its whole flow over SASL_SSL, verifying the
-gateway's certificate against a CA the test makes with `openssl`; a plaintext client gets no
+gateway's certificate against a CA the test makes with `openssl`, as do SCRAM users and MSK IAM
+signer tokens; a plaintext client gets no
 answer; and a certificate replaced on disk is served to new connections within seconds while
 a client connected before keeps producing.
 """
@@ -98,6 +99,25 @@ def test_aiokafka_over_tls(tls_stack):
 def test_kcat_over_tls(tls_stack):
     tc = tls_tenant(tls_stack)
     flow_kcat(tc.conn(), "orders", "g-tls-kcat", "kcat-tls")
+
+
+def test_scram_over_tls(tls_stack):
+    from test_scram import scram_user
+
+    s = tls_stack[0]
+    tc = tls_tenant(tls_stack)
+    conn = replace(tc.conn(), scram=scram_user(Admin(s.admin_url, s.admin_token), tc, "SCRAM-SHA-512"))
+    flow_confluent(conn, "orders", "g-tls-scram", "confluent-scram-tls", idempotent=True)
+    flow_kafka_python(conn, "orders-kp", "g-tls-scram-kp", "kafka-python-scram-tls")
+
+
+def test_msk_iam_signer_tokens_over_tls(tls_stack):
+    from test_msk_iam import access_key, signer_token
+
+    s = tls_stack[0]
+    tc = tls_tenant(tls_stack)
+    key = access_key(Admin(s.admin_url, s.admin_token), tc)
+    flow_confluent(replace(tc.conn(), token=signer_token(key)), "orders", "g-tls-iam", "confluent-iam-tls")
 
 
 def test_every_lane_speaks_tls_and_plaintext_gets_no_answer(tls_stack):
