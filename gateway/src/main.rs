@@ -431,6 +431,24 @@ struct CommonArgs {
     /// The private key of --tls-cert, PEM (PKCS#8, RSA or EC).
     #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Mutual TLS: the CA certificates (PEM) client certificates must chain to. A client that
+    /// presents a valid one is authenticated by it (Kafka's SSL), with the principal that
+    /// --tls-principal-rules make of its subject; clients without one go on to SASL.
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) of --tls-client-ca: a revoked client certificate fails
+    /// the handshake. Re-read when it changes.
+    #[arg(long, env = "TOLLGATE_TLS_CLIENT_CRL", requires = "tls_client_ca")]
+    tls_client_crl: Option<PathBuf>,
+    /// How a client certificate's subject (RFC 2253, as Kafka writes it) becomes a principal:
+    /// Kafka's ssl.principal.mapping.rules, e.g. `RULE:^CN=([^,]+),.*$/$1/L,DEFAULT`.
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_PRINCIPAL_RULES",
+        default_value = "DEFAULT",
+        requires = "tls_client_ca"
+    )]
+    tls_principal_rules: tollgate_gateway::identity::certificate::PrincipalRules,
     /// The PROXY protocol (version 2) on the Kafka listener, from the load balancers in
     /// --proxy-trusted-cidrs only: `optional` reads a header when a trusted peer sends one,
     /// `required` refuses connections without one; allowlists and logs then see the client's
@@ -692,11 +710,15 @@ impl TryFrom<CommonArgs> for Common {
             advertise: a.advertise,
             lanes: a.lanes.map(usize::from),
             tls: match (a.tls_cert, a.tls_key) {
-                (Some(cert), Some(key)) => {
-                    Some(tollgate_gateway::listener::tls::TlsFiles { cert, key })
-                }
+                (Some(cert), Some(key)) => Some(tollgate_gateway::listener::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: a.tls_client_ca,
+                    client_crl: a.tls_client_crl,
+                }),
                 _ => None,
             },
+            principal_rules: a.tls_principal_rules,
             admin_listen: a.admin_listen,
             data_dir: a.data_dir,
             admin_token: a.admin_token,

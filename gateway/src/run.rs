@@ -36,8 +36,10 @@ pub struct Common {
     pub advertise: Vec<String>,
     /// Nodes per advertised address; one per pool broker given when not set.
     pub lanes: Option<usize>,
-    /// TLS on the Kafka listener (`--tls-cert`, `--tls-key`).
+    /// TLS on the Kafka listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`, ...).
     pub tls: Option<crate::listener::tls::TlsFiles>,
+    /// How client certificates' subjects become principals (`--tls-principal-rules`).
+    pub principal_rules: crate::identity::certificate::PrincipalRules,
     /// Whose PROXY protocol headers the Kafka listener believes.
     pub proxy: crate::listener::proxy_protocol::ProxyProtocol,
     pub admin_listen: SocketAddr,
@@ -364,14 +366,9 @@ async fn start(
     // The certificate is loaded before anything listens, so a bad pair stops the start with
     // a message naming the file.
     let tls = match &common.tls {
-        Some(files) => {
-            let certs = crate::listener::tls::Reloading::load(files.clone())
-                .context("TLS on the Kafka listener (--tls-cert, --tls-key)")?;
-            let acceptor = certs
-                .acceptor()
-                .context("configuring TLS on the Kafka listener")?;
-            Some((certs, acceptor))
-        }
+        Some(files) => Some(crate::listener::tls::Reloading::load(files.clone()).context(
+            "TLS on the Kafka listener (--tls-cert, --tls-key, --tls-client-ca, --tls-client-crl)",
+        )?),
         None => None,
     };
     let kafka = bind_lanes(common.kafka_listen, lanes).await?;
@@ -556,7 +553,7 @@ async fn start(
         std::time::Duration::from_secs(10),
         stopped(flusher_rx),
     ));
-    if let Some((certs, _)) = &tls {
+    if let Some(certs) = &tls {
         tokio::spawn(certs.clone().watch(stopped(stop_rx.clone())));
     }
     let kafka_task = tokio::spawn(
@@ -564,7 +561,8 @@ async fn start(
             listeners: kafka,
             gateway,
             max_connections: common.max_connections,
-            tls: tls.as_ref().map(|(_, acceptor)| acceptor.clone()),
+            tls: tls.clone(),
+            principal_rules: Arc::new(common.principal_rules.clone()),
             proxy: common.proxy.clone(),
         }
         .run(stopped(stop_rx.clone())),

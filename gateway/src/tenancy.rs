@@ -182,6 +182,8 @@ struct Clusters {
     by_id: HashMap<Uuid, Arc<Cluster>>,
     /// Access key id -> its cluster: a SigV4 signature names only the key.
     by_access_key: HashMap<String, Uuid>,
+    /// Client certificate principal -> the cluster that bound it: a certificate names no cluster.
+    by_principal: HashMap<String, Uuid>,
 }
 
 impl Clusters {
@@ -189,6 +191,11 @@ impl Clusters {
         for key in cluster.credentials.access_keys.keys() {
             if self.by_access_key.get(key) == Some(&cluster.id) {
                 self.by_access_key.remove(key);
+            }
+        }
+        for principal in cluster.credentials.certificate_principals.keys() {
+            if self.by_principal.get(principal) == Some(&cluster.id) {
+                self.by_principal.remove(principal);
             }
         }
     }
@@ -211,6 +218,13 @@ impl Registry {
         clusters.by_id.get(id).cloned()
     }
 
+    /// The cluster that bound a client certificate principal.
+    pub fn by_certificate_principal(&self, principal: &str) -> Option<Arc<Cluster>> {
+        let clusters = self.clusters.read().expect("registry lock poisoned");
+        let id = clusters.by_principal.get(principal)?;
+        clusters.by_id.get(id).cloned()
+    }
+
     pub fn upsert(&self, cluster: Cluster) {
         let mut clusters = self.clusters.write().expect("registry lock poisoned");
         if let Some(old) = clusters.by_id.get(&cluster.id).cloned() {
@@ -218,6 +232,9 @@ impl Registry {
         }
         for key in cluster.credentials.access_keys.keys() {
             clusters.by_access_key.insert(key.clone(), cluster.id);
+        }
+        for principal in cluster.credentials.certificate_principals.keys() {
+            clusters.by_principal.insert(principal.clone(), cluster.id);
         }
         clusters.by_id.insert(cluster.id, Arc::new(cluster));
     }

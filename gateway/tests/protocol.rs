@@ -160,6 +160,7 @@ impl Stack {
                 gateway,
                 max_connections: 64,
                 tls: None,
+                principal_rules: Default::default(),
                 proxy: Default::default(),
             }
             .run(std::future::pending()),

@@ -22,6 +22,9 @@
 //! | `POST` | `/v1/clusters/{id}/access-keys` | 201 key with `secret_access_key` (shown once) |
 //! | `GET` | `/v1/clusters/{id}/access-keys` | 200 `{"access_keys": [...]}`, no secrets |
 //! | `DELETE` | `/v1/clusters/{id}/access-keys/{key id}` | 204; its connections close within seconds |
+//! | `POST` | `/v1/clusters/{id}/certificate-principals` | 201; 409 bound to a cluster already |
+//! | `GET` | `/v1/clusters/{id}/certificate-principals` | 200 `{"certificate_principals": [...]}` |
+//! | `DELETE` | `/v1/clusters/{id}/certificate-principals/{principal}` | 204 (percent-encoded principal) |
 //! | `GET` | `/v1/usage?cluster=&from=&to=` | 200 `{"cluster", "hours": [...], "storage_estimated"}` |
 //! | `GET` | `/v1/usage/principals?cluster=&from=&to=` | 200 `{"cluster", "principals": [...]}` |
 //! | `GET` | `/v1/billing/report?tenant=&from=&to=[&format=csv]` | 200 the tenant's report, JSON or CSV |
@@ -38,6 +41,7 @@
 
 mod access_keys;
 pub mod billing;
+mod certificate_principals;
 mod clusters;
 mod http;
 pub mod pool;
@@ -335,6 +339,21 @@ impl Admin {
                 let id = clusters::parse_id(id)?;
                 match method {
                     Method::DELETE => access_keys::delete(self, id, key).await,
+                    _ => Err(ApiError::method_not_allowed("DELETE")),
+                }
+            }
+            ["clusters", id, "certificate-principals"] => {
+                let id = clusters::parse_id(id)?;
+                match method {
+                    Method::GET => certificate_principals::list(self, id).await,
+                    Method::POST => certificate_principals::create(self, id, request).await,
+                    _ => Err(ApiError::method_not_allowed("GET, POST")),
+                }
+            }
+            ["clusters", id, "certificate-principals", principal] => {
+                let id = clusters::parse_id(id)?;
+                match method {
+                    Method::DELETE => certificate_principals::delete(self, id, principal).await,
                     _ => Err(ApiError::method_not_allowed("DELETE")),
                 }
             }

@@ -156,7 +156,7 @@ pub(super) async fn delete(admin: &Admin, cluster: Uuid, username: &str) -> ApiR
 }
 
 /// A path segment's `%XX` escapes decoded, so user names with any character can be deleted.
-fn percent_decode(segment: &str) -> Result<String, ApiError> {
+pub(super) fn percent_decode(segment: &str) -> Result<String, ApiError> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -124,6 +124,7 @@ pub async fn serve<S>(
     gw: Gateway,
     stream: S,
     peer: String,
+    certified: Option<crate::identity::mtls::CertifiedClient>,
     mut shutdown: tokio::sync::broadcast::Receiver<()>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -152,6 +153,7 @@ pub async fn serve<S>(
         exchange: None,
         raw_token_next: false,
         checked: None,
+        certified,
         quota_slot: None,
         tx,
     };
@@ -254,6 +256,9 @@ struct Connection {
     /// The cluster record the session's credential was last found standing in; a new record
     /// (a user deleted, a token revoked, anything changed) is checked again.
     checked: Option<Arc<crate::tenancy::Cluster>>,
+    /// The client certificate the TLS handshake verified, if the client presented one: the
+    /// identity of a client that sends requests without SASL.
+    certified: Option<crate::identity::mtls::CertifiedClient>,
     /// This connection's place in its cluster's connection quota, from authentication on.
     quota_slot: Option<crate::quotas::limits::ConnectionSlot>,
     tx: mpsc::Sender<Outgoing>,
@@ -489,7 +494,13 @@ impl Connection {
         }
         let sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
         if self.session.is_none() && !sasl {
-            return Err(Self::refuse(raw, "request before SASL authentication"));
+            // Kafka's SSL: a certified client's first request other than SASL authenticates it.
+            let Some(certified) = &self.certified else {
+                return Err(Self::refuse(raw, "request before SASL authentication"));
+            };
+            let session = crate::identity::mtls::session(&self.gw, certified, self.source)
+                .map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
+            self.admitted(session)?;
         }
         if !versions::is_supported(self.gw.router(), api, version) {
             return Err(Self::refuse(raw, "API or version not offered"));

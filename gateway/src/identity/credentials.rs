@@ -31,6 +31,9 @@ pub struct Credentials {
     /// Access key id -> the key, for clients that sign with SigV4 as with AWS credentials.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub access_keys: BTreeMap<String, AccessKey>,
+    /// Client certificate principal (after the mapping rules) -> its binding to this cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificate_principals: BTreeMap<String, CertificateBinding>,
     /// Token id (`jti`) -> the token's expiry (seconds since the Unix epoch): a revoked token
     /// is remembered until it would have expired anyway.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -39,7 +42,10 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn is_empty(&self) -> bool {
-        self.scram_users.is_empty() && self.access_keys.is_empty() && self.revoked_tokens.is_empty()
+        self.scram_users.is_empty()
+            && self.access_keys.is_empty()
+            && self.certificate_principals.is_empty()
+            && self.revoked_tokens.is_empty()
     }
 
     /// Whether the credential a session was made from still admits it.
@@ -51,6 +57,10 @@ impl Credentials {
                 .get(username)
                 .is_some_and(|user| user.id == *id),
             Used::AccessKey { id } => self.access_keys.contains_key(id),
+            Used::Certificate { principal, id } => self
+                .certificate_principals
+                .get(principal)
+                .is_some_and(|binding| binding.id == *id),
         }
     }
 
@@ -102,6 +112,17 @@ pub enum Used {
     Token { jti: Uuid },
     Scram { username: String, id: Uuid },
     AccessKey { id: String },
+    Certificate { principal: String, id: Uuid },
+}
+
+/// A client certificate principal bound to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateBinding {
+    /// Made anew with every binding, as a SCRAM user's is.
+    pub id: Uuid,
+    pub policy: Policy,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
 }
 
 impl Used {

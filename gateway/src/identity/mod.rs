@@ -7,15 +7,21 @@
 //! - [`sasl`]: the SASL exchange (one message or several) and the mechanisms offered.
 //! - [`token`]: Tollgate's own JWTs (OAUTHBEARER, PLAIN).
 //! - [`scram`]: SCRAM-SHA-256 and -512 users of a cluster, stored as salted keys only.
-//! - [`credentials`]: what a cluster's credentials are (SCRAM users, revoked tokens), kept in
+//! - [`credentials`]: what a cluster's credentials are (SCRAM users, access keys, certificate
+//!   principals, revoked tokens), kept in
 //!   its record so that every gateway instance sees them, and whether a session's credential
 //!   still stands.
+//! - [`sigv4`]: Amazon MSK IAM, SigV4-presigned requests signed with a cluster's access key.
+//! - [`certificate`] and [`mtls`]: client certificates (mutual TLS), their subjects as Kafka
+//!   writes them, Kafka's principal mapping rules, and the cluster that bound the principal.
 //! - [`allowlist`]: the networks a cluster's clients may connect from.
 //! - [`policy`] and [`authz`]: policy documents, and the MSK action each Kafka API needs.
 
 pub mod allowlist;
 pub mod authz;
+pub mod certificate;
 pub mod credentials;
+pub mod mtls;
 pub mod policy;
 pub mod sasl;
 pub mod scram;

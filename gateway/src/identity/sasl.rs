@@ -80,6 +80,8 @@ pub enum AuthError {
     Scram(#[from] scram::ScramError),
     #[error("{0}")]
     SigV4(#[from] SigV4Error),
+    #[error("no cluster has bound the certificate principal {0:?}")]
+    CertificateUnbound(String),
     #[error("a SCRAM user name is <user>@<cluster id>, e.g. alice@{example}", example = uuid::Uuid::nil())]
     ScramUsername,
 }
@@ -296,7 +298,7 @@ fn access_key_session(
 }
 
 /// Makes the session a proven identity grants on `cluster`, if the cluster lets it in.
-fn admit(
+pub(super) fn admit(
     gw: &Gateway,
     identity: Identity,
     cluster: Arc<Cluster>,

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use proxy_protocol::ProxyProtocol;
 
@@ -29,8 +28,10 @@ pub struct Listener {
     pub listeners: Vec<TcpListener>,
     pub gateway: Gateway,
     pub max_connections: usize,
-    /// TLS on every lane, when configured.
-    pub tls: Option<TlsAcceptor>,
+    /// TLS on every lane, when configured (the config in use at each handshake).
+    pub tls: Option<Arc<tls::Reloading>>,
+    /// How client certificates' subjects become principals (mutual TLS).
+    pub principal_rules: Arc<crate::identity::certificate::PrincipalRules>,
     /// Whose PROXY protocol headers are believed.
     pub proxy: ProxyProtocol,
 }
@@ -54,6 +55,7 @@ impl Listener {
                 let shared = Accepting {
                     gateway: self.gateway.clone(),
                     tls: self.tls.clone(),
+                    principal_rules: self.principal_rules.clone(),
                     proxy: self.proxy.clone(),
                     limit: limit.clone(),
                     sources: sources.clone(),
@@ -83,7 +85,8 @@ impl Listener {
 #[derive(Clone)]
 struct Accepting {
     gateway: Gateway,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<tls::Reloading>>,
+    principal_rules: Arc<crate::identity::certificate::PrincipalRules>,
     proxy: ProxyProtocol,
     /// Live connections, all lanes together.
     limit: Arc<Semaphore>,
@@ -97,6 +100,7 @@ async fn accept(listener: TcpListener, shared: Accepting, mut stopped: watch::Re
     let Accepting {
         gateway,
         tls,
+        principal_rules,
         proxy,
         limit,
         sources,
@@ -140,6 +144,7 @@ async fn accept(listener: TcpListener, shared: Accepting, mut stopped: watch::Re
         let gw = gateway.clone();
         let rx = notify.subscribe();
         let (tls, proxy, sources) = (tls.clone(), proxy.clone(), sources.clone());
+        let rules = principal_rules.clone();
         tokio::spawn(async move {
             // The PROXY header and the TLS handshake count against the time a client has to
             // authenticate.
@@ -168,11 +173,29 @@ async fn accept(listener: TcpListener, shared: Accepting, mut stopped: watch::Re
             };
             let client = client.to_string();
             match tls {
-                None => crate::connection::serve(gw, stream, client, rx).await,
-                Some(acceptor) => match tokio::time::timeout(deadline, acceptor.accept(stream))
+                None => crate::connection::serve(gw, stream, client, None, rx).await,
+                Some(tls) => match tokio::time::timeout(deadline, tls.acceptor().accept(stream))
                     .await
                 {
-                    Ok(Ok(stream)) => crate::connection::serve(gw, stream, client, rx).await,
+                    Ok(Ok(stream)) => {
+                        // Verified by the handshake; what it names is the principal's to say.
+                        let certified = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|leaf| crate::identity::mtls::identify(leaf, &rules));
+                        match certified {
+                            Some(Err(why)) => {
+                                tracing::info!(peer = %client, %why, "client certificate refused");
+                            }
+                            Some(Ok(identity)) => {
+                                crate::connection::serve(gw, stream, client, Some(identity), rx)
+                                    .await
+                            }
+                            None => crate::connection::serve(gw, stream, client, None, rx).await,
+                        }
+                    }
                     // A client speaking plaintext to a TLS listener, or a scanner: debug only,
                     // as a flood would flood the log.
                     Ok(Err(e)) => {

@@ -1,37 +1,45 @@
 //! TLS on the Kafka listener (rustls, ring): `--tls-cert FILE --tls-key FILE` (PEM), on every
-//! lane, TLS 1.2 and 1.3 only (rustls speaks nothing older).
+//! lane, TLS 1.2 and 1.3 only (rustls speaks nothing older); with `--tls-client-ca FILE`, client
+//! certificates too (mutual TLS), checked against `--tls-client-crl FILE` when given.
 //!
-//! The certificate and key are re-read when their files change, without dropping a
-//! connection: the server config resolves its certificate per handshake from [`Reloading`],
-//! which [`Reloading::watch`] replaces when the files' contents change (checked every
-//! [`RELOAD_EVERY`]; a certificate renewed by cert-manager or certbot is in use within
-//! seconds). A pair that does not load (a key written before its certificate, a key that does
-//! not match) keeps the one in use, says why, and is tried again at the next change.
+//! The files are re-read when they change, without dropping a connection: each handshake takes
+//! the server config in use at that moment from [`Reloading`], which [`Reloading::watch`]
+//! replaces when the files' contents change (checked every [`RELOAD_EVERY`]; a certificate
+//! renewed by cert-manager or certbot, or a CRL a CA publishes, is in use within seconds). Files
+//! that do not load (a key written before its certificate, a key that does not match, a CRL
+//! that does not parse) keep the config in use, say why, and are tried again at the next change.
+//!
+//! Client certificates are asked for but not required: a client without one goes on to SASL,
+//! as on a Kafka listener that serves both. A client that presents one must present one the
+//! CA signed, in its validity period and not revoked, or the handshake fails.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 /// How often the certificate and key files are looked at for a change.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
-/// Where the listener's certificate chain and private key are.
+/// Where the listener's certificate chain and private key are, and its client CA and CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// PEM: the server certificate first, then its intermediates.
     pub cert: PathBuf,
     /// PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
     pub key: PathBuf,
+    /// PEM: the CA certificates client certificates must chain to; `None`: no mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// PEM: certificate revocation lists of the client CA.
+    pub client_crl: Option<PathBuf>,
 }
 
-/// Why a certificate and key could not be used.
+/// Why the files could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -47,9 +55,11 @@ pub enum TlsError {
         key: PathBuf,
         why: String,
     },
+    #[error("client certificates ({ca}): {why}")]
+    ClientAuth { ca: PathBuf, why: String },
 }
 
-/// The certificate in use, and what its files held when it was loaded.
+/// The server config in use, and what its files held when it was made.
 #[derive(Debug)]
 pub struct Reloading {
     files: TlsFiles,
@@ -58,46 +68,47 @@ pub struct Reloading {
 
 #[derive(Debug)]
 struct Loaded {
-    key: Arc<CertifiedKey>,
-    /// The files' bytes it came from (certificate, key): a change is a difference in them.
-    from: (Vec<u8>, Vec<u8>),
+    config: Arc<ServerConfig>,
+    /// The files' bytes it came from: a change is a difference in them.
+    from: Vec<Vec<u8>>,
+    #[cfg(test)]
+    leaf: Vec<u8>,
 }
 
 impl Reloading {
-    /// Loads the pair once; fails with a message that names the file and what is wrong.
+    /// Loads the files once; fails with a message that names the file and what is wrong.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         let from = read(&files)?;
-        let key = certified(&files, &from)?;
+        let loaded = configure(&files, from)?;
         Ok(Arc::new(Reloading {
             files,
-            current: RwLock::new(Loaded { key, from }),
+            current: RwLock::new(loaded),
         }))
     }
 
-    /// The acceptor every lane uses: TLS 1.3 and 1.2, no client certificates, the certificate
-    /// resolved from `self` at each handshake.
-    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        Ok(TlsAcceptor::from(Arc::new(config)))
+    /// What a handshake starting now uses.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current.read().expect("poisoned").config.clone())
     }
 
-    /// Looks at the files once: loads them if they changed. Returns whether the certificate
-    /// in use changed.
+    /// Whether clients may present certificates (`--tls-client-ca`).
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// Looks at the files once: loads them if they changed. Returns whether the config in use
+    /// changed.
     pub fn reload(&self) -> Result<bool, TlsError> {
         let from = read(&self.files)?;
         if self.current.read().expect("poisoned").from == from {
             return Ok(false);
         }
-        let key = certified(&self.files, &from)?;
-        *self.current.write().expect("poisoned") = Loaded { key, from };
+        let loaded = configure(&self.files, from)?;
+        *self.current.write().expect("poisoned") = loaded;
         Ok(true)
     }
 
-    /// Reloads on change until `stop`; says what it did, and once per bad pair what is wrong.
+    /// Reloads on change until `stop`; says what it did, and once per bad set what is wrong.
     pub async fn watch(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut last_error = None;
@@ -111,13 +122,13 @@ impl Reloading {
             match outcome {
                 Ok(Ok(true)) => {
                     last_error = None;
-                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                    tracing::info!(cert = %self.files.cert.display(), "TLS files reloaded");
                 }
                 Ok(Ok(false)) => last_error = None,
                 Ok(Err(e)) => {
                     let e = e.to_string();
                     if last_error.as_ref() != Some(&e) {
-                        tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the one in use");
+                        tracing::warn!(error = %e, "TLS files not reloaded; keeping the ones in use");
                         last_error = Some(e);
                     }
                 }
@@ -128,41 +139,36 @@ impl Reloading {
 
     #[cfg(test)]
     fn in_use(&self) -> Vec<u8> {
-        self.current.read().expect("poisoned").key.cert[0].to_vec()
+        self.current.read().expect("poisoned").leaf.clone()
     }
 }
 
-impl ResolvesServerCert for Reloading {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("poisoned").key.clone())
-    }
-}
-
-fn read(files: &TlsFiles) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+fn read(files: &TlsFiles) -> Result<Vec<Vec<u8>>, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_owned(),
             source,
         })
     };
-    Ok((read(&files.cert)?, read(&files.key)?))
+    let mut all = vec![read(&files.cert)?, read(&files.key)?];
+    for path in [&files.client_ca, &files.client_crl].into_iter().flatten() {
+        all.push(read(path)?);
+    }
+    Ok(all)
 }
 
-fn certified(
-    files: &TlsFiles,
-    (cert, key): &(Vec<u8>, Vec<u8>),
-) -> Result<Arc<CertifiedKey>, TlsError> {
+fn configure(files: &TlsFiles, from: Vec<Vec<u8>>) -> Result<Loaded, TlsError> {
     let pem = |path: &Path, why: String| TlsError::Pem {
         path: path.to_owned(),
         why,
     };
-    let chain = CertificateDer::pem_slice_iter(cert)
+    let chain = CertificateDer::pem_slice_iter(&from[0])
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem(&files.cert, format!("not a PEM certificate chain ({e})")))?;
     if chain.is_empty() {
         return Err(pem(&files.cert, "no CERTIFICATE in it".into()));
     }
-    let der = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+    let der = PrivateKeyDer::from_pem_slice(&from[1]).map_err(|e| {
         pem(
             &files.key,
             format!("no PEM private key (PKCS#8, RSA or EC) in it ({e})"),
@@ -170,13 +176,77 @@ fn certified(
     })?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| pem(&files.key, format!("unusable private key ({e})")))?;
-    let certified = CertifiedKey::new(chain, signing);
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
     certified.keys_match().map_err(|e| TlsError::Mismatch {
         cert: files.cert.clone(),
         key: files.key.clone(),
         why: e.to_string(),
     })?;
-    Ok(Arc::new(certified))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| pem(&files.cert, e.to_string()))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(files, ca, &from, provider)?),
+    };
+    #[cfg(test)]
+    let leaf = chain[0].to_vec();
+    let config = builder
+        .with_single_cert(chain, der)
+        .map_err(|e| pem(&files.key, e.to_string()))?;
+    Ok(Loaded {
+        config: Arc::new(config),
+        from,
+        #[cfg(test)]
+        leaf,
+    })
+}
+
+/// Client certificates must chain to the CA file's certificates and must not be revoked by the
+/// CRL file's lists (only the client's own certificate is looked up: an intermediate's
+/// revocation is its issuer's list, which a deployment with intermediates adds to the file).
+fn client_verifier(
+    files: &TlsFiles,
+    ca: &Path,
+    from: &[Vec<u8>],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let fail = |why: String| TlsError::ClientAuth {
+        ca: ca.to_owned(),
+        why,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let cas = CertificateDer::pem_slice_iter(&from[2])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("not a PEM certificate list ({e})")))?;
+    if cas.is_empty() {
+        return Err(fail("no CERTIFICATE in it".into()));
+    }
+    for cert in cas {
+        roots
+            .add(cert)
+            .map_err(|e| fail(format!("unusable CA certificate ({e})")))?;
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated();
+    if let Some(crl_path) = &files.client_crl {
+        let crls = CertificateRevocationListDer::pem_slice_iter(&from[3])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem(crl_path, format!("not a PEM revocation list ({e})")))?;
+        if crls.is_empty() {
+            return Err(pem(crl_path, "no X509 CRL in it".into()));
+        }
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    builder.build().map_err(|e| fail(e.to_string()))
+}
+
+fn pem(path: &Path, why: String) -> TlsError {
+    TlsError::Pem {
+        path: path.to_owned(),
+        why,
+    }
 }
 
 #[cfg(test)]
@@ -296,11 +366,13 @@ mod tests {
         let files = TlsFiles {
             cert: d.join("live.pem"),
             key: d.join("live.key"),
+            client_ca: None,
+            client_crl: None,
         };
         std::fs::copy(&cert, &files.cert).unwrap();
         std::fs::copy(&key, &files.key).unwrap();
         let tls = Reloading::load(files.clone()).unwrap();
-        tls.acceptor().unwrap();
+        tls.acceptor();
         let first = tls.in_use();
         assert!(!tls.reload().unwrap(), "nothing changed");
 
@@ -325,6 +397,8 @@ mod tests {
         let missing = TlsFiles {
             cert: d.join("nope.pem"),
             key: key.clone(),
+            client_ca: None,
+            client_crl: None,
         };
         let err = Reloading::load(missing).unwrap_err().to_string();
         assert!(err.contains("nope.pem"), "{err}");
@@ -332,6 +406,8 @@ mod tests {
         let swapped = TlsFiles {
             cert: key.clone(),
             key: cert.clone(),
+            client_ca: None,
+            client_crl: None,
         };
         let err = Reloading::load(swapped).unwrap_err().to_string();
         assert!(
@@ -340,9 +416,14 @@ mod tests {
         );
         let garbage = d.join("garbage.key");
         std::fs::write(&garbage, "not a key").unwrap();
-        let err = Reloading::load(TlsFiles { cert, key: garbage })
-            .unwrap_err()
-            .to_string();
+        let err = Reloading::load(TlsFiles {
+            cert,
+            key: garbage,
+            client_ca: None,
+            client_crl: None,
+        })
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("garbage.key") && err.contains("private key"),
             "{err}"
