@@ -23,9 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The local all-in-one stack: a tansu pool in the data dir, the gateway, the admin API.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// The gateway against an existing Kafka pool.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Autoscaling policies replayed against load traces, offline.
     #[command(subcommand)]
     Autoscale(AutoscaleCommand),
@@ -578,6 +578,37 @@ struct ServeArgs {
     /// the same node id, as tansu brokers do).
     #[arg(long, env = "TOLLGATE_POOL_KIND", default_value = "auto")]
     pool_kind: String,
+    /// TLS towards the pool: the CA certificates (PEM) the brokers' certificates chain to. The
+    /// brokers' names in --pool-bootstrap and in their metadata must be in their certificates.
+    #[arg(long, env = "TOLLGATE_POOL_TLS_CA")]
+    pool_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for brokers that ask for one; needs --pool-tls-key.
+    #[arg(long, env = "TOLLGATE_POOL_TLS_CERT", requires_all = ["pool_tls_key", "pool_tls_ca"])]
+    pool_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --pool-tls-cert.
+    #[arg(long, env = "TOLLGATE_POOL_TLS_KEY", requires = "pool_tls_cert")]
+    pool_tls_key: Option<PathBuf>,
+    /// SASL towards the pool: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with
+    /// --pool-sasl-username and --pool-sasl-password: the gateway's own login, never a tenant's.
+    #[arg(
+        long,
+        env = "TOLLGATE_POOL_SASL_MECHANISM",
+        requires_all = ["pool_sasl_username", "pool_sasl_password"]
+    )]
+    pool_sasl_mechanism: Option<tollgate_gateway::pool::security::PoolMechanism>,
+    #[arg(
+        long,
+        env = "TOLLGATE_POOL_SASL_USERNAME",
+        requires = "pool_sasl_mechanism"
+    )]
+    pool_sasl_username: Option<String>,
+    #[arg(
+        long,
+        env = "TOLLGATE_POOL_SASL_PASSWORD",
+        hide_env_values = true,
+        requires = "pool_sasl_mechanism"
+    )]
+    pool_sasl_password: Option<String>,
     // The help cannot show the placeholder itself: clap prints it as a line break.
     /// Resize the pool by running this shell command when the autoscaler decides; the
     /// placeholder n in curly braces is replaced by the number of brokers, as in `kubectl
@@ -622,6 +653,29 @@ struct ServeArgs {
 
 impl ServeArgs {
     /// The pool's actuator settings, checked; None without a scale command or target.
+    /// TLS and SASL towards the pool; the files are read now, so a bad one stops the start.
+    fn pool_security(&self) -> anyhow::Result<tollgate_gateway::pool::security::PoolSecurity> {
+        use tollgate_gateway::pool::security::{PoolSasl, PoolSecurity};
+        let sasl = match (
+            self.pool_sasl_mechanism,
+            &self.pool_sasl_username,
+            &self.pool_sasl_password,
+        ) {
+            (Some(mechanism), Some(username), Some(password)) => Some(PoolSasl {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        let client = self
+            .pool_tls_cert
+            .as_deref()
+            .zip(self.pool_tls_key.as_deref());
+        PoolSecurity::new(self.pool_tls_ca.as_deref(), client, sasl)
+            .map_err(|e| anyhow::anyhow!("TLS towards the pool (--pool-tls-*): {e}"))
+    }
+
     fn scaling(&self) -> anyhow::Result<Option<run::Scaling>> {
         use tollgate_gateway::pool::autoscale::actuator::{command, kubernetes, Discovery};
         let timeout = std::time::Duration::from_secs(self.pool_scale_timeout_seconds);
@@ -789,13 +843,18 @@ async fn main() -> std::process::ExitCode {
             Ok(common) => run::dev(common, a.tansu, a.brokers).await,
             Err(e) => Err(e),
         },
-        Command::Serve(a) => match a.scaling() {
-            Ok(scaling) => match Common::try_from(a.common) {
-                Ok(common) => run::serve(common, a.pool_bootstrap, a.pool_kind, scaling).await,
+        Command::Serve(a) => {
+            let a = *a;
+            match a.scaling().and_then(|s| Ok((s, a.pool_security()?))) {
+                Ok((scaling, security)) => match Common::try_from(a.common) {
+                    Ok(common) => {
+                        run::serve(common, a.pool_bootstrap, a.pool_kind, scaling, security).await
+                    }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
+            }
+        }
         Command::Autoscale(a) => autoscale(a),
     };
     match result {

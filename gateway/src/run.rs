@@ -180,10 +180,11 @@ pub async fn serve(
     bootstrap: Vec<String>,
     kind: String,
     scaling: Option<Scaling>,
+    security: crate::pool::security::PoolSecurity,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&common.data_dir)
         .with_context(|| format!("creating {}", common.data_dir.display()))?;
-    let pool = Pool::new(Timeouts::default());
+    let pool = Pool::secured(Timeouts::default(), Arc::new(security));
     for addr in &bootstrap {
         if let Err(e) = pool.add_broker(addr).await {
             tracing::warn!(broker = %addr, error = %e, "pool bootstrap broker unreachable");

@@ -138,6 +138,9 @@ pub enum ScramError {
     /// The one answer to every wrong credential: unknown user, wrong password, other mechanism.
     #[error("authentication failed: unknown user or wrong password")]
     Failed,
+    /// A server's `e=` answer, when the gateway is the client.
+    #[error("the server refused: {0}")]
+    Server(String),
 }
 
 /// The client's first message, `gs2-header client-first-message-bare`.
@@ -305,6 +308,119 @@ impl ServerFirst {
         let server_key = hmac::Key::new(self.mechanism.hmac(), &credential.server_key);
         let signature = hmac::sign(&server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(signature.as_ref())))
+    }
+}
+
+/// The client's side of an exchange, for the gateway's own login to a pool that asks for SCRAM
+/// (`--pool-sasl-mechanism`).
+pub struct Client {
+    mechanism: Mechanism,
+    password: String,
+    nonce: String,
+    first_bare: String,
+}
+
+/// A client that sent its proof, waiting for the server's signature.
+pub struct ClientProven {
+    server_signature: Vec<u8>,
+}
+
+impl Client {
+    /// The client and its first message.
+    pub fn start(mechanism: Mechanism, username: &str, password: &str) -> (Client, String) {
+        let mut nonce = [0; NONCE_BYTES];
+        fill_random(&mut nonce);
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
+        let name = username.replace('=', "=3D").replace(',', "=2C");
+        let first_bare = format!("n={name},r={nonce}");
+        let message = format!("n,,{first_bare}");
+        let client = Client {
+            mechanism,
+            password: password.to_owned(),
+            nonce,
+            first_bare,
+        };
+        (client, message)
+    }
+
+    /// The final message answering `server_first`, whose nonce must extend ours and whose
+    /// iteration count must be one Kafka allows (a server asking for millions would make us
+    /// spend seconds).
+    pub fn prove(self, server_first: &[u8]) -> Result<(ClientProven, String), ScramError> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError::Malformed("server-first message is not UTF-8"))?;
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for attr in text.split(',') {
+            match attr.split_at_checked(2) {
+                Some(("r=", v)) => nonce = Some(v),
+                Some(("s=", v)) => salt = B64.decode(v).ok(),
+                Some(("i=", v)) => iterations = v.parse::<u32>().ok(),
+                _ => {}
+            }
+        }
+        let nonce = nonce
+            .filter(|n| n.starts_with(&self.nonce) && n.len() > self.nonce.len())
+            .ok_or(ScramError::Malformed("server nonce does not extend ours"))?;
+        let salt = salt.ok_or(ScramError::Malformed("no salt (s=) from the server"))?;
+        let iterations = iterations
+            .filter(|i| (MIN_ITERATIONS..=MAX_ITERATIONS).contains(i))
+            .ok_or(ScramError::Malformed(
+                "iteration count missing or out of range",
+            ))?;
+        let keys =
+            Credential::with_salt(self.mechanism, self.password.as_bytes(), salt, iterations);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.first_bare);
+        let stored = hmac::Key::new(self.mechanism.hmac(), &keys.stored_key);
+        let signature = hmac::sign(&stored, auth_message.as_bytes());
+        // ClientKey is recomputed rather than kept in Credential, which holds server keys only.
+        let mut salted = vec![0; self.mechanism.output_len()];
+        let rounds = std::num::NonZeroU32::new(iterations).expect("checked above");
+        pbkdf2::derive(
+            self.mechanism.pbkdf2(),
+            rounds,
+            &keys.salt,
+            self.password.as_bytes(),
+            &mut salted,
+        );
+        let client_key = hmac::sign(
+            &hmac::Key::new(self.mechanism.hmac(), &salted),
+            b"Client Key",
+        );
+        let proof: Vec<u8> = client_key
+            .as_ref()
+            .iter()
+            .zip(signature.as_ref())
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac::Key::new(self.mechanism.hmac(), &keys.server_key);
+        let server_signature = hmac::sign(&server_key, auth_message.as_bytes())
+            .as_ref()
+            .to_vec();
+        Ok((
+            ClientProven { server_signature },
+            format!("{without_proof},p={}", B64.encode(proof)),
+        ))
+    }
+}
+
+impl ClientProven {
+    /// Checks the server's final message: a server that cannot sign knows no password.
+    pub fn verify(self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text = std::str::from_utf8(server_final)
+            .map_err(|_| ScramError::Malformed("server-final message is not UTF-8"))?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(ScramError::Server(error.chars().take(200).collect()));
+        }
+        let signature = text
+            .strip_prefix("v=")
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(ScramError::Malformed("no server signature (v=)"))?;
+        if constant_time_eq(&signature, &self.server_signature) {
+            Ok(())
+        } else {
+            Err(ScramError::Malformed("the server's signature is wrong"))
+        }
     }
 }
 
@@ -507,6 +623,51 @@ mod tests {
         assert!(b.ends_with(&format!(",i={MIN_ITERATIONS}")));
         let (final_msg, _) = client_final(Mechanism::Sha512, "x", "n=ghost,r=abc", &b, "n,,");
         assert_eq!(state.finish(final_msg.as_bytes()), Err(ScramError::Failed));
+    }
+
+    #[test]
+    fn the_client_logs_in_to_the_server_and_checks_its_signature() {
+        for mechanism in [Mechanism::Sha256, Mechanism::Sha512] {
+            let stored = Credential::new(mechanism, "pencil", MIN_ITERATIONS);
+            let decoy = DecoySalts::default();
+            let (client, first) = Client::start(mechanism, "us,er=1", "pencil");
+            let parsed = ClientFirst::parse(first.as_bytes()).unwrap();
+            assert_eq!(parsed.username, "us,er=1");
+            let (server, server_first) =
+                ServerFirst::new(mechanism, &parsed, Some(&stored), &decoy);
+            let (proven, last) = client.prove(server_first.as_bytes()).unwrap();
+            let server_final = server.finish(last.as_bytes()).unwrap();
+            assert_eq!(proven.verify(server_final.as_bytes()), Ok(()));
+
+            // A server that does not know the password cannot sign for it.
+            let (client, first) = Client::start(mechanism, "user", "pencil");
+            let parsed = ClientFirst::parse(first.as_bytes()).unwrap();
+            let impostor = Credential::new(mechanism, "other", MIN_ITERATIONS);
+            let (server, server_first) =
+                ServerFirst::new(mechanism, &parsed, Some(&impostor), &decoy);
+            let (proven, last) = client.prove(server_first.as_bytes()).unwrap();
+            assert_eq!(server.finish(last.as_bytes()), Err(ScramError::Failed));
+            let forged = format!("v={}", B64.encode([0u8; 32]));
+            assert!(proven.verify(forged.as_bytes()).is_err());
+        }
+        // Server-first messages the client must refuse.
+        for bad in ["r=other,s=AAAA,i=4096", "s=AAAA,i=4096", "i=4096", ""] {
+            let (client, _) = Client::start(Mechanism::Sha256, "u", "p");
+            assert!(client.prove(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let (client, first) = Client::start(Mechanism::Sha256, "u", "p");
+        let nonce = first.rsplit_once("r=").unwrap().1;
+        let greedy = format!("r={nonce}x,s=AAAA,i=100000000");
+        assert!(client.prove(greedy.as_bytes()).is_err());
+        let (client, first) = Client::start(Mechanism::Sha256, "u", "p");
+        let nonce = first.rsplit_once("r=").unwrap().1;
+        let (proven, _) = client
+            .prove(format!("r={nonce}x,s=AAAA,i=4096").as_bytes())
+            .unwrap();
+        assert_eq!(
+            proven.verify(b"e=invalid-proof"),
+            Err(ScramError::Server("invalid-proof".into()))
+        );
     }
 
     #[test]

@@ -233,6 +233,8 @@ pub struct Broker {
     /// The last connect, if it failed: when, and how.
     connect_failure: Mutex<Option<(Instant, UpstreamError)>>,
     timeouts: Timeouts,
+    /// TLS and SASL towards the broker.
+    pub(super) security: Arc<super::security::PoolSecurity>,
     /// Requests and their bytes sent to this broker since the gateway started (counters, as
     /// `GET /v1/pool` shows them): how the load spreads over the pool.
     requests_sent: std::sync::atomic::AtomicU64,
@@ -258,6 +260,15 @@ impl Default for Timeouts {
 
 impl Broker {
     pub fn new(addr: impl Into<String>, timeouts: Timeouts) -> Self {
+        Self::secured(addr, timeouts, Default::default())
+    }
+
+    /// A broker reached with `security` (TLS, SASL).
+    pub fn secured(
+        addr: impl Into<String>,
+        timeouts: Timeouts,
+        security: Arc<super::security::PoolSecurity>,
+    ) -> Self {
         Broker {
             addr: addr.into(),
             produce: Default::default(),
@@ -268,6 +279,7 @@ impl Broker {
             connecting: Default::default(),
             connect_failure: Default::default(),
             timeouts,
+            security,
             requests_sent: Default::default(),
             bytes_sent: Default::default(),
         }
@@ -306,7 +318,7 @@ impl Broker {
         if let Some(e) = self.recent_connect_failure() {
             return Err(e);
         }
-        let result = Connection::open(&self.addr, self.timeouts.connect).await;
+        let result = Connection::open(&self.addr, self.timeouts.connect, &self.security).await;
         self.record_connect(&result);
         result
     }

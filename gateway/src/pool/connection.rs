@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Decodable;
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::error::UpstreamError;
+use super::security::{PoolSecurity, PoolStream};
 use crate::frame::{Frame, FrameReader};
 
 /// The largest response we accept from the pool: a fetch can legitimately be large.
@@ -137,19 +137,29 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) async fn open(addr: &str, connect_timeout: Duration) -> Result<Self, UpstreamError> {
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::Connect {
-                addr: addr.to_owned(),
-                reason: "connect timed out".into(),
-            })?
-            .map_err(|e| UpstreamError::Connect {
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+    pub(super) async fn open(
+        addr: &str,
+        connect_timeout: Duration,
+        security: &PoolSecurity,
+    ) -> Result<Self, UpstreamError> {
+        match security.connect(addr, connect_timeout).await? {
+            // The plaintext halves need no lock between them; TLS's share one session.
+            PoolStream::Plain(tcp) => {
+                let (read, write) = tcp.into_split();
+                Ok(Self::run(addr, read, write))
+            }
+            PoolStream::Tls(tls) => {
+                let (read, write) = tokio::io::split(*tls);
+                Ok(Self::run(addr, read, write))
+            }
+        }
+    }
+
+    fn run<R, W>(addr: &str, read: R, write: W) -> Self
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let shared = Arc::new(Shared {
             addr: addr.into(),
@@ -167,7 +177,7 @@ impl Connection {
         if shared.is_dead() {
             shared.close("closed by the broker");
         }
-        Ok(Connection { tx, shared })
+        Connection { tx, shared }
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -190,8 +200,8 @@ impl Connection {
     }
 }
 
-async fn write_loop(
-    write: tokio::net::tcp::OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    write: W,
     mut rx: mpsc::Receiver<Outbound>,
     shared: Arc<Shared>,
 ) {
@@ -246,7 +256,7 @@ async fn write_loop(
     shared.close("no longer used");
 }
 
-async fn read_loop(read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_loop<R: AsyncRead + Unpin>(read: R, shared: Arc<Shared>) {
     let reason = match read_answers(read, &shared).await {
         Ok(()) => "closed by the broker".to_string(),
         Err(reason) => reason,
@@ -264,7 +274,7 @@ async fn read_loop(read: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {
 
 /// Reads answers and hands each to its waiter until the broker closes (`Ok`) or something
 /// goes wrong (the reason).
-async fn read_answers(read: tokio::net::tcp::OwnedReadHalf, shared: &Shared) -> Result<(), String> {
+async fn read_answers<R: AsyncRead + Unpin>(read: R, shared: &Shared) -> Result<(), String> {
     let addr = &shared.addr;
     let mut read = FrameReader::new(read, UPSTREAM_READ_RETAIN);
     loop {

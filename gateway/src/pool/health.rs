@@ -107,7 +107,7 @@ impl Broker {
         let conn = match kept.filter(|c| !c.is_closed()) {
             Some(c) => c,
             None => {
-                let c = Connection::open(&self.addr, PROBE_CONNECT).await?;
+                let c = Connection::open(&self.addr, PROBE_CONNECT, &self.security).await?;
                 *self.probe_conn.lock().expect("poisoned") = Some(c.clone());
                 c
             }
@@ -124,7 +124,7 @@ impl Broker {
     /// Asks for ApiVersions on a connection of its own, with short timeouts: whether the broker
     /// answers at all, whatever its lanes are busy with, and however recently a connect failed.
     async fn probe(&self) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
-        let conn = Connection::open(&self.addr, PROBE_CONNECT).await;
+        let conn = Connection::open(&self.addr, PROBE_CONNECT, &self.security).await;
         self.record_connect(&conn);
         let conn = conn?;
         let answer = tokio::time::timeout(PROBE_ANSWER, self.api_versions_on(Some(&conn))).await;

@@ -40,6 +40,8 @@ struct PoolInner {
     versions: RwLock<Option<HashMap<i16, (i16, i16)>>>,
     generation: AtomicU64,
     timeouts: Timeouts,
+    /// TLS and SASL towards every broker.
+    security: Arc<super::security::PoolSecurity>,
 }
 
 struct Member {
@@ -80,12 +82,18 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Pool {
     pub fn new(timeouts: Timeouts) -> Self {
+        Self::secured(timeouts, Default::default())
+    }
+
+    /// A pool whose brokers are reached with `security` (TLS, SASL).
+    pub fn secured(timeouts: Timeouts, security: Arc<super::security::PoolSecurity>) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
                 members: RwLock::default(),
                 versions: RwLock::default(),
                 generation: AtomicU64::new(0),
                 timeouts,
+                security,
             }),
         }
     }
@@ -104,7 +112,11 @@ impl Pool {
             Some(BrokerState::Live) => return Ok(()),
             Some(BrokerState::Draining) => return Err(UpstreamError::NoBrokers),
             Some(_) => self.broker(addr).ok_or(UpstreamError::NoBrokers)?,
-            None => Arc::new(Broker::new(addr, self.inner.timeouts)),
+            None => Arc::new(Broker::secured(
+                addr,
+                self.inner.timeouts,
+                self.inner.security.clone(),
+            )),
         };
         let versions = broker.api_versions().await?;
         self.answered(&broker, &versions, true);
@@ -131,7 +143,11 @@ impl Pool {
             return;
         }
         members.push(Member {
-            broker: Arc::new(Broker::new(addr, self.inner.timeouts)),
+            broker: Arc::new(Broker::secured(
+                addr,
+                self.inner.timeouts,
+                self.inner.security.clone(),
+            )),
             state,
             answered: false,
         });

@@ -39,6 +39,7 @@ pub mod health;
 pub mod lease;
 pub mod membership;
 pub mod routing;
+pub mod security;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod testing;
