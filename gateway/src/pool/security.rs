@@ -268,6 +268,11 @@ where
         .read_exact(&mut len)
         .await
         .map_err(|e| e.to_string())?;
+    // A TLS record (alert or handshake, version 3.x) where a Kafka answer should be: the
+    // broker speaks TLS and we did not.
+    if matches!(len, [0x15 | 0x16, 0x03, ..]) {
+        return Err("the broker answered with TLS; give its CA with --pool-tls-ca".into());
+    }
     let len = i32::from_be_bytes(len);
     if !(4..=MAX_SASL_FRAME as i32).contains(&len) {
         return Err(format!("answer frame of {len} bytes"));
