@@ -37,9 +37,6 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
     let body: Bind = read_json(request).await?;
     check_principal(&body.principal)?;
     let policy = parse_policy(body.policy)?;
-    policy
-        .validate()
-        .map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
     let binding = CertificateBinding {
         id: Uuid::new_v4(),
         policy,
@@ -49,16 +46,15 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
     let (name, bound) = (principal.clone(), binding.clone());
     admin
         .blocking(move |inner| {
-            let _writes = inner.write_lock();
-            if let Some(other) = inner.registry.by_certificate_principal(&name) {
-                return Err(ApiError::exists(format!(
-                    "principal {name:?} is bound to cluster {} already; a certificate names no \
-                     cluster, so a principal belongs to one",
-                    other.id
-                )));
-            }
-            let c = inner.store.change_cluster(cluster, |c| {
-                let bindings = &mut c.credentials.certificate_principals;
+            inner.change_credentials(cluster, |registry, credentials| {
+                if let Some(other) = registry.by_certificate_principal(&name) {
+                    return Err(StoreError::Conflict(format!(
+                        "principal {name:?} is bound to cluster {} already; a certificate \
+                         names no cluster, so a principal belongs to one",
+                        other.id
+                    )));
+                }
+                let bindings = &mut credentials.certificate_principals;
                 if bindings.len() >= MAX_BINDINGS {
                     return Err(StoreError::Invalid(format!(
                         "cluster {cluster} binds {MAX_BINDINGS} principals, the most it may"
@@ -67,7 +63,6 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
                 bindings.insert(name.clone(), bound);
                 Ok(())
             })?;
-            inner.registry.upsert(c);
             Ok(())
         })
         .await?;
@@ -112,9 +107,8 @@ pub(super) async fn delete(admin: &Admin, cluster: Uuid, principal: &str) -> Api
     let name = principal.clone();
     admin
         .blocking(move |inner| {
-            let _writes = inner.write_lock();
-            let c = inner.store.change_cluster(cluster, |c| {
-                c.credentials
+            inner.change_credentials(cluster, |_, credentials| {
+                credentials
                     .certificate_principals
                     .remove(&name)
                     .map(drop)
@@ -124,7 +118,6 @@ pub(super) async fn delete(admin: &Admin, cluster: Uuid, principal: &str) -> Api
                         ))
                     })
             })?;
-            inner.registry.upsert(c);
             Ok(())
         })
         .await?;

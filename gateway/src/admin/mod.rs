@@ -155,6 +155,25 @@ impl Inner {
         // The guarded value is `()`: a panic elsewhere leaves nothing inconsistent behind it.
         self.writes.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Changes a live cluster's credentials under the write lock, then hands the record to the
+    /// data path: what every credential endpoint does. `change` sees the registry as it is
+    /// under the lock, for checks across clusters.
+    fn change_credentials(
+        &self,
+        cluster: uuid::Uuid,
+        change: impl FnOnce(
+            &Registry,
+            &mut crate::identity::credentials::Credentials,
+        ) -> Result<(), StoreError>,
+    ) -> Result<(), ApiError> {
+        let _writes = self.write_lock();
+        let record = self
+            .store
+            .change_cluster(cluster, |c| change(&self.registry, &mut c.credentials))?;
+        self.registry.upsert(record);
+        Ok(())
+    }
 }
 
 impl Admin {

@@ -74,9 +74,6 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
         )));
     }
     let policy = parse_policy(body.policy)?;
-    policy
-        .validate()
-        .map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
     let username = body.username;
     let password = body.password;
     let created = admin
@@ -88,9 +85,8 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
                 policy,
                 created_at: now(),
             };
-            let _writes = inner.write_lock();
-            let c = inner.store.change_cluster(cluster, |c| {
-                let users = &mut c.credentials.scram_users;
+            inner.change_credentials(cluster, |_, credentials| {
+                let users = &mut credentials.scram_users;
                 if users.contains_key(&username) {
                     return Err(StoreError::Conflict(format!(
                         "cluster {cluster} has a SCRAM user {username:?} already"
@@ -104,7 +100,6 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
                 users.insert(username.clone(), user.clone());
                 Ok(())
             })?;
-            inner.registry.upsert(c);
             to_json(cluster, &username, &user)
         })
         .await?;
@@ -135,9 +130,8 @@ pub(super) async fn delete(admin: &Admin, cluster: Uuid, username: &str) -> ApiR
     let name = username.clone();
     admin
         .blocking(move |inner| {
-            let _writes = inner.write_lock();
-            let c = inner.store.change_cluster(cluster, |c| {
-                c.credentials
+            inner.change_credentials(cluster, |_, credentials| {
+                credentials
                     .scram_users
                     .remove(&name)
                     .map(drop)
@@ -147,7 +141,6 @@ pub(super) async fn delete(admin: &Admin, cluster: Uuid, username: &str) -> ApiR
                         ))
                     })
             })?;
-            inner.registry.upsert(c);
             Ok(())
         })
         .await?;

@@ -26,7 +26,7 @@ struct IssueToken {
     ttl_seconds: Option<i64>,
 }
 
-/// Parses a policy document. `Statement` is "one or many", which serde reports only as "did
+/// Parses and validates a policy document. `Statement` is "one or many", which serde reports only as "did
 /// not match any variant"; on failure we parse the statements one by one to say which one is
 /// wrong and why (an unsupported `Condition`, a misspelt `Effect`, ...).
 pub(super) fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError> {
@@ -35,7 +35,7 @@ pub(super) fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError>
         Some(one) => vec![one.clone()],
         None => Vec::new(),
     };
-    serde_json::from_value(value).map_err(|e| {
+    let policy: Policy = serde_json::from_value(value).map_err(|e| {
         let detail = statements
             .into_iter()
             .enumerate()
@@ -46,7 +46,11 @@ pub(super) fn parse_policy(value: serde_json::Value) -> Result<Policy, ApiError>
             })
             .unwrap_or_else(|| e.to_string());
         ApiError::invalid(format!("policy is not a valid policy document: {detail}"))
-    })
+    })?;
+    policy
+        .validate()
+        .map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
+    Ok(policy)
 }
 
 /// A principal's problem, if it has one: 1 to 256 printable characters.
@@ -87,9 +91,6 @@ pub(super) async fn issue(admin: &Admin, request: Request<Incoming>) -> ApiResul
         )));
     }
     let policy = parse_policy(body.policy)?;
-    policy
-        .validate()
-        .map_err(|e| ApiError::invalid(format!("policy: {e}")))?;
 
     let cluster = admin
         .blocking(move |inner| Ok(inner.store.cluster(cluster_id)?))

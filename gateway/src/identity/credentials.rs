@@ -137,7 +137,7 @@ impl Used {
 pub fn new_access_key_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut random = [0u8; 17];
-    fill_random(&mut random);
+    super::fill_random(&mut random);
     let tail: String = random
         .iter()
         .map(|b| ALPHABET[usize::from(b % 32)] as char)
@@ -149,15 +149,8 @@ pub fn new_access_key_id() -> String {
 pub fn new_secret() -> String {
     use base64::Engine;
     let mut random = [0u8; 30];
-    fill_random(&mut random);
+    super::fill_random(&mut random);
     base64::engine::general_purpose::STANDARD.encode(random)
-}
-
-fn fill_random(out: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new()
-        .fill(out)
-        .expect("the operating system's random source failed");
 }
 
 /// A user name's problem, if it has one: 1 to [`MAX_USERNAME_CHARS`] characters, none a

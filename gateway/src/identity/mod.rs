@@ -35,3 +35,11 @@ pub(crate) fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
+
+/// Fills `out` from the operating system's random source (salts, nonces, keys).
+pub(crate) fn fill_random(out: &mut [u8]) {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(out)
+        .expect("the operating system's random source failed");
+}

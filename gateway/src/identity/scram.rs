@@ -105,7 +105,7 @@ impl Credential {
     /// Salts and stretches `password` with a fresh random salt.
     pub fn new(mechanism: Mechanism, password: &str, iterations: u32) -> Credential {
         let mut salt = vec![0; SALT_BYTES];
-        fill_random(&mut salt);
+        super::fill_random(&mut salt);
         Credential::with_salt(mechanism, password.as_bytes(), salt, iterations)
     }
 
@@ -251,7 +251,7 @@ impl ServerFirst {
             None => (decoy.salt(mechanism, &first.username), MIN_ITERATIONS),
         };
         let mut server_nonce = [0; NONCE_BYTES];
-        fill_random(&mut server_nonce);
+        super::fill_random(&mut server_nonce);
         let nonce = format!(
             "{}{}",
             first.nonce,
@@ -329,7 +329,7 @@ impl Client {
     /// The client and its first message.
     pub fn start(mechanism: Mechanism, username: &str, password: &str) -> (Client, String) {
         let mut nonce = [0; NONCE_BYTES];
-        fill_random(&mut nonce);
+        super::fill_random(&mut nonce);
         let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
         let name = username.replace('=', "=3D").replace(',', "=2C");
         let first_bare = format!("n={name},r={nonce}");
@@ -463,7 +463,7 @@ pub struct DecoySalts {
 impl Default for DecoySalts {
     fn default() -> Self {
         let mut secret = [0; 32];
-        fill_random(&mut secret);
+        super::fill_random(&mut secret);
         DecoySalts {
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
         }
@@ -478,13 +478,6 @@ impl DecoySalts {
         ctx.update(username.as_bytes());
         ctx.sign().as_ref()[..SALT_BYTES].to_vec()
     }
-}
-
-fn fill_random(out: &mut [u8]) {
-    use ring::rand::SecureRandom;
-    ring::rand::SystemRandom::new()
-        .fill(out)
-        .expect("the operating system's random source failed");
 }
 
 mod b64 {
