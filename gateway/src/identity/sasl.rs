@@ -336,6 +336,86 @@ pub(super) fn admit(
 mod tests {
     use super::*;
 
+    const FULL: &str =
+        r#"{"Statement": [{"Effect": "Allow", "Action": "kafka-cluster:*", "Resource": "*"}]}"#;
+
+    /// A SCRAM login of `user` through `step`, as the connection drives it.
+    fn scram_login(
+        gw: &Gateway,
+        user: &str,
+        password: &str,
+        previous: Option<&Session>,
+    ) -> Result<Session, AuthError> {
+        let m = scram::Mechanism::Sha512;
+        let (client, first) = scram::Client::start(m, user, password);
+        let start = Exchange::Start(Mechanism::Scram(m));
+        let Step::Challenge(server_first, next) =
+            step(gw, start, first.as_bytes(), previous, None)?
+        else {
+            panic!("SCRAM's first message is answered with a challenge");
+        };
+        let (proven, last) = client
+            .prove(&server_first)
+            .expect("a well-formed challenge");
+        let Step::Done(session, server_final) = step(gw, next, last.as_bytes(), previous, None)?
+        else {
+            panic!("SCRAM's second message ends the exchange");
+        };
+        proven
+            .verify(&server_final)
+            .expect("the server signs with the user's keys");
+        Ok(session)
+    }
+
+    #[test]
+    fn scram_sessions_re_authenticate_as_token_sessions_do() {
+        let ctx = crate::api::testing::ctx(FULL);
+        let gw = &ctx.gw;
+        let mut cluster = (*ctx.session.cluster).clone();
+        let add = |cluster: &mut Cluster, name: &str| {
+            cluster.credentials.scram_users.insert(
+                name.into(),
+                super::super::credentials::ScramUser {
+                    id: uuid::Uuid::new_v4(),
+                    credential: scram::Credential::new(
+                        scram::Mechanism::Sha512,
+                        "pencil-1",
+                        scram::MIN_ITERATIONS,
+                    ),
+                    policy: serde_json::from_str(FULL).unwrap(),
+                    created_at: 0,
+                },
+            );
+        };
+        add(&mut cluster, "alice");
+        add(&mut cluster, "bob");
+        gw.registry().upsert(cluster.clone());
+        let alice = format!("alice@{}", cluster.id);
+
+        let session = scram_login(gw, &alice, "pencil-1", None).unwrap();
+        assert_eq!(session.principal, "alice");
+        let lifetime = session.expires_at_ms - crate::identity::now_ms();
+        assert!((SCRAM_SESSION_MS - 5_000..=SCRAM_SESSION_MS).contains(&lifetime));
+        // Re-authenticating as the same user on the same connection keeps it going...
+        let again = scram_login(gw, &alice, "pencil-1", Some(&session)).unwrap();
+        assert_eq!(again.used, session.used);
+        // ...as another user, or over a session another kind of credential made, does not.
+        let bob = format!("bob@{}", cluster.id);
+        assert_eq!(
+            scram_login(gw, &bob, "pencil-1", Some(&session)).unwrap_err(),
+            AuthError::ReauthMismatch
+        );
+        assert_eq!(
+            scram_login(gw, &alice, "pencil-1", Some(&ctx.session)).unwrap_err(),
+            AuthError::ReauthMismatch
+        );
+        // A wrong password at re-authentication fails like any wrong password.
+        assert_eq!(
+            scram_login(gw, &alice, "pencil-2", Some(&session)).unwrap_err(),
+            AuthError::Scram(scram::ScramError::Failed)
+        );
+    }
+
     #[test]
     fn oauthbearer_messages() {
         assert_eq!(
