@@ -164,4 +164,4 @@ def test_a_replaced_certificate_is_served_without_dropping_connections(tls_stack
     # The producer connected before goes on over its open connections.
     produce(20, "after")
     assert reports == [None] * 40, [r for r in reports if r is not None][:3]
-    assert "TLS certificate reloaded" in s.logs(400)
+    assert "TLS files reloaded" in s.logs(400)
