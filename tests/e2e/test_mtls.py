@@ -6,7 +6,7 @@ expired, revoked (in the CRL given with `--tls-client-crl`) and signed by a fore
 certificate whose principal a cluster bound produces and consumes with confluent-kafka and
 kafka-python over `security.protocol=SSL` (no SASL); the others fail the handshake; an unbound
 principal gets nothing; unbinding closes a live connection within 5 s; a CRL rewritten while the
-gateway runs refuses the newly revoked certificate within seconds.
+gateway runs refuses the newly revoked certificate within seconds and closes its live connection.
 """
 
 from __future__ import annotations
@@ -280,10 +280,34 @@ def test_unbinding_closes_a_live_connection(mtls):
 
 
 def test_a_rewritten_crl_is_honoured_within_seconds(mtls):
+    """A list published while the gateway runs refuses the newly revoked certificate's new
+    handshakes and closes its live connection (the files are looked at every 2 s, an idle
+    connection checks every 2 s)."""
     s, ca, crl, clients = mtls
     bound_tenant(mtls, "carol")
     assert served(s.bootstrap, ca.pem, clients["carol"])
-    ca.revoke(clients["carol"].cert)
-    ca.publish_crl(crl)
+    host, port = s.bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with tls_context(ca.pem, clients["carol"]).wrap_socket(raw, server_hostname=host) as live:
+            api_versions(live)
+            metadata(live)
+            live.settimeout(0.5)
+            try:  # the rest of the Metadata answer
+                while live.recv(65536):
+                    pass
+            except (socket.timeout, ssl.SSLError):
+                pass
+            ca.revoke(clients["carol"].cert)
+            ca.publish_crl(crl)
+            published = time.monotonic()
+            live.settimeout(8)
+            try:
+                closed = live.recv(1) == b""
+            except (ssl.SSLError, ConnectionError):
+                closed = True
+            except socket.timeout:
+                closed = False
+            assert closed, "the revoked certificate's live connection stayed open"
+            assert time.monotonic() - published <= 6
     wait_until(lambda: not served(s.bootstrap, ca.pem, clients["carol"]), 15,
                "the newly revoked certificate refused")

@@ -124,7 +124,7 @@ pub async fn serve<S>(
     gw: Gateway,
     stream: S,
     peer: String,
-    certified: Option<crate::identity::mtls::CertifiedClient>,
+    certified: Option<crate::identity::mtls::Certified>,
     mut shutdown: tokio::sync::broadcast::Receiver<()>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -258,7 +258,7 @@ struct Connection {
     checked: Option<Arc<crate::tenancy::Cluster>>,
     /// The client certificate the TLS handshake verified, if the client presented one: the
     /// identity of a client that sends requests without SASL.
-    certified: Option<crate::identity::mtls::CertifiedClient>,
+    certified: Option<crate::identity::mtls::Certified>,
     /// This connection's place in its cluster's connection quota, from authentication on.
     quota_slot: Option<crate::quotas::limits::ConnectionSlot>,
     tx: mpsc::Sender<Outgoing>,
@@ -325,10 +325,19 @@ impl Connection {
         let Some(cluster) = self.gw.registry().get(&session.cluster.id) else {
             return Some(CloseReason::ClusterGone);
         };
-        if !cluster.credentials.stands(&session.used) {
+        if !cluster.credentials.stands(&session.used) || self.certificate_revoked(session) {
             return Some(CloseReason::Revoked);
         }
         (now >= idle_deadline).then_some(CloseReason::Idle(self.limits.idle_timeout))
+    }
+
+    /// Whether a revocation list published since the handshake names the client certificate
+    /// the session was made from.
+    fn certificate_revoked(&self, session: &Session) -> bool {
+        matches!(
+            session.used,
+            crate::identity::credentials::Used::Certificate { .. }
+        ) && self.certified.as_ref().is_some_and(|c| c.revoked_since())
     }
 
     /// Whether the session's credential still stands in `cluster`, its cluster's current
@@ -498,7 +507,7 @@ impl Connection {
             let Some(certified) = &self.certified else {
                 return Err(Self::refuse(raw, "request before SASL authentication"));
             };
-            let session = crate::identity::mtls::session(&self.gw, certified, self.source)
+            let session = crate::identity::mtls::session(&self.gw, &certified.client, self.source)
                 .map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
             self.admitted(session)?;
         }
@@ -549,7 +558,7 @@ impl Connection {
                 let Some(cluster) = self.gw.registry().get(&session.cluster.id) else {
                     return Err(CloseReason::ClusterGone);
                 };
-                if !self.still_admitted(&session, &cluster) {
+                if !self.still_admitted(&session, &cluster) || self.certificate_revoked(&session) {
                     return Err(CloseReason::Revoked);
                 }
                 self.gw.signals().request();

@@ -172,10 +172,15 @@ async fn accept(listener: TcpListener, shared: Accepting, mut stopped: watch::Re
                 },
             };
             let client = client.to_string();
+            let seen;
             match tls {
                 None => crate::connection::serve(gw, stream, client, None, rx).await,
-                Some(tls) => match tokio::time::timeout(deadline, tls.acceptor().accept(stream))
-                    .await
+                Some(tls) => match tokio::time::timeout(deadline, {
+                    // Before the handshake: a list loaded during it is looked at once more.
+                    seen = crate::identity::mtls::Revocations::generation(tls.as_ref());
+                    tls.acceptor().accept(stream)
+                })
+                .await
                 {
                     Ok(Ok(stream)) => {
                         // Verified by the handshake; what it names is the principal's to say.
@@ -190,7 +195,14 @@ async fn accept(listener: TcpListener, shared: Accepting, mut stopped: watch::Re
                                 tracing::info!(peer = %client, %why, "client certificate refused");
                             }
                             Some(Ok(identity)) => {
-                                crate::connection::serve(gw, stream, client, Some(identity), rx)
+                                let revocations: Arc<dyn crate::identity::mtls::Revocations> =
+                                    tls.clone();
+                                let certified = crate::identity::mtls::Certified::new(
+                                    identity,
+                                    revocations,
+                                    seen,
+                                );
+                                crate::connection::serve(gw, stream, client, Some(certified), rx)
                                     .await
                             }
                             None => crate::connection::serve(gw, stream, client, None, rx).await,

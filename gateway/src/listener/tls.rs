@@ -64,11 +64,17 @@ pub enum TlsError {
 pub struct Reloading {
     files: TlsFiles,
     current: RwLock<Loaded>,
+    /// Counts loads, so that live connections look at the revocation lists again only when
+    /// they may have changed.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
 struct Loaded {
     config: Arc<ServerConfig>,
+    /// The client CA's revocation lists, parsed: the handshake's verifier has them too, but
+    /// connections made before a list changed are checked against these.
+    crls: Vec<webpki::CertRevocationList<'static>>,
     /// The files' bytes it came from: a change is a difference in them.
     from: Vec<Vec<u8>>,
     #[cfg(test)]
@@ -83,6 +89,7 @@ impl Reloading {
         Ok(Arc::new(Reloading {
             files,
             current: RwLock::new(loaded),
+            generation: Default::default(),
         }))
     }
 
@@ -105,6 +112,8 @@ impl Reloading {
         }
         let loaded = configure(&self.files, from)?;
         *self.current.write().expect("poisoned") = loaded;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(true)
     }
 
@@ -186,9 +195,12 @@ fn configure(files: &TlsFiles, from: Vec<Vec<u8>>) -> Result<Loaded, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| pem(&files.cert, e.to_string()))?;
-    let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => builder.with_client_cert_verifier(client_verifier(files, ca, &from, provider)?),
+    let (builder, crls) = match &files.client_ca {
+        None => (builder.with_no_client_auth(), Vec::new()),
+        Some(ca) => {
+            let (verifier, crls) = client_verifier(files, ca, &from, provider)?;
+            (builder.with_client_cert_verifier(verifier), crls)
+        }
     };
     #[cfg(test)]
     let leaf = chain[0].to_vec();
@@ -197,6 +209,7 @@ fn configure(files: &TlsFiles, from: Vec<Vec<u8>>) -> Result<Loaded, TlsError> {
         .map_err(|e| pem(&files.key, e.to_string()))?;
     Ok(Loaded {
         config: Arc::new(config),
+        crls,
         from,
         #[cfg(test)]
         leaf,
@@ -211,7 +224,13 @@ fn client_verifier(
     ca: &Path,
     from: &[Vec<u8>],
     provider: Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+) -> Result<
+    (
+        Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        Vec<webpki::CertRevocationList<'static>>,
+    ),
+    TlsError,
+> {
     let fail = |why: String| TlsError::ClientAuth {
         ca: ca.to_owned(),
         why,
@@ -230,6 +249,7 @@ fn client_verifier(
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .allow_unauthenticated();
+    let mut parsed = Vec::new();
     if let Some(crl_path) = &files.client_crl {
         let crls = CertificateRevocationListDer::pem_slice_iter(&from[3])
             .collect::<Result<Vec<_>, _>>()
@@ -237,9 +257,28 @@ fn client_verifier(
         if crls.is_empty() {
             return Err(pem(crl_path, "no X509 CRL in it".into()));
         }
+        parsed = crls
+            .iter()
+            .map(|crl| webpki::OwnedCertRevocationList::from_der(crl).map(Into::into))
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem(crl_path, format!("unusable revocation list ({e:?})")))?;
         builder = builder.with_crls(crls).only_check_end_entity_revocation();
     }
-    builder.build().map_err(|e| fail(e.to_string()))
+    Ok((builder.build().map_err(|e| fail(e.to_string()))?, parsed))
+}
+
+impl crate::identity::mtls::Revocations for Reloading {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn revoked(&self, issuer: &[u8], serial: &[u8]) -> bool {
+        let current = self.current.read().expect("poisoned");
+        current.crls.iter().any(|crl| {
+            // A list that cannot be searched counts as naming the certificate: fail closed.
+            crl.issuer() == issuer && !matches!(crl.find_serial(serial), Ok(None))
+        })
+    }
 }
 
 fn pem(path: &Path, why: String) -> TlsError {

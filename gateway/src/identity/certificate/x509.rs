@@ -14,6 +14,10 @@ pub struct ClientCertificate {
     pub subject: String,
     /// The end of the validity period (`notAfter`), in seconds since the Unix epoch.
     pub not_after_unix: i64,
+    /// The serial number's INTEGER contents and the issuer Name's SEQUENCE contents: what a
+    /// revocation list names a certificate by.
+    pub serial: Vec<u8>,
+    pub issuer: Vec<u8>,
 }
 
 /// Why a client certificate could not be read. rustls accepted it, so these mean a certificate
@@ -77,9 +81,15 @@ pub fn parse_certificate(der: &[u8]) -> Result<ClientCertificate, CertificateErr
         version.expect(INTEGER, "version (an INTEGER)")?;
         version.finish("the end of the version field")?;
     }
-    tbs.expect(INTEGER, "serialNumber (an INTEGER)")?;
+    let serial = tbs
+        .expect(INTEGER, "serialNumber (an INTEGER)")?
+        .contents()
+        .to_vec();
     tbs.expect(SEQUENCE, "signature (an AlgorithmIdentifier SEQUENCE)")?;
-    tbs.expect(SEQUENCE, "issuer (a Name SEQUENCE)")?;
+    let issuer = tbs
+        .expect(SEQUENCE, "issuer (a Name SEQUENCE)")?
+        .contents()
+        .to_vec();
     let mut validity = tbs.expect(SEQUENCE, "validity (a SEQUENCE)")?.reader();
     let subject = tbs.expect(SEQUENCE, "subject (a Name SEQUENCE)")?;
     // The rest (key, unique ids, extensions) is not needed, but must still be well-formed.
@@ -94,6 +104,8 @@ pub fn parse_certificate(der: &[u8]) -> Result<ClientCertificate, CertificateErr
     Ok(ClientCertificate {
         subject: rfc2253_name(subject)?,
         not_after_unix,
+        serial,
+        issuer,
     })
 }
 
