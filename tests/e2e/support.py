@@ -552,6 +552,25 @@ def scram_proof(mechanism: str, password: str, auth_message_start: str, server_f
             hmac.new(server_key, auth_message, h).digest())
 
 
+def closed_within(sock, seconds: float) -> bool:
+    """Whether the peer closes `sock` (plain or TLS) within `seconds`, nothing being sent
+    meanwhile; a TLS alert or a reset counts as closed."""
+    import socket
+    import ssl
+
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(4096):
+                return True
+        except socket.timeout:
+            return False
+        except (ssl.SSLError, OSError):
+            return True
+    return False
+
+
 class RawKafka:
     """One connection to the gateway, authenticated with SASL PLAIN (the token as password) or
     SCRAM, speaking a few hand-encoded requests."""
@@ -622,19 +641,7 @@ class RawKafka:
     def closed_within(self, seconds: float) -> bool:
         """Whether the gateway closes this connection within `seconds`, the client sending
         nothing meanwhile."""
-        import socket
-
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                if not self.sock.recv(4096):
-                    return True
-            except socket.timeout:
-                return False
-            except OSError:
-                return True
-        return False
+        return closed_within(self.sock, seconds)
 
     def close(self) -> None:
         self.sock.close()

@@ -18,13 +18,14 @@ import struct
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from conftest import make_tenant, start_dev_stack
-from support import Admin, policy, wait_until
+from support import Admin, closed_within, policy, wait_until
 from test_clients import flow_confluent, flow_kafka_python
 
 RULES = "RULE:^CN=([^,]+),OU=.*$/$1/L,DEFAULT"
@@ -194,6 +195,24 @@ def served(bootstrap: str, ca: Path, client: Client | None) -> bool:
         return False
 
 
+@contextmanager
+def live_session(bootstrap: str, ca: Path, client: Client):
+    """A raw TLS connection with `client`'s certificate, authenticated by a first Metadata
+    request whose answer is read away; yields the socket, idle."""
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with tls_context(ca, client).wrap_socket(raw, server_hostname=host) as tls:
+            api_versions(tls)
+            metadata(tls)
+            tls.settimeout(0.5)
+            try:  # the rest of the Metadata answer
+                while tls.recv(65536):
+                    pass
+            except (socket.timeout, ssl.SSLError):
+                pass
+            yield tls
+
+
 def confluent_ssl(tc, client: Client) -> dict:
     return {"bootstrap.servers": tc.bootstrap, "security.protocol": "SSL",
             "ssl.ca.location": tc.ca, "ssl.certificate.location": str(client.cert),
@@ -254,28 +273,11 @@ def test_an_unbound_principal_is_refused_and_the_principal_is_the_mapped_one(mtl
 def test_unbinding_closes_a_live_connection(mtls):
     s, ca, _, clients = mtls
     admin, tc = bound_tenant(mtls, "bob")
-    host, port = s.bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as raw:
-        with tls_context(ca.pem, clients["bob"]).wrap_socket(raw, server_hostname=host) as tls:
-            api_versions(tls)
-            metadata(tls)
-            tls.settimeout(0.5)
-            try:  # the rest of the Metadata answer
-                while tls.recv(65536):
-                    pass
-            except (socket.timeout, ssl.SSLError):
-                pass
-            admin._ok("DELETE", f"/v1/clusters/{tc.cluster_id}/certificate-principals/bob")
-            unbound = time.monotonic()
-            tls.settimeout(6)
-            try:
-                closed = tls.recv(1) == b""
-            except (ssl.SSLError, ConnectionError):
-                closed = True
-            except socket.timeout:
-                closed = False
-            assert closed, "the unbound principal's connection stayed open"
-            assert time.monotonic() - unbound <= 5
+    with live_session(s.bootstrap, ca.pem, clients["bob"]) as tls:
+        admin._ok("DELETE", f"/v1/clusters/{tc.cluster_id}/certificate-principals/bob")
+        unbound = time.monotonic()
+        assert closed_within(tls, 6), "the unbound principal's connection stayed open"
+        assert time.monotonic() - unbound <= 5
     assert not served(s.bootstrap, ca.pem, clients["bob"])
 
 
@@ -286,28 +288,11 @@ def test_a_rewritten_crl_is_honoured_within_seconds(mtls):
     s, ca, crl, clients = mtls
     bound_tenant(mtls, "carol")
     assert served(s.bootstrap, ca.pem, clients["carol"])
-    host, port = s.bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as raw:
-        with tls_context(ca.pem, clients["carol"]).wrap_socket(raw, server_hostname=host) as live:
-            api_versions(live)
-            metadata(live)
-            live.settimeout(0.5)
-            try:  # the rest of the Metadata answer
-                while live.recv(65536):
-                    pass
-            except (socket.timeout, ssl.SSLError):
-                pass
-            ca.revoke(clients["carol"].cert)
-            ca.publish_crl(crl)
-            published = time.monotonic()
-            live.settimeout(8)
-            try:
-                closed = live.recv(1) == b""
-            except (ssl.SSLError, ConnectionError):
-                closed = True
-            except socket.timeout:
-                closed = False
-            assert closed, "the revoked certificate's live connection stayed open"
-            assert time.monotonic() - published <= 6
+    with live_session(s.bootstrap, ca.pem, clients["carol"]) as live:
+        ca.revoke(clients["carol"].cert)
+        ca.publish_crl(crl)
+        published = time.monotonic()
+        assert closed_within(live, 8), "the revoked certificate's live connection stayed open"
+        assert time.monotonic() - published <= 6
     wait_until(lambda: not served(s.bootstrap, ca.pem, clients["carol"]), 15,
                "the newly revoked certificate refused")

@@ -60,10 +60,12 @@ impl Certified {
     /// load unless the lists changed.
     pub fn revoked_since(&self) -> bool {
         let now = self.revocations.generation();
-        // Connections are served by one task each: no other thread races this swap.
-        if self.seen.swap(now, Ordering::Relaxed) == now {
+        // A load, not a swap, on the per-request path; one task serves a connection, so
+        // nothing races the store.
+        if self.seen.load(Ordering::Relaxed) == now {
             return false;
         }
+        self.seen.store(now, Ordering::Relaxed);
         self.revocations
             .revoked(&self.client.issuer, &self.client.serial)
     }

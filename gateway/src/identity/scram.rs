@@ -110,19 +110,40 @@ impl Credential {
     }
 
     fn with_salt(mechanism: Mechanism, password: &[u8], salt: Vec<u8>, iterations: u32) -> Self {
-        let mut salted = vec![0; mechanism.output_len()];
-        let rounds = std::num::NonZeroU32::new(iterations.max(1)).expect("at least 1");
-        pbkdf2::derive(mechanism.pbkdf2(), rounds, &salt, password, &mut salted);
-        let key = hmac::Key::new(mechanism.hmac(), &salted);
-        let client_key = hmac::sign(&key, b"Client Key");
-        let stored_key = digest::digest(mechanism.digest(), client_key.as_ref());
-        let server_key = hmac::sign(&key, b"Server Key");
+        let keys = Keys::derive(mechanism, password, &salt, iterations);
         Credential {
             mechanism,
             iterations,
             salt,
-            stored_key: stored_key.as_ref().to_vec(),
-            server_key: server_key.as_ref().to_vec(),
+            stored_key: keys.stored_key,
+            server_key: keys.server_key,
+        }
+    }
+}
+
+/// RFC 5802's keys of a password: `ClientKey` (which only a client holds), `StoredKey` and
+/// `ServerKey`, from one PBKDF2 run.
+struct Keys {
+    client_key: Vec<u8>,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+impl Keys {
+    fn derive(mechanism: Mechanism, password: &[u8], salt: &[u8], iterations: u32) -> Keys {
+        let mut salted = vec![0; mechanism.output_len()];
+        let rounds = std::num::NonZeroU32::new(iterations.max(1)).expect("at least 1");
+        pbkdf2::derive(mechanism.pbkdf2(), rounds, salt, password, &mut salted);
+        let key = hmac::Key::new(mechanism.hmac(), &salted);
+        let client_key = hmac::sign(&key, b"Client Key").as_ref().to_vec();
+        let stored_key = digest::digest(mechanism.digest(), &client_key)
+            .as_ref()
+            .to_vec();
+        let server_key = hmac::sign(&key, b"Server Key").as_ref().to_vec();
+        Keys {
+            client_key,
+            stored_key,
+            server_key,
         }
     }
 }
@@ -367,28 +388,13 @@ impl Client {
             .ok_or(ScramError::Malformed(
                 "iteration count missing or out of range",
             ))?;
-        let keys =
-            Credential::with_salt(self.mechanism, self.password.as_bytes(), salt, iterations);
+        let keys = Keys::derive(self.mechanism, self.password.as_bytes(), &salt, iterations);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{text},{without_proof}", self.first_bare);
         let stored = hmac::Key::new(self.mechanism.hmac(), &keys.stored_key);
         let signature = hmac::sign(&stored, auth_message.as_bytes());
-        // ClientKey is recomputed rather than kept in Credential, which holds server keys only.
-        let mut salted = vec![0; self.mechanism.output_len()];
-        let rounds = std::num::NonZeroU32::new(iterations).expect("checked above");
-        pbkdf2::derive(
-            self.mechanism.pbkdf2(),
-            rounds,
-            &keys.salt,
-            self.password.as_bytes(),
-            &mut salted,
-        );
-        let client_key = hmac::sign(
-            &hmac::Key::new(self.mechanism.hmac(), &salted),
-            b"Client Key",
-        );
-        let proof: Vec<u8> = client_key
-            .as_ref()
+        let proof: Vec<u8> = keys
+            .client_key
             .iter()
             .zip(signature.as_ref())
             .map(|(k, s)| k ^ s)

@@ -391,6 +391,16 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
 
+    /// Files for a server pair alone, no client certificates.
+    fn pair(cert: PathBuf, key: PathBuf) -> TlsFiles {
+        TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+            client_crl: None,
+        }
+    }
+
     fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!("tollgate-tls-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&d).unwrap();
@@ -402,12 +412,7 @@ mod tests {
         let d = dir();
         testing::ca(&d);
         let (cert, key) = testing::server(&d, "first");
-        let files = TlsFiles {
-            cert: d.join("live.pem"),
-            key: d.join("live.key"),
-            client_ca: None,
-            client_crl: None,
-        };
+        let files = pair(d.join("live.pem"), d.join("live.key"));
         std::fs::copy(&cert, &files.cert).unwrap();
         std::fs::copy(&key, &files.key).unwrap();
         let tls = Reloading::load(files.clone()).unwrap();
@@ -433,21 +438,11 @@ mod tests {
         let d = dir();
         testing::ca(&d);
         let (cert, key) = testing::server(&d, "server");
-        let missing = TlsFiles {
-            cert: d.join("nope.pem"),
-            key: key.clone(),
-            client_ca: None,
-            client_crl: None,
-        };
+        let missing = pair(d.join("nope.pem"), key.clone());
         let err = Reloading::load(missing).unwrap_err().to_string();
         assert!(err.contains("nope.pem"), "{err}");
         // A key where the certificate should be, and the other way round.
-        let swapped = TlsFiles {
-            cert: key.clone(),
-            key: cert.clone(),
-            client_ca: None,
-            client_crl: None,
-        };
+        let swapped = pair(key.clone(), cert.clone());
         let err = Reloading::load(swapped).unwrap_err().to_string();
         assert!(
             err.contains("no CERTIFICATE") || err.contains("not a PEM"),
@@ -455,14 +450,9 @@ mod tests {
         );
         let garbage = d.join("garbage.key");
         std::fs::write(&garbage, "not a key").unwrap();
-        let err = Reloading::load(TlsFiles {
-            cert,
-            key: garbage,
-            client_ca: None,
-            client_crl: None,
-        })
-        .unwrap_err()
-        .to_string();
+        let err = Reloading::load(pair(cert, garbage))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("garbage.key") && err.contains("private key"),
             "{err}"
