@@ -16,7 +16,8 @@
 //!   [`closing`] bills closed hours into the `billing` ledger; [`sync`] shares clusters between
 //!   gateway instances.
 //!
-//! Around it: [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
+//! Around it: [`telemetry`], the metrics, consumer lag and audit events operators and tenants
+//! read; [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
 //! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
 
 pub mod admin;
@@ -37,4 +38,5 @@ pub mod records;
 pub mod run;
 pub mod state;
 pub mod sync;
+pub mod telemetry;
 pub mod tenancy;

@@ -85,6 +85,8 @@ struct Inner {
     quota_meters: crate::quotas::meter::Meters,
     /// SCRAM salts for user names that do not exist.
     decoy_salts: crate::identity::scram::DecoySalts,
+    metrics: crate::telemetry::metrics::Metrics,
+    audit: crate::telemetry::audit::Audit,
 }
 
 impl Gateway {
@@ -114,8 +116,31 @@ impl Gateway {
                 signals: Default::default(),
                 quota_meters: Default::default(),
                 decoy_salts: Default::default(),
+                metrics: Default::default(),
+                audit: Default::default(),
             }),
         }
+    }
+
+    /// Replaces the default metrics registry and audit log; only while nothing else holds the
+    /// gateway (at assembly, in [`crate::run`]).
+    pub fn with_telemetry(
+        mut self,
+        metrics: crate::telemetry::metrics::Metrics,
+        audit: crate::telemetry::audit::Audit,
+    ) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("telemetry is set before sharing");
+        inner.metrics = metrics;
+        inner.audit = audit;
+        self
+    }
+
+    pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn audit(&self) -> &crate::telemetry::audit::Audit {
+        &self.inner.audit
     }
 
     pub fn decoy_salts(&self) -> &crate::identity::scram::DecoySalts {

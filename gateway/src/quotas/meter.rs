@@ -59,6 +59,8 @@ struct Meter {
     lease: Arc<Lease>,
     sampled: Sampled,
     throttles: AtomicU64,
+    /// Nanoseconds its throttles told clients to wait, for `tollgate_throttle_seconds_total`.
+    throttled_ns: AtomicU64,
 }
 
 impl Meter {
@@ -86,7 +88,10 @@ impl Meter {
             return Duration::ZERO;
         }
         self.throttles.fetch_add(1, Ordering::Relaxed);
-        Duration::from_nanos(wait).min(MAX_THROTTLE)
+        let wait = Duration::from_nanos(wait).min(MAX_THROTTLE);
+        self.throttled_ns
+            .fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+        wait
     }
 }
 
@@ -111,6 +116,7 @@ pub type PartitionKey = (TopicName, uuid::Uuid, i32);
 struct PartitionBuckets {
     topics: Mutex<HashMap<(TopicName, uuid::Uuid), Vec<Bucket>>>,
     throttles: AtomicU64,
+    throttled_ns: AtomicU64,
 }
 
 impl PartitionBuckets {
@@ -152,7 +158,10 @@ impl PartitionBuckets {
             return Duration::ZERO;
         }
         self.throttles.fetch_add(1, Ordering::Relaxed);
-        Duration::from_nanos(wait).min(MAX_THROTTLE)
+        let wait = Duration::from_nanos(wait).min(MAX_THROTTLE);
+        self.throttled_ns
+            .fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+        wait
     }
 }
 
@@ -226,6 +235,19 @@ impl ClusterMeter {
             Some(quota) => self.partitions_out.charge(parts, quota),
             None => Duration::ZERO,
         }
+    }
+
+    /// How long its throttles have told clients to wait, in nanoseconds, by quota (the
+    /// `quota` label of `tollgate_throttle_seconds_total`).
+    pub fn throttled_ns(&self) -> [(&'static str, u64); 5] {
+        let ns = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("ingress", ns(&self.ingress.throttled_ns)),
+            ("egress", ns(&self.egress.throttled_ns)),
+            ("requests", ns(&self.requests.throttled_ns)),
+            ("partition_ingress", ns(&self.partitions_in.throttled_ns)),
+            ("partition_egress", ns(&self.partitions_out.throttled_ns)),
+        ]
     }
 
     /// What the cluster used in the last second, and its throttles so far.
@@ -384,6 +406,10 @@ mod tests {
         let usage = m.usage();
         assert_eq!(usage.throttles.ingress, 2);
         assert_eq!(usage.throttles.egress, 0);
+        // The waits told, summed: the first wait and the cap.
+        let [(_, ingress_ns), (_, egress_ns), ..] = m.throttled_ns();
+        assert_eq!(ingress_ns, (wait + MAX_THROTTLE).as_nanos() as u64);
+        assert_eq!(egress_ns, 0);
     }
 
     #[test]
