@@ -544,6 +544,21 @@ struct CommonArgs {
     /// Count no bytes: only to measure what metering costs. Usage and bills will be wrong.
     #[arg(long, hide = true)]
     no_metering: bool,
+    /// Serve Prometheus's `/metrics` on this address too, without authentication (on the
+    /// admin listener it needs the admin token).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Topics with series of their own per cluster; the rest share one series whose topic
+    /// label is `(overflow)`.
+    #[arg(
+        long,
+        env = "TOLLGATE_METRICS_TOPICS_PER_CLUSTER",
+        default_value_t = tollgate_gateway::telemetry::metrics::DEFAULT_TOPICS_PER_CLUSTER
+    )]
+    metrics_topics_per_cluster: usize,
+    /// Count nothing for metrics: only to measure what metrics cost.
+    #[arg(long, hide = true)]
+    no_metrics: bool,
 }
 
 #[derive(Args)]
@@ -787,6 +802,11 @@ impl TryFrom<CommonArgs> for Common {
             token_signing_key_file: a.token_signing_key_file,
             metering: !a.no_metering,
             autoscale_policy,
+            telemetry: tollgate_gateway::telemetry::TelemetryConfig {
+                metrics_listen: a.metrics_listen,
+                metrics: !a.no_metrics,
+                topics_per_cluster: a.metrics_topics_per_cluster,
+            },
             limits: Limits {
                 sasl_deadline: Duration::from_millis(a.sasl_timeout_ms),
                 idle_timeout: Duration::from_millis(a.idle_timeout_ms),

@@ -11,6 +11,7 @@ const LAST_OFFSET_DELTA_AT: usize = 23;
 const PRODUCER_ID_AT: usize = 43;
 const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
+const RECORDS_COUNT_AT: usize = 57;
 const BATCH_HEADER_LEN: usize = 61;
 
 /// What the gateway needs to know of a partition's records, read from batch headers alone.
@@ -126,6 +127,36 @@ pub fn complete_batch_bytes(records: &[u8]) -> u64 {
     total
 }
 
+/// Records in a produce partition's batches, from each batch header's record count (the
+/// count MSK's MessagesInPerSec reports). Batches must have passed [`summarize`]; a malformed
+/// tail counts nothing.
+pub fn record_count(records: &[u8]) -> u64 {
+    let mut total = 0u64;
+    let mut rest = records;
+    while rest.len() >= BATCH_HEADER_LEN {
+        let len = i32::from_be_bytes(
+            rest[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let Some(size) = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(12))
+            .filter(|&s| s >= BATCH_HEADER_LEN && s <= rest.len())
+        else {
+            break;
+        };
+        let count = i32::from_be_bytes(
+            rest[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        total += u64::try_from(count).unwrap_or(0);
+        rest = &rest[size..];
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +212,22 @@ mod tests {
         assert_eq!(first_sequence(&batch(100, -1)), None);
         assert_eq!(first_sequence(&records[..40]), None);
         assert_eq!(first_sequence(&[]), None);
+    }
+
+    #[test]
+    fn records_are_counted_from_each_batch_header() {
+        let mut records = batch(100, -1);
+        records[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&3i32.to_be_bytes());
+        let mut second = batch(200, 7);
+        second[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&40i32.to_be_bytes());
+        records.extend(second);
+        assert_eq!(record_count(&records), 43);
+        // A truncated tail and a negative count count nothing.
+        assert_eq!(record_count(&records[..250]), 3);
+        let mut negative = batch(100, -1);
+        negative[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(record_count(&negative), 0);
+        assert_eq!(record_count(&[]), 0);
     }
 
     #[test]

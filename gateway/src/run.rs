@@ -66,6 +66,8 @@ pub struct Common {
     pub limits: crate::limits::Limits,
     /// Turns the autoscaler on with this policy (`--autoscale-policy FILE`).
     pub autoscale_policy: Option<crate::pool::autoscale::Policy>,
+    /// Metrics, traces and audit events.
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -377,6 +379,14 @@ async fn start(
         .await
         .with_context(|| format!("binding the admin API on {}", common.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
+    let metrics_listener = match common.telemetry.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let (nodes, advertised) = if common.advertise.is_empty() {
         // This instance alone, as bound (ports asked as 0 are whatever the system gave).
         let mut nodes = Vec::with_capacity(lanes);
@@ -422,6 +432,13 @@ async fn start(
         registry.clone(),
         tokens.clone(),
         metering.clone(),
+    )
+    .with_telemetry(
+        crate::telemetry::metrics::Metrics::new(
+            common.telemetry.metrics,
+            common.telemetry.topics_per_cluster,
+        ),
+        crate::telemetry::audit::Audit::default(),
     );
     let flusher = tollgate_meter::flusher::Flusher::new(
         uuid::Uuid::new_v4().to_string(),
@@ -473,6 +490,14 @@ async fn start(
         }
         None => None,
     };
+    gateway
+        .metrics()
+        .register(Arc::new(crate::telemetry::metrics::pool::PoolCollector {
+            pool: pool.clone(),
+            autoscaler: autoscaler.clone(),
+            last_flush: flusher.flushed_at(),
+            started: tollgate_meter::flusher::unix_now(),
+        }));
     let admin = admin
         .with_pool(crate::admin::pool::PoolView {
             pool: pool.clone(),
@@ -500,6 +525,12 @@ async fn start(
             .join(",")
     );
     println!("  Admin API:       http://{admin_addr}");
+    if let Some(listener) = &metrics_listener {
+        println!(
+            "  Metrics:         http://{}/metrics",
+            listener.local_addr()?
+        );
+    }
     println!("  Admin token:     {admin_token}");
     println!("  Data dir:        {}", common.data_dir.display());
     println!("  Clusters loaded: {clusters}");
@@ -557,6 +588,13 @@ async fn start(
     if let Some(certs) = &tls {
         tokio::spawn(certs.clone().watch(stopped(stop_rx.clone())));
     }
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(admin::serve_metrics(
+            listener,
+            gateway.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let kafka_task = tokio::spawn(
         Listener {
             listeners: kafka,
@@ -583,6 +621,9 @@ async fn start(
         let _ = t.await;
     }
     if let Some(t) = quotas_task {
+        let _ = t.await;
+    }
+    if let Some(t) = metrics_task {
         let _ = t.await;
     }
     match admin_task.await {

@@ -22,6 +22,7 @@
 //! bounded time. A crash loses at most what was counted since the last successful flush.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,9 @@ pub struct Flusher {
     /// Per cluster, where this flusher last moved the clock to. A clock found there means the
     /// span since was watched by this flusher, so the counts it knows now apply to it.
     accrued_to: HashMap<Uuid, i64>,
+    /// Unix seconds of the last tick that stored everything (0: none yet), for the flush lag
+    /// the gateway's metrics report.
+    flushed_at: Arc<AtomicI64>,
 }
 
 struct Pending {
@@ -85,7 +89,14 @@ impl Flusher {
             next_seq: 1,
             queue: VecDeque::new(),
             accrued_to: HashMap::new(),
+            flushed_at: Arc::default(),
         }
+    }
+
+    /// When the last flush stored everything, in Unix seconds (0: not yet); kept up to date
+    /// while the flusher runs.
+    pub fn flushed_at(&self) -> Arc<AtomicI64> {
+        self.flushed_at.clone()
     }
 
     /// Flushes not yet stored.
@@ -251,7 +262,12 @@ impl Flusher {
                 _ = timer.tick() => {}
                 _ = &mut shutdown => break,
             }
-            match self.tick(source.as_ref(), unix_now()).await {
+            let now = unix_now();
+            let ticked = self.tick(source.as_ref(), now).await;
+            if ticked.is_ok() {
+                self.flushed_at.store(now, Ordering::Relaxed);
+            }
+            match ticked {
                 Ok(()) if failing => {
                     tracing::info!("usage store reachable again; backlog flushed");
                     failing = false;

@@ -32,6 +32,8 @@
 //! | `GET` | `/v1/pool/events?from=&to=` | 200 `{"events": [...]}`; 404 without an autoscaler |
 //! | `GET` | `/v1/pool/history?from=&to=[&format=csv]` | 200 `{"samples": [...]}` or CSV, the trace format |
 //! | `PUT` | `/v1/pool/policy` | 200 the policy now in force; 400 saying what to change |
+//! | `GET` | `/metrics` | 200 every series, Prometheus text (also on `--metrics-listen`, without a token) |
+//! | `GET` | `/v1/clusters/{id}/metrics` | 200 the cluster's series, for a Kafka bearer credential of the cluster allowed `kafka-cluster:DescribeCluster` instead of the admin token; 401 without one, 403 otherwise |
 //!
 //! Anything else is a 404 (unknown path) or 405 (known path, other method). Bodies are limited
 //! to 1 MiB (413) and must be JSON without unknown fields (400).
@@ -44,6 +46,7 @@ pub mod billing;
 mod certificate_principals;
 mod clusters;
 mod http;
+mod metrics;
 pub mod pool;
 mod scram_users;
 pub mod store;
@@ -69,7 +72,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::identity::token::Tokens;
-use crate::pool_admin::PoolAdmin;
+use crate::pool_admin::{BoxFuture, PoolAdmin};
 use crate::tenancy::Registry;
 
 use self::http::{authorized, json_response, ApiError, ApiResult, Body};
@@ -278,25 +281,50 @@ impl Admin {
             .map_err(ApiError::internal)?
     }
 
-    async fn handle(self, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(
+        self,
+        request: Request<Incoming>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let response = self
-            .route(request)
+            .route(request, peer)
             .await
             .unwrap_or_else(ApiError::into_response);
         tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
         response
     }
 
-    async fn route(&self, request: Request<Incoming>) -> ApiResult {
+    async fn route(&self, request: Request<Incoming>, peer: Option<std::net::IpAddr>) -> ApiResult {
         let path = request.uri().path().to_owned();
+        // A tenant's own view, with a Kafka credential of its cluster instead of the admin
+        // token: routed before the admin token is asked for.
+        if let Some(["clusters", id, "metrics"]) = path
+            .strip_prefix("/v1/")
+            .map(|rest| rest.split('/').collect::<Vec<_>>())
+            .as_deref()
+        {
+            return match *request.method() {
+                Method::GET => metrics::tenant(self, id, &request, peer),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
         if path == "/healthz" {
             return match *request.method() {
                 Method::GET => Ok(json_response(
                     StatusCode::OK,
                     &serde_json::json!({"status": "ok"}),
                 )),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
+        if path == "/metrics" {
+            if !authorized(&request, &self.inner.config.admin_token) {
+                return Err(ApiError::unauthorized());
+            }
+            return match *request.method() {
+                Method::GET => metrics::operator(self),
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
         }
@@ -426,6 +454,57 @@ pub async fn serve(
     admin: Admin,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let handler = move |request, peer| {
+        let admin = admin.clone();
+        Box::pin(async move { admin.handle(request, peer).await }) as BoxFuture<'static, _>
+    };
+    serve_with(listener, handler, shutdown).await
+}
+
+/// Serves `/metrics` alone on `listener`, without authentication (`--metrics-listen`: a port
+/// for the operator's Prometheus, reachable only from where the operator lets it be).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    gateway: crate::state::Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handler = move |request: Request<Incoming>, _peer| {
+        let response = match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                metrics::exposition(&gateway, crate::telemetry::metrics::Scope::All)
+            }
+            (_, "/metrics") => ApiError::method_not_allowed("GET").into_response(),
+            (_, path) => ApiError::not_found(format!("no such endpoint: {path}")).into_response(),
+        };
+        Box::pin(std::future::ready(response)) as BoxFuture<'static, _>
+    };
+    serve_with(listener, handler, shutdown).await
+}
+
+/// Answers a request; told the client's address.
+trait Handler:
+    Fn(Request<Incoming>, Option<std::net::IpAddr>) -> BoxFuture<'static, Response<Body>>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> Handler for F where
+    F: Fn(Request<Incoming>, Option<std::net::IpAddr>) -> BoxFuture<'static, Response<Body>>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    handler: impl Handler,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
@@ -445,7 +524,7 @@ pub async fn serve(
                 failures = 0;
                 connections.spawn(serve_connection(
                     stream,
-                    admin.clone(),
+                    handler.clone(),
                     stopped.clone(),
                     slot,
                 ));
@@ -501,13 +580,14 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 
 async fn serve_connection(
     stream: TcpStream,
-    admin: Admin,
+    handler: impl Handler,
     mut stopped: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let service = service_fn(move |request| {
-        let admin = admin.clone();
-        async move { Ok::<_, Infallible>(admin.handle(request).await) }
+        let answer = handler(request, peer);
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -203,6 +203,7 @@ fn relayed(
                     }),
                     throttle_time_ms: 0,
                     per_partition: false,
+                    metrics: ctx.session.metrics.clone(),
                 }));
             }
             Err(error) => error,
@@ -249,13 +250,27 @@ fn merged(
             Polled::Pending(sheet) => merge_sheet(&mut resp.responses, sheet, 0),
         }
     }
-    let delivered: u64 = resp
-        .responses
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .filter_map(|p| p.records.as_deref())
-        .map(crate::records::complete_batch_bytes)
-        .sum();
+    let mut delivered = 0;
+    for t in &resp.responses {
+        let topic_bytes: u64 = t
+            .partitions
+            .iter()
+            .filter_map(|p| p.records.as_deref())
+            .map(crate::records::complete_batch_bytes)
+            .sum();
+        delivered += topic_bytes;
+        let counters = ctx
+            .session
+            .metrics
+            .as_ref()
+            .and_then(|m| physical_name(forwarded, t).map(|name| m.topic(name)));
+        if let Some(counters) = counters {
+            counters.consumed(topic_bytes);
+            for p in t.partitions.iter().filter(|p| p.error_code == 0) {
+                counters.high_watermark(p.partition_index, p.high_watermark);
+            }
+        }
+    }
     ctx.gw.signals().bytes_out(delivered);
     if let Some(counters) = &ctx.session.counters {
         counters.add_out(delivered);

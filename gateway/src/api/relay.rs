@@ -26,6 +26,8 @@
 //! pool connection lost midway) ends the client's connection: once the length is written,
 //! nothing else can be said, and clients retry on a new connection.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -36,6 +38,7 @@ use super::split::leader_moved;
 use crate::frame::Frame;
 use crate::pool::{BodyStream, UpstreamError};
 use crate::quotas::meter::PartitionKey;
+use crate::telemetry::metrics::ClusterMetrics;
 
 /// The tag of the padding field: far above any tag Kafka's FetchResponse defines (0, for node
 /// endpoints), and two bytes as a varint.
@@ -67,6 +70,9 @@ pub struct Relay {
     pub throttle_time_ms: i32,
     /// Whether [`Relayed::partitions`] is wanted (a partition egress quota is set).
     pub per_partition: bool,
+    /// The cluster's metrics, counted into while the answer streams through (bytes out per
+    /// topic, each partition's high watermark); `None` with metrics off.
+    pub metrics: Option<Arc<ClusterMetrics>>,
 }
 
 /// What a relayed answer carried.
@@ -96,6 +102,7 @@ impl Relay {
             done,
             throttle_time_ms: throttled,
             per_partition,
+            metrics,
         } = self;
         let malformed = |reason: &str| UpstreamError::Decode {
             addr: addr.clone(),
@@ -162,6 +169,7 @@ impl Relay {
                 }
                 String::from_utf8_lossy(&name).into_owned()
             };
+            let counters = metrics.as_ref().map(|m| m.topic(&physical));
             let partitions = input.array_len(flexible).await?;
             out.put_nullable_len(Some(partitions), flexible);
             for _ in 0..partitions {
@@ -174,7 +182,12 @@ impl Relay {
                 }
                 // High watermark, last stable offset, log start offset (v5+).
                 let offsets = if version >= 5 { 24 } else { 16 };
-                out.put_slice(&input.bytes(offsets).await?);
+                let offsets = input.bytes(offsets).await?;
+                if let Some(counters) = counters.as_ref().filter(|_| error_code == 0) {
+                    let mark = i64::from_be_bytes(offsets[..8].try_into().expect("8 bytes"));
+                    counters.high_watermark(index, mark);
+                }
+                out.put_slice(&offsets);
                 let aborted = input.nullable_len(flexible).await?;
                 out.put_nullable_len(aborted, flexible);
                 for _ in 0..aborted.unwrap_or(0) {
@@ -196,6 +209,9 @@ impl Relay {
                         .forward(n, &mut out, |at, piece| walk.feed(at, piece))
                         .await?;
                     delivered += walk.complete;
+                    if let Some(counters) = &counters {
+                        counters.consumed(walk.complete);
+                    }
                     if per_partition && walk.complete > 0 {
                         let (name, id) = &tenant_topic;
                         by_partition.push(((name.clone(), *id, index), walk.complete));
@@ -797,6 +813,25 @@ mod tests {
         body: Bytes,
         cut: usize,
     ) -> (Result<(), RelayError>, Vec<u8>, Option<Relayed>) {
+        let (result, out, relayed, _) = relay_counted(version, body, cut).await;
+        (result, out, relayed)
+    }
+
+    /// [`relay`], counting into the metrics of the cluster [`PREFIX`] belongs to.
+    async fn relay_counted(
+        version: i16,
+        body: Bytes,
+        cut: usize,
+    ) -> (
+        Result<(), RelayError>,
+        Vec<u8>,
+        Option<Relayed>,
+        Arc<ClusterMetrics>,
+    ) {
+        let cluster = Uuid::from_u128(0x0123456789abcdef0123456789abcdef);
+        let metrics = crate::telemetry::metrics::Metrics::default()
+            .cluster(cluster)
+            .expect("metrics on");
         let chunks = body.chunks(cut).map(Bytes::copy_from_slice).collect();
         let seen = Arc::new(std::sync::Mutex::new(None));
         let seen_by_done = seen.clone();
@@ -809,11 +844,12 @@ mod tests {
             done: Box::new(move |r| *seen_by_done.lock().unwrap() = Some(r)),
             throttle_time_ms: 0,
             per_partition: true,
+            metrics: Some(metrics.clone()),
         };
         let mut out = Vec::new();
         let result = relay.write_to(&mut out, 4242).await;
         let relayed = seen.lock().unwrap().take();
-        (result, out, relayed)
+        (result, out, relayed, metrics)
     }
 
     use std::sync::Arc;
@@ -828,7 +864,8 @@ mod tests {
             let body = body.freeze();
             let want = tenant_view(answer, version);
             for cut in [1, 7, 100, 4096, body.len()] {
-                let (result, out, relayed) = relay(version, body.clone(), cut).await;
+                let (result, out, relayed, metrics) =
+                    relay_counted(version, body.clone(), cut).await;
                 result.unwrap_or_else(|e| panic!("v{version} cut {cut}: {e}"));
                 let mut out = Bytes::from(out);
                 let len = out.get_i32();
@@ -849,6 +886,26 @@ mod tests {
                 let relayed = relayed.expect("done was told");
                 assert_eq!(relayed.moved, vec![format!("{PREFIX}orders")]);
                 assert_eq!(relayed.delivered, 5100, "complete batches only");
+                // Counted per topic as it streamed, under the tenant's names, with the high
+                // watermarks of the partitions answered without error.
+                let topics: Vec<(String, u64, Vec<(i32, i64)>)> = metrics
+                    .topics
+                    .each()
+                    .iter()
+                    .map(|(n, c)| {
+                        (
+                            n.to_string(),
+                            c.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+                            c.high_watermarks(),
+                        )
+                    })
+                    .collect();
+                let mut want_topics = vec![
+                    (LONG.to_owned(), 0, vec![(0, 90)]),
+                    ("orders".to_owned(), 5100, vec![(0, 90)]),
+                ];
+                want_topics.sort();
+                assert_eq!(topics, want_topics, "v{version} cut {cut}");
                 // By partition, as the tenant names it: by name before v13, by id from it.
                 let total: u64 = relayed.partitions.iter().map(|(_, n)| n).sum();
                 assert_eq!(total, 5100, "v{version}");

@@ -48,6 +48,7 @@ use crate::limits::Limits;
 use crate::quotas::meter::{millis, ClusterMeter, Kind, Mute};
 use crate::quotas::throttle::{set_throttle, Pending};
 use crate::state::Gateway;
+use crate::telemetry::metrics::{ClusterMetrics, Metrics, Outcome};
 
 /// Why a connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +95,37 @@ enum Outgoing {
         reply: crate::pool_admin::BoxFuture<'static, Result<Answer, crate::pool::UpstreamError>>,
         /// The request's share of the bytes in flight, given back once its answer is written.
         _held: InFlight,
+        timed: Timed,
     },
+}
+
+/// A request being timed and counted until its answer is written.
+struct Timed {
+    started: Instant,
+    /// Its cluster's counters; `None` with metrics off.
+    cluster: Option<Arc<ClusterMetrics>>,
+    /// Throttled by the cluster's quotas when it was read (a fetch's egress throttle is
+    /// seen in its answer).
+    throttled: bool,
+}
+
+impl Timed {
+    /// Counts the request as ended `outcome`, and how long it took.
+    fn end(self, metrics: &Metrics, api: ApiKey, outcome: Outcome) {
+        if let Some(cluster) = &self.cluster {
+            cluster.request(api, outcome);
+            metrics.took(api, self.started.elapsed());
+        }
+    }
+
+    fn answered(self, metrics: &Metrics, api: ApiKey, throttled: bool) {
+        let outcome = if self.throttled || throttled {
+            Outcome::Throttled
+        } else {
+            Outcome::Ok
+        };
+        self.end(metrics, api, outcome);
+    }
 }
 
 /// A request's bytes counted against its connection's and its cluster's budget.
@@ -137,6 +168,7 @@ pub async fn serve<S>(
     let mut writer_task = tokio::spawn(write_loop(
         stall::StallTimeout::new(writer, limits.write_stall),
         rx,
+        gw.metrics().clone(),
     ));
     let mut conn = Connection {
         id: NEXT_CLIENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -183,6 +215,7 @@ pub async fn serve<S>(
 async fn write_loop<W: AsyncWrite + Unpin>(
     writer: W,
     mut rx: mpsc::Receiver<Outgoing>,
+    metrics: Metrics,
 ) -> Result<(), CloseReason> {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(first) = rx.recv().await {
@@ -196,24 +229,41 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     correlation_id,
                     reply,
                     _held,
+                    timed,
                 } => {
                     // Flush what is written before waiting on the pool.
                     writer.flush().await.map_err(CloseReason::Write)?;
-                    match reply.await? {
+                    let answer = match reply.await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            timed.end(&metrics, api, Outcome::Failed);
+                            return Err(e.into());
+                        }
+                    };
+                    match answer {
                         Answer::Message(body) => {
-                            Frame::response(api, version, correlation_id, &body).map_err(|e| {
-                                CloseReason::Upstream(crate::pool::UpstreamError::Encode(
-                                    e.to_string(),
-                                ))
-                            })?
+                            let throttled =
+                                matches!(&body, ResponseKind::Fetch(r) if r.throttle_time_ms > 0);
+                            let frame = Frame::response(api, version, correlation_id, &body)
+                                .map_err(|e| {
+                                    CloseReason::Upstream(crate::pool::UpstreamError::Encode(
+                                        e.to_string(),
+                                    ))
+                                })?;
+                            timed.answered(&metrics, api, throttled);
+                            frame
                         }
                         Answer::Relay(relay) => {
-                            relay.write_to(&mut writer, correlation_id).await.map_err(
-                                |e| match e {
-                                    RelayError::Pool(e) => CloseReason::Upstream(e),
-                                    RelayError::Write(e) => CloseReason::Write(e),
-                                },
-                            )?;
+                            let throttled = relay.throttle_time_ms > 0;
+                            let written = relay.write_to(&mut writer, correlation_id).await;
+                            match written {
+                                Ok(()) => timed.answered(&metrics, api, throttled),
+                                Err(RelayError::Pool(e)) => {
+                                    timed.end(&metrics, api, Outcome::Failed);
+                                    return Err(CloseReason::Upstream(e));
+                                }
+                                Err(RelayError::Write(e)) => return Err(CloseReason::Write(e)),
+                            }
                             next = rx.try_recv().ok();
                             continue;
                         }
@@ -455,6 +505,7 @@ impl Connection {
     }
 
     async fn on_frame(&mut self, mut frame: Bytes) -> Result<(), CloseReason> {
+        let started = Instant::now();
         if self.raw_token_next {
             return self.authenticate_raw(frame).await;
         }
@@ -507,8 +558,16 @@ impl Connection {
             let Some(certified) = &self.certified else {
                 return Err(Self::refuse(raw, "request before SASL authentication"));
             };
-            let session = crate::identity::mtls::session(&self.gw, &certified.client, self.source)
-                .map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
+            let session = crate::identity::mtls::session(&self.gw, &certified.client, self.source);
+            const MECHANISM: &str = "SSL";
+            match &session {
+                Ok(session) => self.audit_authentication(MECHANISM, Ok(session)),
+                Err(e) => {
+                    self.gw.metrics().authentication_failed(None, MECHANISM);
+                    self.audit_authentication(MECHANISM, Err((None, e)));
+                }
+            }
+            let session = session.map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
             self.admitted(session)?;
         }
         if !versions::is_supported(self.gw.router(), api, version) {
@@ -564,15 +623,29 @@ impl Connection {
                 self.gw.signals().request();
                 let held = self.hold(&session.cluster.id, size).await?;
                 let mut pending = self.charge(&cluster, &request);
+                let timed = Timed {
+                    started,
+                    cluster: session.metrics.clone(),
+                    throttled: !pending.throttle.is_zero(),
+                };
                 let ctx = Ctx {
                     gw: self.gw.clone(),
                     client: crate::pool::Caller::tenant(self.id, session.cluster.id)
                         .with_client_id(header.client_id.as_deref()),
                     session,
                 };
-                match api::handle(&ctx, version, request).await? {
+                let metrics = self.gw.metrics();
+                let reply = match api::handle(&ctx, version, request).await {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        timed.end(metrics, api, Outcome::Failed);
+                        return Err(e.into());
+                    }
+                };
+                match reply {
                     Reply::Now(mut body) => {
                         set_throttle(&mut body, millis(pending.throttle));
+                        timed.answered(metrics, api, false);
                         self.send_now(api, version, correlation_id, *body).await
                     }
                     Reply::Later(reply) => {
@@ -590,11 +663,18 @@ impl Connection {
                             correlation_id,
                             reply,
                             _held: held,
+                            timed,
                         })
                         .await
                     }
-                    Reply::Nothing => Ok(()),
-                    Reply::Close(why) => Err(CloseReason::Unanswerable(why)),
+                    Reply::Nothing => {
+                        timed.answered(metrics, api, false);
+                        Ok(())
+                    }
+                    Reply::Close(why) => {
+                        timed.end(metrics, api, Outcome::Refused);
+                        Err(CloseReason::Unanswerable(why))
+                    }
                 }
             }
         }
@@ -636,14 +716,9 @@ impl Connection {
             .exchange
             .take()
             .expect("a v0 handshake set the exchange");
-        let step = sasl::step(
-            &self.gw,
-            exchange,
-            &message,
-            self.session.as_deref(),
-            self.source,
-        )
-        .map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
+        let step = self
+            .sasl_step(exchange, &message)
+            .map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
         let reply = match step {
             Step::Challenge(challenge, next) => {
                 self.exchange = Some(next);
@@ -660,6 +735,62 @@ impl Connection {
         frame.extend_from_slice(&reply);
         self.send(Outgoing::Ready(Frame::from_bytes(frame.freeze())))
             .await
+    }
+
+    /// Takes one SASL message, and counts and audits how the exchange ended, if it did.
+    fn sasl_step(&self, exchange: Exchange, message: &[u8]) -> Result<Step, sasl::AuthError> {
+        let (mechanism, cluster) = exchange.describe();
+        let step = sasl::step(
+            &self.gw,
+            exchange,
+            message,
+            self.session.as_deref(),
+            self.source,
+        );
+        match &step {
+            Ok(Step::Challenge(..)) => {}
+            Ok(Step::Done(session, _)) => self.audit_authentication(mechanism, Ok(session)),
+            Err(e) => {
+                self.gw.metrics().authentication_failed(cluster, mechanism);
+                self.audit_authentication(mechanism, Err((cluster, e)));
+            }
+        }
+        step
+    }
+
+    /// An audit event for an authentication that ended. A failure names the cluster only
+    /// where the credential named one that exists, and says why in the words the client was
+    /// told (which never hold a secret).
+    fn audit_authentication(
+        &self,
+        mechanism: &'static str,
+        outcome: Result<&Session, (Option<uuid::Uuid>, &sasl::AuthError)>,
+    ) {
+        use crate::telemetry::audit::{Event, EventType};
+        let client_address = self.source.map(|ip| ip.to_string());
+        let event = match outcome {
+            Ok(session) => Event {
+                kind: EventType::AuthenticationSucceeded,
+                cluster: Some(session.cluster.id),
+                principal: Some(session.principal.clone()),
+                client_address,
+                action: mechanism.to_owned(),
+                resource: Some(session.cluster.arn(&self.gw.config().region)),
+                granted: true,
+                reason: None,
+            },
+            Err((cluster, error)) => Event {
+                kind: EventType::AuthenticationFailed,
+                cluster,
+                principal: None,
+                client_address,
+                action: mechanism.to_owned(),
+                resource: None,
+                granted: false,
+                reason: Some(error.to_string()),
+            },
+        };
+        self.gw.audit().emit(event);
     }
 
     /// A session proven: it takes its place in the cluster's connection quota (kept at a
@@ -710,13 +841,7 @@ impl Connection {
                 "authenticate without handshake".into(),
             ));
         };
-        let step = sasl::step(
-            &self.gw,
-            exchange,
-            &req.auth_bytes,
-            self.session.as_deref(),
-            self.source,
-        );
+        let step = self.sasl_step(exchange, &req.auth_bytes);
         let resp = match step {
             Ok(Step::Challenge(challenge, next)) => {
                 self.exchange = Some(next);

@@ -98,6 +98,8 @@ pub struct Session {
     pub expires_at_ms: i64,
     /// Where this connection's bytes are counted; `None` with metering off.
     pub counters: Option<Arc<Counters>>,
+    /// Its cluster's metrics (per-topic counters); `None` with metrics off.
+    pub metrics: Option<Arc<crate::telemetry::metrics::ClusterMetrics>>,
     /// The credential it was made from, which must still stand for it to go on.
     pub used: Used,
     region: Arc<str>,
@@ -138,6 +140,7 @@ impl Session {
             policy: identity.policy,
             expires_at_ms: identity.expires_at_ms,
             counters,
+            metrics: None,
             used: identity.used,
             region,
         }

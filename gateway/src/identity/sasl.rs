@@ -50,6 +50,16 @@ pub const SIGV4_MAX_SKEW_SECONDS: i64 = 300;
 pub const SCRAM_SESSION_MS: i64 = 3600 * 1000;
 
 impl Mechanism {
+    /// Its SASL name, as clients ask for it (the `mechanism` label of the metrics).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(m) => m.name(),
+            Mechanism::AwsMskIam => sigv4::MECHANISM_AWS_MSK_IAM,
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
@@ -147,6 +157,19 @@ pub enum Exchange {
     },
 }
 
+impl Exchange {
+    /// The mechanism's name, and the cluster the exchange is known to be for (a SCRAM user
+    /// name's existing cluster; a token's is known only once it verifies).
+    pub fn describe(&self) -> (&'static str, Option<uuid::Uuid>) {
+        match self {
+            Exchange::Start(m) => (m.name(), None),
+            Exchange::ScramProof {
+                server, cluster, ..
+            } => (server.mechanism().name(), *cluster),
+        }
+    }
+}
+
 /// What a client message leads to.
 pub enum Step {
     /// Send this challenge, then wait for the exchange's next message.
@@ -170,7 +193,8 @@ pub fn step(
             let token = oauthbearer_token(msg)?;
             // A JWT has two dots; a signer token is base64url, which has none.
             if token.contains('.') {
-                token_session(gw, token, previous, source)
+                let session = token_session(gw, token, previous, source)?;
+                Ok(Step::Done(session, Vec::new()))
             } else {
                 let presigned = sigv4::parse_signer_token(token)?;
                 let session = access_key_session(gw, &presigned, previous, source)?;
@@ -183,7 +207,10 @@ pub fn step(
             let answer = sigv4::msk_iam_response(&uuid::Uuid::new_v4().to_string());
             Ok(Step::Done(session, answer))
         }
-        Exchange::Start(Mechanism::Plain) => token_session(gw, plain_token(msg)?, previous, source),
+        Exchange::Start(Mechanism::Plain) => {
+            let session = token_session(gw, plain_token(msg)?, previous, source)?;
+            Ok(Step::Done(session, Vec::new()))
+        }
         Exchange::Start(Mechanism::Scram(mechanism)) => {
             let first = scram::ClientFirst::parse(msg)?;
             let (username, cluster) = first
@@ -242,12 +269,27 @@ pub fn step(
     }
 }
 
+/// The session a bearer credential makes outside Kafka (the tenant's metrics endpoint): a
+/// Tollgate JWT or an MSK IAM signer token, checked exactly as OAUTHBEARER checks it.
+pub fn bearer_session(
+    gw: &Gateway,
+    token: &str,
+    source: Option<std::net::IpAddr>,
+) -> Result<Session, AuthError> {
+    // A JWT has two dots; a signer token is base64url, which has none.
+    if token.contains('.') {
+        token_session(gw, token, None, source)
+    } else {
+        access_key_session(gw, &sigv4::parse_signer_token(token)?, None, source)
+    }
+}
+
 fn token_session(
     gw: &Gateway,
     jwt: &str,
     previous: Option<&Session>,
     source: Option<std::net::IpAddr>,
-) -> Result<Step, AuthError> {
+) -> Result<Session, AuthError> {
     let claims = gw
         .tokens()
         .verify(jwt)
@@ -261,10 +303,7 @@ fn token_session(
     if !cluster.credentials.stands(&identity.used) {
         return Err(AuthError::Token("token has been revoked".into()));
     }
-    Ok(Step::Done(
-        admit(gw, identity, cluster, previous, source)?,
-        Vec::new(),
-    ))
+    admit(gw, identity, cluster, previous, source)
 }
 
 /// Verifies a SigV4-presigned `kafka-cluster:Connect` with the access key it names. An unknown
@@ -325,7 +364,8 @@ pub(super) fn admit(
         }
     }
     let counters = gw.metering().counters(cluster.id, &identity.principal);
-    let session = Session::new(identity, cluster, Arc::clone(&gw.config().region), counters);
+    let mut session = Session::new(identity, cluster, Arc::clone(&gw.config().region), counters);
+    session.metrics = gw.metrics().cluster(session.cluster.id);
     if !session.may_cluster(Action::Connect) {
         return Err(AuthError::ConnectDenied);
     }

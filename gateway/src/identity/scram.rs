@@ -258,6 +258,10 @@ pub struct ServerFirst {
 }
 
 impl ServerFirst {
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// Answers `first` for `credential`; `None` (an unknown user, or one of the other
     /// mechanism) answers with a salt derived from the user name, so both look the same.
     pub fn new(

@@ -137,6 +137,18 @@ impl Metering {
         }
         *self.partitions.write().expect("poisoned") = counts;
         self.reconciled.store(true, Ordering::Release);
+        // Deleted topics' series go (the pool's full list is at hand only here).
+        let on_pool: std::collections::HashSet<&[u8]> = resp
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_ref())
+            .map(|n| n.0.as_bytes())
+            .collect();
+        for cluster in &clusters {
+            if let Some(metrics) = gw.metrics().existing(&cluster.id) {
+                metrics.topics.retain(|name| on_pool.contains(name));
+            }
+        }
         Ok(resp)
     }
 

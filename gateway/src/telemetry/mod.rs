@@ -8,3 +8,25 @@
 
 pub mod audit;
 pub mod metrics;
+
+/// What the command line asks of telemetry.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Serve `/metrics` alone here, without authentication (`--metrics-listen`); it is always
+    /// on the admin listener too, behind the admin token.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// False only in benchmarks measuring what metrics cost (`--no-metrics`).
+    pub metrics: bool,
+    /// Topics with series of their own per cluster (`--metrics-topics-per-cluster`).
+    pub topics_per_cluster: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            metrics_listen: None,
+            metrics: true,
+            topics_per_cluster: metrics::DEFAULT_TOPICS_PER_CLUSTER,
+        }
+    }
+}

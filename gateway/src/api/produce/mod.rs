@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use kafka_protocol::protocol::StrBytes;
 
-use crate::records::{first_sequence, last_sequence, summarize, CorruptBatches, ProducerSequence};
+use crate::records::{
+    first_sequence, last_sequence, record_count, summarize, CorruptBatches, ProducerSequence,
+};
 
 use super::split::{dispatch, failure_code, keys, leader_moved, split, split_routed, Outcome};
 use super::{
@@ -166,6 +168,7 @@ pub async fn produce(
                     name: t.name.clone(),
                     index: p.index,
                     bytes: records.len() as u64,
+                    records: record_count(records),
                     seq: first_sequence(records),
                     last_seq: last_sequence(records),
                 }
@@ -231,11 +234,23 @@ pub async fn produce(
                 .flat_map(|t| &t.partition_data)
                 .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
                 .sum();
+            let request = build(topics);
             match broker
-                .dispatch_for(ctx.client, ApiKey::Produce, version, &build(topics), false)
+                .dispatch_for(ctx.client, ApiKey::Produce, version, &request, false)
                 .await
             {
-                Ok(_) => forwarded += bytes,
+                Ok(_) => {
+                    forwarded += bytes;
+                    if let Some(metrics) = &ctx.session.metrics {
+                        for t in &request.topic_data {
+                            let (bytes, records) = t.partition_data.iter().fold((0, 0), |a, p| {
+                                let r = p.records.as_deref().unwrap_or_default();
+                                (a.0 + r.len() as u64, a.1 + record_count(r))
+                            });
+                            metrics.topic(&t.name.0).produced(bytes, records);
+                        }
+                    }
+                }
                 Err(e) => router.broker_failed(&broker, &e),
             }
         }
@@ -314,6 +329,8 @@ pub async fn produce(
                         let Some(name) = physical(&t.topic_id, &t.name) else {
                             continue;
                         };
+                        // Looked up once per topic of the answer, not per partition.
+                        let counters = ctx.session.metrics.as_ref().map(|m| m.topic(&name.0));
                         for p in &t.partition_responses {
                             if p.error_code == 0 {
                                 let batch =
@@ -327,6 +344,18 @@ pub async fn produce(
                                     };
                                     if !repeat {
                                         accepted_bytes += s.bytes;
+                                    }
+                                    if let Some(counters) = &counters {
+                                        if !repeat {
+                                            counters.produced(s.bytes, s.records);
+                                        }
+                                        // The offset after the batch's last record: the
+                                        // partition's high watermark reached at least that.
+                                        if p.base_offset >= 0 {
+                                            let end =
+                                                p.base_offset.saturating_add(s.records as i64);
+                                            counters.high_watermark(p.index, end);
+                                        }
                                     }
                                 }
                             } else {
@@ -394,6 +423,8 @@ struct Forwarded {
     name: TopicName,
     index: i32,
     bytes: u64,
+    /// Records in its batches, for `tollgate_topic_messages_in_total`.
+    records: u64,
     seq: Option<ProducerSequence>,
     /// The sequence of its last record, for a batch with a producer id.
     last_seq: Option<i32>,

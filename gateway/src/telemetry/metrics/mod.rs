@@ -16,6 +16,7 @@
 pub mod collect;
 pub mod histogram;
 pub mod model;
+pub mod pool;
 pub mod text;
 pub mod topics;
 
@@ -82,14 +83,27 @@ fn api_slot(api: ApiKey) -> Option<usize> {
 pub struct ClusterMetrics {
     requests: Vec<[AtomicU64; 4]>,
     pub topics: Topics,
+    /// The cluster's prefix on the pool, stripped for the tenant's topic names.
+    prefix: String,
 }
 
 impl ClusterMetrics {
-    fn new(topic_cap: usize) -> Self {
+    fn new(cluster: Uuid, topic_cap: usize) -> Self {
         ClusterMetrics {
             requests: (0..API_SLOTS).map(|_| Default::default()).collect(),
             topics: Topics::new(topic_cap),
+            prefix: crate::tenancy::Namespace::of(cluster).prefix().to_owned(),
         }
+    }
+
+    /// The counters of the topic the pool calls `pool_name` (the data path's name for it).
+    pub fn topic(&self, pool_name: &str) -> Arc<topics::TopicCounters> {
+        self.topics.get(pool_name.as_bytes(), || {
+            pool_name
+                .strip_prefix(self.prefix.as_str())
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        })
     }
 
     pub fn request(&self, api: ApiKey, outcome: Outcome) {
@@ -170,7 +184,7 @@ impl Metrics {
         Some(
             clusters
                 .entry(id)
-                .or_insert_with(|| Arc::new(ClusterMetrics::new(self.inner.topic_cap)))
+                .or_insert_with(|| Arc::new(ClusterMetrics::new(id, self.inner.topic_cap)))
                 .clone(),
         )
     }
