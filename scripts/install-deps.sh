@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's run and test commands need, and only what is missing:
-#   apt     redis-server, kcat, and librdkafka's build tools and headers, from Debian (by package)
+#   apt     redis-server, kcat, prometheus (with promtool), and librdkafka's build tools and
+#           headers, from Debian (by package)
 #   tansu   the broker the dev stack runs, with vendor/tansu-storage and vendor/tansu-broker patched in
 #           (cargo install, ~15 minutes on 2 cores)
 #   python  the end-to-end suite's Python packages (tests/requirements.txt)
@@ -26,6 +27,11 @@ APT_PACKAGES=(
     redis-server          # the meter's and ledger's shared store in the e2e suite
     kcat                  # one of the e2e suite's client stacks
     openssl               # the CA and certificates the TLS tests make (unit and e2e)
+    # prometheus and promtool: tests/deploy checks deploy/prometheus and the dashboard's PromQL
+    # with promtool; tests/e2e/test_prometheus.py runs its own prometheus process against a
+    # stack, on free ports. The package's own service (on :9090, where systemd runs it) is not
+    # used by either.
+    prometheus
     # librdkafka, built from source by the rdkafka crate (load-tests, gateway tests): its CMake
     # build needs these headers and tools.
     cmake g++ make pkg-config
