@@ -72,12 +72,13 @@ pub(crate) fn ctx_on(policy: &str, pool: Pool) -> Ctx {
     };
     let counters = metering.counters(cluster.id, "svc");
     let client = Caller::tenant(0, cluster.id);
-    let session = Session::new(
+    let mut session = Session::new(
         Identity::of_token(claims),
         cluster,
         "local".into(),
         counters,
     );
+    session.metrics = gw.metrics().cluster(session.cluster.id);
     Ctx {
         gw,
         session: Arc::new(session),

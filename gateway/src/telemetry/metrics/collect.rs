@@ -180,3 +180,85 @@ fn durations(metrics: &Metrics) -> Family {
     }
     family
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::ApiKey;
+    use uuid::Uuid;
+
+    use super::super::{text, Outcome};
+    use super::*;
+
+    fn names_and_clusters(families: &[Family]) -> (Vec<&'static str>, Vec<String>) {
+        let names = families
+            .iter()
+            .filter(|f| !f.samples.is_empty())
+            .map(|f| f.name)
+            .collect();
+        let mut clusters: Vec<String> = families
+            .iter()
+            .flat_map(|f| &f.samples)
+            .flat_map(|s| &s.labels)
+            .filter(|(n, _)| *n == "cluster")
+            .map(|(_, v)| v.clone())
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        (names, clusters)
+    }
+
+    #[test]
+    fn a_tenant_sees_its_cluster_alone_and_deleted_clusters_vanish() {
+        let ctx = crate::api::testing::ctx(r#"{"Statement": []}"#);
+        let gw = &ctx.gw;
+        let a = ctx.session.cluster.id;
+        let b = Uuid::from_u128(0xb);
+        let mut other = (*ctx.session.cluster).clone();
+        other.id = b;
+        other.name = "other".into();
+        gw.registry().upsert(other);
+        let prefix = |id: Uuid| crate::tenancy::Namespace::of(id).prefix().to_owned();
+        let ma = gw.metrics().cluster(a).unwrap();
+        let mb = gw.metrics().cluster(b).unwrap();
+        ma.topic(&format!("{}orders", prefix(a))).produced(100, 4);
+        mb.topic(&format!("{}secret", prefix(b))).produced(7, 1);
+        ma.request(ApiKey::Produce, Outcome::Ok);
+        mb.request(ApiKey::Fetch, Outcome::Throttled);
+        gw.metrics()
+            .took(ApiKey::Produce, std::time::Duration::from_millis(3));
+        gw.metrics().authentication_failed(Some(b), "PLAIN");
+        gw.metrics().authentication_failed(None, "SCRAM-SHA-512");
+
+        let tenant = collect(gw, Scope::Cluster(a));
+        let (names, clusters) = names_and_clusters(&tenant);
+        assert_eq!(clusters, vec![a.to_string()]);
+        assert!(
+            !names.contains(&"tollgate_request_duration_seconds"),
+            "{names:?}"
+        );
+        let exposed = text::encode(&tenant);
+        assert!(exposed.contains(r#"tollgate_topic_bytes_in_total{cluster="00000000-0000-0000-0000-00000000000a",topic="orders"} 100"#), "{exposed}");
+        assert!(exposed.contains(r#"tollgate_topic_messages_in_total{cluster="00000000-0000-0000-0000-00000000000a",topic="orders"} 4"#), "{exposed}");
+        assert!(
+            !exposed.contains("secret") && !exposed.contains("PLAIN") && !exposed.contains("SCRAM"),
+            "{exposed}"
+        );
+
+        let operator = collect(gw, Scope::All);
+        let (names, clusters) = names_and_clusters(&operator);
+        assert_eq!(clusters, vec![a.to_string(), b.to_string()]);
+        assert!(names.contains(&"tollgate_request_duration_seconds"));
+        let exposed = text::encode(&operator);
+        assert!(exposed.contains(r#"tollgate_requests_total{cluster="00000000-0000-0000-0000-00000000000b",api="Fetch",outcome="throttled"} 1"#), "{exposed}");
+        assert!(
+            exposed
+                .contains(r#"tollgate_authentication_failures_total{mechanism="SCRAM-SHA-512"} 1"#),
+            "{exposed}"
+        );
+
+        // Deleted: its series go with it, the other cluster's stay.
+        gw.registry().remove(&b);
+        let (_, clusters) = names_and_clusters(&collect(gw, Scope::All));
+        assert_eq!(clusters, vec![a.to_string()]);
+    }
+}
