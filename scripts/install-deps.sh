@@ -137,6 +137,8 @@ pytest_timeout pytest-timeout
 kubernetes_validate kubernetes-validate
 jsonschema jsonschema
 yaml PyYAML
+opentelemetry.proto opentelemetry-proto
+google.protobuf protobuf
 LIST
     if [ ${#missing[@]} -eq 0 ]; then
         log "python: packages present"

@@ -5,9 +5,11 @@
 //!   (all clusters for the operator, one for its tenant) and the OTLP exporter both read.
 //! - [`audit`]: structured events (authentication, authorization denials, admin changes, quota
 //!   breaches, pool scaling) delivered to a file, a pool topic and an object store.
+//! - [`otlp`]: OpenTelemetry export of the metrics and of sampled request traces.
 
 pub mod audit;
 pub mod metrics;
+pub mod otlp;
 
 /// What the command line asks of telemetry.
 #[derive(Debug, Clone)]
