@@ -87,6 +87,8 @@ struct Inner {
     decoy_salts: crate::identity::scram::DecoySalts,
     metrics: crate::telemetry::metrics::Metrics,
     audit: crate::telemetry::audit::Audit,
+    /// Consumer lag, a collector of `metrics` ([`crate::telemetry::lag`]).
+    lag: crate::telemetry::lag::Lag,
 }
 
 impl Gateway {
@@ -102,6 +104,8 @@ impl Gateway {
             "a gateway needs at least one node, and the same number of lanes on each address"
         );
         let pool_kind = config.pool_kind;
+        let metrics = crate::telemetry::metrics::Metrics::default();
+        let lag = crate::telemetry::lag::Lag::new(registry.clone(), metrics.clone());
         Gateway {
             inner: Arc::new(Inner {
                 config,
@@ -116,8 +120,9 @@ impl Gateway {
                 signals: Default::default(),
                 quota_meters: Default::default(),
                 decoy_salts: Default::default(),
-                metrics: Default::default(),
+                metrics,
                 audit: Default::default(),
+                lag,
             }),
         }
     }
@@ -130,6 +135,7 @@ impl Gateway {
         audit: crate::telemetry::audit::Audit,
     ) -> Self {
         let inner = Arc::get_mut(&mut self.inner).expect("telemetry is set before sharing");
+        inner.lag = crate::telemetry::lag::Lag::new(inner.registry.clone(), metrics.clone());
         inner.metrics = metrics;
         inner.audit = audit;
         self
@@ -141,6 +147,11 @@ impl Gateway {
 
     pub fn audit(&self) -> &crate::telemetry::audit::Audit {
         &self.inner.audit
+    }
+
+    /// Consumer lag: committed offsets noted by the group handlers, reconciled with the pool.
+    pub fn lag(&self) -> &crate::telemetry::lag::Lag {
+        &self.inner.lag
     }
 
     pub fn decoy_salts(&self) -> &crate::identity::scram::DecoySalts {

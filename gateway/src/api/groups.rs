@@ -35,6 +35,7 @@ use super::{
 };
 use crate::identity::authz::Action;
 use crate::pool::{is_network, Broker, PoolKind, UpstreamError, GROUP, TRANSACTION};
+use crate::telemetry::lag::Commit;
 
 /// Sends a single-group request to its coordinator. `refuse` builds the answer for an error
 /// code found before the pool answers, and `code` reads the answer's error code.
@@ -375,12 +376,16 @@ pub async fn offset_commit(
         );
         return Ok(Reply::now(ResponseKind::OffsetCommit(resp)));
     };
+    let commit = Commit::asked(&ctx.session.namespace, &key, &req);
     let pending =
         forward::<_, OffsetCommitResponse>(ctx, &broker, ApiKey::OffsetCommit, version, &req)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        if let Some(commit) = commit {
+            commit.stored(ctx.gw.lag(), ctx.session.cluster.id, &resp);
+        }
         let moved = resp
             .topics
             .iter()

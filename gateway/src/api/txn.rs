@@ -14,6 +14,7 @@ use super::groups::to_coordinator;
 use super::{forward, forward_any, Ctx, Reply, CLUSTER_DENIED, NOT_COORDINATOR};
 use crate::identity::authz::Action;
 use crate::pool::{UpstreamError, GROUP, TRANSACTION};
+use crate::telemetry::lag::Commit;
 
 pub async fn init_producer_id(
     ctx: &Ctx,
@@ -293,12 +294,16 @@ pub async fn txn_offset_commit(
         let resp = TxnOffsetCommitResponse::default().with_topics(topics);
         return Ok(Reply::now(ResponseKind::TxnOffsetCommit(resp)));
     };
+    let commit = Commit::asked(&ctx.session.namespace, &key, &req);
     let pending =
         forward::<_, TxnOffsetCommitResponse>(ctx, &broker, ApiKey::TxnOffsetCommit, version, &req)
             .await?;
     let ctx = ctx.clone();
     Ok(Reply::later(async move {
         let mut resp = pending.await?;
+        if let Some(commit) = commit {
+            commit.stored(ctx.gw.lag(), ctx.session.cluster.id, &resp);
+        }
         let moved = resp
             .topics
             .iter()

@@ -3,11 +3,14 @@
 //! - [`metrics`]: counters and gauges per cluster and topic, held as atomics by the data path,
 //!   collected into one snapshot model ([`metrics::Family`]) that the Prometheus endpoint
 //!   (all clusters for the operator, one for its tenant) and the OTLP exporter both read.
+//! - [`lag`]: consumer lag per group, topic and partition, from the commits and answers that
+//!   pass through and the pool's own offsets.
 //! - [`audit`]: structured events (authentication, authorization denials, admin changes, quota
 //!   breaches, pool scaling) delivered to a file, a pool topic and an object store.
 //! - [`otlp`]: OpenTelemetry export of the metrics and of sampled request traces.
 
 pub mod audit;
+pub mod lag;
 pub mod metrics;
 pub mod otlp;
 
