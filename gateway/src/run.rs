@@ -588,6 +588,10 @@ async fn start(
     if let Some(certs) = &tls {
         tokio::spawn(certs.clone().watch(stopped(stop_rx.clone())));
     }
+    let lag_task = tokio::spawn(crate::telemetry::lag::run(
+        gateway.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let metrics_task = metrics_listener.map(|listener| {
         tokio::spawn(admin::serve_metrics(
             listener,
@@ -623,6 +627,7 @@ async fn start(
     if let Some(t) = quotas_task {
         let _ = t.await;
     }
+    let _ = lag_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
