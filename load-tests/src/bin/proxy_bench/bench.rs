@@ -1,5 +1,5 @@
 //! One pool's runs: the three paths (direct, gateway, and the gateway to compare with: without
-//! metering, without quotas, or in plaintext while the gateway path serves TLS), each measured
+//! metering, quotas or metrics, or in plaintext while the gateway path serves TLS), each measured
 //! `--rounds` times with the paths taking turns in a rotating order, so that drift on a shared
 //! machine (other builds, the pool's memory filling) does not favour one path.
 //!
@@ -22,7 +22,6 @@ use crate::pool::{Pool, PoolKind, MOCK_THREADS};
 use crate::report::{CpuUse, PathKind, PathResult, Phase, PoolResult, Stat, ThroughputRound};
 use crate::workload::{self, Endpoint, Spread};
 use crate::{Args, Compare};
-use tollgate_load_tests::admin::QuotaSetting;
 
 /// One path under test and how to reach it.
 struct Lane {
@@ -130,16 +129,15 @@ pub fn pool(
         base: "direct".into(),
         pool_prefix: String::new(),
     }];
-    // The second gateway: without metering (same quotas), without quotas (metering on), or in
-    // plaintext (the same metering and quotas) while the gateway path serves TLS.
-    let (second, second_metering, second_quotas) = match args.compare {
-        Compare::NoMetering => (PathKind::GatewayNoMetering, false, args.quotas),
-        Compare::NoQuotas => (PathKind::GatewayNoQuotas, true, QuotaSetting::Off),
-        Compare::Plaintext => (PathKind::GatewayPlaintext, true, args.quotas),
+    // The second gateway: the gateway path's less one thing (`crate::WITHOUT`), or in plaintext
+    // (the same build and quotas) while the gateway path serves TLS.
+    let (second, second_without, second_quotas) = match args.compare.without() {
+        Some(w) => (w.path, w.flag, w.quotas.unwrap_or(args.quotas)),
+        None => (PathKind::GatewayPlaintext, None, args.quotas),
     };
-    for (path, metering, quotas, tls) in [
-        (PathKind::Gateway, true, args.quotas, tls),
-        (second, second_metering, second_quotas, None),
+    for (path, without, quotas, tls) in [
+        (PathKind::Gateway, None, args.quotas, tls),
+        (second, second_without, second_quotas, None),
     ] {
         let mut lane = Lane {
             result: PathResult::new(path),
@@ -152,7 +150,7 @@ pub fn pool(
         let setup = Setup {
             bin: tollgate,
             pool_bootstrap: &pool.gateway_bootstrap,
-            metering,
+            without,
             tls,
             quotas,
             redis_url: redis_url.as_deref(),
@@ -262,7 +260,7 @@ pub fn pool(
             }
             slowest
         }),
-        Compare::NoMetering | Compare::NoQuotas => direct_rate,
+        Compare::NoMetering | Compare::NoQuotas | Compare::NoMetrics => direct_rate,
     };
     let latency_rate = args.latency_rate.or(auto_rate);
     match latency_rate {

@@ -1,5 +1,6 @@
 //! The gateways under test, started with the library's launcher (`tollgate_load_tests::gateway`)
-//! with metering or without it (the hidden `--no-metering` flag), over TLS or in plaintext
+//! with all they do or less one thing (a hidden flag: `--no-metering`, `--no-metrics`), over
+//! TLS or in plaintext
 //! (`--tls-cert`, `--tls-key`), their cluster's quotas, and Redis when the run has one;
 //! afterwards, what their clusters used of their quotas.
 
@@ -22,7 +23,7 @@ pub struct Gateway {
 
 pub enum Started {
     Running(Box<Gateway>),
-    /// This gateway build lacks something the run needs (the hidden `--no-metering` flag,
+    /// This gateway build lacks something the run needs (a hidden flag such as `--no-metering`,
     /// `--tls-cert`).
     NotSupported(String),
 }
@@ -31,7 +32,8 @@ pub enum Started {
 pub struct Setup<'a> {
     pub bin: &'a Path,
     pub pool_bootstrap: &'a str,
-    pub metering: bool,
+    /// The hidden flag that turns one thing off (`crate::Without::flag`); `None`: all on.
+    pub without: Option<&'a str>,
     /// Serve TLS with these files (`--tls-cert`, `--tls-key`); clients then use SASL_SSL
     /// trusting their CA. `None`: plaintext.
     pub tls: Option<&'a crate::tls::Files>,
@@ -54,8 +56,8 @@ pub fn start(setup: Setup<'_>, dir: &Path) -> Result<Started> {
     launch.tenant = "bench".into();
     launch.cluster = setup.cluster.into();
     launch.quotas = setup.quotas;
-    if !setup.metering {
-        launch = launch.args(["--no-metering"]);
+    if let Some(flag) = setup.without {
+        launch = launch.args([flag]);
     }
     if let Some(url) = setup.redis_url {
         launch = launch.args(["--redis-url", url]);
@@ -84,7 +86,7 @@ pub fn start(setup: Setup<'_>, dir: &Path) -> Result<Started> {
         }
         Err(e) => {
             let log = launcher::Gateway::log_in(dir);
-            // A build without the flag: clap's "unexpected argument '--no-metering' found". A
+            // A build without the flag: clap's "unexpected argument '--no-metrics' found". A
             // TLS gateway's own errors name `--tls-cert` too (a file that does not load), so
             // that flag counts as refused only in clap's words.
             let refused = |flag: &str, clap_only: bool| {
@@ -97,9 +99,9 @@ pub fn start(setup: Setup<'_>, dir: &Path) -> Result<Started> {
                     })
                     .map(|l| format!("this gateway build does not accept {flag}: {}", l.trim()))
             };
-            let missing = (!setup.metering)
-                .then(|| refused("--no-metering", false))
-                .flatten()
+            let missing = setup
+                .without
+                .and_then(|flag| refused(flag, false))
                 .or_else(|| setup.tls.and_then(|_| refused("--tls-cert", true)));
             match missing {
                 Some(why) => Ok(Started::NotSupported(why)),

@@ -1,11 +1,13 @@
 //! `proxy-bench`: what the gateway costs, measured with one client (librdkafka) against one
-//! pool, directly and through the gateway, and what metering, quotas or TLS cost the gateway.
+//! pool, directly and through the gateway, and what metering, quotas, metrics or TLS cost the
+//! gateway.
 //!
 //! For each pool (librdkafka's mock cluster, in this process; tansu with its memory engine) and
 //! each path (direct, gateway, and a second gateway to compare with: `--no-metering`, or with
-//! `--compare no-quotas` metering on and every quota off, or with `--compare plaintext` the
-//! gateway path serving TLS and the second the same build in plaintext) it measures produce
-//! and consume throughput, delivery latency at half of the direct produce throughput (with
+//! `--compare no-quotas` metering on and every quota off, or with `--compare no-metrics`
+//! `--no-metrics`: [`WITHOUT`], the gateway less one thing; or with `--compare plaintext` the
+//! gateway path serving TLS and the second the same build in plaintext) it measures produce and
+//! consume throughput, delivery latency at half of the direct produce throughput (with
 //! `--compare plaintext`, of the slowest path's), and the gateway process's CPU time; then
 //! prints a table with the ratios and writes it all as JSON.
 //!
@@ -21,11 +23,12 @@
 //!     cargo build --release -p tollgate-gateway
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --out target/proxy-bench.json
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --compare no-quotas --start-redis
+//!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --pools mock --compare no-metrics --pin
 //!     cargo run --release -p tollgate-load-tests --bin proxy-bench -- --pools mock --compare plaintext --pin
 //!
 //! Modules: `bench` (one pool's rounds over the three paths), `pool` (the pools and topic
-//! creation), `gateway` (the gateway processes: metering or not, TLS or not, their quotas,
-//! Redis), `tls` (the certificates for `--compare plaintext`),
+//! creation), `gateway` (the gateway processes: less one thing or not, TLS or not, their
+//! quotas, Redis), `tls` (the certificates for `--compare plaintext`),
 //! `workload` (the three measurements), `report` (figures, medians, ratios, table, JSON). Child
 //! processes, the admin API client and the gateway launcher are the library's
 //! (`tollgate_load_tests`). The figures and how to read them are in `load-tests/README.md`.
@@ -56,7 +59,7 @@ use tollgate_load_tests::admin::QuotaSetting;
 use tollgate_load_tests::procs;
 
 use crate::pool::PoolKind;
-use crate::report::Report;
+use crate::report::{PathKind, Report};
 
 /// Measures the gateway's cost against direct access to the same pool with the same client.
 #[derive(Parser, Debug)]
@@ -145,13 +148,13 @@ pub struct Args {
     /// latency, sets the throughput ratio.
     #[arg(long, env = "TOLLGATE_BENCH_PIN")]
     pub pin: bool,
-    /// The quotas of the gateway path's cluster (and of the no-metering path's): `unbound`,
-    /// every quota set far above anything a run reaches (2^50 bytes, 2^40 counts), so the
-    /// gateway does all its quota accounting and none binds; `off`, every quota null; or
-    /// `defaults`, the gateway's own (Amazon MSK Serverless's: 5 MiB/s per partition, 200 MiB/s
-    /// in, 400 out, 15,000 requests/s), which the runs here exceed, so that the figures then
-    /// measure the quotas. `defaults` sends no quotas at all, as against a gateway build
-    /// without them.
+    /// The quotas of the gateway path's cluster (and of the second path's, but with
+    /// `--compare no-quotas`): `unbound`, every quota set far above anything a run reaches
+    /// (2^50 bytes, 2^40 counts), so the gateway does all its quota accounting and none binds;
+    /// `off`, every quota null; or `defaults`, the gateway's own (Amazon MSK Serverless's:
+    /// 5 MiB/s per partition, 200 MiB/s in, 400 out, 15,000 requests/s), which the runs here
+    /// exceed, so that the figures then measure the quotas. `defaults` sends no quotas at all,
+    /// as against a gateway build without them.
     #[arg(
         long,
         env = "TOLLGATE_BENCH_QUOTAS",
@@ -161,10 +164,11 @@ pub struct Args {
     pub quotas: QuotaSetting,
     /// The second gateway path, to compare the gateway path with: `no-metering` (the same
     /// quotas, `--no-metering`: what metering costs), `no-quotas` (metering on, every quota
-    /// null: what quota accounting costs, with `--quotas unbound`) or `plaintext` (the gateway
-    /// path serves TLS, `--tls-cert`/`--tls-key` with a certificate made at run time by the
-    /// `openssl` command, its clients on SASL_SSL; the second path is the same build, metering
-    /// and quotas in plaintext: what TLS costs).
+    /// null: what quota accounting costs, with `--quotas unbound`), `no-metrics` (the same
+    /// quotas, `--no-metrics`: what counting and timing for metrics costs) or `plaintext` (the
+    /// gateway path serves TLS, `--tls-cert`/`--tls-key` with a certificate made at run time
+    /// by the `openssl` command, its clients on SASL_SSL; the second path is the same build,
+    /// metering and quotas in plaintext: what TLS costs).
     #[arg(
         long,
         env = "TOLLGATE_BENCH_COMPARE",
@@ -201,8 +205,63 @@ pub enum Compare {
     NoMetering,
     /// Metering on, every quota null.
     NoQuotas,
+    /// `--no-metrics`, same quotas.
+    NoMetrics,
     /// The gateway path over TLS, the second path the same gateway in plaintext.
     Plaintext,
+}
+
+/// A second gateway path that is the gateway path less one thing it does, to measure what that
+/// thing costs: every path's figures are measured alike, and the summary reports the gateway
+/// path against this one.
+pub struct Without {
+    pub compare: Compare,
+    /// The thing, as the summary names it.
+    pub what: &'static str,
+    pub path: PathKind,
+    /// How the second gateway differs from the gateway path's, for the table's heading.
+    pub differs: &'static str,
+    /// The gateway's hidden flag that turns the thing off; `None` where the thing is the
+    /// cluster's (its quotas).
+    pub flag: Option<&'static str>,
+    /// The second path's cluster's quotas; `None`: the run's `--quotas`, as the gateway path's.
+    pub quotas: Option<QuotaSetting>,
+}
+
+/// Every `--compare` that measures the gateway less one thing (`plaintext` does not: there the
+/// gateway path is the one with more).
+pub const WITHOUT: [Without; 3] = [
+    Without {
+        compare: Compare::NoMetering,
+        what: "metering",
+        path: PathKind::GatewayNoMetering,
+        differs: "--no-metering, same quotas",
+        flag: Some("--no-metering"),
+        quotas: None,
+    },
+    Without {
+        compare: Compare::NoQuotas,
+        what: "quota accounting",
+        path: PathKind::GatewayNoQuotas,
+        differs: "metering on, every quota null",
+        flag: None,
+        quotas: Some(QuotaSetting::Off),
+    },
+    Without {
+        compare: Compare::NoMetrics,
+        what: "metrics",
+        path: PathKind::GatewayNoMetrics,
+        differs: "--no-metrics, same quotas",
+        flag: Some("--no-metrics"),
+        quotas: None,
+    },
+];
+
+impl Compare {
+    /// What the second path goes without; `None` for `plaintext`.
+    pub fn without(self) -> Option<&'static Without> {
+        WITHOUT.iter().find(|w| w.compare == self)
+    }
 }
 
 /// Exit status of a run whose gateway clusters were throttled or refused by their quotas
@@ -266,7 +325,7 @@ fn run(args: &Args) -> Result<bool> {
         Compare::Plaintext => {
             Some(tls::make(&work.join("tls")).context("making the TLS gateway's certificates")?)
         }
-        Compare::NoMetering | Compare::NoQuotas => None,
+        Compare::NoMetering | Compare::NoQuotas | Compare::NoMetrics => None,
     };
     let started = Instant::now();
     let mut report = Report {

@@ -15,10 +15,11 @@ pub const TARGET_THROUGHPUT_RATIO: f64 = 0.95;
 pub const TARGET_ADDED_P99_MS: f64 = 1.0;
 /// Gateway CPU below this many seconds per GB (2^30 bytes) proxied.
 pub const TARGET_CPU_S_PER_GB: f64 = 2.0;
-/// Metering on vs off, and quotas on vs off: a median throughput ratio at least this high
-/// counts as no loss; below it, the loss counts as measurable only when the "on" path's best
-/// round is below the "off" path's worst (the rounds' ranges do not overlap).
-pub const METERING_RATIO: f64 = 0.97;
+/// The gateway with and without one thing (`crate::WITHOUT`: metering, quota accounting,
+/// metrics): a median throughput ratio at least this high counts as no loss; below it, the
+/// loss counts as measurable only when the "on" path's best round is below the "off" path's
+/// worst (the rounds' ranges do not overlap).
+pub const NO_LOSS_RATIO: f64 = 0.97;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -65,10 +66,11 @@ pub struct Settings {
     pub malloc: String,
     /// Which CPUs ran what (`--pin`); `None`: every process on every core.
     pub pin: Option<String>,
-    /// `--quotas`: the gateway path's cluster's quotas (and the no-metering path's).
+    /// `--quotas`: the gateway path's cluster's quotas (and the second path's, but with
+    /// `--compare no-quotas`).
     pub quotas: tollgate_load_tests::admin::QuotaSetting,
-    /// `--compare`: the second gateway path (`gateway-no-metering`, `gateway-no-quotas` or
-    /// `gateway-plaintext`).
+    /// `--compare`: the second gateway path (`gateway-no-metering`, `gateway-no-quotas`,
+    /// `gateway-no-metrics` or `gateway-plaintext`).
     pub compare: crate::Compare,
     /// Whether the gateway path served TLS (`--compare plaintext`; clients on SASL_SSL).
     pub gateway_tls: bool,
@@ -106,6 +108,8 @@ pub enum PathKind {
     GatewayNoMetering,
     /// Metering on, every quota null (`--compare no-quotas`).
     GatewayNoQuotas,
+    /// `--no-metrics`, the same quotas (`--compare no-metrics`).
+    GatewayNoMetrics,
     /// The same gateway as the gateway path, in plaintext while that one serves TLS
     /// (`--compare plaintext`).
     GatewayPlaintext,
@@ -118,6 +122,7 @@ impl PathKind {
             PathKind::Gateway => "gateway",
             PathKind::GatewayNoMetering => "gateway-no-metering",
             PathKind::GatewayNoQuotas => "gateway-no-quotas",
+            PathKind::GatewayNoMetrics => "gateway-no-metrics",
             PathKind::GatewayPlaintext => "gateway-plaintext",
         }
     }
@@ -397,17 +402,10 @@ pub struct Summary {
     pub added_p50_ms: Option<f64>,
     pub added_p99_ms: Option<f64>,
     pub gateway_cpu_s_per_gb: Option<f64>,
-    pub gateway_cpu_s_per_gb_no_metering: Option<f64>,
-    /// Metering on over metering off, medians of MB/s (`--compare no-metering`).
-    pub metering_produce_ratio: Option<f64>,
-    pub metering_consume_ratio: Option<f64>,
-    /// `--compare no-quotas`: the gateway path's CPU per GB with every quota null, its
-    /// throughput with the quotas (`--quotas`) over without, medians of MB/s, and the CPU the
-    /// quotas add per GB (gateway minus gateway-no-quotas; run-to-run noise included).
-    pub gateway_cpu_s_per_gb_no_quotas: Option<f64>,
-    pub quotas_produce_ratio: Option<f64>,
-    pub quotas_consume_ratio: Option<f64>,
-    pub quotas_cpu_s_per_gb_added: Option<f64>,
+    /// `--compare no-metering|no-quotas|no-metrics`: the gateway path against the same gateway
+    /// less one thing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub without: Option<Cost>,
     /// `--compare plaintext` (the gateway path over TLS, gateway-plaintext the same build
     /// without): gateway-plaintext over direct, medians of MB/s, and its added p50 and p99
     /// over direct; TLS over plaintext, medians of MB/s; the plaintext gateway's CPU per GB
@@ -449,9 +447,26 @@ pub struct Targets {
     pub throughput_at_least_095_of_direct: Verdict,
     pub added_p99_under_1ms_at_half_load: Verdict,
     pub cpu_under_2s_per_gb: Verdict,
-    pub metering_no_measurable_throughput_loss: Verdict,
-    /// Quotas (enforced, not binding) on vs off, as metering's: `--compare no-quotas`.
-    pub quotas_no_measurable_throughput_loss: Verdict,
+}
+
+/// What one thing costs the gateway (`crate::WITHOUT`): the gateway path with it against the
+/// second path, the same gateway without it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Cost {
+    /// The thing: "metering", "quota accounting", "metrics".
+    pub what: &'static str,
+    /// The second path, without it.
+    pub path: PathKind,
+    /// The second path's gateway CPU per GB.
+    pub gateway_cpu_s_per_gb: Option<f64>,
+    /// The gateway path over the second, medians of MB/s.
+    pub produce_ratio: Option<f64>,
+    pub consume_ratio: Option<f64>,
+    /// What the thing adds to the gateway's CPU per GB: the gateway path's less the second's
+    /// (run-to-run noise included: compare it with the spread of several runs).
+    pub cpu_s_per_gb_added: Option<f64>,
+    /// Whether it costs no throughput the benchmark resolves (see [`NO_LOSS_RATIO`]).
+    pub no_measurable_throughput_loss: Verdict,
 }
 
 #[derive(Serialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -488,11 +503,11 @@ fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
     }
 }
 
-/// Whether metering or quotas (`on`) cost no measurable throughput against `off`; see
-/// [`METERING_RATIO`].
+/// Whether the thing a path goes without (`on` has it) costs no measurable throughput against
+/// `off`; see [`NO_LOSS_RATIO`].
 fn no_measurable_loss(on: Option<Stat>, off: Option<Stat>) -> Option<bool> {
     let (on, off) = (on?, off?);
-    Some(on.median >= METERING_RATIO * off.median || on.max >= off.min)
+    Some(on.median >= NO_LOSS_RATIO * off.median || on.max >= off.min)
 }
 
 impl PoolResult {
@@ -508,11 +523,9 @@ impl PoolResult {
         for p in &mut self.paths {
             p.compute_medians();
         }
-        let (d, g, n, nq, pt) = (
+        let (d, g, pt) = (
             self.path(Direct),
             self.path(Gateway),
-            self.path(GatewayNoMetering),
-            self.path(GatewayNoQuotas),
             self.path(GatewayPlaintext),
         );
         let get = |m: Option<&Medians>, f: fn(&Medians) -> Option<Stat>| m.and_then(f);
@@ -532,7 +545,21 @@ impl PoolResult {
             (Some(p), Some(c)) => Some(p && c),
             _ => None,
         };
-        let cpu_no_quotas = nq.and_then(|m| m.gateway_cpu_s_per_gb);
+        // The second path, when it is the gateway path's less one thing.
+        let without = crate::WITHOUT.iter().find(|w| self.path(w.path).is_some());
+        let without = without.map(|w| {
+            let off = self.path(w.path);
+            let cpu_off = off.and_then(|m| m.gateway_cpu_s_per_gb);
+            Cost {
+                what: w.what,
+                path: w.path,
+                gateway_cpu_s_per_gb: cpu_off,
+                produce_ratio: ratio(produce(g), produce(off)),
+                consume_ratio: ratio(consume(g), consume(off)),
+                cpu_s_per_gb_added: cpu.zip(cpu_off).map(|(on, off)| on - off),
+                no_measurable_throughput_loss: Verdict::of(no_loss(off)),
+            }
+        });
         let cpu_plaintext = pt.and_then(|m| m.gateway_cpu_s_per_gb);
         // The gateway paths that ran (a build without --no-metering has none to ask).
         let gateways = || {
@@ -582,13 +609,7 @@ impl PoolResult {
             added_p50_ms: diff(p50(g), p50(d)),
             added_p99_ms,
             gateway_cpu_s_per_gb: cpu,
-            gateway_cpu_s_per_gb_no_metering: n.and_then(|n| n.gateway_cpu_s_per_gb),
-            metering_produce_ratio: ratio(produce(g), produce(n)),
-            metering_consume_ratio: ratio(consume(g), consume(n)),
-            gateway_cpu_s_per_gb_no_quotas: cpu_no_quotas,
-            quotas_produce_ratio: ratio(produce(g), produce(nq)),
-            quotas_consume_ratio: ratio(consume(g), consume(nq)),
-            quotas_cpu_s_per_gb_added: cpu.zip(cpu_no_quotas).map(|(on, off)| on - off),
+            without,
             plaintext_produce_ratio: ratio(produce(pt), produce(d)),
             plaintext_consume_ratio: ratio(consume(pt), consume(d)),
             plaintext_added_p50_ms: diff(p50(pt), p50(d)),
@@ -628,8 +649,6 @@ impl PoolResult {
                     added_p99_ms.map(|a| a < TARGET_ADDED_P99_MS),
                 ),
                 cpu_under_2s_per_gb: Verdict::of(cpu.map(|c| c < TARGET_CPU_S_PER_GB)),
-                metering_no_measurable_throughput_loss: Verdict::of(no_loss(n)),
-                quotas_no_measurable_throughput_loss: Verdict::of(no_loss(nq)),
             },
         };
         self.summary = Some(summary);
@@ -801,12 +820,11 @@ impl Report {
                 tollgate_load_tests::admin::QuotaSetting::Defaults =>
                     "the gateway's defaults (MSK Serverless's)",
             },
-            match s.compare {
-                crate::Compare::NoMetering => "gateway-no-metering (--no-metering, same quotas)",
-                crate::Compare::NoQuotas => "gateway-no-quotas (metering on, every quota null)",
-                crate::Compare::Plaintext =>
-                    "gateway-plaintext (the same build, metering and quotas, without TLS; the \
-                     gateway path serves TLS, its clients on SASL_SSL)",
+            match s.compare.without() {
+                Some(w) => format!("{} ({})", w.path.name(), w.differs),
+                None => "gateway-plaintext (the same build, metering and quotas, without TLS; \
+                         the gateway path serves TLS, its clients on SASL_SSL)"
+                    .to_owned(),
             },
             match (s.redis, s.redis_started) {
                 (false, _) => "no (quotas per instance)",
@@ -915,24 +933,16 @@ impl Report {
         for pool in &self.pools {
             let Some(sm) = &pool.summary else { continue };
             let t = &sm.targets;
-            let (compared, cpu_off, ratios, off_verdict) = match self.settings.compare {
-                crate::Compare::NoMetering => (
-                    "metering",
-                    sm.gateway_cpu_s_per_gb_no_metering,
-                    (sm.metering_produce_ratio, sm.metering_consume_ratio),
-                    Some(("metering costs", t.metering_no_measurable_throughput_loss)),
+            let (compared, cpu_off, ratios) = match &sm.without {
+                Some(c) => (
+                    c.what,
+                    c.gateway_cpu_s_per_gb,
+                    (c.produce_ratio, c.consume_ratio),
                 ),
-                crate::Compare::NoQuotas => (
-                    "quotas",
-                    sm.gateway_cpu_s_per_gb_no_quotas,
-                    (sm.quotas_produce_ratio, sm.quotas_consume_ratio),
-                    Some(("quotas cost", t.quotas_no_measurable_throughput_loss)),
-                ),
-                crate::Compare::Plaintext => (
+                None => (
                     "TLS",
                     sm.gateway_cpu_s_per_gb_plaintext,
                     (sm.tls_produce_ratio, sm.tls_consume_ratio),
-                    None,
                 ),
             };
             let _ = writeln!(
@@ -954,13 +964,15 @@ impl Report {
             if self.settings.compare == crate::Compare::Plaintext {
                 self.tls_summary(&mut out, pool, sm);
             }
-            if self.settings.compare == crate::Compare::NoQuotas {
+            if let Some(c) = &sm.without {
                 let _ = writeln!(
                     out,
-                    "{:width$}  quota accounting adds {} s/GB of gateway CPU (gateway minus \
-                     gateway-no-quotas, noise included)",
+                    "{:width$}  gateway CPU with {} less without: {} s/GB (gateway minus {}, \
+                     noise included)",
                     "",
-                    signed(sm.quotas_cpu_s_per_gb_added, 3),
+                    c.what,
+                    signed(c.cpu_s_per_gb_added, 3),
+                    c.path.name(),
                     width = pool.pool.len(),
                 );
             }
@@ -1022,9 +1034,10 @@ impl Report {
                 t.throughput_at_least_095_of_direct.label(),
                 t.added_p99_under_1ms_at_half_load.label(),
                 t.cpu_under_2s_per_gb.label(),
-                off_verdict.map_or(String::new(), |(what, verdict)| format!(
-                    "; {what} no measurable throughput {}",
-                    verdict.label()
+                sm.without.as_ref().map_or(String::new(), |c| format!(
+                    "; no measurable throughput lost to {} {}",
+                    c.what,
+                    c.no_measurable_throughput_loss.label()
                 )),
                 width = pool.pool.len(),
             );
@@ -1101,19 +1114,18 @@ mod tests {
         off.set_quota_use(quota_use(0));
         let p = pool(vec![path(PathKind::Direct, 120.0, None), gw, off]);
         let s = p.summary.as_ref().unwrap();
-        assert_eq!(s.quotas_produce_ratio, Some(0.9));
-        assert_eq!(s.quotas_consume_ratio, Some(0.9));
-        assert_eq!(s.gateway_cpu_s_per_gb_no_quotas, Some(0.5));
-        assert!((s.quotas_cpu_s_per_gb_added.unwrap() - 0.1).abs() < 1e-9);
-        assert_eq!(s.metering_produce_ratio, None);
+        let cost = s.without.as_ref().unwrap();
         assert_eq!(
-            s.targets.quotas_no_measurable_throughput_loss,
-            Verdict::Missed
+            (cost.what, cost.path),
+            ("quota accounting", PathKind::GatewayNoQuotas)
         );
         assert_eq!(
-            s.targets.metering_no_measurable_throughput_loss,
-            Verdict::NotMeasured
+            (cost.produce_ratio, cost.consume_ratio),
+            (Some(0.9), Some(0.9))
         );
+        assert_eq!(cost.gateway_cpu_s_per_gb, Some(0.5));
+        assert!((cost.cpu_s_per_gb_added.unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(cost.no_measurable_throughput_loss, Verdict::Missed);
         assert_eq!(
             (s.quota_throttles, s.quota_refusals, s.quotas_bound),
             (Some(0), Some(0), Some(false))
@@ -1132,8 +1144,11 @@ mod tests {
             p.paths[1].quotas_bound_by,
             ["partition_ingress throttled 7"]
         );
-        assert_eq!(s.quotas_produce_ratio, None);
-        assert_eq!(s.metering_produce_ratio, Some(0.9));
+        let cost = s.without.as_ref().unwrap();
+        assert_eq!(
+            (cost.what, cost.path, cost.produce_ratio),
+            ("metering", PathKind::GatewayNoMetering, Some(0.9))
+        );
 
         // A gateway that did not say: not known.
         let mut gw = path(PathKind::Gateway, 90.0, Some(0.6));
@@ -1165,10 +1180,7 @@ mod tests {
         assert_eq!(s.tls_cpu_s_per_gb_added, Some(1.5));
         assert_eq!(s.tls_produce_cpu_s_per_gb_added, Some(2.0));
         assert_eq!(s.tls_consume_cpu_s_per_gb_added, Some(1.0));
-        assert_eq!(
-            (s.metering_produce_ratio, s.quotas_produce_ratio),
-            (None, None)
-        );
+        assert_eq!(s.without, None);
         assert_eq!(p.paths[1].label(), "gateway (TLS)");
         assert_eq!(p.paths[2].label(), "gateway-plaintext");
         let json = serde_json::to_value(&p.paths[1]).unwrap();
@@ -1178,6 +1190,117 @@ mod tests {
             serde_json::to_value(PathKind::GatewayPlaintext).unwrap(),
             "gateway-plaintext"
         );
+    }
+
+    /// A report of one mock pool with `paths`, run with `--compare compare`.
+    fn report(compare: crate::Compare, paths: Vec<PathResult>) -> Report {
+        Report {
+            date: String::new(),
+            command: String::new(),
+            machine: Machine {
+                cores: 2,
+                cpu: String::new(),
+                loadavg_at_start: String::new(),
+            },
+            settings: Settings {
+                messages: None,
+                size: 1024,
+                partitions: None,
+                rounds: 1,
+                consume_rounds: 0,
+                acks: "all",
+                idempotence: true,
+                linger_ms: 5,
+                latency_seconds: 3.0,
+                latency_load: "",
+                spread_leaders: false,
+                lanes: None,
+                client_config: Vec::new(),
+                librdkafka: String::new(),
+                gateway: String::new(),
+                malloc: String::new(),
+                pin: None,
+                quotas: tollgate_load_tests::admin::QuotaSetting::Unbound,
+                compare,
+                gateway_tls: false,
+                tls_certificate: None,
+                redis: false,
+                redis_started: false,
+            },
+            pools: vec![pool(paths)],
+        }
+    }
+
+    #[test]
+    fn metrics_on_off_in_the_summary_and_the_table() {
+        let gw = path(PathKind::Gateway, 98.0, Some(0.55));
+        let off = path(PathKind::GatewayNoMetrics, 100.0, Some(0.5));
+        let r = report(
+            crate::Compare::NoMetrics,
+            vec![path(PathKind::Direct, 120.0, None), gw, off],
+        );
+        let cost = r.pools[0]
+            .summary
+            .as_ref()
+            .unwrap()
+            .without
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (cost.what, cost.path, cost.produce_ratio, cost.consume_ratio),
+            (
+                "metrics",
+                PathKind::GatewayNoMetrics,
+                Some(0.98),
+                Some(0.98)
+            )
+        );
+        assert_eq!(cost.gateway_cpu_s_per_gb, Some(0.5));
+        assert_eq!(cost.no_measurable_throughput_loss, Verdict::Met);
+        let table = r.table();
+        assert!(
+            table.contains("compared with: gateway-no-metrics (--no-metrics, same quotas)"),
+            "{table}"
+        );
+        for line in [
+            "gateway CPU 0.55 s/GB (0.50 without metrics); metrics on/off produce 0.980 consume",
+            "gateway CPU with metrics less without: +0.050 s/GB (gateway minus gateway-no-metrics",
+        ] {
+            assert!(table.contains(line), "{line:?} not in {table}");
+        }
+        assert!(
+            table.contains("no measurable throughput lost to metrics met"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["settings"]["compare"], "no-metrics");
+        assert_eq!(json["pools"][0]["paths"][2]["path"], "gateway-no-metrics");
+        assert_eq!(json["pools"][0]["summary"]["without"]["what"], "metrics");
+        assert_eq!(
+            json["pools"][0]["summary"]["without"]["no_measurable_throughput_loss"],
+            "met"
+        );
+    }
+
+    #[test]
+    fn every_comparison_but_plaintext_goes_without_one_thing_of_its_own() {
+        use clap::ValueEnum;
+        let mut paths = Vec::new();
+        for &c in crate::Compare::value_variants() {
+            match c.without() {
+                Some(w) => {
+                    assert_eq!(w.compare, c);
+                    // The path is named after the flag value: `--compare no-metrics`,
+                    // `gateway-no-metrics`.
+                    let flag = c.to_possible_value().unwrap();
+                    assert_eq!(w.path.name(), format!("gateway-{}", flag.get_name()));
+                    paths.push(w.path);
+                }
+                None => assert_eq!(c, crate::Compare::Plaintext),
+            }
+        }
+        // Each entry of the table is some comparison's (the names above are distinct).
+        assert_eq!(paths.len(), crate::WITHOUT.len());
     }
 
     #[test]
