@@ -92,7 +92,10 @@ NOT_MADE_HERE = {
     "tollgate_pool_scale_events_total": "only with an autoscaler",
     "tollgate_meter_flush_failures_total": "only once a flush failed",
     "tollgate_audit_events_total": "only with an audit sink",
+    "tollgate_audit_events_delivered_total": "only with an audit sink",
     "tollgate_audit_events_dropped_total": "only with an audit sink",
+    "tollgate_otlp_exports_total": "only with --otlp-endpoint",
+    "tollgate_otlp_spans_dropped_total": "only with --otlp-endpoint",
 }
 #: Families only the operator sees: the pool, the meter, audit delivery, latency across clusters.
 OPERATOR_ONLY = re.compile(r"^(tollgate_pool_|tollgate_meter_|tollgate_audit_|tollgate_request_duration_seconds)")
