@@ -132,6 +132,7 @@ aiokafka aiokafka
 aws_msk_iam_sasl_signer aws-msk-iam-sasl-signer-python
 botocore botocore
 boto3 boto3
+moto.server moto\[server\]
 pytest pytest
 pytest_timeout pytest-timeout
 kubernetes_validate kubernetes-validate

@@ -696,3 +696,19 @@ class RawKafka:
         pos += 4
         assert index == partition
         return error, high, data[pos:pos + max(length, 0)]
+
+
+# --------------------------------------------------------------------------------------------
+# The pool behind a `tollgate dev`
+
+
+def pool_brokers(data_dir) -> list[str]:
+    """The addresses of the tansu brokers a `tollgate dev` started, in port order: each logs
+    to broker-<port>.log under the data dir. For reading what the gateway itself keeps on the
+    pool (the audit topic), never for tenants' traffic."""
+    import re
+    from pathlib import Path
+
+    ports = sorted(int(m.group(1)) for p in Path(data_dir).rglob("broker-*.log")
+                   if (m := re.fullmatch(r"broker-(\d+)\.log", p.name)))
+    return [f"127.0.0.1:{port}" for port in ports]

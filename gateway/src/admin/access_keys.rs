@@ -14,6 +14,7 @@ use super::store::StoreError;
 use super::tokens::{check_principal, parse_policy};
 use super::Admin;
 use crate::identity::credentials::{new_access_key_id, new_secret, AccessKey};
+use crate::telemetry::audit::admin::{self as audit, Changed};
 
 /// The most access keys one cluster may have: each is carried in every sync of its cluster.
 const MAX_ACCESS_KEYS: usize = 1000;
@@ -86,7 +87,13 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
     tracing::info!(%cluster, access_key_id = %id, principal = %key.principal, "access key created");
     let mut json = to_json(admin, cluster, &id, &key)?;
     json.secret_access_key = Some(key.secret);
-    Ok(json_response(StatusCode::CREATED, &json))
+    Ok(audit::tag(
+        json_response(StatusCode::CREATED, &json),
+        Changed {
+            created: Some(id),
+            ..Changed::default()
+        },
+    ))
 }
 
 pub(super) async fn list(admin: &Admin, cluster: Uuid) -> ApiResult {

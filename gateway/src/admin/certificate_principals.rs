@@ -15,6 +15,7 @@ use super::store::StoreError;
 use super::tokens::{check_principal, parse_policy};
 use super::Admin;
 use crate::identity::credentials::CertificateBinding;
+use crate::telemetry::audit::admin::{self as audit, Changed};
 
 /// The most principals one cluster may bind: each is carried in every sync of its cluster.
 const MAX_BINDINGS: usize = 1000;
@@ -67,13 +68,20 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
         })
         .await?;
     tracing::info!(%cluster, %principal, "certificate principal bound");
-    Ok(json_response(
-        StatusCode::CREATED,
-        &BindingJson {
-            cluster,
-            principal,
-            created_at: rfc3339(binding.created_at)?,
-        },
+    let changed = Changed {
+        created: Some(principal.clone()),
+        ..Changed::default()
+    };
+    Ok(audit::tag(
+        json_response(
+            StatusCode::CREATED,
+            &BindingJson {
+                cluster,
+                principal,
+                created_at: rfc3339(binding.created_at)?,
+            },
+        ),
+        changed,
     ))
 }
 

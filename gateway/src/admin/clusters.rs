@@ -12,6 +12,7 @@ use super::http::{
 };
 use super::Admin;
 use crate::quotas::Quotas;
+use crate::telemetry::audit::admin::{self as audit, Changed};
 use crate::tenancy::{
     valid_cluster_name, Cluster, DEFAULT_MAX_MESSAGE_BYTES, LIMIT_MAX_MESSAGE_BYTES,
 };
@@ -151,9 +152,13 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
         })
         .await?;
     tracing::info!(cluster = %cluster.id, tenant = %cluster.tenant, name = %cluster.name, "cluster created");
-    Ok(json_response(
-        StatusCode::CREATED,
-        &to_json(admin, &cluster)?,
+    Ok(audit::tag(
+        json_response(StatusCode::CREATED, &to_json(admin, &cluster)?),
+        Changed {
+            created: Some(cluster.id.to_string()),
+            cluster: Some(cluster.id),
+            tenant: Some(cluster.tenant.clone()),
+        },
     ))
 }
 
@@ -256,7 +261,14 @@ pub(super) async fn delete(admin: &Admin, id: &str) -> ApiResult {
         .await?;
     tracing::info!(cluster = %cluster.id, tenant = %cluster.tenant, name = %cluster.name, "cluster deleted");
     clean_up(admin, &cluster).await?;
-    Ok(no_content())
+    // The registry no longer has it: whose it was goes with the event.
+    Ok(audit::tag(
+        no_content(),
+        Changed {
+            tenant: Some(cluster.tenant.clone()),
+            ..Changed::default()
+        },
+    ))
 }
 
 /// Deletes a deleted cluster's topics from the pool and records that it is done.

@@ -14,6 +14,7 @@ use super::tokens::parse_policy;
 use super::Admin;
 use crate::identity::credentials::{check_username, ScramUser, MAX_SCRAM_USERS};
 use crate::identity::scram::{self, Mechanism, MAX_ITERATIONS, MIN_ITERATIONS};
+use crate::telemetry::audit::admin::{self as audit, Changed};
 
 /// Long enough that a guessed password is not the weak point; Kafka itself sets no minimum.
 const MIN_PASSWORD_CHARS: usize = 8;
@@ -104,7 +105,14 @@ pub(super) async fn create(admin: &Admin, cluster: Uuid, request: Request<Incomi
         })
         .await?;
     tracing::info!(%cluster, username = %created.username, mechanism = created.mechanism.name(), "SCRAM user created");
-    Ok(json_response(StatusCode::CREATED, &created))
+    let changed = Changed {
+        created: Some(created.username.clone()),
+        ..Changed::default()
+    };
+    Ok(audit::tag(
+        json_response(StatusCode::CREATED, &created),
+        changed,
+    ))
 }
 
 pub(super) async fn list(admin: &Admin, cluster: Uuid) -> ApiResult {

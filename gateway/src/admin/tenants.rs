@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{json_response, now, read_json, rfc3339, ApiError, ApiResult};
 use super::Admin;
+use crate::telemetry::audit::admin::{self as audit, Changed};
 use crate::tenancy::{valid_tenant_id, Tenant};
 
 /// A display name, not an identifier: anything printable goes, within reason.
@@ -62,7 +63,13 @@ pub(super) async fn create(admin: &Admin, request: Request<Incoming>) -> ApiResu
         })
         .await?;
     tracing::info!(tenant = %tenant.id, "tenant created");
-    Ok(json_response(StatusCode::CREATED, &to_json(&tenant)?))
+    Ok(audit::tag(
+        json_response(StatusCode::CREATED, &to_json(&tenant)?),
+        Changed {
+            created: Some(tenant.id.clone()),
+            ..Changed::default()
+        },
+    ))
 }
 
 pub(super) async fn list(admin: &Admin) -> ApiResult {

@@ -9,6 +9,7 @@ use super::http::{json_response, no_content, now, read_json, rfc3339, ApiError, 
 use super::store::{IssuedToken, StoreError};
 use super::Admin;
 use crate::identity::policy::{Policy, Statement};
+use crate::telemetry::audit::admin::{self as audit, Changed};
 
 /// Amazon MSK's IAM sessions last at most 12 hours; clients re-authenticate (KIP-368) sooner.
 const MAX_TTL_SECONDS: i64 = 12 * 3600;
@@ -117,12 +118,19 @@ pub(super) async fn issue(admin: &Admin, request: Request<Incoming>) -> ApiResul
         exp = claims.exp,
         "token issued"
     );
-    Ok(json_response(
-        StatusCode::CREATED,
-        &TokenJson {
-            token,
-            jti,
-            expires_at: rfc3339(claims.exp)?,
+    Ok(audit::tag(
+        json_response(
+            StatusCode::CREATED,
+            &TokenJson {
+                token,
+                jti,
+                expires_at: rfc3339(claims.exp)?,
+            },
+        ),
+        Changed {
+            created: Some(jti.to_string()),
+            cluster: Some(cluster.id),
+            tenant: Some(cluster.tenant.clone()),
         },
     ))
 }
@@ -159,5 +167,11 @@ pub(super) async fn revoke(admin: &Admin, jti: &str) -> ApiResult {
         })
         .await?;
     tracing::info!(%jti, cluster = %token.cluster, principal = %token.principal, "token revoked");
-    Ok(no_content())
+    Ok(audit::tag(
+        no_content(),
+        Changed {
+            cluster: Some(token.cluster),
+            ..Changed::default()
+        },
+    ))
 }

@@ -64,7 +64,8 @@ pub async fn metadata(
                 refused.push(error_topic(Some(name), t.topic_id, TOPIC_DENIED));
                 continue;
             }
-            may_create &= ctx.session.may_topic(Action::CreateTopic, &name.0);
+            // Auto-creation is implicit: not allowed, it just does not happen.
+            may_create &= ctx.session.allows_topic(Action::CreateTopic, &name.0);
             t.name = Some(physical);
             // Ask by name only; older pools may not look up ids.
             t.topic_id = uuid::Uuid::nil();
@@ -142,7 +143,7 @@ fn presented(
             return false;
         };
         let physical = name.0.clone();
-        if !ctx.topic_back(name) || !ctx.session.may_topic(Action::DescribeTopic, &name.0) {
+        if !ctx.topic_back(name) || !ctx.session.allows_topic(Action::DescribeTopic, &name.0) {
             return false;
         }
         t.is_internal = false;

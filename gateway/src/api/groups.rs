@@ -461,7 +461,8 @@ pub async fn offset_fetch(
             ctx.gw.router().coordinator_moved(GROUP, &key);
         }
         resp.topics.retain_mut(|t| {
-            ctx.topic_back(&mut t.name) && ctx.session.may_topic(Action::DescribeTopic, &t.name.0)
+            ctx.topic_back(&mut t.name)
+                && ctx.session.allows_topic(Action::DescribeTopic, &t.name.0)
         });
         resp.topics.extend(refused);
         Ok(ResponseKind::OffsetFetch(resp))
@@ -578,7 +579,7 @@ async fn offset_fetch_batched(
         for g in &mut resp.groups {
             g.topics.retain_mut(|t| {
                 ctx.topic_back(&mut t.name)
-                    && ctx.session.may_topic(Action::DescribeTopic, &t.name.0)
+                    && ctx.session.allows_topic(Action::DescribeTopic, &t.name.0)
             });
         }
         // A group with both allowed and denied topics answers in two entries; merge them.
@@ -793,7 +794,9 @@ pub async fn list_groups(
                 .groups
                 .extend(resp.groups.into_iter().filter_map(|mut g| {
                     (ctx.group_back(&mut g.group_id)
-                        && ctx.session.may_group(Action::DescribeGroup, &g.group_id.0))
+                        && ctx
+                            .session
+                            .allows_group(Action::DescribeGroup, &g.group_id.0))
                     .then_some(g)
                 }));
         }

@@ -85,8 +85,13 @@ pub async fn create_topics(
                         .map_err(refusal)?;
                     }
                     let adding = u64::try_from(t.num_partitions).unwrap_or(0);
-                    topic_policy::check_partitions(in_use, adding, quotas.max_partitions)
-                        .map_err(refusal)?;
+                    crate::quotas::limits::admit_partitions(
+                        ctx,
+                        in_use,
+                        adding,
+                        quotas.max_partitions,
+                    )
+                    .map_err(refusal)?;
                     mutations.admit(p.0.as_str(), adding).map_err(refusal)?;
                     in_use += adding;
                     Ok(p)
@@ -336,8 +341,13 @@ pub async fn create_partitions(
                     let total = u64::try_from(t.count).unwrap_or(0);
                     let adding =
                         total.saturating_sub(current.get(p.0.as_str()).copied().unwrap_or(0));
-                    topic_policy::check_partitions(in_use, adding, quotas.max_partitions)
-                        .map_err(refusal)?;
+                    crate::quotas::limits::admit_partitions(
+                        ctx,
+                        in_use,
+                        adding,
+                        quotas.max_partitions,
+                    )
+                    .map_err(refusal)?;
                     mutations.admit(p.0.as_str(), adding).map_err(refusal)?;
                     in_use += adding;
                     Ok(p)

@@ -766,28 +766,30 @@ impl Connection {
         mechanism: &'static str,
         outcome: Result<&Session, (Option<uuid::Uuid>, &sasl::AuthError)>,
     ) {
-        use crate::telemetry::audit::{Event, EventType};
+        use crate::telemetry::audit::{Event, EventType, Reason};
         let client_address = self.source.map(|ip| ip.to_string());
         let event = match outcome {
             Ok(session) => Event {
                 kind: EventType::AuthenticationSucceeded,
+                tenant: Some(session.cluster.tenant.clone()),
                 cluster: Some(session.cluster.id),
                 principal: Some(session.principal.clone()),
                 client_address,
-                action: mechanism.to_owned(),
+                action: mechanism.into(),
                 resource: Some(session.cluster.arn(&self.gw.config().region)),
                 granted: true,
                 reason: None,
             },
             Err((cluster, error)) => Event {
                 kind: EventType::AuthenticationFailed,
+                tenant: None,
                 cluster,
                 principal: None,
                 client_address,
-                action: mechanism.to_owned(),
+                action: mechanism.into(),
                 resource: None,
                 granted: false,
-                reason: Some(error.to_string()),
+                reason: Some(Reason::of(error)),
             },
         };
         self.gw.audit().emit(event);

@@ -30,6 +30,12 @@
 //! ListGroups answers with the groups the principal may describe, and listing all topics answers
 //! with the topics it may describe: what a principal may not see does not appear, rather than
 //! failing the whole listing, which is how Kafka's own authorizer behaves.
+//!
+//! Two ways to ask, as Kafka's authorizer has `logIfDenied`: the `may_*` methods authorize what
+//! a request names explicitly, and a refusal is an audit event (`authorization.denied`, held
+//! back when the connection repeats it: [`crate::telemetry::audit::denials`]); the `allows_*`
+//! methods ask silently, for what a listing filters out and for implicit checks (topic
+//! auto-creation on Metadata, whether a produce could be idempotent).
 
 use std::sync::Arc;
 
@@ -102,6 +108,8 @@ pub struct Session {
     pub metrics: Option<Arc<crate::telemetry::metrics::ClusterMetrics>>,
     /// The credential it was made from, which must still stand for it to go on.
     pub used: Used,
+    /// Where its refusals are reported, with its client's address.
+    pub audit: crate::telemetry::audit::ConnectionAudit,
     region: Arc<str>,
 }
 
@@ -142,31 +150,68 @@ impl Session {
             counters,
             metrics: None,
             used: identity.used,
+            audit: Default::default(),
             region,
         }
     }
 
+    /// Authorizes `action` on the cluster, which the request asks for: a refusal is audited.
     pub fn may_cluster(&self, action: Action) -> bool {
-        self.policy
-            .allows(action.iam_name(), &self.cluster.arn(&self.region))
+        self.decide(action, self.cluster.arn(&self.region), true)
     }
 
+    /// Authorizes `action` on a topic the request names: a refusal is audited.
     pub fn may_topic(&self, action: Action, topic: &str) -> bool {
-        self.may(action, "topic", topic)
+        self.may(action, "topic", topic, true)
     }
 
+    /// Authorizes `action` on a group the request names: a refusal is audited.
     pub fn may_group(&self, action: Action, group: &str) -> bool {
-        self.may(action, "group", group)
+        self.may(action, "group", group, true)
     }
 
+    /// Authorizes `action` on a transactional id the request names: a refusal is audited.
     pub fn may_transactional_id(&self, action: Action, id: &str) -> bool {
-        self.may(action, "transactional-id", id)
+        self.may(action, "transactional-id", id, true)
     }
 
-    fn may(&self, action: Action, kind: &str, name: &str) -> bool {
-        self.policy.allows(
+    /// Whether the policy allows `action` on the cluster, asked silently.
+    pub fn allows_cluster(&self, action: Action) -> bool {
+        self.decide(action, self.cluster.arn(&self.region), false)
+    }
+
+    /// Whether the policy allows `action` on a topic, asked silently (a listing's filter).
+    pub fn allows_topic(&self, action: Action, topic: &str) -> bool {
+        self.may(action, "topic", topic, false)
+    }
+
+    /// Whether the policy allows `action` on a group, asked silently (a listing's filter).
+    pub fn allows_group(&self, action: Action, group: &str) -> bool {
+        self.may(action, "group", group, false)
+    }
+
+    /// Audits a refusal of `action` on the cluster decided after a silent
+    /// [`Session::allows_cluster`] (an idempotent batch, once the batch says it is one).
+    pub fn refused_cluster(&self, action: Action) {
+        self.audit.denied(
+            &self.cluster,
+            &self.principal,
             action.iam_name(),
-            &self.cluster.resource_arn(&self.region, kind, name),
-        )
+            self.cluster.arn(&self.region),
+        );
+    }
+
+    fn may(&self, action: Action, kind: &str, name: &str, audited: bool) -> bool {
+        let arn = self.cluster.resource_arn(&self.region, kind, name);
+        self.decide(action, arn, audited)
+    }
+
+    fn decide(&self, action: Action, arn: String, audited: bool) -> bool {
+        let allowed = self.policy.allows(action.iam_name(), &arn);
+        if !allowed && audited {
+            self.audit
+                .denied(&self.cluster, &self.principal, action.iam_name(), arn);
+        }
+        allowed
     }
 }

@@ -366,9 +366,11 @@ pub(super) fn admit(
     let counters = gw.metering().counters(cluster.id, &identity.principal);
     let mut session = Session::new(identity, cluster, Arc::clone(&gw.config().region), counters);
     session.metrics = gw.metrics().cluster(session.cluster.id);
-    if !session.may_cluster(Action::Connect) {
+    // Silent: a refused Connect is this authentication's failure, audited as that.
+    if !session.allows_cluster(Action::Connect) {
         return Err(AuthError::ConnectDenied);
     }
+    session.audit = crate::telemetry::audit::ConnectionAudit::new(gw.audit(), source);
     Ok(session)
 }
 

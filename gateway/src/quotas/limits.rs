@@ -28,6 +28,7 @@ use crate::api::Ctx;
 use crate::pool::UpstreamError;
 use crate::quotas::Quotas;
 use crate::state::Gateway;
+use crate::telemetry::audit::{Breach, Who};
 use crate::tenancy::{Cluster, Registry};
 
 /// The window of `connections_per_second`.
@@ -191,15 +192,31 @@ impl Counts {
     /// its connection quotas. Connections refused do not count as attempts, so a client
     /// retrying fast is not locked out by its own retries.
     pub fn connect(&self, gw: &Gateway, cluster: &Cluster) -> Result<ConnectionSlot, String> {
-        self.connect_at(cluster.id, &quotas_of(gw, cluster), Instant::now())
+        self.admit_connection(cluster.id, &quotas_of(gw, cluster), Instant::now())
+            .map_err(|breach| {
+                gw.audit()
+                    .quota_breached(cluster.id, breach, Who::cluster(cluster));
+                connection_refusal(&breach)
+            })
     }
 
+    #[cfg(test)]
     pub(super) fn connect_at(
         &self,
         cluster: Uuid,
         quotas: &Quotas,
         now: Instant,
     ) -> Result<ConnectionSlot, String> {
+        self.admit_connection(cluster, quotas, now)
+            .map_err(|breach| connection_refusal(&breach))
+    }
+
+    fn admit_connection(
+        &self,
+        cluster: Uuid,
+        quotas: &Quotas,
+        now: Instant,
+    ) -> Result<ConnectionSlot, Breach> {
         self.with(&cluster, |c| {
             while c
                 .admitted
@@ -218,17 +235,16 @@ impl Counts {
             let open = c.open.load(Ordering::Relaxed) + others_open;
             if let Some(max) = quotas.max_connections.filter(|max| open >= *max) {
                 c.refused.connections += 1;
-                return Err(format!(
-                    "the cluster has {open} connections open, at its quota max_connections ({max})"
-                ));
+                return Err(Breach::refused(MAX_CONNECTIONS, max, Some(open)));
             }
             let rate = quotas.connections_per_second;
             let admitted = c.admitted.len() as u64 + others_admitted;
             if let Some(rate) = rate.filter(|rate| admitted >= *rate) {
                 c.refused.connection_rate += 1;
-                return Err(format!(
-                    "the cluster had {admitted} connections in the last second, at its quota \
-                     connections_per_second ({rate})"
+                return Err(Breach::refused(
+                    CONNECTIONS_PER_SECOND,
+                    rate,
+                    Some(admitted),
                 ));
             }
             if rate.is_some() {
@@ -310,6 +326,23 @@ impl Counts {
     }
 }
 
+const MAX_CONNECTIONS: &str = "max_connections";
+const CONNECTIONS_PER_SECOND: &str = "connections_per_second";
+
+/// Why a connection is closed over its cluster's connection quotas, as the log says it.
+fn connection_refusal(breach: &Breach) -> String {
+    let used = breach.used.unwrap_or_default();
+    let limit = breach.limit;
+    if breach.quota == MAX_CONNECTIONS {
+        format!("the cluster has {used} connections open, at its quota max_connections ({limit})")
+    } else {
+        format!(
+            "the cluster had {used} connections in the last second, at its quota \
+             connections_per_second ({limit})"
+        )
+    }
+}
+
 /// What [`Counts::group`] decided.
 #[derive(Debug, PartialEq, Eq)]
 enum GroupVerdict {
@@ -380,6 +413,11 @@ pub async fn admit_group(ctx: &Ctx, group: &str) -> Result<(), i16> {
     }
     match verdict {
         GroupVerdict::Refused(have) => {
+            ctx.gw.audit().quota_breached(
+                cluster,
+                Breach::refused("max_consumer_groups", limit, Some(have as u64)),
+                Who::session(&ctx.session),
+            );
             tracing::info!(
                 cluster = %cluster,
                 group = ctx.session.namespace.strip(group).unwrap_or(group),
@@ -439,6 +477,11 @@ pub fn storage_full(ctx: &Ctx) -> Option<String> {
     ctx.gw
         .quota_counts()
         .with(&cluster.id, |c| c.refused.storage += 1);
+    ctx.gw.audit().quota_breached(
+        cluster.id,
+        Breach::refused("storage_limit_bytes", limit, Some(stored)),
+        Who::session(&ctx.session),
+    );
     Some(format!(
         "the cluster stores {stored} bytes, at or over its quota storage_limit_bytes \
          ({limit}); delete records or topics, or raise the quota"
@@ -485,6 +528,23 @@ pub fn refuse_produce(
     kafka_protocol::messages::ProduceResponse::default().with_responses(responses)
 }
 
+/// Checks that `adding` partitions fit the cluster's `max_partitions` quota with `in_use`
+/// already there ([`crate::api::topic_policy::check_partitions`]); a refusal is audited.
+pub fn admit_partitions(
+    ctx: &Ctx,
+    in_use: u64,
+    adding: u64,
+    limit: Option<u64>,
+) -> Result<(), Refusal> {
+    crate::api::topic_policy::check_partitions(in_use, adding, limit).inspect_err(|_| {
+        ctx.gw.audit().quota_breached(
+            ctx.session.cluster.id,
+            Breach::refused("max_partitions", limit.unwrap_or_default(), Some(in_use)),
+            Who::session(&ctx.session),
+        );
+    })
+}
+
 /// The error code, message and throttle time of a partition mutation over the cluster's
 /// `partition_mutations_per_5_minutes` quota. Versions since KIP-599 (CreateTopics v6,
 /// CreatePartitions v3, DeleteTopics v5) get THROTTLING_QUOTA_EXCEEDED, which their clients
@@ -521,6 +581,8 @@ pub fn mutation_refusal(
 pub struct Mutations {
     gw: Gateway,
     cluster: Uuid,
+    /// Who asked, for the audit event of a refusal.
+    session: Arc<crate::identity::authz::Session>,
     api: ApiKey,
     version: i16,
     limit: Option<u64>,
@@ -541,6 +603,7 @@ impl Mutations {
         Mutations {
             gw: ctx.gw.clone(),
             cluster: ctx.session.cluster.id,
+            session: ctx.session.clone(),
             api,
             version,
             limit,
@@ -570,6 +633,11 @@ impl Mutations {
                     mutation_refusal(self.api, self.version, limit, wait);
                 self.throttle_ms = self.throttle_ms.max(wait_ms);
                 counts.refused_mutations(&self.cluster);
+                self.gw.audit().quota_breached(
+                    self.cluster,
+                    Breach::refused("partition_mutations_per_5_minutes", limit, None),
+                    Who::session(&self.session),
+                );
                 Err(Refusal { code, message })
             }
         }
@@ -646,6 +714,50 @@ mod tests {
     }
 
     const WINDOW: Duration = MUTATION_WINDOW;
+
+    #[test]
+    fn refusals_are_audited_once_per_cluster_and_quota_a_minute() {
+        use crate::telemetry::audit::{ConnectionAudit, EventType};
+        let mut ctx = testing::ctx(ALLOW_ALL);
+        std::sync::Arc::get_mut(&mut ctx.session).unwrap().audit =
+            ConnectionAudit::new(ctx.gw.audit(), "203.0.113.5".parse().ok());
+        let cluster = ctx.session.cluster.id;
+        set_quotas(&ctx, |q| {
+            q.max_connections = Some(1);
+            q.storage_limit_bytes = Some(100);
+            q.max_partitions = Some(4);
+        });
+        let live = ctx.gw.registry().get(&cluster).unwrap();
+        let _held = ctx.gw.quota_counts().connect(&ctx.gw, &live).unwrap();
+        for _ in 0..5 {
+            assert!(ctx.gw.quota_counts().connect(&ctx.gw, &live).is_err());
+        }
+        ctx.gw.metering().set_stored_bytes(cluster, 500);
+        assert!(storage_full(&ctx).is_some());
+        assert!(storage_full(&ctx).is_some());
+        assert!(admit_partitions(&ctx, 3, 2, Some(4)).is_err());
+        assert!(admit_partitions(&ctx, 3, 1, Some(4)).is_ok());
+        let events = ctx.gw.audit().cluster_events(&cluster);
+        let seen: Vec<(&str, bool, Option<&str>)> = events
+            .iter()
+            .map(|e| (e.action.as_ref(), e.granted, e.principal.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("max_connections", false, None),
+                ("storage_limit_bytes", false, Some("svc")),
+                ("max_partitions", false, Some("svc")),
+            ]
+        );
+        assert!(events.iter().all(|e| e.kind == EventType::QuotaBreached));
+        assert_eq!(
+            events[1].reason.as_ref().unwrap().as_str(),
+            "refused: at its quota storage_limit_bytes (100) with 500 in use"
+        );
+        assert_eq!(events[1].client_address.as_deref(), Some("203.0.113.5"));
+        assert_eq!(events[0].tenant.as_deref(), Some("acme"));
+    }
 
     /// Counts for live clusters 1 and 2.
     fn counts() -> Counts {

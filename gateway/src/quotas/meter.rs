@@ -177,6 +177,8 @@ pub struct ClusterMeter {
     partitions_out: PartitionBuckets,
     /// Set when instances share quotas through Redis.
     link: Option<Arc<Link>>,
+    /// Where its throttles are reported as audit events.
+    audit: crate::telemetry::audit::quota::Throttles,
 }
 
 impl ClusterMeter {
@@ -194,18 +196,26 @@ impl ClusterMeter {
     pub fn charge(&self, kind: Kind, amount: u64, quotas: &Quotas) -> Duration {
         let now = now_ns();
         let link = self.link.as_deref();
-        match kind {
-            Kind::Ingress => {
-                self.ingress
-                    .charge(now, amount, quotas.ingress_bytes_per_second, link)
-            }
-            Kind::Egress => self
-                .egress
-                .charge(now, amount, quotas.egress_bytes_per_second, link),
-            Kind::Requests => self
-                .requests
-                .charge(now, amount, quotas.requests_per_second, link),
-        }
+        let (meter, name, quota) = match kind {
+            Kind::Ingress => (
+                &self.ingress,
+                "ingress_bytes_per_second",
+                quotas.ingress_bytes_per_second,
+            ),
+            Kind::Egress => (
+                &self.egress,
+                "egress_bytes_per_second",
+                quotas.egress_bytes_per_second,
+            ),
+            Kind::Requests => (
+                &self.requests,
+                "requests_per_second",
+                quotas.requests_per_second,
+            ),
+        };
+        let wait = meter.charge(now, amount, quota, link);
+        self.audit.throttled(name, quota, wait);
+        wait
     }
 
     /// Charges a Produce request's record bytes against the cluster's ingress quota and each
@@ -221,7 +231,13 @@ impl ClusterMeter {
                 ((t.name.clone(), t.topic_id, p.index), bytes)
             })
         });
-        cluster.max(self.partitions_in.charge(parts, quota))
+        let partitions = self.partitions_in.charge(parts, quota);
+        self.audit.throttled(
+            "partition_ingress_bytes_per_second",
+            Some(quota),
+            partitions,
+        );
+        cluster.max(partitions)
     }
 
     /// Charges the bytes a fetch answer delivered from each partition against the partition
@@ -232,7 +248,12 @@ impl ClusterMeter {
         quotas: &Quotas,
     ) -> Duration {
         match quotas.partition_egress_bytes_per_second {
-            Some(quota) => self.partitions_out.charge(parts, quota),
+            Some(quota) => {
+                let wait = self.partitions_out.charge(parts, quota);
+                self.audit
+                    .throttled("partition_egress_bytes_per_second", Some(quota), wait);
+                wait
+            }
             None => Duration::ZERO,
         }
     }
@@ -297,6 +318,9 @@ pub struct Meters {
     inner: Arc<Mutex<HashMap<uuid::Uuid, Arc<ClusterMeter>>>>,
     /// Set once, before any meter is made, when quotas are shared through Redis.
     link: Arc<std::sync::OnceLock<Arc<Link>>>,
+    /// Where throttles are reported, once the audit log is delivered; meters made before
+    /// that see it too.
+    audit: Arc<std::sync::OnceLock<crate::telemetry::audit::Audit>>,
 }
 
 impl Meters {
@@ -304,6 +328,11 @@ impl Meters {
     /// ([`super::shared`]).
     pub fn share(&self) -> Arc<Link> {
         self.link.get_or_init(Default::default).clone()
+    }
+
+    /// Reports throttles to `audit` from now on (one event per cluster and quota a minute).
+    pub fn report_to(&self, audit: crate::telemetry::audit::Audit) {
+        let _ = self.audit.set(audit);
     }
 
     /// Every cluster's meter, for the exchange of leases.
@@ -330,6 +359,7 @@ impl Meters {
             .or_insert_with(|| {
                 Arc::new(ClusterMeter {
                     link: self.link.get().cloned(),
+                    audit: crate::telemetry::audit::quota::Throttles::new(*id, self.audit.clone()),
                     ..ClusterMeter::default()
                 })
             })
@@ -410,6 +440,50 @@ mod tests {
         let [(_, ingress_ns), (_, egress_ns), ..] = m.throttled_ns();
         assert_eq!(ingress_ns, (wait + MAX_THROTTLE).as_nanos() as u64);
         assert_eq!(egress_ns, 0);
+    }
+
+    #[test]
+    fn throttles_are_audited_once_a_minute_per_quota_even_for_meters_made_before() {
+        use crate::telemetry::audit::{Audit, EventType};
+        let meters = Meters::default();
+        let c = uuid::Uuid::from_u128(7);
+        let early = meters.cluster(&c, 1, |_| true);
+        let audit = Audit::default();
+        early.charge(Kind::Ingress, 1_000, &quotas(1_000));
+        early.charge(Kind::Ingress, 1_000, &quotas(1_000));
+        assert_eq!(
+            audit.emitted(EventType::QuotaBreached),
+            0,
+            "not reported yet"
+        );
+        meters.report_to(audit.clone());
+        for _ in 0..20 {
+            assert!(!early.charge(Kind::Ingress, 1_000, &quotas(1_000)).is_zero());
+        }
+        let egress = Quotas {
+            egress_bytes_per_second: Some(10),
+            ..Quotas::default()
+        };
+        early.charge(Kind::Egress, 1_000, &egress);
+        let events = audit.cluster_events(&c);
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_ref()).collect();
+        assert_eq!(
+            actions,
+            ["ingress_bytes_per_second", "egress_bytes_per_second"]
+        );
+        assert!(events
+            .iter()
+            .all(|e| e.granted && e.kind == EventType::QuotaBreached));
+        assert!(
+            events[0]
+                .reason
+                .as_ref()
+                .unwrap()
+                .as_str()
+                .starts_with("throttled "),
+            "{:?}",
+            events[0].reason
+        );
     }
 
     #[test]

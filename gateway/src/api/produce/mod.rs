@@ -90,7 +90,8 @@ pub async fn produce(
         None => None,
     };
     let transactional = req.transactional_id.is_some();
-    let may_idempotent = ctx.session.may_cluster(Action::WriteDataIdempotently);
+    // Asked before any batch says it is idempotent; audited where one is refused for it.
+    let may_idempotent = ctx.session.allows_cluster(Action::WriteDataIdempotently);
     let sequences = ctx.gw.produce_sequences();
 
     // v13 names topics by id only; see fetch.
@@ -137,6 +138,7 @@ pub async fn produce(
                         Some(ResponseError::MessageTooLarge.code())
                     }
                     Ok(s) if s.has_producer_id && !transactional && !may_idempotent => {
+                        ctx.session.refused_cluster(Action::WriteDataIdempotently);
                         Some(CLUSTER_DENIED)
                     }
                     Ok(_) => None,

@@ -683,8 +683,9 @@ fn percent_decode(s: &str) -> Result<String, SigV4Error> {
 }
 
 /// SigV4's `UriEncode`: every byte but the unreserved `A-Z a-z 0-9 - _ . ~` as `%XX` with
-/// upper-case hex (so `/` is `%2F` and a space `%20`).
-fn uri_encode(s: &str) -> String {
+/// upper-case hex (so `/` is `%2F` and a space `%20`). Shared with the audit log's S3 client
+/// ([`crate::telemetry::audit`]), which signs what this module verifies.
+pub(crate) fn uri_encode(s: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -721,16 +722,45 @@ fn canonical_request(
     host: &str,
     payload_hash: &str,
 ) -> String {
-    format!("{method}\n{uri}\n{query}\nhost:{host}\n\nhost\n{payload_hash}")
+    signed_request(method, uri, query, &[("host", host)], payload_hash)
 }
 
-fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
+/// The canonical request of a request signing `headers` (lower-case names, values as sent):
+/// `method`, the encoded path, the canonical query, `name:value` lines sorted by name, the
+/// names joined by `;`, and the payload's hash.
+pub(crate) fn signed_request(
+    method: &str,
+    uri: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    payload_hash: &str,
+) -> String {
+    let mut headers = headers.to_vec();
+    headers.sort_unstable();
+    let lines: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}:{}\n", value.trim()))
+        .collect();
+    format!(
+        "{method}\n{uri}\n{query}\n{lines}\n{}\n{payload_hash}",
+        signed_headers(&headers)
+    )
+}
+
+/// The `SignedHeaders` list of `headers`: their names, sorted, joined by `;`.
+pub(crate) fn signed_headers(headers: &[(&str, &str)]) -> String {
+    let mut names: Vec<&str> = headers.iter().map(|(name, _)| *name).collect();
+    names.sort_unstable();
+    names.join(";")
+}
+
+pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
     let hash = digest::digest(&digest::SHA256, canonical_request.as_bytes());
     format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", hex(hash.as_ref()))
 }
 
 /// `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")`.
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::Key {
+pub(crate) fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::Key {
     let mut key = Vec::with_capacity(4 + secret.len());
     key.extend_from_slice(b"AWS4");
     key.extend_from_slice(secret.as_bytes());
@@ -744,7 +774,7 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::K
     hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -20,6 +20,7 @@ use super::policy::{Mode, Policy};
 use super::shared::Shared;
 use super::trace::Sample;
 use crate::pool::DRAIN_TIMEOUT;
+use crate::telemetry::audit::scaling::Outcome::{Failed, NotApplied, Resized};
 
 /// The gateway's load as it happens: plain atomics, bumped on the data path where the request
 /// already is, read by the autoscaler every interval.
@@ -106,6 +107,8 @@ pub struct Autoscaler {
     actuator: Option<Arc<dyn Actuator>>,
     /// With several instances: the load is exchanged, and only the decider decides.
     shared: Option<Arc<Shared>>,
+    /// Where resizes are reported (`pool.scaled`).
+    audit: Option<crate::telemetry::audit::Audit>,
 }
 
 /// Who decides, when several instances share the pool.
@@ -168,6 +171,19 @@ impl Autoscaler {
             })),
             actuator: None,
             shared: None,
+            audit: None,
+        }
+    }
+
+    /// Reports every resize, failed resize and decision not applied to `audit`.
+    pub fn with_audit(mut self, audit: crate::telemetry::audit::Audit) -> Autoscaler {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn audit(&self, decision: &Decision, outcome: crate::telemetry::audit::scaling::Outcome) {
+        if let Some(audit) = &self.audit {
+            audit.pool_scaled(decision, outcome);
         }
     }
 
@@ -267,6 +283,12 @@ impl Autoscaler {
         state.latest = Some(decision.clone());
         if decision.changes() {
             let mode = state.decider.policy().mode;
+            // Decisions applied are reported with their outcome, by `apply`.
+            if mode != Mode::Apply {
+                self.audit(&decision, NotApplied("shadow mode"));
+            } else if self.actuator.is_none() {
+                self.audit(&decision, NotApplied("no actuator resizes this pool"));
+            }
             if mode == Mode::Apply && self.actuator.is_none() && !state.told_no_actuator {
                 state.told_no_actuator = true;
                 tracing::warn!(
@@ -335,6 +357,7 @@ impl Autoscaler {
                 // starts from the pool as it is and tries again.
                 tracing::warn!(error = %e, "could not tell the other instances about a resize; not resizing");
                 self.lock().desired = None;
+                self.audit(decision, Failed);
                 return;
             }
             if decision.to_brokers < decision.from_brokers {
@@ -347,6 +370,7 @@ impl Autoscaler {
         match actuator.resize(decision.to_brokers).await {
             Ok(n) => {
                 tracing::info!(brokers = n, "pool resized");
+                self.audit(decision, Resized);
                 // What an operator of `tollgate dev` watches for, beside the log.
                 println!(
                     "Pool: {} -> {n} brokers ({})",
@@ -365,6 +389,7 @@ impl Autoscaler {
             Err(e) => {
                 tracing::warn!(error = %e, "could not resize the pool");
                 self.lock().desired = None;
+                self.audit(decision, Failed);
             }
         }
     }
