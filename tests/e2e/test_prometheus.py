@@ -55,6 +55,9 @@ SCRAPE_SECONDS = 1
 #: land, with room for a loaded 2-core machine.
 SETTLE_TIMEOUT = 60
 PROMETHEUS_START_TIMEOUT = 60
+#: A group's first records come after its join and rebalance (a few seconds); 100 small
+#: records then take well under a second.
+CONSUME_TIMEOUT = 90
 
 #: A group reads all RECORDS and commits COMMITTED of them: a lag that is neither none nor
 #: everything, so that neither "lag = log end offset" nor "lag = 0" could pass for it.
@@ -234,7 +237,7 @@ def produce_and_commit_part(tc: TenantCluster, records: int, committed: int) -> 
     got = 0
     try:
         consumer.subscribe([topic])
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + CONSUME_TIMEOUT
         while got < records and time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is None:
