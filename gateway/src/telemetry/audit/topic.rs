@@ -223,10 +223,70 @@ impl Sink for TopicSink {
 
 #[cfg(test)]
 mod tests {
+    use kafka_protocol::messages::FetchResponse;
     use kafka_protocol::records::RecordBatchDecoder;
 
     use super::*;
+    use crate::pool::testing::{fetch, live_broker, Tansu, FETCH};
     use crate::telemetry::audit::event::{Event, EventType, Record as Event_};
+
+    fn batch_of(events: &[Event_]) -> Batch {
+        let mut batch = Batch {
+            lines: Vec::new(),
+            bytes: 0,
+            started: tokio::time::Instant::now(),
+        };
+        for e in events {
+            batch.push(Line::of(e));
+        }
+        batch
+    }
+
+    /// Against a real pool: the first delivery makes the topic, batches land in order.
+    #[tokio::test]
+    async fn batches_land_in_a_topic_made_on_the_pool() {
+        let tansu = Tansu::start().await;
+        let (pool, broker) = live_broker(&tansu).await;
+        let ctx = crate::api::testing::ctx_on(
+            r#"{"Statement":[{"Effect":"Allow","Action":"kafka-cluster:*","Resource":"*"}]}"#,
+            pool,
+        );
+        let mut sink = TopicSink::new(ctx.gw.clone(), "tollgate-audit".into());
+        let events: Vec<Event_> = (0..3)
+            .map(|n| {
+                Event_::new(
+                    Event::new(EventType::AdminChange, "POST /v1/tenants")
+                        .with_cluster(ctx.session.cluster.id),
+                    "s".into(),
+                    n,
+                )
+            })
+            .collect();
+        sink.deliver(&batch_of(&events[..2])).await.unwrap();
+        sink.deliver(&batch_of(&events[2..])).await.unwrap();
+        let resp: FetchResponse = fetch(&broker, "tollgate-audit", 100)
+            .await
+            .decode(FETCH)
+            .await
+            .unwrap();
+        let partition = &resp.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0);
+        let mut records = partition.records.clone().unwrap();
+        let ids: Vec<String> = RecordBatchDecoder::decode_all(&mut records)
+            .unwrap()
+            .into_iter()
+            .flat_map(|set| set.records)
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.value.unwrap()).unwrap();
+                v["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        let sent: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(ids, sent);
+        // A second sink (a restart) finds the topic there and goes on.
+        let mut again = TopicSink::new(ctx.gw.clone(), "tollgate-audit".into());
+        again.deliver(&batch_of(&events[..1])).await.unwrap();
+    }
 
     #[test]
     fn a_batch_is_one_record_per_event_keyed_by_cluster() {
