@@ -559,6 +559,30 @@ struct CommonArgs {
     /// Count nothing for metrics: only to measure what metrics cost.
     #[arg(long, hide = true)]
     no_metrics: bool,
+    /// Export the metrics and sampled request traces over OTLP/HTTP (protobuf) to this
+    /// receiver, e.g. `http://127.0.0.1:4318` (`/v1/metrics` and `/v1/traces` under it).
+    #[arg(long, env = "TOLLGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// How often the metrics are exported, in milliseconds.
+    #[arg(
+        long,
+        env = "TOLLGATE_OTLP_INTERVAL_MS",
+        default_value_t = tollgate_gateway::telemetry::otlp::DEFAULT_INTERVAL.as_millis() as u64,
+        requires = "otlp_endpoint"
+    )]
+    otlp_interval_ms: u64,
+    /// The fraction of requests traced, from 0 to 1.
+    #[arg(
+        long,
+        env = "TOLLGATE_OTLP_TRACE_RATIO",
+        default_value_t = tollgate_gateway::telemetry::otlp::DEFAULT_TRACE_RATIO,
+        requires = "otlp_endpoint"
+    )]
+    otlp_trace_ratio: f64,
+    /// CA certificates (PEM) an https receiver's certificate must chain to; the system's
+    /// otherwise.
+    #[arg(long, env = "TOLLGATE_OTLP_CA", requires = "otlp_endpoint")]
+    otlp_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -806,6 +830,14 @@ impl TryFrom<CommonArgs> for Common {
                 metrics_listen: a.metrics_listen,
                 metrics: !a.no_metrics,
                 topics_per_cluster: a.metrics_topics_per_cluster,
+                otlp: a.otlp_endpoint.map(|endpoint| {
+                    tollgate_gateway::telemetry::otlp::OtlpConfig {
+                        endpoint,
+                        interval: Duration::from_millis(a.otlp_interval_ms),
+                        trace_ratio: a.otlp_trace_ratio,
+                        certificate: a.otlp_ca,
+                    }
+                }),
             },
             limits: Limits {
                 sasl_deadline: Duration::from_millis(a.sasl_timeout_ms),

@@ -379,6 +379,11 @@ async fn start(
         .await
         .with_context(|| format!("binding the admin API on {}", common.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
+    // Checked before anything listens, so a bad URL or CA file stops the start.
+    let otlp = match &common.telemetry.otlp {
+        Some(config) => Some(crate::telemetry::otlp::Otlp::new(config.clone())?),
+        None => None,
+    };
     let metrics_listener = match common.telemetry.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -440,6 +445,10 @@ async fn start(
         ),
         crate::telemetry::audit::Audit::default(),
     );
+    let gateway = match &otlp {
+        Some(otlp) => gateway.with_tracer(otlp.tracer()),
+        None => gateway,
+    };
     let flusher = tollgate_meter::flusher::Flusher::new(
         uuid::Uuid::new_v4().to_string(),
         metering.counter_set().clone(),
@@ -496,6 +505,7 @@ async fn start(
             pool: pool.clone(),
             autoscaler: autoscaler.clone(),
             last_flush: flusher.flushed_at(),
+            flush_failures: flusher.failures(),
             started: tollgate_meter::flusher::unix_now(),
         }));
     let admin = admin
@@ -588,6 +598,9 @@ async fn start(
     if let Some(certs) = &tls {
         tokio::spawn(certs.clone().watch(stopped(stop_rx.clone())));
     }
+    // Stopped after the listeners (its own stop), so the last requests are in its last export.
+    let (otlp_stop, otlp_rx) = tokio::sync::watch::channel(false);
+    let otlp_task = otlp.map(|otlp| tokio::spawn(otlp.run(gateway.clone(), stopped(otlp_rx))));
     let lag_task = tokio::spawn(crate::telemetry::lag::run(
         gateway.clone(),
         stopped(stop_rx.clone()),
@@ -635,6 +648,10 @@ async fn start(
         Ok(Err(e)) => tracing::warn!(error = %e, "admin API ended with an error"),
         Err(e) => tracing::warn!(error = %e, "admin API task failed"),
         Ok(Ok(())) => {}
+    }
+    let _ = otlp_stop.send(true);
+    if let Some(t) = otlp_task {
+        let _ = t.await;
     }
     let _ = flusher_stop.send(true);
     let _ = flusher_task.await;

@@ -89,6 +89,8 @@ struct Inner {
     audit: crate::telemetry::audit::Audit,
     /// Consumer lag, a collector of `metrics` ([`crate::telemetry::lag`]).
     lag: crate::telemetry::lag::Lag,
+    /// Samples requests for OTLP traces (`--otlp-endpoint`); `None` without an endpoint.
+    tracer: Option<crate::telemetry::otlp::Tracer>,
 }
 
 impl Gateway {
@@ -123,6 +125,7 @@ impl Gateway {
                 metrics,
                 audit: Default::default(),
                 lag,
+                tracer: None,
             }),
         }
     }
@@ -139,6 +142,18 @@ impl Gateway {
         inner.metrics = metrics;
         inner.audit = audit;
         self
+    }
+
+    /// Traces a sample of requests from now on; only while nothing else holds the gateway.
+    pub fn with_tracer(mut self, tracer: crate::telemetry::otlp::Tracer) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the tracer is set before sharing")
+            .tracer = Some(tracer);
+        self
+    }
+
+    pub fn tracer(&self) -> Option<&crate::telemetry::otlp::Tracer> {
+        self.inner.tracer.as_ref()
     }
 
     pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {

@@ -22,7 +22,7 @@
 //! bounded time. A crash loses at most what was counted since the last successful flush.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ pub struct Flusher {
     /// Unix seconds of the last tick that stored everything (0: none yet), for the flush lag
     /// the gateway's metrics report.
     flushed_at: Arc<AtomicI64>,
+    /// Ticks that could not store what they had (the store unreachable), for the metrics.
+    failures: Arc<AtomicU64>,
 }
 
 struct Pending {
@@ -90,7 +92,13 @@ impl Flusher {
             queue: VecDeque::new(),
             accrued_to: HashMap::new(),
             flushed_at: Arc::default(),
+            failures: Arc::default(),
         }
+    }
+
+    /// How many flushes have failed so far; kept up to date while the flusher runs.
+    pub fn failures(&self) -> Arc<AtomicU64> {
+        self.failures.clone()
     }
 
     /// When the last flush stored everything, in Unix seconds (0: not yet); kept up to date
@@ -264,8 +272,11 @@ impl Flusher {
             }
             let now = unix_now();
             let ticked = self.tick(source.as_ref(), now).await;
-            if ticked.is_ok() {
-                self.flushed_at.store(now, Ordering::Relaxed);
+            match &ticked {
+                Ok(()) => self.flushed_at.store(now, Ordering::Relaxed),
+                Err(_) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                }
             }
             match ticked {
                 Ok(()) if failing => {

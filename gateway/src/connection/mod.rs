@@ -107,6 +107,8 @@ struct Timed {
     /// Throttled by the cluster's quotas when it was read (a fetch's egress throttle is
     /// seen in its answer).
     throttled: bool,
+    /// Its span, when it is one of the requests sampled for tracing.
+    traced: Option<crate::telemetry::otlp::Traced>,
 }
 
 impl Timed {
@@ -115,6 +117,9 @@ impl Timed {
         if let Some(cluster) = &self.cluster {
             cluster.request(api, outcome);
             metrics.took(api, self.started.elapsed());
+        }
+        if let Some(traced) = self.traced {
+            traced.end(outcome, self.started.elapsed());
         }
     }
 
@@ -627,6 +632,15 @@ impl Connection {
                     started,
                     cluster: session.metrics.clone(),
                     throttled: !pending.throttle.is_zero(),
+                    traced: self.gw.tracer().and_then(|t| {
+                        t.start(
+                            api,
+                            version,
+                            correlation_id,
+                            Some(session.cluster.id),
+                            self.source,
+                        )
+                    }),
                 };
                 let ctx = Ctx {
                     gw: self.gw.clone(),

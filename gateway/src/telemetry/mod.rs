@@ -24,6 +24,8 @@ pub struct TelemetryConfig {
     pub metrics: bool,
     /// Topics with series of their own per cluster (`--metrics-topics-per-cluster`).
     pub topics_per_cluster: usize,
+    /// OTLP export (`--otlp-endpoint` and its settings).
+    pub otlp: Option<otlp::OtlpConfig>,
 }
 
 impl Default for TelemetryConfig {
@@ -32,6 +34,7 @@ impl Default for TelemetryConfig {
             metrics_listen: None,
             metrics: true,
             topics_per_cluster: metrics::DEFAULT_TOPICS_PER_CLUSTER,
+            otlp: None,
         }
     }
 }

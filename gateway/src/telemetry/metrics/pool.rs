@@ -2,7 +2,7 @@
 //! desired size, bounds, utilization and scale events, and how far behind the meter's flush
 //! is. None of it is a tenant's: collected for [`Scope::All`] only.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::model::{Collect, Family, Kind, Scope, Value};
@@ -14,6 +14,8 @@ pub struct PoolCollector {
     pub autoscaler: Option<Autoscaler>,
     /// Unix seconds of the meter's last successful flush (0: none yet), set by the flusher.
     pub last_flush: Arc<AtomicI64>,
+    /// Flushes that failed, counted by the flusher.
+    pub flush_failures: Arc<AtomicU64>,
     /// Unix seconds the gateway started: the flush lag counts from it until the first flush.
     pub started: i64,
 }
@@ -51,8 +53,8 @@ impl Collect for PoolCollector {
         );
         out.push(desired);
 
+        out.extend(self.meter());
         let Some(autoscaler) = &self.autoscaler else {
-            out.push(self.flush_lag());
             return;
         };
         let policy = autoscaler.policy();
@@ -95,11 +97,24 @@ impl Collect for PoolCollector {
                 Value::Int(n as u64),
             );
         }
-        out.extend([min, max, utilization, scaled, self.flush_lag()]);
+        out.extend([min, max, utilization, scaled]);
     }
 }
 
 impl PoolCollector {
+    fn meter(&self) -> [Family; 2] {
+        let mut failures = Family::new(
+            "tollgate_meter_flush_failures_total",
+            "Meter flushes that could not store usage (it is kept and retried).",
+            Kind::Counter,
+        );
+        failures.push(
+            vec![],
+            Value::Int(self.flush_failures.load(Ordering::Relaxed)),
+        );
+        [self.flush_lag(), failures]
+    }
+
     fn flush_lag(&self) -> Family {
         let mut lag = Family::new(
             "tollgate_meter_flush_lag_seconds",
