@@ -888,7 +888,8 @@ mod tests {
                 assert_eq!(relayed.delivered, 5100, "complete batches only");
                 // Counted per topic as it streamed, under the tenant's names, with the high
                 // watermarks of the partitions answered without error.
-                let topics: Vec<(String, u64, Vec<(i32, i64)>)> = metrics
+                type Seen = (String, u64, Vec<(i32, i64)>);
+                let topics: Vec<Seen> = metrics
                     .topics
                     .each()
                     .iter()

@@ -740,7 +740,7 @@ impl Connection {
                 challenge
             }
             Step::Done(session, last) => {
-                self.admitted(session)?;
+                self.admitted(*session)?;
                 last
             }
         };
@@ -865,7 +865,7 @@ impl Connection {
             }
             Ok(Step::Done(session, last)) => {
                 let lifetime = (session.expires_at_ms - now_ms()).max(0);
-                self.admitted(session)?;
+                self.admitted(*session)?;
                 SaslAuthenticateResponse::default()
                     .with_auth_bytes(Bytes::from(last))
                     .with_session_lifetime_ms(lifetime)

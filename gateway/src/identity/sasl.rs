@@ -175,7 +175,7 @@ pub enum Step {
     /// Send this challenge, then wait for the exchange's next message.
     Challenge(Vec<u8>, Exchange),
     /// Authenticated: the session, and the last bytes to send (empty when there are none).
-    Done(Session, Vec<u8>),
+    Done(Box<Session>, Vec<u8>),
 }
 
 /// Takes one client message of `exchange`. `previous` is the session being re-authenticated,
@@ -194,22 +194,22 @@ pub fn step(
             // A JWT has two dots; a signer token is base64url, which has none.
             if token.contains('.') {
                 let session = token_session(gw, token, previous, source)?;
-                Ok(Step::Done(session, Vec::new()))
+                Ok(Step::Done(Box::new(session), Vec::new()))
             } else {
                 let presigned = sigv4::parse_signer_token(token)?;
                 let session = access_key_session(gw, &presigned, previous, source)?;
-                Ok(Step::Done(session, Vec::new()))
+                Ok(Step::Done(Box::new(session), Vec::new()))
             }
         }
         Exchange::Start(Mechanism::AwsMskIam) => {
             let presigned = sigv4::parse_msk_iam_payload(msg)?;
             let session = access_key_session(gw, &presigned, previous, source)?;
             let answer = sigv4::msk_iam_response(&uuid::Uuid::new_v4().to_string());
-            Ok(Step::Done(session, answer))
+            Ok(Step::Done(Box::new(session), answer))
         }
         Exchange::Start(Mechanism::Plain) => {
             let session = token_session(gw, plain_token(msg)?, previous, source)?;
-            Ok(Step::Done(session, Vec::new()))
+            Ok(Step::Done(Box::new(session), Vec::new()))
         }
         Exchange::Start(Mechanism::Scram(mechanism)) => {
             let first = scram::ClientFirst::parse(msg)?;
@@ -264,7 +264,7 @@ pub fn step(
                 },
             };
             let session = admit(gw, identity, cluster, previous, source)?;
-            Ok(Step::Done(session, server_final.into_bytes()))
+            Ok(Step::Done(Box::new(session), server_final.into_bytes()))
         }
     }
 }
@@ -406,7 +406,7 @@ mod tests {
         proven
             .verify(&server_final)
             .expect("the server signs with the user's keys");
-        Ok(session)
+        Ok(*session)
     }
 
     #[test]

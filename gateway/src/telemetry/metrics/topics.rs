@@ -82,11 +82,14 @@ impl TopicCounters {
     }
 }
 
+/// Topics by pool name: the tenant's name for the label, and the counters.
+type TopicMap = HashMap<Bytes, (Arc<str>, Arc<TopicCounters>)>;
+
 /// A cluster's topics, by the pool's name for them (the data path holds pool names), each with
 /// the tenant's name for its label.
 #[derive(Debug)]
 pub struct Topics {
-    map: ArcSwap<HashMap<Bytes, (Arc<str>, Arc<TopicCounters>)>>,
+    map: ArcSwap<TopicMap>,
     writers: Mutex<()>,
     /// Topics past the cap share this one.
     overflow: Arc<TopicCounters>,
