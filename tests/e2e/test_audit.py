@@ -164,6 +164,12 @@ def acted(audited) -> Acted:
     """Every kind of event, made once by real clients and admin requests."""
     stack = audited.stack
     admin = Admin(stack.admin_url, stack.admin_token)
+    # pool.scaled first: the autoscaler grows the pool right after the start, and the rest
+    # then runs on a settled pool.
+    wait_until(lambda: sum(b["state"] == "live" for b in admin._ok("GET", "/v1/pool")["brokers"]) == 2,
+               60, "the autoscaler to grow the pool to 2 brokers")
+    wait_until(lambda: any(e["type"] == "tollgate.pool.scaled" for e in file_events(audited)),
+               30, "the pool.scaled event in the file")
     tc = new_tenant(stack, admin)
     other = new_tenant(stack, admin)
     done = Acted(tenant=tc, other=other,

@@ -133,7 +133,12 @@ pub(super) fn record_batch(batch: &Batch) -> Result<Bytes, String> {
     let records: Vec<Record> = batch
         .lines
         .iter()
-        .map(|line| Record {
+        .zip(0..)
+        // Offsets from 0: the batch's offset deltas, which the pool adds to the offset it
+        // assigns (equal deltas would put every record at one offset). The encoder keeps
+        // records in one batch while offset minus sequence stays the same: sequence
+        // `offset - 1` gives the batch the base sequence -1 of a producer without an id.
+        .map(|(line, offset)| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -141,8 +146,8 @@ pub(super) fn record_batch(batch: &Batch) -> Result<Bytes, String> {
             producer_id: -1,
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
+            offset,
+            sequence: offset as i32 - 1,
             timestamp: line.time_ms,
             key: line.cluster.map(|c| Bytes::from(c.to_string())),
             value: Some(line.json()),
@@ -312,6 +317,10 @@ mod tests {
         let decoded = RecordBatchDecoder::decode(&mut encoded).unwrap();
         let records = decoded.records;
         assert_eq!(records.len(), 2);
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 1], "one offset each");
+        assert_eq!(records[0].sequence, -1, "no producer id, no sequence");
+        assert!(encoded.is_empty(), "one batch");
         assert_eq!(
             records[0].key.as_deref(),
             Some(cluster.to_string().as_bytes())
