@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -116,10 +115,10 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def audited(request, store):
+def audited(request, store, tmp_path_factory):
     """A `tollgate dev` delivering to all three sinks, with an autoscaler that resizes."""
     endpoint, client = store
-    directory = Path(tempfile.mkdtemp(prefix="tollgate-e2e-audit-"))
+    directory = tmp_path_factory.mktemp("audit")
     log = directory / "audit.jsonl"
     policy_file = directory / "policy.json"
     policy_file.write_text(json.dumps(POLICY))
