@@ -583,6 +583,23 @@ struct CommonArgs {
     /// otherwise.
     #[arg(long, env = "TOLLGATE_OTLP_CA", requires = "otlp_endpoint")]
     otlp_ca: Option<PathBuf>,
+    /// Audit events as JSON lines appended to FILE, or written to stdout with `-`.
+    #[arg(long, env = "TOLLGATE_AUDIT_LOG")]
+    audit_log: Option<String>,
+    /// Audit events produced to this topic on the pool (made if missing; outside every
+    /// tenant's namespace, so no tenant can read it).
+    #[arg(long, env = "TOLLGATE_AUDIT_TOPIC")]
+    audit_topic: Option<String>,
+    /// Audit events in gzip-compressed objects under s3://bucket/prefix/year=/month=/day=/hour=/
+    /// (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    #[arg(long, env = "TOLLGATE_AUDIT_S3_URL")]
+    audit_s3_url: Option<String>,
+    /// The S3-compatible store's endpoint (path-style requests), e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "TOLLGATE_AUDIT_S3_ENDPOINT", requires = "audit_s3_url")]
+    audit_s3_endpoint: Option<String>,
+    /// The store's region for SigV4; AWS_REGION, else us-east-1, when not given.
+    #[arg(long, env = "TOLLGATE_AUDIT_S3_REGION", requires = "audit_s3_url")]
+    audit_s3_region: Option<String>,
 }
 
 #[derive(Args)]
@@ -793,6 +810,13 @@ impl TryFrom<CommonArgs> for Common {
                 a.proxy_protocol
             );
         }
+        let audit = tollgate_gateway::telemetry::audit::AuditConfig::from_flags(
+            a.audit_log.as_deref(),
+            a.audit_topic.as_deref(),
+            a.audit_s3_url.as_deref(),
+            a.audit_s3_endpoint.as_deref(),
+            a.audit_s3_region.as_deref(),
+        )?;
         let proxy = ProxyProtocol {
             mode: a.proxy_protocol,
             trusted,
@@ -830,6 +854,7 @@ impl TryFrom<CommonArgs> for Common {
                 metrics_listen: a.metrics_listen,
                 metrics: !a.no_metrics,
                 topics_per_cluster: a.metrics_topics_per_cluster,
+                audit,
                 otlp: a.otlp_endpoint.map(|endpoint| {
                     tollgate_gateway::telemetry::otlp::OtlpConfig {
                         endpoint,

@@ -384,6 +384,9 @@ async fn start(
         Some(config) => Some(crate::telemetry::otlp::Otlp::new(config.clone())?),
         None => None,
     };
+    let (audit, audit_delivery) =
+        crate::telemetry::audit::Audit::configured(common.telemetry.audit.clone())
+            .context("audit delivery (--audit-log, --audit-topic, --audit-s3-*)")?;
     let metrics_listener = match common.telemetry.metrics_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -443,7 +446,7 @@ async fn start(
             common.telemetry.metrics,
             common.telemetry.topics_per_cluster,
         ),
-        crate::telemetry::audit::Audit::default(),
+        audit.clone(),
     );
     let gateway = match &otlp {
         Some(otlp) => gateway.with_tracer(otlp.tracer()),
@@ -480,7 +483,8 @@ async fn start(
     let autoscaler = match common.autoscale_policy.clone() {
         Some(policy) => {
             let mut autoscaler =
-                crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone());
+                crate::pool::autoscale::Autoscaler::new(policy, gateway.signals().clone())
+                    .with_audit(audit.clone());
             if let Some(actuator) = actuator {
                 autoscaler = autoscaler.with_actuator(actuator);
             }
@@ -601,6 +605,9 @@ async fn start(
     // Stopped after the listeners (its own stop), so the last requests are in its last export.
     let (otlp_stop, otlp_rx) = tokio::sync::watch::channel(false);
     let otlp_task = otlp.map(|otlp| tokio::spawn(otlp.run(gateway.clone(), stopped(otlp_rx))));
+    // Stopped after the listeners and the admin API, so their last events are delivered.
+    let (audit_stop, audit_rx) = tokio::sync::watch::channel(false);
+    let audit_task = audit_delivery.start(&gateway, stopped(audit_rx));
     let lag_task = tokio::spawn(crate::telemetry::lag::run(
         gateway.clone(),
         stopped(stop_rx.clone()),
@@ -649,6 +656,8 @@ async fn start(
         Err(e) => tracing::warn!(error = %e, "admin API task failed"),
         Ok(Ok(())) => {}
     }
+    let _ = audit_stop.send(true);
+    let _ = audit_task.await;
     let _ = otlp_stop.send(true);
     if let Some(t) = otlp_task {
         let _ = t.await;

@@ -6,7 +6,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use uuid::Uuid;
 
-use super::http::{ApiError, ApiResult, Body};
+use super::http::{json_response, query_pairs, ApiError, ApiResult, Body};
 use super::Admin;
 use crate::identity::authz::{Action, Session};
 use crate::state::Gateway;
@@ -45,15 +45,47 @@ pub fn tenant(
     peer: Option<std::net::IpAddr>,
 ) -> ApiResult {
     let gw = gateway(admin)?;
+    let cluster = tenant_cluster(gw, id, request, peer)?;
+    Ok(exposition(gw, Scope::Cluster(cluster)))
+}
+
+/// The cluster's last audit events on this instance, for the same credential as its metrics.
+pub fn tenant_audit(
+    admin: &Admin,
+    id: &str,
+    request: &Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
+) -> ApiResult {
+    let gw = gateway(admin)?;
+    let cluster = tenant_cluster(gw, id, request, peer)?;
+    let query = query_pairs(request.uri().query(), &["since"])?;
+    let since = query
+        .iter()
+        .find(|(k, _)| k == "since")
+        .map(|(_, v)| v.as_str());
+    let events = gw
+        .audit()
+        .tenant_events(cluster, since)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(json_response(StatusCode::OK, &events))
+}
+
+/// The cluster `id` names, if the request's bearer credential is of it and may
+/// `kafka-cluster:DescribeCluster`. An unknown cluster and another tenant's are refused alike:
+/// the answer must not tell which cluster ids exist.
+fn tenant_cluster(
+    gw: &Gateway,
+    id: &str,
+    request: &Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Uuid, ApiError> {
     let session = tenant_session(gw, request, peer)?;
-    // An unknown cluster and another tenant's are refused alike: the answer must not tell
-    // which cluster ids exist.
     let granted = Uuid::parse_str(id).is_ok_and(|id| id == session.cluster.id)
         && session.may_cluster(Action::DescribeCluster);
     if !granted {
         return Err(forbidden());
     }
-    Ok(exposition(gw, Scope::Cluster(session.cluster.id)))
+    Ok(session.cluster.id)
 }
 
 /// The session a tenant's bearer credential makes, as on the Kafka listener.

@@ -33,6 +33,7 @@
 //! | `GET` | `/v1/pool/history?from=&to=[&format=csv]` | 200 `{"samples": [...]}` or CSV, the trace format |
 //! | `PUT` | `/v1/pool/policy` | 200 the policy now in force; 400 saying what to change |
 //! | `GET` | `/metrics` | 200 every series, Prometheus text (also on `--metrics-listen`, without a token) |
+//! | `GET` | `/v1/clusters/{id}/audit-events[?since=<event id or time>]` | 200 `{"events": [...]}`, the cluster's last audit events on this instance, for the same credential as its metrics |
 //! | `GET` | `/v1/clusters/{id}/metrics` | 200 the cluster's series, for a Kafka bearer credential of the cluster allowed `kafka-cluster:DescribeCluster` instead of the admin token; 401 without one, 403 otherwise |
 //!
 //! Anything else is a 404 (unknown path) or 405 (known path, other method). Bodies are limited
@@ -292,6 +293,9 @@ impl Admin {
             .route(request, peer)
             .await
             .unwrap_or_else(ApiError::into_response);
+        if let Some(gw) = self.inner.quotas.get() {
+            crate::telemetry::audit::admin::record(gw.audit(), &method, &path, peer, &response);
+        }
         tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
         response
     }
@@ -300,15 +304,24 @@ impl Admin {
         let path = request.uri().path().to_owned();
         // A tenant's own view, with a Kafka credential of its cluster instead of the admin
         // token: routed before the admin token is asked for.
-        if let Some(["clusters", id, "metrics"]) = path
+        match path
             .strip_prefix("/v1/")
             .map(|rest| rest.split('/').collect::<Vec<_>>())
             .as_deref()
         {
-            return match *request.method() {
-                Method::GET => metrics::tenant(self, id, &request, peer),
-                _ => Err(ApiError::method_not_allowed("GET")),
-            };
+            Some(["clusters", id, "metrics"]) => {
+                return match *request.method() {
+                    Method::GET => metrics::tenant(self, id, &request, peer),
+                    _ => Err(ApiError::method_not_allowed("GET")),
+                };
+            }
+            Some(["clusters", id, "audit-events"]) => {
+                return match *request.method() {
+                    Method::GET => metrics::tenant_audit(self, id, &request, peer),
+                    _ => Err(ApiError::method_not_allowed("GET")),
+                };
+            }
+            _ => {}
         }
         if path == "/healthz" {
             return match *request.method() {

@@ -26,6 +26,8 @@ pub struct TelemetryConfig {
     pub topics_per_cluster: usize,
     /// OTLP export (`--otlp-endpoint` and its settings).
     pub otlp: Option<otlp::OtlpConfig>,
+    /// Where audit events go (`--audit-log`, `--audit-topic`, `--audit-s3-*`).
+    pub audit: audit::AuditConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -35,6 +37,7 @@ impl Default for TelemetryConfig {
             metrics: true,
             topics_per_cluster: metrics::DEFAULT_TOPICS_PER_CLUSTER,
             otlp: None,
+            audit: Default::default(),
         }
     }
 }
