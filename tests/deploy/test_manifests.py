@@ -23,6 +23,8 @@ import os
 import re
 import shutil
 import subprocess
+import textwrap
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -66,6 +68,15 @@ POLICY_SIGNALS = {"bytes_in_per_second", "bytes_out_per_second", "requests_per_s
 
 # Labels that only clients outside these manifests carry (deploy/README.md names them).
 CLIENT_LABELS = [{"tollgate/admin-client": "true"}]
+# Namespaces outside these manifests whose pods may connect (deploy/README.md names them):
+# Prometheus's, for the metrics port.
+CLIENT_NAMESPACES = [{"kubernetes.io/metadata.name": "monitoring"}]
+
+# The container port the gateways serve /metrics on (--metrics-listen), by name, as the
+# Services, the NetworkPolicy and deploy/README.md's scrape job address it.
+METRICS_PORT = "metrics"
+# Prometheus's annotation-driven discovery reads these from the pod template.
+SCRAPE_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +300,83 @@ def readme() -> str:
     return (DEPLOY / "README.md").read_text()
 
 
+def ingress_rules_for(topology: str, workload: dict, port_name: str) -> list[dict]:
+    """The NetworkPolicy ingress rules that let connections reach a pod's named port: rules of
+    the policies selecting the pod, that list no ports or list this one (by name or number)."""
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    number = ports_by_name(workload)[port_name]
+    return [rule for np in objects(topology, "NetworkPolicy")
+            if selects(np["spec"]["podSelector"], labels)
+            for rule in np["spec"].get("ingress", [])
+            if "ports" not in rule or any(p["port"] in (port_name, number) for p in rule["ports"])]
+
+
+def metrics_problems(topology: str) -> list[str]:
+    """What keeps Prometheus from scraping every gateway, or lets others read the metrics: each
+    gateway serves --metrics-listen on all interfaces at its container port METRICS_PORT, its
+    pods' prometheus.io/* annotations name that port and /metrics, a Service lists it for
+    endpoint discovery but the Service clients reach does not, and the NetworkPolicy opens it
+    to Prometheus's namespace only (the port has no authentication)."""
+    problems = []
+    advertised = {host_port(a)[0] for _, c in gateway_containers(topology)
+                  for a in settings(topology, c)["--advertise"].split(",")}
+    client_services = [service_for_host(topology, host) for host in advertised]
+    for workload, container in gateway_containers(topology):
+        where = ident(workload)
+        listen = settings(topology, container).get("--metrics-listen")
+        if not listen:
+            problems.append(f"{where} has no --metrics-listen")
+            continue
+        host, port = host_port(listen)
+        if host not in ("0.0.0.0", "[::]"):
+            problems.append(f"{where}: --metrics-listen {listen} is not reachable from other pods")
+        named = ports_by_name(workload)
+        if named.get(METRICS_PORT) != port:
+            problems.append(f"{where}: container port {METRICS_PORT} is {named.get(METRICS_PORT)}, "
+                            f"--metrics-listen listens on {port}")
+        numbers = [p["containerPort"] for c in containers(workload) for p in c.get("ports", [])]
+        if numbers.count(port) != 1:
+            problems.append(f"{where}: port {port} is declared {numbers.count(port)} times")
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        wanted = dict(zip(SCRAPE_ANNOTATIONS, ("true", str(port), "/metrics")))
+        for key, value in wanted.items():
+            if annotations.get(key) != value:
+                problems.append(f"{where}: pod annotation {key} is {annotations.get(key)!r}, "
+                                f"not {value!r}")
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        listing = [s for s in objects(topology, "Service")
+                   if selects(s["spec"]["selector"], labels)
+                   and any(p.get("targetPort") in (METRICS_PORT, port) for p in s["spec"]["ports"])]
+        if not listing:
+            problems.append(f"{where}: no Service lists its {METRICS_PORT} port")
+        for svc in listing:
+            if any(svc is c for c in client_services):
+                problems.append(f"Service {svc['metadata']['name']}, which clients reach, exposes "
+                                f"{where}'s unauthenticated {METRICS_PORT} port")
+        if METRICS_PORT not in named:
+            continue
+        rules = ingress_rules_for(topology, workload, METRICS_PORT)
+        if any("from" not in rule for rule in rules):
+            problems.append(f"{where}: a NetworkPolicy opens {METRICS_PORT} to everyone")
+        peers = [peer for rule in rules for peer in rule.get("from", [])]
+        if not any(peer.get("namespaceSelector", {}).get("matchLabels") in CLIENT_NAMESPACES
+                   for peer in peers):
+            problems.append(f"{where}: no NetworkPolicy lets Prometheus's namespace "
+                            f"{CLIENT_NAMESPACES} reach {METRICS_PORT}")
+    return problems
+
+
+def readme_scrape_job() -> dict:
+    """The Prometheus job deploy/README.md's "Monitoring" section shows for the manifests."""
+    doc = readme()
+    section = doc[doc.index("\n## Monitoring\n"):]
+    block = re.search(r"^( +)- job_name: .*\n(?:\1 .*\n)*", section, re.M)
+    assert block, "deploy/README.md's Monitoring section shows no scrape job"
+    jobs = yaml.safe_load(textwrap.dedent(block.group(0)))
+    assert len(jobs) == 1
+    return jobs[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The gateway binary
 
@@ -499,6 +587,13 @@ def test_network_policies_and_budgets_select_pods_and_ports(topology):
         assert pods, f"NetworkPolicy {np['metadata']['name']} selects no pod template"
         for rule in np["spec"].get("ingress", []):
             for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    assert "podSelector" not in peer, "a pod in another namespace: extend this"
+                    labels = peer["namespaceSelector"]["matchLabels"]
+                    assert labels in CLIENT_NAMESPACES, \
+                        f"NetworkPolicy {np['metadata']['name']}: namespace {labels}"
+                    assert f"{next(iter(labels))}={next(iter(labels.values()))}" in readme()
+                    continue
                 labels = peer["podSelector"].get("matchLabels")
                 if labels in CLIENT_LABELS:
                     assert f"{next(iter(labels))}={next(iter(labels.values()))}" in readme()
@@ -900,6 +995,112 @@ def test_gateway_probes_use_the_unauthenticated_health_endpoint(topology):
         ready = container["readinessProbe"]["tcpSocket"]["port"]
         _, kafka_port = host_port(values["--kafka-listen"])
         assert ports_by_name(workload).get(ready, ready) == kafka_port
+
+
+@parametrize
+def test_prometheus_finds_every_gateways_metrics_port(topology):
+    # The --metrics-listen listener serves GET /metrics without a token (gateway/src/admin/mod.rs).
+    admin = (REPO / "gateway" / "src" / "admin" / "mod.rs").read_text()
+    assert '(&Method::GET, "/metrics")' in admin
+    problems = metrics_problems(topology)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_metrics_check_refuses_what_prometheus_would_miss(monkeypatch):
+    """The check above would pass anything if it looked at one gateway only, or not at the
+    annotations, the ports and the NetworkPolicy."""
+    original = rendered("strimzi")
+
+    def check(change) -> list[str]:
+        objs = copy.deepcopy(list(original))
+        replica = next(o for o in objs if o["kind"] == "Deployment"
+                       and o["metadata"]["name"] == "tollgate")
+        change(replica, objs)
+        monkeypatch.setitem(globals(), "rendered", lambda topology: tuple(objs))
+        try:
+            return metrics_problems("strimzi")
+        finally:
+            monkeypatch.undo()
+
+    def container(workload):
+        return workload["spec"]["template"]["spec"]["containers"][0]
+
+    assert check(lambda w, objs: None) == []
+
+    def no_flag(w, objs):
+        container(w)["args"] = [a for a in container(w)["args"]
+                                if not a.startswith("--metrics-listen")]
+    assert any("has no --metrics-listen" in p for p in check(no_flag))
+
+    def loopback(w, objs):
+        container(w)["args"] = [a.replace("0.0.0.0:9090", "127.0.0.1:9090")
+                                for a in container(w)["args"]]
+    assert any("not reachable" in p for p in check(loopback))
+
+    def other_port(w, objs):
+        w["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "9091"
+        next(p for p in container(w)["ports"] if p["name"] == METRICS_PORT)["containerPort"] = 9091
+    found = check(other_port)
+    assert any("--metrics-listen listens on 9090" in p for p in found), found
+
+    def unannotated(w, objs):
+        del w["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"]
+    assert any("prometheus.io/scrape" in p for p in check(unannotated))
+
+    def on_the_client_service(w, objs):
+        kafka = next(o for o in objs if o["kind"] == "Service"
+                     and o["metadata"]["name"] == "tollgate-kafka")
+        kafka["spec"]["ports"].append({"name": METRICS_PORT, "port": 9090,
+                                       "targetPort": METRICS_PORT})
+    assert any("which clients reach" in p for p in check(on_the_client_service))
+
+    def open_to_all(w, objs):
+        policy = next(o for o in objs if o["kind"] == "NetworkPolicy"
+                      and o["metadata"]["name"] == "tollgate-gateway")
+        policy["spec"]["ingress"][0]["ports"].append({"port": METRICS_PORT})
+    assert any("to everyone" in p for p in check(open_to_all))
+
+    def closed(w, objs):
+        policy = next(o for o in objs if o["kind"] == "NetworkPolicy"
+                      and o["metadata"]["name"] == "tollgate-gateway")
+        policy["spec"]["ingress"] = [r for r in policy["spec"]["ingress"]
+                                     if {"port": METRICS_PORT} not in r.get("ports", [])]
+    assert any("no NetworkPolicy lets" in p for p in check(closed))
+
+
+def test_the_readme_scrape_job_finds_the_metrics_port():
+    """The job deploy/README.md offers scrapes the gateways' METRICS_PORT in this namespace
+    under the job name the alerts' `up` rule reads."""
+    job = readme_scrape_job()
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    assert {job["job_name"]} == set(re.findall(r'\bup\{job="([^"]+)"', alerts))
+    sd, = job["kubernetes_sd_configs"]
+    assert sd["role"] == "pod" and sd["namespaces"]["names"] == [NAMESPACE]
+    keep, = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
+    assert keep["source_labels"] == ["__meta_kubernetes_pod_container_port_name"]
+    for topology in TOPOLOGIES:
+        for workload, _ in gateway_containers(topology):
+            names = [n for n in ports_by_name(workload) if re.fullmatch(keep["regex"], n)]
+            assert names == [METRICS_PORT], f"{ident(workload)}: the job keeps ports {names}"
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+
+
+def test_the_example_configuration_names_flags_of_the_binary():
+    """Every key of deploy/tollgate.example.toml, commented out or not, is a `tollgate serve`
+    flag, and the file is TOML with the commented ones put back; the monitoring and audit flags
+    are all shown."""
+    flags, _ = serve_help()
+    text = (DEPLOY / "tollgate.example.toml").read_text()
+    setting = re.compile(r"^# ([a-z0-9-]+ = .*)$", re.M)
+    config = tomllib.loads(setting.sub(r"\1", text))
+    assert set(tomllib.loads(text)) < set(config), "no commented example is left to check"
+    unknown = {f"--{key}" for key in config} - flags
+    assert not unknown, \
+        f"deploy/tollgate.example.toml names settings `tollgate serve` lacks: {unknown}"
+    monitoring = {f for f in flags if f.startswith(("--metrics-", "--otlp-", "--audit-"))}
+    assert "--metrics-listen" in monitoring and "--audit-s3-url" in monitoring
+    missing = monitoring - {f"--{key}" for key in config}
+    assert not missing, f"deploy/tollgate.example.toml does not show {sorted(missing)}"
 
 
 def containerfile(name: str) -> tuple[list[str], list[list[str]]]:
