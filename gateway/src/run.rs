@@ -545,7 +545,15 @@ async fn start(
             listener.local_addr()?
         );
     }
-    println!("  Admin token:     {admin_token}");
+    // A token given from outside (a Kubernetes Secret, say) is not echoed into the logs that
+    // collect stdout; one the data dir keeps is shown, as `dev`'s quickstart uses it.
+    match common.admin_token.as_deref() {
+        Some(t) if !t.is_empty() => println!("  Admin token:     (as given by --admin-token)"),
+        _ => println!(
+            "  Admin token:     {admin_token} (kept in {})",
+            common.data_dir.join("admin-token").display()
+        ),
+    }
     println!("  Data dir:        {}", common.data_dir.display());
     println!("  Clusters loaded: {clusters}");
     use std::io::Write;
