@@ -18,7 +18,9 @@
 //!
 //! Around it: [`telemetry`], the metrics, consumer lag and audit events operators and tenants
 //! read; [`admin`], the admin HTTP API; [`pool_admin`], what it asks of the pool;
-//! [`devpool`], the local tansu pool of `tollgate dev`; [`run`], which assembles it all.
+//! [`http_client`], the outbound HTTP/1.1 client that calls the Kubernetes API, an OTLP
+//! receiver and the audit log's object store; [`devpool`], the local tansu pool of
+//! `tollgate dev`; [`run`], which assembles it all.
 
 pub mod admin;
 pub mod api;
@@ -27,6 +29,7 @@ pub mod config_file;
 pub mod connection;
 pub mod devpool;
 pub mod frame;
+pub mod http_client;
 pub mod identity;
 pub mod limits;
 pub mod listener;

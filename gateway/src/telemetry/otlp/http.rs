@@ -15,9 +15,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+pub use crate::http_client::Tls;
+use crate::http_client::{self, Roots};
 
 /// One attempt's limit, connecting included: the OTLP exporters' default
 /// (`OTEL_EXPORTER_OTLP_TIMEOUT`, 10 s).
@@ -36,15 +37,6 @@ const MIN_RETRY_WAIT: Duration = Duration::from_millis(100);
 /// The most of a receiver's answer read: an `Export*ServiceResponse` or a `google.rpc.Status`
 /// is a few hundred bytes; a receiver that sends more is not believed past this.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// Where Linux distributions keep their CA bundle (Debian and Alpine, Fedora and RHEL,
-/// OpenSUSE), for an https endpoint given no CA file.
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
 
 /// What is exported, and where under the endpoint it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,56 +126,19 @@ impl Endpoint {
 }
 
 /// The TLS client for an https endpoint: trusting the PEM certificates in `ca_file`, or the
-/// system's bundle when none is given.
+/// system's bundle when none is given. Either is read as a bundle: one given may well be the
+/// system's own.
 pub fn tls(endpoint: &Endpoint, ca_file: Option<&Path>) -> Result<Tls, String> {
-    use rustls_pki_types::pem::PemObject;
-    let ca = match ca_file {
-        Some(path) => path.to_owned(),
-        None => SYSTEM_CA_BUNDLES
-            .iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                format!(
-                    "no system CA bundle found (looked at {}); give the receiver's CA file",
-                    SYSTEM_CA_BUNDLES.join(", ")
-                )
-            })?
-            .to_owned(),
+    let bundle = match ca_file {
+        Some(path) => path,
+        None => http_client::system_bundle().ok_or_else(|| {
+            format!(
+                "no system CA bundle found (looked at {}); give the receiver's CA file",
+                http_client::SYSTEM_CA_BUNDLES.join(", ")
+            )
+        })?,
     };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&ca)
-        .map_err(|e| format!("reading the CA file {}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("the CA file {}: {e}", ca.display()))?;
-        // A system bundle may hold a certificate rustls cannot use; the rest still count.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "the CA file {} holds no usable certificate",
-            ca.display()
-        ));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(endpoint.host.clone())
-        .map_err(|e| format!("{:?} is no TLS server name: {e}", endpoint.host))?;
-    Ok(Tls {
-        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        name,
-    })
-}
-
-#[derive(Clone)]
-pub struct Tls {
-    connector: tokio_rustls::TlsConnector,
-    name: rustls_pki_types::ServerName<'static>,
+    Tls::new(Roots::Bundle(bundle), &endpoint.host)
 }
 
 /// How one export ended, after whatever retries it took.
@@ -282,15 +237,11 @@ impl Client {
         if limit.is_zero() {
             return Attempt::Broken("no time left".into());
         }
-        match tokio::time::timeout(limit, self.exchange(path, body)).await {
-            Ok(Ok(attempt)) => attempt,
-            Ok(Err(why)) => {
+        match http_client::within(limit, self.exchange(path, body)).await {
+            Ok(attempt) => attempt,
+            Err(why) => {
                 self.conn = None;
                 Attempt::Broken(why)
-            }
-            Err(_) => {
-                self.conn = None;
-                Attempt::Broken(format!("no answer within {limit:?}"))
             }
         }
     }
@@ -348,37 +299,8 @@ impl Client {
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let e = &self.endpoint;
-        let tcp = TcpStream::connect((e.host.as_str(), e.port))
-            .await
-            .map_err(|err| format!("connecting to {}: {err}", e.authority))?;
-        // Exports are single writes waiting for an answer; Nagle would only delay them.
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => handshake(tcp).await,
-            Some(tls) => {
-                let stream = tls
-                    .connector
-                    .connect(tls.name.clone(), tcp)
-                    .await
-                    .map_err(|err| format!("TLS with {}: {err}", e.authority))?;
-                handshake(stream).await
-            }
-        }
+        http_client::connect(&e.host, e.port, self.tls.as_ref()).await
     }
-}
-
-async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
-    // Ends when the client drops its `SendRequest` or the receiver closes.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(send)
 }
 
 /// The OTLP/HTTP spec's retryable answers: throttled, or a gateway or the receiver briefly

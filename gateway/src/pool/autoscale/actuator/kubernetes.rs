@@ -9,15 +9,14 @@
 //! read again for every request, because Kubernetes rotates projected tokens.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpStream;
+
+use crate::http_client::{self, Roots, Tls};
 
 /// Where a pod's service account credentials are mounted.
 pub const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -124,10 +123,7 @@ pub struct KubernetesScaler {
     host: String,
     port: u16,
     /// None: plain HTTP.
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    tls: Option<Tls>,
     token_file: Option<PathBuf>,
 }
 
@@ -174,7 +170,7 @@ impl KubernetesScaler {
         }
         let tls = if https {
             let ca = config.ca_file.unwrap_or_else(|| sa.join("ca.crt"));
-            Some(tls_connector(&ca, &host)?)
+            Some(Tls::new(Roots::CaFile(&ca), &host)?)
         } else {
             None
         };
@@ -232,9 +228,8 @@ impl KubernetesScaler {
         body: Option<String>,
     ) -> Result<Bytes, String> {
         let what = format!("{method} {path}");
-        tokio::time::timeout(REQUEST_TIMEOUT, self.call_inner(method, path, body))
+        http_client::within(REQUEST_TIMEOUT, self.call_inner(method, path, body))
             .await
-            .map_err(|_| format!("{what}: no answer within {REQUEST_TIMEOUT:?}"))?
             .map_err(|e| format!("{what}: {e}"))
     }
 
@@ -260,20 +255,13 @@ impl KubernetesScaler {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let answer = http_client::send(&self.host, self.port, self.tls.as_ref(), req).await?;
+        let status = answer.status();
+        let body = Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
             .await
-            .map_err(|e| format!("connecting to {}:{}: {e}", self.host, self.port))?;
-        let resp = match &self.tls {
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| format!("TLS with {}: {e}", self.host))?;
-                send(TokioIo::new(tls), req).await?
-            }
-            None => send(TokioIo::new(tcp), req).await?,
-        };
-        let (status, body) = resp;
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
         if status.is_success() {
             return Ok(body);
         }
@@ -294,63 +282,9 @@ impl KubernetesScaler {
     }
 }
 
-async fn send<S>(io: TokioIo<S>, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    driver.abort();
-    Ok((status, body))
-}
-
 fn read_replicas(body: &[u8]) -> Option<u32> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     u32::try_from(v.get("spec")?.get("replicas")?.as_u64()?).ok()
-}
-
-fn tls_connector(
-    ca: &Path,
-    host: &str,
-) -> Result<
-    (
-        tokio_rustls::TlsConnector,
-        rustls_pki_types::ServerName<'static>,
-    ),
-    String,
-> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
-        .map_err(|e| format!("reading the API server's CA {}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("the CA file {}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the CA file {}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("the CA file {} holds no certificate", ca.display()));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host:?} is no TLS server name: {e}"))?;
-    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }
 
 #[cfg(test)]
