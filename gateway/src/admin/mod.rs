@@ -294,7 +294,14 @@ impl Admin {
             .await
             .unwrap_or_else(ApiError::into_response);
         if let Some(gw) = self.inner.quotas.get() {
-            crate::telemetry::audit::admin::record(gw.audit(), &method, &path, peer, &response);
+            crate::telemetry::audit::admin::record(
+                gw.audit(),
+                &method,
+                &path,
+                peer,
+                &response,
+                |id| gw.registry().get(id).is_some(),
+            );
         }
         tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
         response

@@ -154,7 +154,18 @@ impl Tokens {
                 ErrorKind::InvalidAlgorithm => {
                     TokenError::Malformed("unexpected signing algorithm".into())
                 }
-                _ => TokenError::Malformed(e.to_string()),
+                // Fixed words, never the library's text: its base64 and JSON errors quote
+                // bytes of the token (of a PLAIN password with two dots, say), and this
+                // message reaches the client, the log and the audit events.
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    TokenError::Malformed(format!("the {claim:?} claim is missing"))
+                }
+                ErrorKind::ImmatureSignature => TokenError::Malformed("not valid yet".into()),
+                ErrorKind::Base64(_) => TokenError::Malformed("a part is not base64url".into()),
+                ErrorKind::Json(_) | ErrorKind::Utf8(_) => TokenError::Malformed(
+                    "its header or claims are not the JSON a Tollgate token carries".into(),
+                ),
+                _ => TokenError::Malformed("not a JWT of three base64url parts".into()),
             },
         )?;
         data.claims.policy.validate()?;
@@ -220,6 +231,21 @@ mod tests {
             Err(TokenError::Malformed(_))
         ));
         assert!(matches!(t.verify(""), Err(TokenError::Malformed(_))));
+        // The library's messages quote the bytes it stumbled on; ours never do.
+        for bad in [
+            "a.b!c.d",
+            "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBhc3N3b3Jk.sig",
+            "x.y",
+        ] {
+            let e = t.verify(bad).unwrap_err().to_string();
+            for part in bad.split('.') {
+                assert!(part.len() < 6 || !e.contains(part), "{bad}: {e}");
+            }
+            assert!(
+                !e.contains("secret") && !e.contains("Invalid symbol"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

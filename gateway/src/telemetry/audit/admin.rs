@@ -117,15 +117,35 @@ fn segment(text: &str) -> String {
     out
 }
 
+/// The most of a request path an event keeps: every route's own path is far shorter (a
+/// cluster id, a user name of at most 256 bytes, a principal).
+const MAX_RESOURCE: usize = 512;
+
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Emits the `admin.changed` event of an admin API request that was (or tried to be) a
 /// change: `peer` is the HTTP client's address. Reads and unknown paths that were refused are
 /// not events.
+///
+/// The event names a cluster (and so reaches that tenant's view) only when the caller held the
+/// admin token and the cluster exists (`exists`): anyone can send a request, and an
+/// unauthenticated one must not write into a tenant's view nor make a view for a made-up id.
 pub fn record<B>(
     audit: &Audit,
     method: &Method,
     path: &str,
     peer: Option<std::net::IpAddr>,
     response: &Response<B>,
+    exists: impl Fn(&Uuid) -> bool,
 ) {
     if !is_change(method) {
         return;
@@ -139,7 +159,8 @@ pub fn record<B>(
         None => return,
     };
     let changed = response.extensions().get::<Changed>();
-    let mut resource = path.to_owned();
+    // A path is the caller's to choose, up to hyper's limit: what an event keeps of it is not.
+    let mut resource = truncated(path, MAX_RESOURCE).to_owned();
     if let Some(created) = changed.and_then(|c| c.created.as_deref()) {
         resource.push('/');
         resource.push_str(&segment(created));
@@ -149,17 +170,19 @@ pub fn record<B>(
         .with_granted(granted);
     // Whose: the cluster in the path (or the one made), or what the handler said.
     let segments: Vec<&str> = resource.split('/').collect();
+    let authenticated = status != StatusCode::UNAUTHORIZED;
     event.cluster = match segments.as_slice() {
         ["", "v1", "clusters", id, ..] => Uuid::parse_str(id).ok(),
         _ => None,
     }
-    .or(changed.and_then(|c| c.cluster));
+    .or(changed.and_then(|c| c.cluster))
+    .filter(|id| authenticated && exists(id));
     event.tenant = match segments.as_slice() {
         ["", "v1", "tenants", id, ..] if granted => Some((*id).to_owned()),
         _ => None,
     }
     .or(changed.and_then(|c| c.tenant.clone()));
-    if status != StatusCode::UNAUTHORIZED {
+    if authenticated {
         event.principal = Some("admin".to_owned());
     }
     event.client_address = peer.map(|p| p.to_string());
@@ -193,7 +216,7 @@ mod tests {
         response: Response<()>,
     ) -> Option<Record> {
         let peer = "192.0.2.10".parse().ok();
-        record(audit, &method, path, peer, &response);
+        record(audit, &method, path, peer, &response, |_| true);
         let event = seen.try_recv().ok().map(|r| Record::clone(&r));
         assert!(seen.try_recv().is_err(), "one event at most");
         event
@@ -337,5 +360,29 @@ mod tests {
         .unwrap();
         assert_eq!(policy.action, "PUT /v1/pool/policy");
         assert_eq!(policy.cluster, None);
+    }
+
+    #[test]
+    fn unauthenticated_or_unknown_clusters_reach_no_tenant_and_paths_are_cut() {
+        let (audit, mut seen) = Audit::capturing(10);
+        let live = Uuid::new_v4();
+        let long = "x".repeat(60_000);
+        let peer = "192.0.2.10".parse().ok();
+        let mut cluster_of = |status, id: Uuid| {
+            let path = format!("/v1/clusters/{id}/scram-users/{long}");
+            let response = answer(status, None);
+            record(&audit, &Method::DELETE, &path, peer, &response, |c| {
+                *c == live
+            });
+            let event = seen.try_recv().unwrap();
+            assert!(event.resource.as_ref().unwrap().len() <= MAX_RESOURCE);
+            event.cluster
+        };
+        // Without the admin token, even a real cluster's id does not reach its tenant.
+        assert_eq!(cluster_of(StatusCode::UNAUTHORIZED, live), None);
+        // With it, a made-up id makes no tenant's view; a real one does.
+        assert_eq!(cluster_of(StatusCode::NOT_FOUND, Uuid::new_v4()), None);
+        assert_eq!(cluster_of(StatusCode::NOT_FOUND, live), Some(live));
+        assert_eq!(truncated("ab\u{e9}cd", 3), "ab");
     }
 }

@@ -16,9 +16,21 @@ use crate::tenancy::Cluster;
 /// action and resource says it.
 pub const DENIAL_REPEAT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// (action, resource) pairs a connection remembers: more distinct denials than any client
-/// makes by mistake.
-const DENIALS_TRACKED: usize = 1_024;
+/// (action, resource) pairs a connection remembers, by a hash of the pair (an ARN can be a
+/// kilobyte): more distinct denials than any client makes by mistake.
+const DENIALS_TRACKED: usize = 64;
+
+/// Denial events one connection may emit per [`DENIAL_REPEAT_INTERVAL`]: one request can name
+/// tens of thousands of refused topics, and the audit queue is every tenant's. Past it, one
+/// more event says so and the rest of the minute's are not logged.
+const DENIAL_EVENTS_PER_INTERVAL: u32 = 32;
+
+/// A connection's recent denials and how many events it emitted in the current interval.
+struct Recent {
+    repeats: Repeats<u64>,
+    interval_start: Instant,
+    emitted: u32,
+}
 
 /// What a session reports to the audit log: where its client is, and which refusals it
 /// reported lately. A session made without one (tests) reports nothing. One pointer in the
@@ -29,7 +41,7 @@ pub struct ConnectionAudit(Option<Box<Reporter>>);
 struct Reporter {
     audit: Audit,
     client_address: Option<String>,
-    recent: Mutex<Option<Repeats<(&'static str, String)>>>,
+    recent: Mutex<Option<Recent>>,
 }
 
 impl std::fmt::Debug for ConnectionAudit {
@@ -65,26 +77,52 @@ impl ConnectionAudit {
         let Some(reporter) = &self.0 else {
             return;
         };
-        let due = reporter
-            .recent
-            .lock()
-            .expect("poisoned")
-            .get_or_insert_with(|| Repeats::new(DENIAL_REPEAT_INTERVAL, DENIALS_TRACKED))
-            .due((action, resource.clone()), Instant::now());
-        if !due {
-            return;
-        }
+        let now = Instant::now();
+        let reason = {
+            let mut recent = reporter.recent.lock().expect("poisoned");
+            let recent = recent.get_or_insert_with(|| Recent {
+                repeats: Repeats::new(DENIAL_REPEAT_INTERVAL, DENIALS_TRACKED),
+                interval_start: now,
+                emitted: 0,
+            });
+            if now.duration_since(recent.interval_start) >= DENIAL_REPEAT_INTERVAL {
+                recent.interval_start = now;
+                recent.emitted = 0;
+            }
+            if recent.emitted > DENIAL_EVENTS_PER_INTERVAL
+                || !recent.repeats.due(pair_hash(action, &resource), now)
+            {
+                return;
+            }
+            recent.emitted += 1;
+            if recent.emitted > DENIAL_EVENTS_PER_INTERVAL {
+                "the principal's policy does not allow this action on this resource; this \
+                 connection's further denials this minute are not logged"
+            } else {
+                "the principal's policy does not allow this action on this resource"
+            }
+        };
         let mut event = Event::new(EventType::AuthorizationDenied, action)
             .with_tenant(cluster.tenant.clone())
             .with_cluster(cluster.id)
             .with_principal(principal)
             .with_resource(resource)
-            .with_reason(Reason::fixed(
-                "the principal's policy does not allow this action on this resource",
-            ));
+            .with_reason(Reason::fixed(reason));
         event.client_address = reporter.client_address.clone();
         reporter.audit.emit(event);
     }
+}
+
+/// The key a denial is remembered by: a hash, so a connection's table stays small whatever
+/// the names; a collision only holds back one event for a minute.
+fn pair_hash(action: &str, resource: &str) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    action.hash(&mut h);
+    resource.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -186,6 +224,27 @@ mod tests {
         assert!(!second.may_topic(Action::ReadData, "secret-a"));
         assert_eq!(audit.cluster_events(&cluster).len(), 3);
         assert_eq!(audit.emitted(EventType::AuthorizationDenied), 3);
+    }
+
+    #[test]
+    fn one_connection_naming_many_refused_resources_makes_a_bounded_number_of_events() {
+        let audit = Audit::default();
+        let cluster = Uuid::from_u128(0xa);
+        let s = session(&audit);
+        for i in 0..10_000 {
+            assert!(!s.may_topic(Action::ReadData, &format!("secret-{i}")));
+        }
+        let events = audit.cluster_events(&cluster);
+        let limit = DENIAL_EVENTS_PER_INTERVAL as usize;
+        assert_eq!(events.len(), limit + 1);
+        let last = events.last().unwrap().reason.as_ref().unwrap().as_str();
+        assert!(
+            last.contains("further denials this minute are not logged"),
+            "{last}"
+        );
+        // Another connection has its own allowance.
+        assert!(!session(&audit).may_topic(Action::ReadData, "secret-0"));
+        assert_eq!(audit.cluster_events(&cluster).len(), limit + 2);
     }
 
     #[test]
