@@ -664,13 +664,16 @@ async fn start(
         Err(e) => tracing::warn!(error = %e, "admin API task failed"),
         Ok(Ok(())) => {}
     }
+    // Usage, audit events and the last export are written out together: the bill's flush
+    // does not wait behind an audit sink or an OTLP receiver that is down.
     let _ = audit_stop.send(true);
-    let _ = audit_task.await;
     let _ = otlp_stop.send(true);
-    if let Some(t) = otlp_task {
-        let _ = t.await;
-    }
     let _ = flusher_stop.send(true);
-    let _ = flusher_task.await;
+    let otlp_task = async {
+        if let Some(t) = otlp_task {
+            let _ = t.await;
+        }
+    };
+    let _ = tokio::join!(audit_task, otlp_task, flusher_task);
     Ok(())
 }

@@ -137,7 +137,10 @@ impl Metering {
         }
         *self.partitions.write().expect("poisoned") = counts;
         self.reconciled.store(true, Ordering::Release);
-        // Deleted topics' series go (the pool's full list is at hand only here).
+        // Deleted clusters' and topics' series go (the pool's full list is at hand only
+        // here), whether or not anything scrapes.
+        let live: std::collections::HashSet<Uuid> = clusters.iter().map(|c| c.id).collect();
+        gw.metrics().retain_clusters(|id| live.contains(id));
         let on_pool: std::collections::HashSet<&[u8]> = resp
             .topics
             .iter()

@@ -366,6 +366,11 @@ impl Meters {
             .clone()
     }
 
+    /// The cluster's meter, if it has one here (not made by asking).
+    pub fn existing(&self, id: &uuid::Uuid) -> Option<Arc<ClusterMeter>> {
+        self.inner.lock().expect("poisoned").get(id).cloned()
+    }
+
     /// The cluster's use, if it has used anything here.
     pub fn usage(&self, id: &uuid::Uuid) -> Usage {
         let meter = self.inner.lock().expect("poisoned").get(id).cloned();

@@ -129,6 +129,10 @@ struct State {
     last: Option<(u64, Totals)>,
     latest: Option<Decision>,
     events: VecDeque<Event>,
+    /// Scale decisions made since start, up and down: counters for the metrics, which the
+    /// bounded event log cannot be (it forgets its oldest).
+    scaled_up: u64,
+    scaled_down: u64,
     history: VecDeque<Sample>,
     told_no_actuator: bool,
     /// The last exchange's deciding instance and instance count (several instances only).
@@ -161,6 +165,8 @@ impl Autoscaler {
                 last: None,
                 latest: None,
                 events: VecDeque::new(),
+                scaled_up: 0,
+                scaled_down: 0,
                 history: VecDeque::new(),
                 told_no_actuator: false,
                 decided_by: None,
@@ -303,6 +309,11 @@ impl Autoscaler {
                 reason = %decision.reason,
                 "autoscaler decision"
             );
+            if decision.to_brokers > decision.from_brokers {
+                state.scaled_up += 1;
+            } else if decision.to_brokers < decision.from_brokers {
+                state.scaled_down += 1;
+            }
             if state.events.len() == MAX_EVENTS {
                 state.events.pop_front();
             }
@@ -319,6 +330,12 @@ impl Autoscaler {
     pub fn latest(&self) -> (Option<u32>, Option<Decision>) {
         let state = self.lock();
         (state.desired, state.latest.clone())
+    }
+
+    /// Scale decisions since start: (up, down).
+    pub fn scale_events(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.scaled_up, state.scaled_down)
     }
 
     /// Events from `from` to `to` (seconds, inclusive).

@@ -28,8 +28,6 @@ use crate::state::Gateway;
 pub fn collect(gw: &Gateway, scope: Scope) -> Vec<Family> {
     let metrics = gw.metrics();
     let registry = gw.registry();
-    // Deleted clusters' series go with them.
-    metrics.retain_clusters(|id| registry.get(id).is_some());
 
     let mut bytes_in = Family::new(
         "tollgate_topic_bytes_in_total",
@@ -51,8 +49,14 @@ pub fn collect(gw: &Gateway, scope: Scope) -> Vec<Family> {
         "Kafka requests by API and outcome (ok, throttled, failed, refused).",
         Kind::Counter,
     );
-    for (id, cluster) in metrics.clusters() {
-        if !scope.includes(&id) {
+    // A tenant's scrape reads its own cluster, not a scan of every cluster's; a deleted
+    // cluster's counters (pruned by metering's reconciliation) are never shown meanwhile.
+    let counted = match scope {
+        Scope::All => metrics.clusters(),
+        Scope::Cluster(id) => metrics.existing(&id).map(|m| (id, m)).into_iter().collect(),
+    };
+    for (id, cluster) in counted {
+        if registry.get(&id).is_none() {
             continue;
         }
         let cluster_label = id.to_string();
@@ -95,8 +99,10 @@ pub fn collect(gw: &Gateway, scope: Scope) -> Vec<Family> {
         "Bytes the cluster stores on the pool, as last measured.",
         Kind::Gauge,
     );
-    let mut clusters = registry.all();
-    clusters.retain(|c| scope.includes(&c.id));
+    let mut clusters = match scope {
+        Scope::All => registry.all(),
+        Scope::Cluster(id) => registry.get(&id).into_iter().collect(),
+    };
     clusters.sort_by_key(|c| c.id);
     for cluster in &clusters {
         let label = || vec![("cluster", cluster.id.to_string())];
@@ -113,7 +119,15 @@ pub fn collect(gw: &Gateway, scope: Scope) -> Vec<Family> {
         "Seconds clients were told to wait (throttle_time_ms), by the quota that throttled them.",
         Kind::Counter,
     );
-    let mut meters = gw.quota_meters().all();
+    let mut meters = match scope {
+        Scope::All => gw.quota_meters().all(),
+        Scope::Cluster(id) => gw
+            .quota_meters()
+            .existing(&id)
+            .map(|m| (id, m))
+            .into_iter()
+            .collect(),
+    };
     meters.sort_by_key(|(id, _)| *id);
     for (id, meter) in meters {
         if !scope.includes(&id) || registry.get(&id).is_none() {
@@ -136,7 +150,7 @@ pub fn collect(gw: &Gateway, scope: Scope) -> Vec<Family> {
     );
     for ((cluster, mechanism), n) in metrics.authentication_failures() {
         let visible = match (&cluster, scope) {
-            (Some(id), scope) => scope.includes(id),
+            (Some(id), scope) => scope.includes(id) && registry.get(id).is_some(),
             (None, scope) => scope.operator(),
         };
         if visible {

@@ -52,7 +52,10 @@ pub enum Outcome {
     Throttled,
     /// The pool failed it (no answer from its broker, or one the gateway could not read).
     Failed,
-    /// Refused by closing the connection (not offered, malformed, over a limit, revoked).
+    /// Refused with no answer to carry the refusal, so the connection closes (an acks=0
+    /// produce a quota or policy refuses). Requests refused before they reach a handler (not
+    /// offered, malformed, over a frame limit, a revoked or expired session) close the
+    /// connection uncounted: they are the connection's end, not a request's outcome.
     Refused,
 }
 

@@ -80,23 +80,12 @@ impl Collect for PoolCollector {
         }
         let mut scaled = Family::new(
             "tollgate_pool_scale_events_total",
-            "Scale decisions the autoscaler made, by direction (kept ones, up to its event log's size).",
+            "Scale decisions the autoscaler made since start, by direction.",
             Kind::Counter,
         );
-        let events = autoscaler.events(0, u64::MAX);
-        for direction in ["up", "down"] {
-            let n = events
-                .iter()
-                .filter(|e| match direction {
-                    "up" => e.decision.to_brokers > e.decision.from_brokers,
-                    _ => e.decision.to_brokers < e.decision.from_brokers,
-                })
-                .count();
-            scaled.push(
-                vec![("direction", direction.to_owned())],
-                Value::Int(n as u64),
-            );
-        }
+        let (up, down) = autoscaler.scale_events();
+        scaled.push(vec![("direction", "up".to_owned())], Value::Int(up));
+        scaled.push(vec![("direction", "down".to_owned())], Value::Int(down));
         out.extend([min, max, utilization, scaled]);
     }
 }

@@ -27,8 +27,9 @@ pub struct TopicCounters {
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
     /// The highest high watermark seen per partition (-1: none yet), from produce and fetch
-    /// answers, for consumer lag. Grown by copying under the writers' lock, rarely.
-    high_watermarks: ArcSwap<Vec<AtomicI64>>,
+    /// answers, for consumer lag. Grown under the writers' lock, rarely; a grown vector
+    /// shares the slots of the one before, so a mark raised on the old one meanwhile is kept.
+    high_watermarks: ArcSwap<Vec<Arc<AtomicI64>>>,
     grow: Mutex<()>,
 }
 
@@ -60,8 +61,10 @@ impl TopicCounters {
         let _writer = self.grow.lock().expect("poisoned");
         let current = self.high_watermarks.load();
         if index >= current.len() {
-            let grown: Vec<AtomicI64> = (0..=index)
-                .map(|i| AtomicI64::new(current.get(i).map_or(-1, |m| m.load(Ordering::Relaxed))))
+            let grown: Vec<Arc<AtomicI64>> = current
+                .iter()
+                .cloned()
+                .chain((current.len()..=index).map(|_| Arc::new(AtomicI64::new(-1))))
                 .collect();
             self.high_watermarks.store(Arc::new(grown));
         }
@@ -113,9 +116,15 @@ impl Topics {
         pool_name: &[u8],
         tenant: impl FnOnce() -> Option<String>,
     ) -> Arc<TopicCounters> {
-        if let Some((_, counters)) = self.map.load().get(pool_name) {
+        let map = self.map.load();
+        if let Some((_, counters)) = map.get(pool_name) {
             return counters.clone();
         }
+        // Full: a topic past the cap is counted in the overflow without taking the lock.
+        if map.len() >= self.cap {
+            return self.overflow.clone();
+        }
+        drop(map);
         let _writer = self.writers.lock().expect("poisoned");
         let current = self.map.load_full();
         if let Some((_, counters)) = current.get(pool_name) {
@@ -219,5 +228,10 @@ mod tests {
         t.high_watermark(i32::MAX, 9);
         t.high_watermark(1, -1);
         assert_eq!(t.high_watermarks(), vec![(0, 5), (2, 10)]);
+        // A mark raised on the slots of before a growth is not lost by it.
+        let before = t.high_watermarks.load_full();
+        t.high_watermark(40, 1);
+        before[0].fetch_max(99, Ordering::Relaxed);
+        assert_eq!(t.high_watermarks(), vec![(0, 99), (2, 10), (40, 1)]);
     }
 }
