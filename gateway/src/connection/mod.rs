@@ -568,8 +568,10 @@ impl Connection {
             match &session {
                 Ok(session) => self.audit_authentication(MECHANISM, Ok(session)),
                 Err(e) => {
-                    self.gw.metrics().authentication_failed(None, MECHANISM);
-                    self.audit_authentication(MECHANISM, Err((None, e)));
+                    self.gw
+                        .metrics()
+                        .authentication_failed(e.cluster(), MECHANISM);
+                    self.audit_authentication(MECHANISM, Err((e.cluster(), e)));
                 }
             }
             let session = session.map_err(|e| CloseReason::AuthFailed(e.to_string()))?;
@@ -765,6 +767,7 @@ impl Connection {
             Ok(Step::Challenge(..)) => {}
             Ok(Step::Done(session, _)) => self.audit_authentication(mechanism, Ok(session)),
             Err(e) => {
+                let cluster = cluster.or(e.cluster());
                 self.gw.metrics().authentication_failed(cluster, mechanism);
                 self.audit_authentication(mechanism, Err((cluster, e)));
             }

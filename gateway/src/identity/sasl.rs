@@ -94,6 +94,33 @@ pub enum AuthError {
     CertificateUnbound(String),
     #[error("a SCRAM user name is <user>@<cluster id>, e.g. alice@{example}", example = uuid::Uuid::nil())]
     ScramUsername,
+    /// A failure after the credential proved whose it is (revoked, from an address the
+    /// cluster does not allow, without Connect): told as the inner error, and counted and
+    /// audited for that cluster, so its tenant sees what its own credentials met.
+    #[error("{1}")]
+    OfCluster(uuid::Uuid, Box<AuthError>),
+}
+
+impl AuthError {
+    fn of_cluster(self, cluster: uuid::Uuid) -> Self {
+        AuthError::OfCluster(cluster, Box::new(self))
+    }
+
+    /// The cluster the credential was proven to be of, if it got that far.
+    pub fn cluster(&self) -> Option<uuid::Uuid> {
+        match self {
+            AuthError::OfCluster(id, _) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The failure itself, without the cluster it is told for.
+    pub fn unwrapped(&self) -> &AuthError {
+        match self {
+            AuthError::OfCluster(_, inner) => inner.unwrapped(),
+            other => other,
+        }
+    }
 }
 
 /// Extracts the bearer token from an OAUTHBEARER client first message:
@@ -301,7 +328,7 @@ fn token_session(
         .ok_or(AuthError::UnknownCluster)?;
     let identity = Identity::of_token(claims);
     if !cluster.credentials.stands(&identity.used) {
-        return Err(AuthError::Token("token has been revoked".into()));
+        return Err(AuthError::Token("token has been revoked".into()).of_cluster(cluster.id));
     }
     admit(gw, identity, cluster, previous, source)
 }
@@ -349,10 +376,10 @@ pub(super) fn admit(
     // then. A source that cannot be told is refused wherever a list is set (fail closed).
     if let Some(allowed) = &cluster.allowed_cidrs {
         if !source.is_some_and(|ip| super::allowlist::allows(Some(allowed), ip)) {
-            return Err(AuthError::SourceNotAllowed(source.map_or_else(
-                || "an unknown address".to_owned(),
-                |ip| ip.to_string(),
-            )));
+            return Err(AuthError::SourceNotAllowed(
+                source.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string()),
+            )
+            .of_cluster(cluster.id));
         }
     }
     if let Some(prev) = previous {
@@ -360,7 +387,7 @@ pub(super) fn admit(
             || prev.principal != identity.principal
             || !prev.used.same_kind(&identity.used)
         {
-            return Err(AuthError::ReauthMismatch);
+            return Err(AuthError::ReauthMismatch.of_cluster(cluster.id));
         }
     }
     let counters = gw.metering().counters(cluster.id, &identity.principal);
@@ -368,7 +395,7 @@ pub(super) fn admit(
     session.metrics = gw.metrics().cluster(session.cluster.id);
     // Silent: a refused Connect is this authentication's failure, audited as that.
     if !session.allows_cluster(Action::Connect) {
-        return Err(AuthError::ConnectDenied);
+        return Err(AuthError::ConnectDenied.of_cluster(session.cluster.id));
     }
     session.audit = crate::telemetry::audit::ConnectionAudit::new(gw.audit(), source);
     Ok(session)
@@ -443,13 +470,15 @@ mod tests {
         assert_eq!(again.used, session.used);
         // ...as another user, or over a session another kind of credential made, does not.
         let bob = format!("bob@{}", cluster.id);
+        let refused = scram_login(gw, &bob, "pencil-1", Some(&session)).unwrap_err();
+        assert_eq!(refused.unwrapped(), &AuthError::ReauthMismatch);
+        // Counted for the cluster whose credential it was.
+        assert_eq!(refused.cluster(), Some(cluster.id));
         assert_eq!(
-            scram_login(gw, &bob, "pencil-1", Some(&session)).unwrap_err(),
-            AuthError::ReauthMismatch
-        );
-        assert_eq!(
-            scram_login(gw, &alice, "pencil-1", Some(&ctx.session)).unwrap_err(),
-            AuthError::ReauthMismatch
+            scram_login(gw, &alice, "pencil-1", Some(&ctx.session))
+                .unwrap_err()
+                .unwrapped(),
+            &AuthError::ReauthMismatch
         );
         // A wrong password at re-authentication fails like any wrong password.
         assert_eq!(
