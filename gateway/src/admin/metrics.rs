@@ -2,7 +2,7 @@
 //! open monitoring): the same collection, the tenant's filtered to its cluster.
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use uuid::Uuid;
 
@@ -19,6 +19,15 @@ pub fn exposition(gw: &Gateway, scope: Scope) -> Response<Body> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(text::CONTENT_TYPE));
+    response
+}
+
+/// Closes the connection after a tenant's answer: the admin listener's connection slots are
+/// the operator's too, and a tenant must not hold them with idle keep-alive connections.
+pub fn closing(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -317,16 +317,22 @@ impl Admin {
             .as_deref()
         {
             Some(["clusters", id, "metrics"]) => {
-                return match *request.method() {
+                let answer = match *request.method() {
                     Method::GET => metrics::tenant(self, id, &request, peer),
                     _ => Err(ApiError::method_not_allowed("GET")),
                 };
+                return Ok(metrics::closing(
+                    answer.unwrap_or_else(ApiError::into_response),
+                ));
             }
             Some(["clusters", id, "audit-events"]) => {
-                return match *request.method() {
+                let answer = match *request.method() {
                     Method::GET => metrics::tenant_audit(self, id, &request, peer),
                     _ => Err(ApiError::method_not_allowed("GET")),
                 };
+                return Ok(metrics::closing(
+                    answer.unwrap_or_else(ApiError::into_response),
+                ));
             }
             _ => {}
         }

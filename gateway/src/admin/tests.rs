@@ -932,3 +932,19 @@ async fn without_an_autoscaler_the_pool_is_shown_and_its_endpoints_say_how_to_tu
         .error(404, "not_found");
     assert!(off.contains("--autoscale-policy"), "{off}");
 }
+
+#[tokio::test]
+async fn a_tenant_route_closes_its_connection_so_tenants_hold_no_admin_slots() {
+    let h = Harness::start().await;
+    // Keep-alive asked for: the answer (here 503, this harness serves no Kafka listener; the
+    // e2e suite has the 401s and 403s) still closes the connection, which `raw` waits for. An
+    // admin route would keep it open.
+    let path = format!("/v1/clusters/{}/metrics", uuid::Uuid::new_v4());
+    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").into_bytes();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), raw(h.addr, req))
+        .await
+        .expect("the connection was closed after the answer");
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.header("connection"), Some("close"));
+    h.shut_down().await.unwrap();
+}
