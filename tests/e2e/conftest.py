@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from support import Admin, TenantCluster, policy, unique, wait_until
+from support import Admin, TenantCluster, end_process, policy, unique, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
@@ -458,12 +458,7 @@ def redis_server():
         wait_until(up, 20, "redis-server to answer PING")
         yield f"redis://127.0.0.1:{port}/"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import struct
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -342,6 +343,16 @@ class TenantCluster:
 
 # --------------------------------------------------------------------------------------------
 # Waiting
+
+
+def end_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    """Stops a helper process the test started: SIGTERM, then SIGKILL after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25):

@@ -38,7 +38,7 @@ from jsonschema import Draft202012Validator
 
 from conftest import REPO, _FAILED_IN, free_port, start_dev_stack
 from support import (READ_ONLY_ACTIONS, Admin, Conn, RawKafka, TenantCluster, assert_cannot_connect,
-                     create_topic, policy, pool_brokers, produce, unique, wait_until, with_claims)
+                     create_topic, end_process, policy, pool_brokers, produce, unique, wait_until, with_claims)
 
 SCHEMA = json.loads((REPO / "deploy" / "audit-event.schema.json").read_text())
 VALIDATOR = Draft202012Validator(SCHEMA)
@@ -106,12 +106,7 @@ def store():
         client.create_bucket(Bucket=BUCKET)
         yield endpoint, client
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 @pytest.fixture(scope="module")

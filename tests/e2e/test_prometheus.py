@@ -38,7 +38,7 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from conftest import REPO, free_port, make_tenant
-from support import RawKafka, TenantCluster, create_topic, unique, wait_until
+from support import RawKafka, TenantCluster, create_topic, end_process, unique, wait_until
 from test_metering import get_usage, produce_exact, totals
 
 sys.path.insert(0, str(REPO / "tests" / "deploy"))
@@ -174,12 +174,7 @@ class Prometheus:
         return self.log_path.read_text(errors="replace")[-5000:]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, 30)
         self._log.close()
         shutil.rmtree(self.base, ignore_errors=True)
 
